@@ -1,0 +1,55 @@
+"""Adam (Kingma & Ba), as torch.optim.Adam computes it:
+
+    m ← β₁ m + (1 − β₁) g,   v ← β₂ v + (1 − β₂) g²
+    A_t = diag(√(v / (1 − β₂ᵗ)) + ε)⁻¹                 the preconditioner estimate
+    x ← x − η A_t m / (1 − β₁ᵗ)
+
+With β₁ = 0 and no bias correction this is RMSProp. Staib et al. analyse β₁ = 0.
+"""
+from typing import NamedTuple
+
+import torch
+
+from problems.params import Param, non_negative, unit_open
+
+from .base import Optimizer, lr_param, sgd_step
+
+NAME = "adam"
+SCHEMA = {
+    "lr": lr_param(1e-3),
+    "beta1": Param(0.9, float, "in [0, 1)", unit_open, "β₁, momentum; 0: none"),
+    "beta2": Param(0.999, float, "in [0, 1)", unit_open, "β₂, the second-moment memory"),
+    "eps": Param(1e-8, float, ">= 0", non_negative),
+    "bias_correction": Param(True, bool, "true or false"),
+}
+
+
+class AdamState(NamedTuple):
+    m: torch.Tensor | None
+    v: torch.Tensor
+    count: int
+
+
+def build(hp: dict, problem=None) -> Optimizer:
+    beta1, beta2, eps = hp["beta1"], hp["beta2"], hp["eps"]
+
+    def init(x):
+        # β₁ = 0: m is g itself, so no buffer is kept.
+        return AdamState(torch.zeros_like(x) if beta1 else None, torch.zeros_like(x), 0)
+
+    def update(grad, state, x):
+        t = state.count + 1
+        v = state.v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step_size, v_scale = hp["lr"], 1.0
+        if hp["bias_correction"]:
+            step_size /= 1 - beta1**t
+            v_scale = (1 - beta2**t) ** 0.5
+        denom = v.sqrt().div_(v_scale).add_(eps)
+        if beta1:
+            m = state.m.lerp_(grad, 1 - beta1)
+            preconditioned = m / denom
+        else:
+            m, preconditioned = None, grad.div_(denom)
+        return sgd_step(preconditioned, step_size), AdamState(m, v, t)
+
+    return Optimizer(init, update)

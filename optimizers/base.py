@@ -1,0 +1,53 @@
+"""An optimizer is a pair of pure-looking functions, in the optax style:
+
+    init(x) -> state
+    update(grad, state, x) -> (step, state),   then x ← x + step.
+
+Everything is batched over R runs (x, grad: [R, d]). States are NamedTuples whose tensor fields
+have the runs as their leading dimension (so the engine can drop finished runs from the batch)
+and whose plain-number fields (a step count) are shared by every run.
+
+Speed over purity where it is invisible to the caller: `update` may reuse `grad`'s storage and
+updates the state's tensors in place (the engine owns both and never looks back at them).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import torch
+
+from problems.params import Param, positive
+
+State = Any
+
+
+class Optimizer(NamedTuple):
+    init: Callable[[torch.Tensor], State]
+    update: Callable[[torch.Tensor, State, torch.Tensor], tuple[torch.Tensor, State]]
+
+
+class Empty(NamedTuple):
+    pass
+
+
+def lr_param(default: float) -> Param:
+    return Param(default, float, "> 0", positive, "step size η")
+
+
+def select_runs(state: State, keep: torch.Tensor) -> State:
+    """The state restricted to the runs in `keep` (indices into the leading dimension)."""
+    return type(state)(*(f[keep] if torch.is_tensor(f) else f for f in state))
+
+
+def sgd_step(preconditioned_grad: torch.Tensor, lr: float) -> torch.Tensor:
+    """The step every method here ends with: −η A_t g_t (in place on its argument)."""
+    return preconditioned_grad.mul_(-lr)
+
+
+def matrix_power(M: torch.Tensor, power: float, eps: float) -> torch.Tensor:
+    """(M + εI)^power for symmetric PSD M ([..., d, d]), through an eigendecomposition in
+    float64: the noise's eigenvalues can span 8 decades (σ₁² = 1e-8 next to 1), which float32
+    eigh cannot resolve."""
+    evals, evecs = torch.linalg.eigh(M.double())
+    scaled = evecs * (evals.clamp_min(0) + eps).pow(power).unsqueeze(-2)
+    return (scaled @ evecs.transpose(-1, -2)).to(M.dtype)

@@ -1,0 +1,58 @@
+"""SGD with the ideal preconditioner of Staib et al. (THEORY.md §1):
+
+    x ← x − η A g,    A = (M + εI)^(−α/2)
+
+`target: noise`          M = Σ(x), the gradient-noise covariance. Constant for additive noise,
+                         so A is fixed and THEORY.md §3's closed form applies (p₁ = σ₁^−α).
+`target: second_moment`  M = E[g gᵀ] = ∇f ∇fᵀ + Σ(x), the paper's definition: Σ at the saddle,
+                         dominated by the gradient once |γx| ≫ σ₁ (a normalised-gradient step).
+
+α = 0 is SGD; α = 1 makes the preconditioned noise isotropic. `form: diagonal` uses diag(M),
+what practical methods estimate; `full` the whole matrix (small d: one eigh per step and run
+for the second moment).
+"""
+import torch
+
+from problems.params import Param, choice, non_negative, unit_closed
+
+from .base import Empty, Optimizer, lr_param, matrix_power, sgd_step
+
+NAME = "precond_sgd"
+SCHEMA = {
+    "lr": lr_param(1e-3),
+    "alpha": Param(1.0, float, "in [0, 1]", unit_closed, "preconditioner exponent α"),
+    "form": choice("diagonal", "diagonal", "full"),
+    "target": choice("noise", "noise", "second_moment"),
+    "eps": Param(1e-12, float, ">= 0", non_negative, "added to M's eigenvalues"),
+}
+
+
+def build(hp: dict, problem=None) -> Optimizer:
+    if problem is None or problem.noise_cov() is None:
+        name = getattr(problem, "name", None)
+        raise ValueError(f"optimizer precond_sgd: problem {name!r} has no known noise covariance; "
+                         "allowed: problems that expose noise_cov (quadratic_saddle, staib_toy)")
+    power, eps, full = -hp["alpha"] / 2, hp["eps"], hp["form"] == "full"
+
+    def fixed(cov):                          # A for M = Σ
+        return matrix_power(cov, power, eps) if full else (torch.diagonal(cov) + eps).pow(power)
+
+    A_noise = fixed(problem.noise_cov()) if problem.noise_cov_constant else None
+
+    def init(x):
+        return Empty()
+
+    def update(grad, state, x):
+        if hp["target"] == "noise":
+            A = A_noise if A_noise is not None else fixed(problem.noise_cov(x))
+            preconditioned = grad @ A if full else grad.mul_(A)
+        else:
+            full_grad, cov = problem.grad(x), problem.noise_cov(x)
+            if full:
+                M = cov + full_grad[:, :, None] * full_grad[:, None, :]
+                preconditioned = (matrix_power(M, power, eps) @ grad[:, :, None])[:, :, 0]
+            else:
+                preconditioned = grad.mul_((full_grad.square() + torch.diagonal(cov) + eps).pow(power))
+        return sgd_step(preconditioned, hp["lr"]), state
+
+    return Optimizer(init, update)

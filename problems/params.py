@@ -1,0 +1,81 @@
+"""Declarative parameters: one schema per problem and optimizer.
+
+The same schema fills defaults, checks types and ranges, and tells the sweep validator which
+keys a component takes (so a hyperparameter that an optimizer does not take never multiplies
+its cells). Every error names the owner, the key, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Param:
+    default: Any
+    kind: type                       # float, int, bool or str
+    allowed: str                     # human-readable range, quoted in errors
+    check: Callable[[Any], bool] | None = None
+    doc: str = ""
+    choices: tuple = ()              # for kind=str: the allowed words
+
+
+def positive(v):      return v > 0
+def non_negative(v):  return v >= 0
+def unit_open(v):     return 0 <= v < 1      # beta in [0, 1)
+def unit_closed(v):   return 0 <= v <= 1     # alpha in [0, 1]
+def at_least(lo):     return lambda v: v >= lo
+
+
+def choice(default: str, *choices: str, doc: str = "") -> Param:
+    return Param(default, str, "one of " + ", ".join(choices), None, doc, choices)
+
+
+def _coerce(owner: str, key: str, value: Any, p: Param) -> Any:
+    where = f"{owner}: {key}={value!r}"
+    if p.kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{where} is not a boolean; allowed: true or false")
+    if p.kind is str:
+        if isinstance(value, str) and (not p.choices or value in p.choices):
+            return value
+        raise ValueError(f"{where} is not allowed; allowed: {p.allowed}")
+    if isinstance(value, bool):                      # bool is an int in Python: refuse it
+        raise ValueError(f"{where} is a boolean; allowed: a number {p.allowed}")
+    if p.kind is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise ValueError(f"{where} is not an integer; allowed: an integer {p.allowed}")
+        return value
+    # float. YAML 1.1 reads `1e-3` (no dot) as a string: accept numeric strings, nothing else.
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{where} is not a number; allowed: a number {p.allowed}") from None
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"{where} is not a number; allowed: a number {p.allowed}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{where} is not finite; allowed: a number {p.allowed}")
+    return value
+
+
+def resolve(owner: str, schema: dict[str, Param], given: dict[str, Any]) -> dict[str, Any]:
+    """Defaults filled in, types coerced, ranges checked; keys in schema order."""
+    unknown = [k for k in given if k not in schema]
+    if unknown:
+        raise ValueError(f"{owner}: unknown parameter {unknown[0]!r}; allowed: {', '.join(schema) or 'none'}")
+    out = {}
+    for key, p in schema.items():
+        if key not in given or given[key] is None and p.default is None:
+            out[key] = p.default
+            continue
+        value = _coerce(owner, key, given[key], p)
+        if p.check is not None and not p.check(value):
+            raise ValueError(f"{owner}: {key}={value!r} is out of range; allowed: {p.allowed}")
+        out[key] = value
+    return out

@@ -1,0 +1,150 @@
+"""f(x) = ½ xᵀHx + (quartic/4)‖x‖⁴, a strict saddle at x* = 0 (THEORY.md §3).
+
+H = Q diag(λ) Qᵀ with k = n_negative eigenvalues −curvature (the escape directions) and the
+rest positive. The gradient noise is additive, ξ = B (s ⊙ z), covariance Σ = B diag(s²) Bᵀ with
+s = sigma_escape = noise_scale/anisotropy along the escape directions and noise_scale elsewhere.
+`aligned`: B = Q, so Σ is diagonal in H's eigenbasis; `rotated`: B is an independent random
+rotation (fixed by the cell's seed), which mixes the escape direction's small noise with the rest.
+With rotate_hessian the eigenbasis Q itself is a random rotation: the noise is then not
+diagonal in the coordinate axes, which is what a diagonal preconditioner cannot undo.
+
+The quartic confines the iterate: along an escape direction −γt + λt³ = 0, so the minima lie at
+distance √(γ/λ) from the saddle with loss −γ²/(4λ).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Problem
+from .params import Param, at_least, choice, non_negative, positive
+
+
+def random_rotation(dim: int, generator: torch.Generator, dtype) -> torch.Tensor:
+    """Haar-distributed orthogonal matrix: QR of a Gaussian, signs fixed by R's diagonal."""
+    a = torch.randn(dim, dim, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    return (q * torch.sign(torch.diagonal(r))).to(dtype)
+
+
+def standard_noise(generator, shape, dist: str, df: int, dtype, device) -> torch.Tensor:
+    """Unit-variance noise: Gaussian, or Student-t with df degrees of freedom scaled by
+    √((df−2)/df) so that its variance is 1 (df ≥ 3 keeps the variance finite). The χ² is a sum
+    of df squared normals because torch has no gamma sampler that takes a Generator."""
+    z = torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    if dist == "gaussian":
+        return z
+    chi2 = torch.randn((df, *shape), generator=generator, dtype=dtype, device=device).square_().sum(0)
+    return z * torch.rsqrt(chi2 / df) * math.sqrt((df - 2) / df)
+
+
+class QuadraticSaddle(Problem):
+    name = "quadratic_saddle"
+    SCHEMA = {
+        "dim": Param(10, int, ">= 1", at_least(1), "dimension d"),
+        "n_negative": Param(1, int, "1 <= n_negative <= dim", at_least(1), "escape directions k"),
+        "curvature": Param(1.0, float, "> 0", positive, "γ: the negative eigenvalues are −γ"),
+        "positive_curvature": Param(1.0, float, "> 0", positive, "largest positive eigenvalue"),
+        "condition": Param(1.0, float, ">= 1", at_least(1.0),
+                           "positive eigenvalues log-spaced from positive_curvature down by this factor"),
+        "quartic": Param(0.0, float, ">= 0", non_negative, "λ of the confining (λ/4)‖x‖⁴; 0: none"),
+        "noise_scale": Param(1.0, float, ">= 0", non_negative, "σ: noise std off the escape directions"),
+        "anisotropy": Param(1.0, float, ">= 1", at_least(1.0), "κ: sigma_escape = σ/κ"),
+        "noise_alignment": choice("aligned", "aligned", "rotated"),
+        "rotate_hessian": Param(False, bool, "true or false", None, "random eigenbasis for H"),
+        "noise_dist": choice("gaussian", "gaussian", "student_t"),
+        "df": Param(5, int, ">= 3 (finite variance)", at_least(3), "Student-t degrees of freedom"),
+        "escape_radius": Param(1.0, float, "> 0", positive, "r"),
+        "escape_measure": choice("norm", "norm", "projection",
+                                 doc="norm: ‖x − x*‖; projection: the norm within the escape subspace"),
+    }
+
+    @classmethod
+    def validate(cls, params: dict) -> dict:
+        p = super().validate(params)
+        if p["n_negative"] > p["dim"]:
+            raise ValueError(f"problem quadratic_saddle: n_negative={p['n_negative']} is out of range; "
+                             f"allowed: 1 <= n_negative <= dim (dim={p['dim']})")
+        return p
+
+    def __init__(self, params: dict, generator: torch.Generator, dtype=torch.float32, device="cpu"):
+        p = self.params = params
+        d, k = p["dim"], p["n_negative"]
+        self.dim, self.escape_radius = d, p["escape_radius"]
+        positive_eigs = torch.logspace(0, -math.log10(p["condition"]), d - k, dtype=torch.float64)
+        eigs = torch.cat([torch.full((k,), -p["curvature"], dtype=torch.float64),
+                          p["positive_curvature"] * positive_eigs])
+        std = torch.cat([torch.full((k,), p["noise_scale"] / p["anisotropy"], dtype=torch.float64),
+                         torch.full((d - k,), p["noise_scale"], dtype=torch.float64)])
+        # The eigenbasis rotation is drawn first, the noise rotation second, from the same
+        # construction generator: a cell's seed fixes both.
+        Q = random_rotation(d, generator, torch.float64) if p["rotate_hessian"] else None
+        B = random_rotation(d, generator, torch.float64) if p["noise_alignment"] == "rotated" else Q
+        to = dict(dtype=dtype, device=device)
+        self.eigs, self.noise_std = eigs.to(**to), std.to(**to)
+        self.basis = None if Q is None else Q.to(**to)             # None: H is diagonal
+        self.noise_basis = None if B is None else B.to(**to)       # None: Σ is diagonal
+        eye = torch.eye(d, dtype=torch.float64)
+        Qd, Bd = (eye if Q is None else Q), (eye if B is None else B)
+        self.H = ((Qd * eigs) @ Qd.T).to(**to)
+        self.Sigma = ((Bd * std**2) @ Bd.T).to(**to)
+        # Along the escape direction in float64: exactly σ/κ when aligned, mixed when rotated.
+        v = Qd[:, 0]
+        self.sigma_escape = float(torch.sqrt(v @ ((Bd * std**2) @ Bd.T) @ v))
+        self.escape_basis = Qd[:, :k].to(**to)                    # [d, k]
+        self.escape_direction = Qd[:, 0].to(**to)
+        self.saddle = torch.zeros(d, **to)
+        self.saddle_loss = 0.0
+        self.quartic = p["quartic"]
+        self.minimum_loss = -p["curvature"] ** 2 / (4 * self.quartic) if self.quartic > 0 else None
+
+    def loss(self, x):
+        y = x if self.basis is None else x @ self.basis
+        out = 0.5 * (self.eigs * y.square()).sum(-1)
+        if self.quartic:
+            out = out + 0.25 * self.quartic * x.square().sum(-1).square()
+        return out
+
+    def grad(self, x):
+        g = x * self.eigs if self.basis is None else x @ self.H
+        if self.quartic:
+            g = g + self.quartic * x.square().sum(-1, keepdim=True) * x
+        return g
+
+    def hessian(self, x):
+        H = self.H.expand(x.shape[0], -1, -1)
+        if not self.quartic:
+            return H.clone()
+        eye = torch.eye(self.dim, dtype=x.dtype, device=x.device)
+        sq = x.square().sum(-1)[:, None, None]
+        return H + self.quartic * (sq * eye + 2 * x[:, :, None] * x[:, None, :])
+
+    def hvp(self, x, v):
+        out = v * self.eigs if self.basis is None else v @ self.H
+        if self.quartic:
+            out = out + self.quartic * (x.square().sum(-1, keepdim=True) * v
+                                        + 2 * (x * v).sum(-1, keepdim=True) * x)
+        return out
+
+    def draw(self, generator, steps, runs):
+        p = self.params
+        z = standard_noise(generator, (steps, runs, self.dim), p["noise_dist"], p["df"],
+                           self.eigs.dtype, self.eigs.device)
+        z.mul_(self.noise_std)
+        return z if self.noise_basis is None else z @ self.noise_basis.T
+
+    def stochastic_grad(self, x, drawn):
+        return self.grad(x).add_(drawn)
+
+    def noise_cov(self, x=None):
+        return self.Sigma
+
+    def derived(self):
+        return {"curvature": self.params["curvature"], "sigma_escape": self.sigma_escape,
+                "escape_radius": self.escape_radius}
+
+    def escape_distance(self, x):
+        if self.params["escape_measure"] == "norm":
+            return torch.linalg.vector_norm(x, dim=-1)
+        return torch.linalg.vector_norm(x @ self.escape_basis, dim=-1)
