@@ -1,0 +1,101 @@
+"""Ray processes a test owns: `ray start --block` in its own process group, every port chosen
+free and explicit (so it cannot collide with the session's embedded Ray), stopped by SIGTERM to
+the leader and then, if anything is left, SIGKILL to exactly that group. Never by name."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def ray_env() -> dict:
+    # The venv first on PATH: a submitted job's `python` must be the one with saddlescape's deps.
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+               RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+class RayNode:
+    def __init__(self, head_address: str | None = None, num_cpus: int = 2, temp_dir: str | None = None):
+        ports = free_ports(9)
+        self.port, self.dashboard_port = ports[0], ports[1]
+        # Unix socket paths must stay short: a temp dir under /tmp, not pytest's long one.
+        self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="rt", dir="/tmp")
+        args = [str(BIN / "ray"), "start", "--block", f"--num-cpus={num_cpus}",
+                f"--node-manager-port={ports[2]}", f"--object-manager-port={ports[3]}",
+                f"--dashboard-agent-listen-port={ports[4]}", f"--dashboard-agent-grpc-port={ports[5]}",
+                f"--runtime-env-agent-port={ports[6]}", f"--metrics-export-port={ports[7]}",
+                f"--min-worker-port={ports[8] if ports[8] < 60000 else 20000}",
+                f"--max-worker-port={(ports[8] if ports[8] < 60000 else 20000) + 200}"]
+        if head_address is None:
+            args += ["--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
+                     "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+                     f"--ray-client-server-port={free_ports(1)[0]}", f"--temp-dir={self.temp_dir}"]
+        else:
+            args += [f"--address={head_address}", "--node-ip-address=127.0.0.1"]
+        self.log = open(Path(self.temp_dir) / f"node-{self.port}.log", "w")
+        self.proc = subprocess.Popen(args, env=ray_env(), stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    @property
+    def gcs_address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def wait_for_dashboard(self, timeout: float = 90):
+        import urllib.error
+        import urllib.request
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start exited with {self.proc.returncode}: "
+                                   f"{Path(self.log.name).read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(self.dashboard_url + "/api/version", timeout=2)
+                return
+            except urllib.error.HTTPError:               # 401 without the token: it is up
+                return
+            except OSError:
+                time.sleep(1)
+        raise TimeoutError("the Ray dashboard did not come up")
+
+    def stop(self, drain: float = 30):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)        # the leader drains its children
+            try:
+                self.proc.wait(drain)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)     # whatever of this group is left
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.log.close()
+
+    def kill(self):
+        """A node failure: the whole group at once, no draining."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()

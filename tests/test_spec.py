@@ -1,0 +1,201 @@
+"""sweeps.yaml: validation (one test per kind of error: the message, exit code 2, nothing
+written) and expansion (per-optimizer hyperparameters, rules, random sampling, defaults)."""
+import math
+import textwrap
+
+import pytest
+
+from workflows.cli import main
+from workflows.spec import load_sweeps
+
+GOOD = """
+defaults:
+  problem.name: quadratic_saddle
+  problem.dim: 2
+  seeds: 8
+  budget: 100
+sweeps:
+  s:
+    description: test
+    parameters:
+      problem.anisotropy: {values: [1, 10]}
+      optimizer.name: {values: [sgd, adam]}
+      optimizer.lr: {values: [0.01, 0.1]}
+      optimizer.beta2: {values: [0.9, 0.99]}
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "sweeps.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def sweep_with(params: str, extra: str = "", defaults=True) -> str:
+    head = "defaults: {problem.name: quadratic_saddle, problem.dim: 2, optimizer.name: sgd, seeds: 4, budget: 50}\n"
+    return (head if defaults else "") + "sweeps:\n  s:\n" + textwrap.indent(textwrap.dedent(extra), "    ") + \
+        "    parameters:\n" + textwrap.indent(textwrap.dedent(params), "      ")
+
+
+BAD = {
+    "yaml-syntax": ("sweeps: {s: [1, 2\n", "invalid YAML at line"),
+    "yaml-python-tag": ("sweeps: !!python/object/apply:os.system ['echo hacked']\n", "invalid YAML"),
+    "yaml-custom-tag": ("sweeps:\n  s: !include other.yaml\n", "invalid YAML"),
+    "not-a-mapping": ("- just\n- a list\n", "top level must be a mapping"),
+    "no-sweeps": ("defaults: {seeds: 4}\n", "non-empty 'sweeps' mapping"),
+    "unknown-top-level": ("sweeps: {s: {parameters: {seeds: 4}}}\nsweep: {}\n", "unknown top-level key 'sweep'"),
+    "unknown-sweep-key": (sweep_with("seeds: 4\n", "metod: grid\n"), "sweep 's': unknown key 'metod'"),
+    "unknown-parameter": (sweep_with("step_size: {values: [0.1]}\n"), "unknown parameter 'step_size'"),
+    "unknown-problem": (sweep_with("problem.name: saddle\n"), "problem.name='saddle' is not known; allowed: "),
+    "unknown-optimizer": (sweep_with("optimizer.name: {values: [sgd, lamb]}\n"),
+                          "optimizer.name='lamb' is not known"),
+    "unknown-hyperparameter": (sweep_with("optimizer.name: sgd\noptimizer.beta2: {values: [0.9]}\n"),
+                               "optimizer.beta2 is not a parameter of sgd; allowed: lr"),
+    "unknown-problem-parameter": (sweep_with("problem.anisotrpy: {values: [1]}\n"),
+                                  "problem.anisotrpy is not a parameter of quadratic_saddle"),
+    "wrong-type": (sweep_with("optimizer.lr: {values: [fast]}\n"), "lr='fast' is not a number"),
+    "wrong-type-int": (sweep_with("seeds: 2.5\n"), "seeds=2.5 is not an integer"),
+    "wrong-type-bool": (sweep_with("run_to_budget: maybe\n"), "run_to_budget='maybe' is not a boolean"),
+    "empty-grid": (sweep_with("optimizer.lr: {values: []}\n"), "optimizer.lr.values=[] is an empty grid"),
+    "lr-zero": (sweep_with("optimizer.lr: {values: [0.01, 0]}\n"), "lr=0.0 is out of range; allowed: > 0"),
+    "beta2-one": (sweep_with("optimizer.name: adam\noptimizer.beta2: 1.0\n"),
+                  "beta2=1.0 is out of range; allowed: in [0, 1)"),
+    "anisotropy-below-one": (sweep_with("problem.anisotropy: {values: [0.5]}\n"),
+                             "anisotropy=0.5 is out of range; allowed: >= 1"),
+    "budget-negative": (sweep_with("budget: -1\n"), "budget=-1 is out of range; allowed: >= 1"),
+    "two-kinds": (sweep_with("seeds: {value: 4, values: [4]}\n"), "must have exactly one of value, values"),
+    "unknown-rule": (sweep_with("optimizer.name: adam\noptimizer.beta2: {rule: kingma}\n"),
+                     "is not a known rule for optimizer.beta2; allowed: optimizer.beta2: {rule: paper}"),
+    "rule-on-wrong-key": (sweep_with("optimizer.name: adam\noptimizer.lr: {rule: paper}\n"),
+                          "is not a known rule for optimizer.lr"),
+    "distribution-in-grid": (sweep_with("optimizer.lr: {distribution: log_uniform_values, min: 0.001, max: 0.1}\n"),
+                             "optimizer.lr has a distribution; allowed with method: random only"),
+    "random-without-samples": (sweep_with("seeds: 4\n", "method: random\n"), "samples=None is not allowed"),
+    "unknown-method": (sweep_with("seeds: 4\n", "method: bayes\n"), "method='bayes' is not allowed; allowed: grid, random"),
+    "unknown-distribution": (sweep_with("optimizer.lr: {distribution: gamma, min: 1, max: 2}\n", "method: random\nsamples: 2\n"),
+                             "optimizer.lr.distribution='gamma' is not known"),
+    "bad-bounds": (sweep_with("optimizer.lr: {distribution: log_uniform_values, min: 0, max: 1}\n",
+                              "method: random\nsamples: 2\n"), "optimizer.lr.min=0 is not positive"),
+    "empty-parameters": ("sweeps:\n  s:\n    parameters: {}\n", "parameters={} is not a non-empty mapping"),
+    "component-not-mapping": (sweep_with("optimizer: {values: [sgd]}\n"), "optimizer='sgd' is not a mapping"),
+    "bad-default": ("defaults: {problem.name: quadratic_saddle, optimizer.name: sgd, optimizer.momentun: 0.9}\n" + sweep_with("seeds: 4\n", defaults=False),
+                    "optimizer.momentun is not a parameter of"),
+    "no-problem-name": (sweep_with("optimizer.name: sgd\n", defaults=False), "problem.name is not set; allowed: "),
+    "duplicate-key": (sweep_with("seeds: 4\nseeds: 8\n"), "invalid YAML at line 6, column 7: duplicate key 'seeds'"),
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_each_kind_of_bad_sweep_is_one_clear_line_exit_2_and_nothing_written(name, tmp_path, capsys):
+    text, message = BAD[name]
+    path = write(tmp_path, text)
+    storage = tmp_path / "results"
+    code = main(["run", str(path), "--sweep", "s", "--storage", str(storage)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err, err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert not storage.exists()
+    assert main(["validate", str(path)]) == 2
+
+
+def test_a_grid_over_max_cells_is_refused_before_expanding(tmp_path, capsys):
+    path = write(tmp_path, sweep_with("optimizer.lr: {values: [0.1, 0.2, 0.3]}\nseed: {values: [0, 1, 2, 3]}\n"))
+    code = main(["run", str(path), "--sweep", "s", "--storage", str(tmp_path / "r"), "--max-cells", "10"])
+    assert code == 2
+    assert "the grid has 12 cells, over --max-cells 10" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unknown_sweep_name_lists_the_known_ones(tmp_path, capsys):
+    path = write(tmp_path, GOOD)
+    assert main(["run", str(path), "--sweep", "nope", "--storage", str(tmp_path / "r")]) == 2
+    assert "--sweep 'nope' is not defined; allowed: s" in capsys.readouterr().err
+
+
+def test_a_hyperparameter_an_optimizer_does_not_take_never_multiplies_its_cells(tmp_path):
+    cells = load_sweeps(write(tmp_path, GOOD))["s"].cells
+    sgd = [c for c in cells if c["optimizer"]["name"] == "sgd"]
+    adam = [c for c in cells if c["optimizer"]["name"] == "adam"]
+    assert len(sgd) == 2 * 2            # anisotropy x lr, not x beta2
+    assert len(adam) == 2 * 2 * 2
+    assert all("beta2" not in c["optimizer"] for c in sgd)
+
+
+def test_the_paper_rule_sets_beta2_from_lr(tmp_path):
+    text = sweep_with("""
+        optimizer:
+          values:
+            - {name: rmsprop, lr: {values: [0.001, 0.008]}, beta2: {rule: paper}}
+        optimizer.eps: 1.0e-6
+        """)
+    cells = load_sweeps(write(tmp_path, text))["s"].cells
+    for c in cells:
+        assert c["optimizer"]["beta2"] == pytest.approx(1 - c["optimizer"]["lr"] ** (2 / 3))
+        assert c["optimizer"]["eps"] == 1e-6
+    assert sorted(c["optimizer"]["beta2"] for c in cells) == pytest.approx([0.96, 0.99])
+
+
+def test_a_rule_can_be_one_of_the_values(tmp_path):
+    text = sweep_with("optimizer.name: adam\noptimizer.lr: 0.001\noptimizer.beta2: {values: [0.9, {rule: paper}]}\n")
+    betas = sorted(c["optimizer"]["beta2"] for c in load_sweeps(write(tmp_path, text))["s"].cells)
+    assert betas == pytest.approx([0.9, 0.99])
+
+
+def test_inverse_sqrt_dim_rule(tmp_path):
+    text = sweep_with("problem.dim: {values: [4, 16]}\nproblem.noise_scale: {rule: inverse_sqrt_dim}\n")
+    for c in load_sweeps(write(tmp_path, text))["s"].cells:
+        assert c["problem"]["noise_scale"] == pytest.approx(c["problem"]["dim"] ** -0.5)
+
+
+def test_specific_settings_win_over_general_ones(tmp_path):
+    text = "defaults: {problem.name: quadratic_saddle, optimizer.lr: 0.5, seeds: 3}\n" + sweep_with(defaults=False, params="""
+        optimizer.lr: 0.05
+        optimizer:
+          values:
+            - {name: sgd, lr: 0.005}
+            - {name: momentum}
+        """)
+    cells = load_sweeps(write(tmp_path, text))["s"].cells
+    lrs = {c["optimizer"]["name"]: c["optimizer"]["lr"] for c in cells}
+    assert lrs == {"sgd": 0.005, "momentum": 0.05}
+    assert all(c["seeds"] == 3 for c in cells)
+
+
+def test_yaml_1_2_floats(tmp_path):
+    cells = load_sweeps(write(tmp_path, sweep_with("optimizer.lr: {values: [1e-3, 2E-2]}\n")))["s"].cells
+    assert sorted(c["optimizer"]["lr"] for c in cells) == [1e-3, 2e-2]
+
+
+def test_random_search_is_reproducible_and_inside_its_bounds(tmp_path):
+    text = sweep_with("""
+        optimizer.name: {values: [sgd, adam]}
+        optimizer.lr: {distribution: log_uniform_values, min: 0.0001, max: 0.1}
+        problem.anisotropy: {distribution: uniform, min: 1, max: 100}
+        seed: {distribution: int_uniform, min: 0, max: 5}
+        """, "method: random\nsamples: 40\nrandom_seed: 3\n")
+    path = write(tmp_path, text)
+    first, again = load_sweeps(path)["s"].cells, load_sweeps(path)["s"].cells
+    assert first == again and 30 <= len(first) <= 40          # duplicates collapse
+    lrs = [c["optimizer"]["lr"] for c in first]
+    assert all(1e-4 <= lr <= 0.1 for lr in lrs)
+    assert min(lrs) < 1e-3 and max(lrs) > 1e-2                # log-uniform spreads over decades
+    assert {c["optimizer"]["name"] for c in first} == {"sgd", "adam"}
+    assert all(0 <= c["seed"] <= 5 and isinstance(c["seed"], int) for c in first)
+
+
+def test_duplicate_cells_collapse(tmp_path):
+    text = sweep_with("optimizer.name: sgd\noptimizer.lr: {values: [0.01, 1.0e-2]}\n")
+    assert len(load_sweeps(write(tmp_path, text))["s"].cells) == 1
+
+
+def test_the_shipped_sweeps_validate(capsys):
+    assert main(["validate", "sweeps.yaml"]) == 0
+    out = capsys.readouterr().out
+    for name in ("smoke", "quick", "anisotropy", "stepsize", "beta2", "staib2019", "dimension"):
+        assert f"  {name} " in out
+    sweeps = load_sweeps("sweeps.yaml")
+    beta2 = sweeps["beta2"].cells
+    assert any(math.isclose(c["optimizer"]["beta2"], 1 - c["optimizer"]["lr"] ** (2 / 3)) for c in beta2)
+    assert any(c["optimizer"]["beta2"] == 0.999 for c in beta2)
+    assert len(sweeps["smoke"].cells) <= 8

@@ -1,0 +1,167 @@
+"""The results store: one directory per sweep, on a local path or any pyarrow filesystem URI.
+
+    <root>/<sweep>/parts/<cell_id>.parquet          one cell's rows, written by the worker that ran it
+    <root>/<sweep>/parts/<cell_id>.trace.parquet    its trace, where the cell asks for one
+    <root>/<sweep>/failed/<cell_id>.json            a cell that failed after its retries, with the error
+    <root>/<sweep>/rows.parquet, cells.parquet, traces.parquet, meta.json   consolidated at the end
+
+Every file is written to a temporary name and then renamed, so a killed writer leaves no file
+that looks complete. A part is trusted only if its parquet footer reads, its row count is the
+cell's seed count and its embedded cell id is its name: a truncated or corrupt part is
+recomputed, never read as results.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from .cell import flatten_cell
+
+META_KEY = b"saddlescape"
+
+
+class Store:
+    def __init__(self, root: str, sweep: str):
+        self.uri = f"{root.rstrip('/')}/{sweep}"
+        if "://" in root:
+            self.fs, self.base = pafs.FileSystem.from_uri(self.uri)
+        else:                               # a local path, relative to where the command runs
+            self.fs, self.base = pafs.LocalFileSystem(), os.path.abspath(self.uri)
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.base, *parts])
+
+    # --- writing, atomically -------------------------------------------------------------
+    def _write_bytes(self, relpath: str, data: bytes):
+        final = self.path(relpath)
+        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        tmp = f"{final}.tmp-{uuid.uuid4().hex}"
+        with self.fs.open_output_stream(tmp) as out:
+            out.write(data)
+        self.fs.move(tmp, final)            # a rename on local disks and NFS
+
+    def write_table(self, relpath: str, frame: pd.DataFrame, metadata: dict | None = None):
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if metadata is not None:
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                                   META_KEY: json.dumps(metadata).encode()})
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        self._write_bytes(relpath, sink.getvalue())
+
+    def write_json(self, relpath: str, data: dict):
+        self._write_bytes(relpath, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
+
+    def write_part(self, cell: dict, key: str, rows: pd.DataFrame, trace, seconds: float):
+        if trace is not None:               # the trace first: a complete part implies its trace
+            self.write_table(f"parts/{key}.trace.parquet", trace)
+        self.write_table(f"parts/{key}.parquet", rows,
+                         {"cell_id": key, "seeds": cell["seeds"], "engine_seconds": seconds,
+                          "has_trace": trace is not None})
+        self.delete(f"failed/{key}.json")
+
+    def record_failure(self, cell: dict, key: str, error: str):
+        self.write_json(f"failed/{key}.json", {"cell_id": key, "cell": cell, "error": error})
+
+    def delete(self, relpath: str):
+        try:
+            self.fs.delete_file(self.path(relpath))
+        except FileNotFoundError:
+            pass
+
+    # --- reading ---------------------------------------------------------------------------
+    def part_info(self, key: str, seeds: int) -> dict | None:
+        """The part's embedded metadata if it is complete and belongs to this cell, else None."""
+        try:
+            with self.fs.open_input_file(self.path(f"parts/{key}.parquet")) as f:
+                meta = pq.read_metadata(f)
+            info = json.loads(meta.metadata[META_KEY])
+        except (FileNotFoundError, OSError, KeyError, TypeError, ValueError, pa.ArrowException):
+            return None
+        if info.get("cell_id") != key or meta.num_rows != seeds or info.get("seeds") != seeds:
+            return None
+        return info
+
+    def done(self, cells: dict[str, dict]) -> dict[str, dict]:
+        """{cell_id: part metadata} for the cells whose results are complete."""
+        listed = self._listed("parts")
+        out = {}
+        for key, cell in cells.items():
+            if f"{key}.parquet" in listed:
+                info = self.part_info(key, cell["seeds"])
+                if info is not None:
+                    out[key] = info
+        return out
+
+    def failures(self) -> dict[str, dict]:
+        out = {}
+        for name in self._listed("failed"):
+            if name.endswith(".json"):
+                with self.fs.open_input_stream(self.path("failed", name)) as f:
+                    record = json.loads(f.read())
+                out[record["cell_id"]] = record
+        return out
+
+    def _listed(self, folder: str) -> set[str]:
+        selector = pafs.FileSelector(self.path(folder), allow_not_found=True)
+        return {info.base_name for info in self.fs.get_file_info(selector)}
+
+    def read_table(self, relpath: str) -> pd.DataFrame:
+        with self.fs.open_input_file(self.path(relpath)) as f:
+            return pq.read_table(f).to_pandas()
+
+    # --- consolidation ---------------------------------------------------------------------
+    def consolidate(self, cells: dict[str, dict], meta: dict) -> dict:
+        """rows.parquet, cells.parquet, traces.parquet (where any) and meta.json for the sweep's
+        current cells, in the sweep's order. Parts of cells no longer in the sweep stay on disk
+        but out of the tables."""
+        done, failed = self.done(cells), self.failures()
+        frames, traces, summary = [], [], []
+        for key, cell in cells.items():
+            status = {"cell_id": key, **flatten_cell(cell)}
+            if key in done:
+                rows = self.read_table(f"parts/{key}.parquet")
+                frames.append(rows)
+                if done[key].get("has_trace"):
+                    traces.append(self.read_table(f"parts/{key}.trace.parquet"))
+                escaped = rows.loc[rows.escaped, "escape_step"]
+                status.update(status="ok", error="", n_seeds=len(rows), n_escaped=int(rows.escaped.sum()),
+                              n_diverged=int(rows.diverged.sum()),
+                              mean_escape_step_of_escaped=float(escaped.mean()) if len(escaped) else float("nan"),
+                              engine_seconds=done[key]["engine_seconds"])
+            else:
+                error = failed.get(key, {}).get("error", "not computed")
+                status.update(status="failed" if key in failed else "missing", error=error)
+            summary.append(status)
+        if frames:
+            self.write_table("rows.parquet", tidy_concat(frames))
+        if traces:
+            self.write_table("traces.parquet", pd.concat(traces, ignore_index=True))
+        self.write_table("cells.parquet", tidy_concat([pd.DataFrame([s]) for s in summary]))
+        counts = {"total": len(cells), "done": len(done),
+                  "failed": sum(s["status"] == "failed" for s in summary),
+                  "missing": sum(s["status"] == "missing" for s in summary)}
+        self.write_json("meta.json", {**meta, "cells": {**meta.get("cells", {}), **counts}})
+        return counts
+
+
+def tidy_concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate frames whose columns differ (a sweep mixing optimizers: `beta2` is missing
+    for sgd): a column that is boolean or text where present keeps that type, with missing
+    values, instead of becoming a mixed object column that parquet cannot store."""
+    frame = pd.concat(frames, ignore_index=True)
+    for column in frame.columns[frame.dtypes == object]:
+        present = frame[column].dropna()
+        if len(present) and present.map(type).eq(bool).all():
+            frame[column] = frame[column].astype("boolean")
+        elif present.map(type).eq(str).all():
+            frame[column] = frame[column].astype("string")
+    return frame

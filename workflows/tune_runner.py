@@ -1,0 +1,139 @@
+"""All of saddlescape's Ray: connecting, and running packs of cells as Ray Tune trials.
+
+The trainable is a thin function of its config (a pack of cells): it runs each cell with the
+engine and writes each cell's rows to the store as soon as they exist, so a crash of the
+driver, a worker or a node loses at most the cells in flight. A cell that raises does not stop
+its pack; the trial then fails with every failed cell named, Tune retries it as FailureConfig
+says (the retry skips the cells already stored), and what still fails is recorded as failed.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import traceback
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no internet to report usage to
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, not Tune's tables
+os.environ.setdefault("RAY_AUTH_MODE", "token")         # token authentication, explicitly (Ray 2.60 default)
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from .cell import cell_id  # noqa: E402
+from .store import Store  # noqa: E402
+
+TRIAL_RESOURCES = {"cpu": 1}
+
+
+@contextlib.contextmanager
+def connected(address: str | None, workers: int | None):
+    """An existing cluster when an address is given (or RAY_ADDRESS is set), else an embedded
+    local Ray on `workers` cores; one already initialised in this process is used as it is.
+    A bare ray.init() is never used: it would attach to whatever cluster a stale
+    current-cluster file names. Yields the number of trials to run at once; shuts down only
+    what it started."""
+    started = not ray.is_initialized()
+    if started:
+        address = address or os.environ.get("RAY_ADDRESS")
+        common = dict(logging_level=logging.WARNING, log_to_driver=False)
+        if address:
+            ray.init(address=address, **common)
+        else:
+            ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False, **common)
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        yield min(cpus, workers) if workers else cpus
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class CellFailures(RuntimeError):
+    pass
+
+
+# Result keys avoid Tune's reserved names: a result with `done: True` ends the trial.
+def run_pack(config: dict, packs: list[list[dict]]):
+    """The trainable: one pack of cells. The packs travel through the object store
+    (tune.with_parameters), the config holds only an index, so Tune's per-result logs stay small."""
+    import torch
+
+    from .engine import simulate
+
+    torch.set_num_threads(TRIAL_RESOURCES["cpu"])   # one core per trial: no oversubscription
+    store = Store(config["store_root"], config["sweep"])
+    failures = {}
+    for cell in packs[config["pack"]]:
+        key = cell_id(cell)
+        if store.part_info(key, cell["seeds"]) is not None:     # a retry: already stored
+            tune.report({"cell_id": key, "cell_done": 1, "engine_seconds": 0.0, "reused": 1})
+            continue
+        try:
+            result = simulate(cell)
+        except Exception as e:                                 # noqa: BLE001 - recorded, not swallowed
+            failures[key] = f"{type(e).__name__}: {e}"
+            store.record_failure(cell, key, failures[key] + "\n" + traceback.format_exc())
+            tune.report({"cell_id": key, "cell_done": 0, "failed": 1})
+            continue
+        store.write_part(cell, key, result.rows, result.trace, result.seconds)
+        tune.report({"cell_id": key, "cell_done": 1, "engine_seconds": result.seconds, "reused": 0})
+    if failures:
+        raise CellFailures("; ".join(f"cell {k}: {v}" for k, v in failures.items()))
+
+
+class Progress(tune.Callback):
+    """Cells done / total, elapsed time, and an estimate of the time left."""
+
+    def __init__(self, total: int, echo, every: float = 2.0):
+        self.total, self.echo, self.every = total, echo, every
+        self.done: set[str] = set()
+        self.engine_seconds = 0.0
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get("cell_done") and result["cell_id"] not in self.done:
+            self.done.add(result["cell_id"])
+            self.engine_seconds += result.get("engine_seconds", 0.0)
+        now = time.monotonic()
+        if now - self.last >= self.every or len(self.done) == self.total:
+            self.last = now
+            self.echo(self.line())
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.start
+        n = len(self.done)
+        eta = f"{elapsed / n * (self.total - n):.0f}s" if n else "?"
+        return f"  {n}/{self.total} cells  elapsed {elapsed:.0f}s  left ~{eta}"
+
+
+def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, workers: int, max_failures: int,
+              echo=print) -> float:
+    """Run every pack as a Tune trial; returns the summed engine seconds of the cells run.
+    Failures are left in the store (failed/<cell_id>.json) for the caller to report."""
+    store = Store(store_root, sweep)
+    total = sum(len(p) for p in packs)
+    progress = Progress(total, echo)
+    trainable = tune.with_resources(tune.with_parameters(run_pack, packs=packs), TRIAL_RESOURCES)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"pack": tune.grid_search(list(range(len(packs)))), "store_root": store_root, "sweep": sweep},
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=workers),
+        run_config=tune.RunConfig(
+            name="_tune", storage_path=store.uri if not store.local else store.base,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            callbacks=[progress], verbose=0, log_to_file=True),
+    )
+    grid = tuner.fit()
+    # A trial that died without writing its failures (a killed worker): record them here.
+    recorded = store.failures()
+    for result in grid:
+        if result.error is None:
+            continue
+        for cell in packs[result.config["pack"]]:
+            key = cell_id(cell)
+            if key not in recorded and store.part_info(key, cell["seeds"]) is None:
+                store.record_failure(cell, key, f"trial failed: {result.error}")
+    return progress.engine_seconds
