@@ -1,6 +1,7 @@
-"""Ray processes a test owns: `ray start --block` in its own process group, every port chosen
-free and explicit (so it cannot collide with the session's embedded Ray), stopped by SIGTERM to
-the leader and then, if anything is left, SIGKILL to exactly that group. Never by name."""
+"""Ray processes a test owns: `ray start --block` in its own session, every port chosen free
+and explicit (so it cannot collide with the test run's embedded Ray), stopped by SIGTERM to the
+leader and then, if anything is left, SIGKILL to exactly the processes of that session. Never
+by name."""
 from __future__ import annotations
 
 import os
@@ -23,6 +24,40 @@ def free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
+
+
+def session_members(sid: int) -> list[int]:
+    """Processes of session `sid` (field 6 of /proc/PID/stat). Ray's workers get their own
+    process groups but stay in the session of the process that started Ray."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def kill_session(sid: int, timeout: float = 30):
+    """SIGKILL exactly the processes of one session this test started, and wait until they are gone."""
+    deadline = time.time() + timeout
+    while True:
+        members = session_members(sid)
+        for pid in members:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not members or time.time() > deadline:
+            return
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass                                     # reap our own children (the leader)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
 
 
 def ray_env() -> dict:
@@ -88,14 +123,11 @@ class RayNode:
                 self.proc.wait(drain)
             except subprocess.TimeoutExpired:
                 pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)     # whatever of this group is left
-        except ProcessLookupError:
-            pass
+        kill_session(self.proc.pid)                      # whatever of this node is left
         self.proc.wait()
         self.log.close()
 
     def kill(self):
-        """A node failure: the whole group at once, no draining."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        """A node failure: every process of the node at once, no draining."""
+        kill_session(self.proc.pid)
         self.proc.wait()

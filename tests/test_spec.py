@@ -2,6 +2,7 @@
 written) and expansion (per-optimizer hyperparameters, rules, random sampling, defaults)."""
 import math
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -37,74 +38,34 @@ def sweep_with(params: str, extra: str = "", defaults=True) -> str:
         "    parameters:\n" + textwrap.indent(textwrap.dedent(params), "      ")
 
 
-BAD = {
-    "yaml-syntax": ("sweeps: {s: [1, 2\n", "invalid YAML at line"),
-    "yaml-python-tag": ("sweeps: !!python/object/apply:os.system ['echo hacked']\n", "invalid YAML"),
-    "yaml-custom-tag": ("sweeps:\n  s: !include other.yaml\n", "invalid YAML"),
-    "not-a-mapping": ("- just\n- a list\n", "top level must be a mapping"),
-    "no-sweeps": ("defaults: {seeds: 4}\n", "non-empty 'sweeps' mapping"),
-    "unknown-top-level": ("sweeps: {s: {parameters: {seeds: 4}}}\nsweep: {}\n", "unknown top-level key 'sweep'"),
-    "unknown-sweep-key": (sweep_with("seeds: 4\n", "metod: grid\n"), "sweep 's': unknown key 'metod'"),
-    "unknown-parameter": (sweep_with("step_size: {values: [0.1]}\n"), "unknown parameter 'step_size'"),
-    "unknown-problem": (sweep_with("problem.name: saddle\n"), "problem.name='saddle' is not known; allowed: "),
-    "unknown-optimizer": (sweep_with("optimizer.name: {values: [sgd, lamb]}\n"),
-                          "optimizer.name='lamb' is not known"),
-    "unknown-hyperparameter": (sweep_with("optimizer.name: sgd\noptimizer.beta2: {values: [0.9]}\n"),
-                               "optimizer.beta2 is not a parameter of sgd; allowed: lr"),
-    "unknown-problem-parameter": (sweep_with("problem.anisotrpy: {values: [1]}\n"),
-                                  "problem.anisotrpy is not a parameter of quadratic_saddle"),
-    "wrong-type": (sweep_with("optimizer.lr: {values: [fast]}\n"), "lr='fast' is not a number"),
-    "wrong-type-int": (sweep_with("seeds: 2.5\n"), "seeds=2.5 is not an integer"),
-    "wrong-type-bool": (sweep_with("run_to_budget: maybe\n"), "run_to_budget='maybe' is not a boolean"),
-    "empty-grid": (sweep_with("optimizer.lr: {values: []}\n"), "optimizer.lr.values=[] is an empty grid"),
-    "lr-zero": (sweep_with("optimizer.lr: {values: [0.01, 0]}\n"), "lr=0.0 is out of range; allowed: > 0"),
-    "beta2-one": (sweep_with("optimizer.name: adam\noptimizer.beta2: 1.0\n"),
-                  "beta2=1.0 is out of range; allowed: in [0, 1)"),
-    "anisotropy-below-one": (sweep_with("problem.anisotropy: {values: [0.5]}\n"),
-                             "anisotropy=0.5 is out of range; allowed: >= 1"),
-    "budget-negative": (sweep_with("budget: -1\n"), "budget=-1 is out of range; allowed: >= 1"),
-    "two-kinds": (sweep_with("seeds: {value: 4, values: [4]}\n"), "must have exactly one of value, values"),
-    "unknown-rule": (sweep_with("optimizer.name: adam\noptimizer.beta2: {rule: kingma}\n"),
-                     "is not a known rule for optimizer.beta2; allowed: optimizer.beta2: {rule: paper}"),
-    "rule-on-wrong-key": (sweep_with("optimizer.name: adam\noptimizer.lr: {rule: paper}\n"),
-                          "is not a known rule for optimizer.lr"),
-    "distribution-in-grid": (sweep_with("optimizer.lr: {distribution: log_uniform_values, min: 0.001, max: 0.1}\n"),
-                             "optimizer.lr has a distribution; allowed with method: random only"),
-    "random-without-samples": (sweep_with("seeds: 4\n", "method: random\n"), "samples=None is not allowed"),
-    "unknown-method": (sweep_with("seeds: 4\n", "method: bayes\n"), "method='bayes' is not allowed; allowed: grid, random"),
-    "unknown-distribution": (sweep_with("optimizer.lr: {distribution: gamma, min: 1, max: 2}\n", "method: random\nsamples: 2\n"),
-                             "optimizer.lr.distribution='gamma' is not known"),
-    "bad-bounds": (sweep_with("optimizer.lr: {distribution: log_uniform_values, min: 0, max: 1}\n",
-                              "method: random\nsamples: 2\n"), "optimizer.lr.min=0 is not positive"),
-    "empty-parameters": ("sweeps:\n  s:\n    parameters: {}\n", "parameters={} is not a non-empty mapping"),
-    "component-not-mapping": (sweep_with("optimizer: {values: [sgd]}\n"), "optimizer='sgd' is not a mapping"),
-    "bad-default": ("defaults: {problem.name: quadratic_saddle, optimizer.name: sgd, optimizer.momentun: 0.9}\n" + sweep_with("seeds: 4\n", defaults=False),
-                    "optimizer.momentun is not a parameter of"),
-    "no-problem-name": (sweep_with("optimizer.name: sgd\n", defaults=False), "problem.name is not set; allowed: "),
-    "duplicate-key": (sweep_with("seeds: 4\nseeds: 8\n"), "invalid YAML at line 6, column 7: duplicate key 'seeds'"),
-}
+# The corpus of malformed sweeps.yaml files: each names the error it must produce on its first
+# line (`# expect: ...`) and optionally extra command-line arguments (`# args: ...`).
+CORPUS = sorted((Path(__file__).parent / "malformed").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("name", BAD)
-def test_each_kind_of_bad_sweep_is_one_clear_line_exit_2_and_nothing_written(name, tmp_path, capsys):
-    text, message = BAD[name]
-    path = write(tmp_path, text)
+def expectation(path: Path) -> tuple[str, list[str]]:
+    head = path.read_bytes().split(b"\n")[:2]
+    message = head[0].decode().removeprefix("# expect: ").strip()
+    args = head[1].decode().removeprefix("# args: ").split() if head[1].startswith(b"# args:") else []
+    return message, args
+
+
+def test_the_corpus_is_large_enough():
+    assert len(CORPUS) >= 30
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.stem)
+def test_each_malformed_sweep_is_one_clear_line_exit_2_and_nothing_written(path, tmp_path, capsys):
+    message, args = expectation(path)
     storage = tmp_path / "results"
-    code = main(["run", str(path), "--sweep", "s", "--storage", str(storage)])
+    code = main(["run", str(path), "--sweep", "s", "--storage", str(storage), *args])
     err = capsys.readouterr().err
     assert code == 2
     assert message in err, err
     assert err.count("\n") == 1 and err.startswith("error: ")
-    assert not storage.exists()
-    assert main(["validate", str(path)]) == 2
-
-
-def test_a_grid_over_max_cells_is_refused_before_expanding(tmp_path, capsys):
-    path = write(tmp_path, sweep_with("optimizer.lr: {values: [0.1, 0.2, 0.3]}\nseed: {values: [0, 1, 2, 3]}\n"))
-    code = main(["run", str(path), "--sweep", "s", "--storage", str(tmp_path / "r"), "--max-cells", "10"])
-    assert code == 2
-    assert "the grid has 12 cells, over --max-cells 10" in capsys.readouterr().err
-    assert not (tmp_path / "r").exists()
+    assert not storage.exists() and not (Path.cwd() / "results" / "s").exists()
+    assert main(["validate", str(path), *args]) == 2
 
 
 def test_an_unknown_sweep_name_lists_the_known_ones(tmp_path, capsys):

@@ -56,6 +56,8 @@ def cmd_run(args) -> int:
     cells = {cell_id(c): c for c in sweep.cells}
     done = store.done(cells)
     todo = [c for k, c in cells.items() if k not in done]
+    for key in cells.keys() - done.keys():
+        store.delete(f"failed/{key}.json")        # about to be retried: count its attempts afresh
     started = now()
     echo(f"sweep {sweep.name}: {len(cells)} cells, {len(done)} already stored, {len(todo)} to run -> {store.uri}")
     run = {"workers": 0, "ray_start_seconds": 0.0, "tune_seconds": 0.0, "engine_seconds": 0.0,

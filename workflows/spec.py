@@ -99,6 +99,8 @@ def load_yaml(path) -> dict:
             data = yaml.load(f, Loader=SweepLoader)   # noqa: S506 (a SafeLoader subclass)
     except OSError as e:
         raise SweepError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise SweepError(f"{path}: is not UTF-8 text (byte {e.start}); allowed: a UTF-8 YAML file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

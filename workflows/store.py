@@ -69,7 +69,11 @@ class Store:
         self.delete(f"failed/{key}.json")
 
     def record_failure(self, cell: dict, key: str, error: str):
-        self.write_json(f"failed/{key}.json", {"cell_id": key, "cell": cell, "error": error})
+        """One record per failed cell, counting the attempts of this run (the CLI clears the
+        records of the cells it is about to retry)."""
+        previous = self.read_json(f"failed/{key}.json") or {}
+        self.write_json(f"failed/{key}.json", {"cell_id": key, "cell": cell, "error": error,
+                                               "attempts": previous.get("attempts", 0) + 1})
 
     def delete(self, relpath: str):
         try:
@@ -101,14 +105,16 @@ class Store:
                     out[key] = info
         return out
 
+    def read_json(self, relpath: str) -> dict | None:
+        try:
+            with self.fs.open_input_stream(self.path(relpath)) as f:
+                return json.loads(f.read())
+        except (FileNotFoundError, ValueError):
+            return None
+
     def failures(self) -> dict[str, dict]:
-        out = {}
-        for name in self._listed("failed"):
-            if name.endswith(".json"):
-                with self.fs.open_input_stream(self.path("failed", name)) as f:
-                    record = json.loads(f.read())
-                out[record["cell_id"]] = record
-        return out
+        records = (self.read_json(f"failed/{name}") for name in self._listed("failed") if name.endswith(".json"))
+        return {r["cell_id"]: r for r in records if r}
 
     def _listed(self, folder: str) -> set[str]:
         selector = pafs.FileSelector(self.path(folder), allow_not_found=True)

@@ -11,12 +11,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 import traceback
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no internet to report usage to
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, not Tune's tables
-os.environ.setdefault("RAY_AUTH_MODE", "token")         # token authentication, explicitly (Ray 2.60 default)
+if "ray" not in sys.modules:
+    # Token authentication, explicitly (Ray 2.60's default for a new local Ray; a client of an
+    # existing cluster needs it said). Ray reads it once, at import: set later, the driver and
+    # the cluster would disagree.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
@@ -25,6 +30,7 @@ from .cell import cell_id  # noqa: E402
 from .store import Store  # noqa: E402
 
 TRIAL_RESOURCES = {"cpu": 1}
+logging.getLogger("ray.tune").setLevel(logging.WARNING)   # no "Wrote the latest version..." lines
 
 
 @contextlib.contextmanager
@@ -41,7 +47,8 @@ def connected(address: str | None, workers: int | None):
         if address:
             ray.init(address=address, **common)
         else:
-            ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False, **common)
+            ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False,
+                     dashboard_host="127.0.0.1", **common)
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         yield min(cpus, workers) if workers else cpus

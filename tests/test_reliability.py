@@ -1,0 +1,211 @@
+"""Faults lose nothing: a killed driver, a failing cell, a dead worker node, a diverging run,
+a corrupt part file. Every test compares the final rows with those of an undisturbed run."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raycluster import RayNode, kill_session, ray_env
+from workflows.cli import main
+
+pytestmark = [pytest.mark.reliability, pytest.mark.ray]
+ROOT = Path(__file__).resolve().parent.parent
+KEY = ["cell_id", "seed"]
+
+SWEEP = """
+sweeps:
+  r:
+    parameters:
+      problem: {name: quadratic_saddle, dim: 10}
+      problem.anisotropy: {values: [1, 10, 100, 1000]}
+      optimizer.name: {values: [sgd, adam]}
+      optimizer.lr: {values: [0.001, 0.003]}
+      seeds: 128
+      budget: 20000
+"""
+N_CELLS = 16
+
+
+def sweep_file(tmp_path) -> Path:
+    path = tmp_path / "sweeps.yaml"
+    path.write_text(textwrap.dedent(SWEEP))
+    return path
+
+
+def rows(storage: Path, sweep="r") -> pd.DataFrame:
+    return pd.read_parquet(storage / sweep / "rows.parquet").sort_values(KEY).reset_index(drop=True)
+
+
+def meta(storage: Path, sweep="r") -> dict:
+    return json.loads((storage / sweep / "meta.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(local_ray, tmp_path_factory):
+    """The undisturbed run every faulty one must end up equal to."""
+    tmp = tmp_path_factory.mktemp("reference")
+    assert main(["run", str(sweep_file(tmp)), "--sweep", "r", "--storage", str(tmp / "s"), "--no-analyze"]) == 0
+    return rows(tmp / "s")
+
+
+def driver(args, env=None) -> subprocess.Popen:
+    """The CLI as a separate driver process, in its own process group (with the Ray it starts)."""
+    return subprocess.Popen([sys.executable, "-m", "workflows", *args], cwd=ROOT, env=env or ray_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def stored(storage: Path, sweep="r") -> int:
+    parts = storage / sweep / "parts"
+    return len(list(parts.glob("*[0-9a-f].parquet"))) if parts.exists() else 0
+
+
+def kill_driver(proc: subprocess.Popen) -> None:
+    """kill -9 the driver; then, so that no orphan finishes a cell behind the test's back, every
+    process of the driver's own session (the Ray it started: agents and workers)."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kill_session(proc.pid)
+
+
+def test_killing_the_driver_at_three_points_loses_and_duplicates_nothing(reference, tmp_path):
+    storage = tmp_path / "s"
+    args = ["run", str(sweep_file(tmp_path)), "--sweep", "r", "--storage", str(storage), "--no-analyze",
+            "--workers", "2"]
+    rng = random.Random(int(time.time()))
+    kill_points = sorted({rng.randint(1, 4), rng.randint(6, 9), rng.randint(11, 14)})
+    survived = []
+    for point in kill_points:
+        proc = driver(args)
+        deadline = time.time() + 180
+        while stored(storage) < point and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        kill_driver(proc)                              # mid-sweep
+        survived.append(stored(storage))
+    assert survived[-1] < N_CELLS, f"the sweep finished before the last kill point {kill_points}"
+    proc = driver(args)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    assert meta(storage)["cells"]["reused"] == survived[-1]
+    final = rows(storage)
+    assert not final.duplicated(KEY).any() and len(final) == len(reference)
+    pd.testing.assert_frame_equal(final, reference)
+    print(f"kill points {kill_points}: {survived} cells stored at each kill; {len(final)} rows equal")
+
+
+FAULTY = """
+sweeps:
+  f:
+    parameters:
+      problem: {name: quadratic_saddle, dim: 2}
+      optimizer: {name: sgd, lr: 0.01}
+      problem.anisotropy: {values: [1, 10]}
+      inject_fault: {values: [none, raise]}
+      seeds: 64
+      budget: 5000
+"""
+
+
+def test_a_failing_cell_is_retried_recorded_and_rerun_alone(local_ray, tmp_path, capsys):
+    path = tmp_path / "sweeps.yaml"
+    path.write_text(textwrap.dedent(FAULTY))
+    storage = tmp_path / "s"
+    args = ["run", str(path), "--sweep", "f", "--storage", str(storage), "--no-analyze", "--max-failures", "1"]
+    assert main(args) == 1
+    assert "injected fault" in capsys.readouterr().out
+    cells = pd.read_parquet(storage / "f" / "cells.parquet")
+    failed = cells[cells.status == "failed"]
+    assert len(failed) == 2 and (cells.status == "ok").sum() == 2
+    assert failed.inject_fault.eq("raise").all() and failed.error.str.contains("RuntimeError: injected fault").all()
+    records = [json.loads(p.read_text()) for p in (storage / "f" / "failed").glob("*.json")]
+    assert len(records) == 2 and all(r["attempts"] == 2 for r in records)   # max_failures=1: 2 tries
+    assert len(rows(storage, "f")) == 2 * 64                                 # the rest completed
+    stamps = {p.name: p.stat().st_mtime_ns for p in (storage / "f" / "parts").iterdir()}
+    assert main(args) == 1                                      # the rerun retries only the failed cells
+    assert meta(storage, "f")["cells"]["computed_this_run"] == 2
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (storage / "f" / "parts").iterdir()}
+
+
+def test_a_dead_worker_node_loses_nothing(reference, tmp_path):
+    head = RayNode(num_cpus=1)
+    worker = None
+    try:
+        head.wait_for_dashboard()
+        worker = RayNode(head_address=head.gcs_address, num_cpus=1, temp_dir=head.temp_dir)
+        storage = tmp_path / "s"
+        proc = driver(["run", str(sweep_file(tmp_path)), "--sweep", "r", "--storage", str(storage),
+                       "--no-analyze", "--address", head.gcs_address, "--max-failures", "3"])
+        deadline = time.time() + 180
+        while stored(storage) < 3 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        at_kill = stored(storage)
+        worker.kill()                                  # the node dies mid-sweep
+        out, _ = proc.communicate(timeout=400)
+        assert proc.returncode == 0, out
+        assert at_kill < N_CELLS
+        final = rows(storage)
+        pd.testing.assert_frame_equal(final, reference)
+        print(f"worker node killed with {at_kill}/{N_CELLS} cells stored; {len(final)} rows equal")
+    finally:
+        if worker is not None and worker.proc.poll() is None:
+            worker.stop()
+        head.stop()
+
+
+def test_divergence_gives_diverged_rows_and_no_crash(local_ray, tmp_path):
+    path = tmp_path / "sweeps.yaml"
+    path.write_text(textwrap.dedent("""
+        sweeps:
+          d:
+            parameters:
+              problem: {name: staib_toy}
+              optimizer: {values: [{name: sgd, lr: 50.0}, {name: adam, lr: 100.0, beta1: 0.0}]}
+              seeds: 32
+              budget: 500
+        """))
+    assert main(["run", str(path), "--sweep", "d", "--storage", str(tmp_path / "s"), "--no-analyze"]) == 0
+    out = rows(tmp_path / "s", "d")
+    assert out[out["optimizer.name"] == "sgd"].diverged.all()
+    assert out.escape_step.notna().all() and out.escaped.notna().all()
+    assert out.escape_step.between(1, 500).all()
+
+
+def test_a_truncated_or_corrupt_part_is_recomputed_never_read(local_ray, reference, tmp_path):
+    storage = tmp_path / "s"
+    args = ["run", str(sweep_file(tmp_path)), "--sweep", "r", "--storage", str(storage), "--no-analyze"]
+    parts = storage / "r" / "parts"
+    assert main(args) == 0
+    files = sorted(parts.glob("*[0-9a-f].parquet"))
+    truncated, garbage, swapped = files[0], files[1], files[2]
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])               # a killed writer without the rename
+    garbage.write_bytes(os.urandom(len(garbage.read_bytes())))   # a corrupt disk block
+    swapped.write_bytes(files[3].read_bytes())                   # another cell's rows under its name
+    (parts / f"{files[4].name}.tmp-deadbeef").write_bytes(b"PAR1")   # a leftover temporary file
+    assert main(args) == 0
+    assert meta(storage)["cells"]["computed_this_run"] == 3
+    pd.testing.assert_frame_equal(rows(storage), reference)
+
+
+def test_no_eval_exec_or_unpickling_of_user_input_and_token_auth_stays_on():
+    sources = [p for d in ("workflows", "problems", "optimizers", "analysis") for p in (ROOT / d).rglob("*.py")]
+    assert sources
+    for path in sources:
+        text = path.read_text()
+        for banned in ("eval(", "exec(", "pickle.load", "yaml.unsafe_load", "FullLoader", "UnsafeLoader",
+                       "allow_pickle=True", "\"disabled\""):
+            assert banned not in text, f"{banned} in {path}"
+        for line in text.splitlines():
+            if "yaml.load(" in line:
+                assert "Loader=SweepLoader" in line, f"{path}: {line}"
+    env = {k: v for k, v in ray_env().items() if k != "RAY_AUTH_MODE"}
+    probe = subprocess.run([sys.executable, "-c", "import os, workflows.tune_runner; print(os.environ['RAY_AUTH_MODE'])"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert probe.stdout.strip() == "token", probe.stderr
