@@ -43,7 +43,8 @@ def compare_cells(cells: pd.DataFrame) -> pd.DataFrame:
     ratio measured/predicted, whether the prediction is inside the interval, and a verdict
     (holds: inside; close: within 10%; fails)."""
     c = cells if "predicted_mean" in cells else with_predictions(cells)
-    kind = np.where(c["escape_kind"].eq(RESTRICTED), "restricted mean", np.where(c["escape_mean"].notna(), "mean", "median"))
+    kind = np.select([c["escape_kind"].eq(RESTRICTED), c["escape_mean"].notna()], ["restricted mean", "mean"],
+                     "median")
     column = {"mean": "escape_mean", "median": "escape_median", "restricted mean": "escape_restricted_mean"}
     predicted_column = {"mean": "predicted_mean", "median": "predicted_median",
                         "restricted mean": "predicted_restricted_mean"}
@@ -60,7 +61,8 @@ def compare_cells(cells: pd.DataFrame) -> pd.DataFrame:
     out["verdict"] = _verdict(inside.to_numpy(), out["ratio"].to_numpy(), CLOSE_RATIO)
     out["sd_ratio"] = c["escape_sd"] / c["predicted_sd"]
     lo, hi = wilson_interval(c["escaped_runs"], c["runs"])
-    out["escaped_fraction"], out["predicted_escaped_fraction"] = c["escaped_fraction"], c["predicted_escape_fraction"]
+    out["escaped_fraction"] = c["escaped_fraction"]
+    out["predicted_escaped_fraction"] = c["predicted_escape_fraction"]
     out["fraction_inside_95"] = (c["predicted_escape_fraction"] >= lo) & (c["predicted_escape_fraction"] <= hi)
     return out[c["predicted_mean"].notna()]
 
@@ -143,6 +145,24 @@ def compare_exponents(exponents: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFr
     return table
 
 
+def sgd_slope_check(cells: pd.DataFrame) -> dict | None:
+    """THEORY.md prediction 1: over fully escaped SGD cells, ηγ·E[τ] is linear in
+    ln(γ r²/(η σ₁²)) with slope ½. The OLS slope with its 95% t interval, or None with too few cells."""
+    sgd = cells[(cells["optimizer"] == "sgd") & cells["escape_mean"].notna()]
+    lr, gamma = sgd["optimizer.lr"].astype(float), sgd["curvature"].astype(float)
+    x = np.log(gamma * sgd["escape_radius"] ** 2 / (lr * sgd["sigma_escape"] ** 2)).to_numpy(float)
+    y = (lr * gamma * sgd["escape_mean"]).to_numpy(float)
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = x[finite], y[finite]
+    if len(x) < 3 or np.ptp(x) < 0.5:
+        return None
+    fit = stats.linregress(x, y)
+    half = stats.t.ppf(0.975, len(x) - 2) * fit.stderr
+    inside = fit.slope - half <= 0.5 <= fit.slope + half
+    return {"slope": fit.slope, "lo": fit.slope - half, "hi": fit.slope + half, "cells": len(x),
+            "verdict": str(_verdict(np.array([inside]), np.array([fit.slope - 0.5]), CLOSE_EXPONENT, False)[0])}
+
+
 def speedup_table(cells: pd.DataFrame) -> pd.DataFrame:
     """τ_SGD / τ_adaptive at each (problem, anisotropy, lr) both were run at (geometric mean over
     any other parameter), measured and predicted. `bound` says when a side is censored past
@@ -164,8 +184,8 @@ def speedup_table(cells: pd.DataFrame) -> pd.DataFrame:
     table["sgd_time"], table["adaptive_time"] = np.exp(table["log_time_sgd"]), np.exp(table["log_time"])
     table["speedup"] = table["sgd_time"] / table["adaptive_time"]
     table["predicted_speedup"] = np.exp(table["log_predicted_sgd"] - table["log_predicted"])
-    table["bound"] = np.select([table["censored_sgd"] & table["censored"], table["censored_sgd"], table["censored"]],
-                               ["?", ">=", "<="], "=")
+    both = table["censored_sgd"] & table["censored"]
+    table["bound"] = np.select([both, table["censored_sgd"], table["censored"]], ["?", ">=", "<="], "=")
     return table.rename(columns={"problem.anisotropy": "anisotropy", "optimizer.lr": "lr"})[
         ["problem", "optimizer", "anisotropy", "lr", "sgd_time", "adaptive_time", "speedup", "bound",
          "predicted_speedup"]]
@@ -191,9 +211,9 @@ def figure1_check(cells: pd.DataFrame) -> pd.DataFrame:
                "median_escape": time, "sgd_lr_as_fast": matching_lr,
                "lr_ratio": matching_lr / cell["optimizer.lr"]}
         if loss and inside:
-            nearest = toy[toy["optimizer"] == "sgd"].iloc[
-                np.argmin(np.abs(np.log(toy.loc[toy["optimizer"] == "sgd", "optimizer.lr"]) - np.log(matching_lr)))]
-            row.update({"loss_measure": loss, "adaptive_loss": cell[loss], "sgd_lr_nearest": nearest["optimizer.lr"],
-                        "sgd_loss": nearest[loss]})
+            sgd_cells = toy[toy["optimizer"] == "sgd"]
+            nearest = sgd_cells.iloc[np.argmin(np.abs(np.log(sgd_cells["optimizer.lr"]) - np.log(matching_lr)))]
+            row.update({"loss_measure": loss, "adaptive_loss": cell[loss],
+                        "sgd_lr_nearest": nearest["optimizer.lr"], "sgd_loss": nearest[loss]})
         rows.append(row)
     return pd.DataFrame(rows)

@@ -26,7 +26,8 @@ from .theory import follows_paper_rule, minimum_loss  # noqa: E402
 MAX_FACETS = 6
 MAX_CURVES = 8
 MAX_LINES = 6
-LABEL_COLUMNS = ("optimizer.lr", "problem.anisotropy", "sigma_escape", "optimizer.beta2", "problem.dim", "curvature")
+LABEL_COLUMNS = ("optimizer.lr", "problem.anisotropy", "sigma_escape", "optimizer.beta2", "problem.dim",
+                 "curvature")
 
 
 def _varying(frame: pd.DataFrame, column: str) -> bool:
@@ -91,7 +92,8 @@ def escape_time_plot(cells, x, path, title, facet=None, mark_paper_rule=False):
             averaged |= average
             ax.set_xscale("log")        # before drawing: seaborn then averages in log space
             ax.set_yscale("log")
-            style = dict(errorbar=("ci", 95), n_boot=200, seed=0) if average else dict(units="line", estimator=None)
+            style = (dict(errorbar=("ci", 95), n_boot=200, seed=0) if average
+                     else dict(units="line", estimator=None))
             sns.lineplot(data=part, x=x, y="escape_time", hue="optimizer", palette=palette, marker="o", ax=ax,
                          legend=column == 0, **style)
             _overlay(ax, part, x, palette, "optimizer" if average else "line", mark_paper_rule)
@@ -109,8 +111,8 @@ def escape_time_plot(cells, x, path, title, facet=None, mark_paper_rule=False):
                + (" (averaged geometrically, band: 95% interval, where there were more than "
                   f"{MAX_LINES})" if averaged else "")
                + "; dashed: the closed form's median; hollow triangles: restricted mean of cells censored past "
-                 "half (a lower bound)" + ("; stars and dotted line: beta2 = 1 - lr^(2/3)" if mark_paper_rule else "")
-               + ".")
+                 "half (a lower bound)"
+               + ("; stars and dotted line: beta2 = 1 - lr^(2/3)" if mark_paper_rule else "") + ".")
     return _save(fig, path, caption)
 
 
@@ -139,7 +141,8 @@ def _legend(ax, mark_paper_rule):
              (plt.Line2D([], [], marker="^", color="k", markerfacecolor="none", linestyle=""),
               "censored > half (lower bound)")]
     if mark_paper_rule:
-        extra.append((plt.Line2D([], [], marker="*", color="k", markersize=10, linestyle=""), "beta2 = 1 - lr^(2/3)"))
+        star = plt.Line2D([], [], marker="*", color="k", markersize=10, linestyle="")
+        extra.append((star, "beta2 = 1 - lr^(2/3)"))
     ax.legend(handles + [h for h, _ in extra], labels + [t for _, t in extra], fontsize=7)
 
 
@@ -156,8 +159,10 @@ def speedup_heatmap(speedups: pd.DataFrame, path: Path):
         grid = part.pivot_table(index="anisotropy", columns="lr", values="speedup", aggfunc="first")
         bound = part.pivot_table(index="anisotropy", columns="lr", values="bound", aggfunc="first")
         text = bound.replace({"=": ""}).fillna("") + grid.map(lambda v: f"{v:.3g}" if np.isfinite(v) else "")
-        sns.heatmap(np.log10(grid), annot=text, fmt="", cmap="vlag", center=0, ax=ax,
-                    cbar_kws={"label": "log10 speed-up"})
+        with warnings.catch_warnings():      # seaborn 0.13 calls matplotlib's deprecated cmap.set_bad
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            sns.heatmap(np.log10(grid), annot=text, fmt="", cmap="vlag", center=0, ax=ax,
+                        cbar_kws={"label": "log10 speed-up"})
         ax.set_title(f"{problem}: sgd / {optimizer}", fontsize=10)
         ax.set_xticklabels([f"{v:g}" for v in grid.columns], rotation=45)
         ax.set_yticklabels([f"{v:g}" for v in grid.index], rotation=0)
@@ -193,8 +198,8 @@ def kaplan_meier_curves(rows, cells, path, name="escape"):
         ax.set_xlabel(f"{duration} (log)")
         ax.set_ylabel(f"fraction of runs without {event}")
         ax.legend(fontsize=6)
-    caption = (f"Kaplan-Meier curves of {duration}: the fraction of runs not yet {event}, up to {MAX_CURVES} cells "
-               "per optimizer spread over their range; shaded: 95% band; ticks: censored runs.")
+    caption = (f"Kaplan-Meier curves of {duration}: the fraction of runs not yet {event}, up to {MAX_CURVES} "
+               "cells per optimizer spread over their range; shaded: 95% band; ticks: censored runs.")
     return _save(fig, path, caption)
 
 
@@ -213,7 +218,8 @@ def loss_traces(traces: pd.DataFrame, cells: pd.DataFrame, path: Path):
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.0), squeeze=False, sharey=True)
     for ax, ((problem, optimizer), part) in zip(axes[0], panels):
         ax.set_xscale("log")
-        colors = dict(zip(sorted(part["optimizer.lr"].unique()), sns.color_palette("viridis", part["optimizer.lr"].nunique())))
+        lrs = sorted(part["optimizer.lr"].unique())
+        colors = dict(zip(lrs, sns.color_palette("viridis", len(lrs))))
         for (cell, lr), line in part.groupby(["cell_id", "optimizer.lr"], sort=True):
             ax.plot(line["step"], line["q50"], color=colors[lr], label=f"lr={lr:g}")
             ax.fill_between(line["step"], line["q10"], line["q90"], color=colors[lr], alpha=0.15)

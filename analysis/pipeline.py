@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from .cells import cell_table
-from .compare import compare_cells, compare_exponents, figure1_check, speedup_table, summarize_cell_verdicts, \
-    with_predictions
+from .compare import compare_cells, compare_exponents, figure1_check, sgd_slope_check, speedup_table, \
+    summarize_cell_verdicts, with_predictions
 from .figures import draw_figures
 from .load import load_results
 from .report import write_report
@@ -37,7 +37,8 @@ def analyze(path, out_dir=None) -> Path:
     escape_exponents = exponents[exponents["duration"] == "escape"] if len(exponents) else exponents
     exponent_check = compare_exponents(escape_exponents, cells)
     if len(exponents):     # exponents of other durations (no theory) are kept alongside
-        exponent_check = pd.concat([exponent_check, exponents[exponents["duration"] != "escape"]], ignore_index=True)
+        other_durations = exponents[exponents["duration"] != "escape"]
+        exponent_check = pd.concat([exponent_check, other_durations], ignore_index=True)
     speedups, figure1 = speedup_table(cells), figure1_check(cells)
 
     tables = {"cells.csv": cells, "comparison.csv": comparison, "comparison_summary.csv": summary,
@@ -54,4 +55,4 @@ def analyze(path, out_dir=None) -> Path:
     return write_report(out / "report.md", source=path, rows=rows, cells=cells, meta=results.meta,
                         cell_status=results.cells, comparison=comparison, summary=summary,
                         exponent_check=exponent_check, fits=fits, speedups=speedups, figure1=figure1,
-                        figures=figures, skipped_figures=skipped, notes=notes)
+                        sgd_slope=sgd_slope_check(cells), figures=figures, skipped_figures=skipped, notes=notes)

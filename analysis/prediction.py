@@ -88,7 +88,8 @@ def _predict_cells(cells: pd.DataFrame) -> pd.DataFrame:
          "sign regime: tau = r/lr", "ideal preconditioner (noise-dominated, gamma*r <= sigma1)",
          "two-regime composite: ideal, then sign"],
         "")
-    reason = _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alpha, form, target, few_steps)
+    reason = _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alpha, form, target,
+                             few_steps)
     out.loc[reason != "", list(PREDICTION_COLUMNS[:5])] = np.nan
     out["theory_model"] = np.where(reason == "", model, "none")
     caveats = _caveats(get, problem, optimizer, out["predicted_mean"], composite)
@@ -121,7 +122,8 @@ def _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alph
         (get("start_offset", 0.0).astype(float) > 0, "start_offset > 0: the closed forms start at the saddle"),
         (beyond_minima, "escape_radius beyond the minima at sqrt(curvature/quartic)"),
         (diagonal & rotated_hessian, "rotated Hessian: a diagonal preconditioner couples the escape direction"),
-        ((optimizer == "precond_sgd") & (form == "full") & (get("problem.noise_alignment", "aligned") == "rotated"),
+        ((optimizer == "precond_sgd") & (form == "full")
+         & (get("problem.noise_alignment", "aligned") == "rotated"),
          "rotated noise: a full Sigma^(-alpha/2) does not keep the escape direction"),
         ((optimizer == "precond_sgd") & (target == "second_moment") & (alpha != 1),
          "second-moment preconditioner with alpha != 1: no closed form"),

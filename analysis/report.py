@@ -40,7 +40,8 @@ def markdown_table(frame: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS, full_tab
     lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "|" + "---|" * len(shown.columns)]
     lines += ["| " + " | ".join(_format(v) for v in row) + " |" for row in shown.itertuples(index=False)]
     if len(frame) > max_rows:
-        lines.append(f"\n_{max_rows} of {len(frame)} rows shown" + (f"; all in `{full_table}`._" if full_table else "._"))
+        where = f"; all in `{full_table}`" if full_table else ""
+        lines.append(f"\n_{max_rows} of {len(frame)} rows shown{where}._")
     return "\n".join(lines) + "\n"
 
 
@@ -68,8 +69,9 @@ def what_was_run(rows: pd.DataFrame, cells: pd.DataFrame, meta: dict | None, cel
     if meta:
         counts = meta.get("cells", {})
         lines.insert(0, f"- Sweep `{meta.get('sweep', '?')}`: {meta.get('description', '')}".rstrip(": "))
+        counted = ", ".join(f"{k} {v}" for k, v in counts.items())
         lines.append(f"- Run from {meta.get('started', '?')} to {meta.get('finished', '?')}, git commit "
-                     f"`{meta.get('git_commit', '?')}`; cells: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
+                     f"`{meta.get('git_commit', '?')}`; cells: {counted}.")
         if meta.get("versions"):
             lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
     text = "\n".join(lines) + "\n"
@@ -78,7 +80,8 @@ def what_was_run(rows: pd.DataFrame, cells: pd.DataFrame, meta: dict | None, cel
         text += f"\n**{len(failed)} cells failed** and have no rows:\n\n" + markdown_table(
             failed[[c for c in ("cell_id", "problem.name", "optimizer.name", "error") if c in failed]])
     if meta and meta.get("yaml"):
-        text += "\n<details><summary>Sweep definition</summary>\n\n```yaml\n" + meta["yaml"].strip() + "\n```\n</details>\n"
+        text += ("\n<details><summary>Sweep definition</summary>\n\n```yaml\n" + meta["yaml"].strip()
+                 + "\n```\n</details>\n")
     return text
 
 
@@ -87,19 +90,18 @@ def cell_verdicts(summary: pd.DataFrame, no_prediction: pd.Series) -> list[str]:
     for row in summary.itertuples(index=False):
         overall = "holds" if row.fails == 0 else ("fails" if row.fails > row.cells / 2 else "holds only in part")
         sentences.append(
-            f"**{row.optimizer} on {row.problem}** ({row.theory_model}): the prediction **{overall}**: inside the "
-            f"measured 95% interval in {row.holds} of {row.cells} cells, within {CLOSE_RATIO:.0%} in {row.close} more, "
-            f"off in {row.fails}; measured/predicted {row.ratio_min:.3g}-{row.ratio_max:.3g} (median {row.ratio_median:.3g})"
-            + (f"; sd measured/predicted median {row.sd_ratio_median:.3g}" if np.isfinite(row.sd_ratio_median) else "")
-            + ".")
+            f"**{row.optimizer} on {row.problem}** ({row.theory_model}): the prediction **{overall}**: inside "
+            f"the measured 95% interval in {row.holds} of {row.cells} cells, within {CLOSE_RATIO:.0%} in "
+            f"{row.close} more, off in {row.fails}; measured/predicted {row.ratio_min:.3g}-{row.ratio_max:.3g} "
+            f"(median {row.ratio_median:.3g})"
+            + (f"; sd measured/predicted median {row.sd_ratio_median:.3g}"
+               if np.isfinite(row.sd_ratio_median) else "") + ".")
     for reason, count in no_prediction.items():
         sentences.append(f"No closed form for {count} cells: {reason}.")
     return sentences
 
 
 def exponent_verdicts(check: pd.DataFrame) -> list[str]:
-    if check.empty:
-        return []
     sentences = []
     for row in check.itertuples(index=False):
         what = row.group if row.duration == "escape" else f"{row.group} [{row.duration}]"
@@ -112,6 +114,14 @@ def exponent_verdicts(check: pd.DataFrame) -> list[str]:
         sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)} "
                          f"against the theory's {reference:.3g} ({source}): **{row.verdict}**.")
     return sentences
+
+
+def sgd_slope_verdict(check: dict | None) -> list[str]:
+    if not check:
+        return []
+    return [f"SGD (prediction 1): lr*curvature*mean escape step against ln(curvature r^2/(lr sigma1^2)) has slope "
+            f"{_interval(check['slope'], check['lo'], check['hi'])} over {check['cells']} fully escaped cells "
+            f"(theory: 1/2): **{check['verdict']}**."]
 
 
 def speedup_verdicts(speedups: pd.DataFrame) -> list[str]:
@@ -135,13 +145,11 @@ def speedup_verdicts(speedups: pd.DataFrame) -> list[str]:
 
 
 def figure1_verdicts(check: pd.DataFrame) -> list[str]:
-    if check.empty:
-        return []
     sentences = []
     for row in check.itertuples(index=False):
         if not np.isfinite(row.lr_ratio):
-            sentences.append(f"Figure 1: {row.optimizer} (lr {row.lr:g}) escapes in {row.median_escape:.4g} steps, "
-                             "outside the range of the SGD step sizes run: no matching SGD step size.")
+            sentences.append(f"Figure 1: {row.optimizer} (lr {row.lr:g}) escapes in {row.median_escape:.4g} "
+                             "steps, outside the range of the SGD step sizes run: no matching SGD step size.")
             continue
         holds = 10 / 3 <= row.lr_ratio <= 30
         text = (f"Figure 1: SGD needs lr {row.sgd_lr_as_fast:.3g}, **{row.lr_ratio:.3g}x** {row.optimizer}'s "
@@ -166,11 +174,11 @@ def cells_preview(comparison: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame
 
 
 def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparison, summary, exponent_check,
-                 fits, speedups, figure1, figures, skipped_figures, notes) -> Path:
+                 fits, speedups, figure1, sgd_slope, figures, skipped_figures, notes) -> Path:
     no_prediction = cells.loc[cells["predicted_mean"].isna(), "theory_note"].value_counts()
-    fit_columns = [c for c in ("group", "duration", "covariates", "dropped", "cells", "runs", "events", "fit_rows",
-                               "bin_width", "log_likelihood", "AIC", "sigma", "rms_factor", "worst_factor", "status")
-                   if c in fits]
+    fit_columns = [c for c in ("group", "duration", "covariates", "dropped", "cells", "runs", "events",
+                               "fit_rows", "bin_width", "log_likelihood", "AIC", "sigma", "rms_factor",
+                               "worst_factor", "status") if c in fits]
     exponent_columns = [c for c in ("group", "covariate", "exponent", "lo", "hi", "theory", "theory_cells",
                                     "theory_local", "theory_regime", "verdict") if c in exponent_check]
     worst = comparison.assign(off=np.abs(np.log(comparison["ratio"]))).sort_values("off", ascending=False)
@@ -178,11 +186,18 @@ def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparis
         f"# Saddle escape analysis: {meta.get('sweep') if meta else Path(source).name}\n",
         "## What was run\n\n" + what_was_run(rows, cells, meta, cell_status, source),
         "## How escape is measured\n\n" + HOW_MEASURED,
-        "## Findings\n\n" + "\n".join(f"- {s}" for s in (
-            cell_verdicts(summary, no_prediction) + exponent_verdicts(exponent_check)
-            + speedup_verdicts(speedups) + figure1_verdicts(figure1))) + "\n",
+        "## Findings\n\n" + "".join(
+            f"### {title}\n\n" + "\n".join(f"- {s}" for s in sentences) + "\n\n"
+            for title, sentences in (
+                ("Escape times against the closed forms", cell_verdicts(summary, no_prediction)
+                 + sgd_slope_verdict(sgd_slope)),
+                ("Scaling exponents against the theory", exponent_verdicts(exponent_check)),
+                ("Speed-up of adaptive methods over SGD", speedup_verdicts(speedups)),
+                ("The paper's Figure 1", figure1_verdicts(figure1)))
+            if sentences),
         "## Escape time per cell\n\n" + markdown_table(cells_preview(comparison, cells), full_table="cells.csv"),
-        "## Theory against measurement, cell by cell\n\n" + markdown_table(summary, full_table="comparison_summary.csv")
+        "## Theory against measurement, cell by cell\n\n"
+        + markdown_table(summary, full_table="comparison_summary.csv")
         + "\nThe cells farthest from the prediction:\n\n" + markdown_table(
             worst.drop(columns=["off", "cell_id"]), max_rows=10, full_table="comparison.csv"),
         "## Scaling laws (censored log-normal AFT fits)\n\n"
@@ -196,7 +211,8 @@ def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparis
         + markdown_table(fits[fit_columns] if len(fits) else fits, full_table="fits.csv"),
     ]
     if len(speedups):
-        sections.append("## Speed-up of adaptive methods over SGD\n\n" + markdown_table(speedups, full_table="speedup.csv"))
+        sections.append("## Speed-up of adaptive methods over SGD\n\n"
+                        + markdown_table(speedups, full_table="speedup.csv"))
     if len(figure1):
         sections.append("## The paper's Figure 1\n\n" + markdown_table(figure1, full_table="figure1.csv"))
     sections.append("## Figures\n\n" + "\n\n".join(

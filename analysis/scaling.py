@@ -94,7 +94,8 @@ def scaling_groups(cells: pd.DataFrame) -> list[Group]:
         descriptors = [c for c in _descriptors(by_method) if by_method[c].notna().any() and _varies(by_method[c])]
         splits = [c for c in descriptors if not _can_be_covariate(by_method, c)]
         candidates = [c for c in descriptors if c not in splits]
-        for split_values, part in (by_method.groupby(splits, sort=True, dropna=False) if splits else [((), by_method)]):
+        parts = by_method.groupby(splits, sort=True, dropna=False) if splits else [((), by_method)]
+        for split_values, part in parts:
             keys = {"problem": problem, "optimizer": optimizer,
                     **dict(zip(splits, split_values if isinstance(split_values, tuple) else (split_values,)))}
             group = Group(keys, list(part["cell_id"]))

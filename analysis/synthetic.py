@@ -23,8 +23,8 @@ def synthetic_rows(lrs=(1e-3, 3e-3, 1e-2), sigmas=(1e-2, 1e-1, 1.0), seeds=100, 
                         columns=["optimizer.name", "optimizer.lr", "sigma_escape", "problem.dim"])
     grid["cell_id"] = [f"synthetic{i:06d}" for i in range(len(grid))]
     cells = grid.loc[grid.index.repeat(seeds)].reset_index(drop=True)
-    log_tau = (intercept + lr_exponent * np.log(cells["optimizer.lr"]) + sigma_exponent * np.log(cells["sigma_escape"])
-               + noise * rng.standard_normal(len(cells)))
+    log_tau = (intercept + lr_exponent * np.log(cells["optimizer.lr"])
+               + sigma_exponent * np.log(cells["sigma_escape"]) + noise * rng.standard_normal(len(cells)))
     tau = np.ceil(np.exp(log_tau)).astype(np.int64)
     budget = int(np.quantile(tau, 1 - censored)) if censored > 0 else int(tau.max())
     escaped = tau <= budget

@@ -92,7 +92,7 @@ def sgd_escape_time(lr, curvature, sigma_escape, escape_radius=1.0, n_negative=1
 
 
 def sgd_escape_median(lr, curvature, sigma_escape, escape_radius=1.0, n_negative=1):
-    """median τ_SGD = ln(r/(s·z₀.₇₅)) / ln(1 + ηγ), z₀.₇₅ = Φ⁻¹(0.75) ≈ 0.674 the median of |Z|."""
+    """median τ_SGD = ln(r/(s·z₀.₇₅)) / ln(1 + ηγ), z₀.₇₅ = Φ⁻¹(0.75) ≈ 0.674: |Z|'s median."""
     return linear_escape(lr, curvature, sigma_escape, escape_radius, n_negative).median
 
 

@@ -42,7 +42,8 @@ def results(tmp_path_factory):
     rows = pd.concat(rows, ignore_index=True)
     rows.to_parquet(root / "rows.parquet")
     pd.concat(traces, ignore_index=True).to_parquet(root / "traces.parquet")
-    status = rows.drop_duplicates("cell_id")[["cell_id", "problem.name", "optimizer.name"]].assign(status="ok", error="")
+    status = rows.drop_duplicates("cell_id")[["cell_id", "problem.name", "optimizer.name"]]
+    status = status.assign(status="ok", error="")
     failed = pd.DataFrame([{"cell_id": "deadbeef", "problem.name": "staib_toy", "optimizer.name": "adam",
                             "status": "failed", "error": "RuntimeError: injected fault"}])
     pd.concat([status, failed]).to_parquet(root / "cells.parquet")
@@ -78,7 +79,8 @@ def test_report_says_what_was_run_and_links_every_figure(results):
 def test_censored_cells_are_reported_as_censored(results):
     root, _ = results
     cells = pd.read_csv(root / "analysis" / "cells.csv")
-    slow = cells[(cells["optimizer"] == "sgd") & (cells["optimizer.lr"] == 1e-3) & (cells["problem.anisotropy"] == 100)]
+    slow = cells[(cells["optimizer"] == "sgd") & (cells["optimizer.lr"] == 1e-3)
+                 & (cells["problem.anisotropy"] == 100)]
     assert len(slow) == 1 and slow["escaped_fraction"].iloc[0] < 0.5
     assert slow["escape_kind"].iloc[0] == "restricted mean <= budget"
     assert slow["escape_time"].iloc[0] <= 5000

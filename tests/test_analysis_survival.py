@@ -37,7 +37,8 @@ def test_matches_lifelines_cell_by_cell():
         interval = median_survival_times(km.confidence_interval_)
         expected = [km.median_survival_time_, interval.iloc[0, 0], interval.iloc[0, 1],
                     restricted_mean_survival_time(km, t=runs["budget"].iloc[0])]
-        got = summary.loc[cell, ["escape_median", "escape_median_lo", "escape_median_hi", "escape_restricted_mean"]]
+        columns = ["escape_median", "escape_median_lo", "escape_median_hi", "escape_restricted_mean"]
+        got = summary.loc[cell, columns]
         np.testing.assert_allclose(got.to_numpy(float), expected, err_msg=cell)
 
 
