@@ -26,6 +26,7 @@ from .theory import follows_paper_rule, minimum_loss  # noqa: E402
 MAX_FACETS = 6
 MAX_CURVES = 8
 MAX_LINES = 6
+MAX_COLUMNS = 3
 LABEL_COLUMNS = ("optimizer.lr", "problem.anisotropy", "sigma_escape", "optimizer.beta2", "problem.dim",
                  "curvature")
 
@@ -47,10 +48,13 @@ def _save(fig, path: Path, caption: str):
 
 
 def _facets(cells, column):
-    """(value, part) per facet: one per value of `column` when it varies over a few values."""
-    if column and _varying(cells, column) and cells[column].nunique() <= MAX_FACETS:
-        return [(v, part) for v, part in cells.groupby(column, sort=True)]
-    return [(None, cells)]
+    """(value, part) per facet: one per value of `column` where it varies; past MAX_FACETS values,
+    MAX_FACETS of them evenly spread from the smallest to the largest."""
+    if not (column and _varying(cells, column)):
+        return [(None, cells)]
+    facets = list(cells.groupby(column, sort=True))
+    keep = np.unique(np.linspace(0, len(facets) - 1, min(MAX_FACETS, len(facets))).round().astype(int))
+    return [facets[i] for i in keep]
 
 
 def _lines(part: pd.DataFrame, x: str, facet: str | None) -> pd.Series:
@@ -69,7 +73,7 @@ def escape_time_plot(cells, x, path, title, facet=None, mark_paper_rule=False):
     """Measured escape time (KM median, interval bars; hollow triangle: restricted mean of a cell
     censored past half) against x, one line per optimizer and combination of the other parameters
     (a geometric mean with a 95% band where there would be more than MAX_LINES); dashed: the
-    theory's median. One row of panels per problem, one column per value of `facet`."""
+    theory's median. One panel per problem and value of `facet`, MAX_COLUMNS to a row."""
     data = cells[np.isfinite(cells[x]) & np.isfinite(cells["escape_time"])]
     problems = [p for p, part in data.groupby("problem") if part.groupby("optimizer")[x].nunique().gt(1).any()]
     if not problems:
@@ -77,42 +81,42 @@ def escape_time_plot(cells, x, path, title, facet=None, mark_paper_rule=False):
     palette = _palette(data)
     panels = [(problem, value, part) for problem in problems
               for value, part in _facets(data[data["problem"] == problem], facet)]
-    columns = max(sum(p == problem for p, _, _ in panels) for problem in problems)
-    fig, axes = plt.subplots(len(problems), columns, figsize=(4.6 * columns, 4.0 * len(problems)), squeeze=False)
-    averaged = False
-    for ax in axes.flat:
+    columns = min(MAX_COLUMNS, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.0 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    for problem_index, problem in enumerate(problems):
-        own_panels = [(v, part) for p, v, part in panels if p == problem]
-        for column, (value, part) in enumerate(own_panels):
-            ax = axes[problem_index][column]
-            ax.set_visible(True)
-            part = part.assign(line=_lines(part, x, facet))
-            average = part.groupby("optimizer")["line"].nunique().max() > MAX_LINES
-            averaged |= average
-            ax.set_xscale("log")        # before drawing: seaborn then averages in log space
-            ax.set_yscale("log")
-            style = (dict(errorbar=("ci", 95), n_boot=200, seed=0) if average
-                     else dict(units="line", estimator=None))
-            sns.lineplot(data=part, x=x, y="escape_time", hue="optimizer", palette=palette, marker="o", ax=ax,
-                         legend=column == 0, **style)
-            _overlay(ax, part, x, palette, "optimizer" if average else "line", mark_paper_rule)
-            if mark_paper_rule and value is not None:
-                ax.axvline(value ** (2 / 3), color="grey", linestyle=":")
-            ax.set_xlabel(covariate_name(x))
-            ax.set_ylabel("escape step (median)")
-            label = f"{covariate_name(facet)} = {value:g}" if value is not None else ""
-            ax.set_title(f"{problem}" + (f", {label}" if label else ""), fontsize=10)
-            if column == 0:
-                _legend(ax, mark_paper_rule)
+    averaged = False
+    for i, (ax, (problem, value, part)) in enumerate(zip(axes.flat, panels)):
+        part = part.assign(line=_lines(part, x, facet))
+        average = part.groupby("optimizer")["line"].nunique().max() > MAX_LINES
+        averaged |= average
+        ax.set_xscale("log")        # before drawing: seaborn then averages in log space
+        ax.set_yscale("log")
+        style = dict(errorbar=("ci", 95), n_boot=200, seed=0) if average else dict(units="line", estimator=None)
+        sns.lineplot(data=part, x=x, y="escape_time", hue="optimizer", palette=palette, marker="o", ax=ax,
+                     legend=i == 0, **style)
+        _overlay(ax, part, x, palette, "optimizer" if average else "line", mark_paper_rule)
+        if mark_paper_rule and value is not None:
+            ax.axvline(value ** (2 / 3), color="grey", linestyle=":")
+        ax.set_xlabel(covariate_name(x))
+        ax.set_ylabel("escape step (median)")
+        label = f", {covariate_name(facet)} = {value:g}" if value is not None else ""
+        ax.set_title(problem + label, fontsize=10)
+        if i == 0:
+            _legend(ax, mark_paper_rule)
     fig.suptitle(title)
+    shown = {value for _, value, _ in panels}
+    total = data[facet].nunique() if facet and facet in data else 1
     caption = (f"{title}: KM median escape step per cell (bars: 95% interval), one line per optimizer and "
                "setting of the other varied parameters"
                + (" (averaged geometrically, band: 95% interval, where there were more than "
                   f"{MAX_LINES})" if averaged else "")
                + "; dashed: the closed form's median; hollow triangles: restricted mean of cells censored past "
                  "half (a lower bound)"
-               + ("; stars and dotted line: beta2 = 1 - lr^(2/3)" if mark_paper_rule else "") + ".")
+               + ("; stars and dotted line: beta2 = 1 - lr^(2/3)" if mark_paper_rule else "")
+               + (f"; panels for {len(shown)} of the {total} values of {covariate_name(facet)}"
+                  if len(shown) < total else "") + ".")
     return _save(fig, path, caption)
 
 
@@ -121,9 +125,10 @@ def _overlay(ax, part, x, palette, line, mark_paper_rule):
     for (optimizer, _), own in part.groupby(["optimizer", line]):
         color = palette[optimizer]
         known = own[own["escape_kind"] != RESTRICTED]
-        ax.errorbar(known[x], known["escape_time"], fmt="none", ecolor=color, alpha=0.5,
-                    yerr=[(known["escape_time"] - known["escape_time_lo"]).to_numpy(),
-                          (known["escape_time_hi"] - known["escape_time"]).replace(np.inf, 0).to_numpy()])
+        if line != "optimizer":          # averaged lines show their band instead of every cell's interval
+            ax.errorbar(known[x], known["escape_time"], fmt="none", ecolor=color, alpha=0.5,
+                        yerr=[(known["escape_time"] - known["escape_time_lo"]).to_numpy(),
+                              (known["escape_time_hi"] - known["escape_time"]).replace(np.inf, 0).to_numpy()])
         censored = own[own["escape_kind"] == RESTRICTED]
         ax.scatter(censored[x], censored["escape_time"], marker="^", s=60, facecolors="none", edgecolors=color)
         theory = own[np.isfinite(own["predicted_median"])]
