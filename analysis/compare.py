@@ -38,6 +38,22 @@ def wilson_interval(successes, trials, z=stats.norm.ppf(0.975)):
     return centre - half, centre + half
 
 
+# The measure a cell is compared on -> (measured column, predicted column).
+MEASURED, PREDICTED = 0, 1
+MEASURES = {"mean": ("escape_mean", "predicted_mean"),
+            "median": ("escape_median", "predicted_median"),
+            "restricted mean": ("escape_restricted_mean", "predicted_restricted_mean")}
+
+
+def _by_measure(c: pd.DataFrame, kind: np.ndarray, side: int, suffix: str = "") -> np.ndarray:
+    """Per cell, the column of its measure (the restricted mean has no _lo/_hi: NaN)."""
+    out = np.full(len(c), np.nan)
+    for measure, columns in MEASURES.items():
+        if columns[side] + suffix in c:
+            out = np.where(kind == measure, c[columns[side] + suffix], out)
+    return out
+
+
 def compare_cells(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per cell with a prediction: the measure compared, measured [lo, hi], predicted,
     ratio measured/predicted, whether the prediction is inside the interval, and a verdict
@@ -45,16 +61,12 @@ def compare_cells(cells: pd.DataFrame) -> pd.DataFrame:
     c = cells if "predicted_mean" in cells else with_predictions(cells)
     kind = np.select([c["escape_kind"].eq(RESTRICTED), c["escape_mean"].notna()], ["restricted mean", "mean"],
                      "median")
-    column = {"mean": "escape_mean", "median": "escape_median", "restricted mean": "escape_restricted_mean"}
-    predicted_column = {"mean": "predicted_mean", "median": "predicted_median",
-                        "restricted mean": "predicted_restricted_mean"}
-    pick = lambda table, suffix="": np.select(                                    # noqa: E731
-        [kind == k for k in table], [c.get(v + suffix, pd.Series(np.nan, c.index)) for v in table.values()])
     out = c[["cell_id", "problem", "optimizer", "theory_model", "theory_note"]].copy()
-    out["measure"], out["measured"] = kind, pick(column)
-    out["measured_lo"] = np.where(kind == "restricted mean", np.nan, pick(column, "_lo"))
-    out["measured_hi"] = np.where(kind == "restricted mean", np.nan, pick(column, "_hi"))
-    out["predicted"] = pick(predicted_column)
+    out["measure"] = kind
+    out["measured"] = _by_measure(c, kind, MEASURED)
+    out["measured_lo"] = _by_measure(c, kind, MEASURED, "_lo")
+    out["measured_hi"] = _by_measure(c, kind, MEASURED, "_hi")
+    out["predicted"] = _by_measure(c, kind, PREDICTED)
     out["ratio"] = out["measured"] / out["predicted"]
     inside = (out["predicted"] >= out["measured_lo"]) & (out["predicted"] <= out["measured_hi"])
     out["inside_95"] = inside

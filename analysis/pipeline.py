@@ -49,6 +49,10 @@ def analyze(path, out_dir=None) -> Path:
     figures, skipped = draw_figures(rows, cells, results.traces, speedups, out / "figures")
     notes = [f"Analysis took {time.perf_counter() - started:.1f} s; tables: "
              + ", ".join(f"`{n}`" for n, t in tables.items() if len(t)) + "."]
+    over_budget = fits["status"].str.contains("time budget").sum() if len(fits) else 0
+    if over_budget:
+        notes.append(f"{over_budget} scaling fits were skipped to keep within the time budget (their groups are "
+                     "listed in `fits.csv` with that status).")
     if len(fits) and "bin_width" in fits and (fits["bin_width"] > 0).any():
         notes.append("Some fits rounded event times on a log grid (`bin_width` in the fit table) to stay fast; "
                      "censoring times were kept exact.")

@@ -9,6 +9,7 @@ import pandas as pd
 from .compare import CLOSE_EXPONENT, CLOSE_RATIO
 
 MAX_TABLE_ROWS = 40
+MAX_SENTENCES = 30           # past this many exponents, the findings summarise them
 HOW_MEASURED = """\
 Each run starts at the saddle and its *escape step* is the first step at which its distance from
 the saddle reaches the escape radius r. A run that has not escaped by the budget (or that
@@ -102,6 +103,8 @@ def cell_verdicts(summary: pd.DataFrame, no_prediction: pd.Series) -> list[str]:
 
 
 def exponent_verdicts(check: pd.DataFrame) -> list[str]:
+    if len(check) > MAX_SENTENCES:
+        return exponent_summary(check)
     sentences = []
     for row in check.itertuples(index=False):
         what = row.group if row.duration == "escape" else f"{row.group} [{row.duration}]"
@@ -113,6 +116,22 @@ def exponent_verdicts(check: pd.DataFrame) -> list[str]:
             continue
         sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)} "
                          f"against the theory's {reference:.3g} ({source}): **{row.verdict}**.")
+    return sentences
+
+
+def exponent_summary(check: pd.DataFrame) -> list[str]:
+    """Too many groups for a sentence each: one per (problem, optimizer, duration, covariate)."""
+    sentences = []
+    for (problem, optimizer, duration, covariate), part in check.groupby(
+            ["problem", "optimizer", "duration", "covariate"], sort=True):
+        counts = part["verdict"].value_counts() if "verdict" in part else pd.Series(dtype=int)
+        reference = part["theory"].fillna(part["theory_local"]) if "theory" in part else pd.Series(np.nan)
+        theory = (f"theory {reference.min():.3g} to {reference.max():.3g}; " if reference.notna().any()
+                  else "no theory; ")
+        sentences.append(
+            f"{optimizer} on {problem}{'' if duration == 'escape' else f' [{duration}]'}, exponent of {covariate} "
+            f"over {len(part)} groups: fitted {part['exponent'].min():.3g} to {part['exponent'].max():.3g}; {theory}"
+            + ", ".join(f"{v} in {counts.get(v, 0)}" for v in ("holds", "close", "fails")) + ".")
     return sentences
 
 
