@@ -1,27 +1,27 @@
 """Figures, each drawn only when the sweep has the data for it; each returns (file, caption) or None.
 
-Axes are set to log scale before seaborn draws, so where several cells share a point seaborn
-averages them in log space (a geometric mean, with a geometric confidence band). Censored
-cells stay visible: where more than half the runs did not escape, the point is the restricted
-mean (a lower bound) drawn as a hollow triangle; KM curves mark censoring with ticks.
+Figures are matplotlib Figure objects saved as PNG (the Agg renderer), never pyplot: nothing
+global (the backend, open figures) changes for the caller. Axes are set to log scale before
+seaborn draws, so where several cells share a point seaborn averages them in log space (a
+geometric mean, with a geometric confidence band). Censored cells stay visible: where more
+than half the runs did not escape, the point is the restricted mean (a lower bound) drawn as a
+hollow triangle; KM curves mark censoring with ticks.
 """
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from lifelines import KaplanMeierFitter
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from lifelines import KaplanMeierFitter  # noqa: E402
-
-from .scaling import _descriptors, covariate_name  # noqa: E402
-from .survival import DURATIONS, RESTRICTED  # noqa: E402
-from .theory import follows_paper_rule, minimum_loss  # noqa: E402
+from .scaling import _descriptors, covariate_name
+from .survival import DURATIONS, RESTRICTED
+from .theory import follows_paper_rule, minimum_loss
 
 MAX_FACETS = 6
 MAX_CURVES = 8
@@ -40,10 +40,14 @@ def _palette(cells):
     return dict(zip(names, sns.color_palette("colorblind", len(names))))
 
 
+def _figure(rows, columns, width, height, **kwargs):
+    fig = Figure(figsize=(width * columns, height * rows))
+    return fig, fig.subplots(rows, columns, squeeze=False, **kwargs)
+
+
 def _save(fig, path: Path, caption: str):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path, caption
 
 
@@ -83,7 +87,7 @@ def escape_time_plot(cells, x, path, title, facet=None, mark_paper_rule=False):
               for value, part in _facets(data[data["problem"] == problem], facet)]
     columns = min(MAX_COLUMNS, len(panels))
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 4.0 * rows), squeeze=False)
+    fig, axes = _figure(rows, columns, 4.6, 4.0)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     averaged = False
@@ -142,11 +146,11 @@ def _overlay(ax, part, x, palette, line, mark_paper_rule):
 
 def _legend(ax, mark_paper_rule):
     handles, labels = ax.get_legend_handles_labels()
-    extra = [(plt.Line2D([], [], color="k", linestyle="--"), "theory (median)"),
-             (plt.Line2D([], [], marker="^", color="k", markerfacecolor="none", linestyle=""),
+    extra = [(Line2D([], [], color="k", linestyle="--"), "theory (median)"),
+             (Line2D([], [], marker="^", color="k", markerfacecolor="none", linestyle=""),
               "censored > half (lower bound)")]
     if mark_paper_rule:
-        star = plt.Line2D([], [], marker="*", color="k", markersize=10, linestyle="")
+        star = Line2D([], [], marker="*", color="k", markersize=10, linestyle="")
         extra.append((star, "beta2 = 1 - lr^(2/3)"))
     ax.legend(handles + [h for h, _ in extra], labels + [t for _, t in extra], fontsize=7)
 
@@ -159,7 +163,7 @@ def speedup_heatmap(speedups: pd.DataFrame, path: Path):
               if part["anisotropy"].nunique() > 1 and part["lr"].nunique() > 1]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    fig, axes = _figure(1, len(panels), 5.2, 4.2)
     for ax, ((problem, optimizer), part) in zip(axes[0], panels):
         grid = part.pivot_table(index="anisotropy", columns="lr", values="speedup", aggfunc="first")
         bound = part.pivot_table(index="anisotropy", columns="lr", values="bound", aggfunc="first")
@@ -185,7 +189,7 @@ def kaplan_meier_curves(rows, cells, path, name="escape"):
     spread over the range of median escape times; ticks mark censored runs."""
     duration, event = DURATIONS[name]
     optimizers = sorted(cells["optimizer"].unique())[:MAX_FACETS]
-    fig, axes = plt.subplots(1, len(optimizers), figsize=(4.8 * len(optimizers), 4.2), squeeze=False, sharey=True)
+    fig, axes = _figure(1, len(optimizers), 4.8, 4.2, sharey=True)
     for ax, optimizer in zip(axes[0], optimizers):
         own = cells[cells["optimizer"] == optimizer].sort_values(f"{name}_time")
         chosen = own.iloc[np.unique(np.linspace(0, len(own) - 1, min(MAX_CURVES, len(own))).round().astype(int))]
@@ -220,7 +224,7 @@ def loss_traces(traces: pd.DataFrame, cells: pd.DataFrame, path: Path):
     if data.empty:
         return None
     panels = list(data.groupby(["problem", "optimizer"], sort=True))[:MAX_FACETS]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 4.0), squeeze=False, sharey=True)
+    fig, axes = _figure(1, len(panels), 4.8, 4.0, sharey=True)
     for ax, ((problem, optimizer), part) in zip(axes[0], panels):
         ax.set_xscale("log")
         lrs = sorted(part["optimizer.lr"].unique())
@@ -270,7 +274,6 @@ def draw_figures(rows, cells, traces, speedups, out_dir: Path):
         try:
             result = draw(out_dir / filename)
         except Exception as error:                      # a figure never stops the report
-            plt.close("all")
             skipped.append((filename, f"failed: {type(error).__name__}: {error}"))
             continue
         if result is None:
