@@ -18,8 +18,9 @@ import seaborn as sns
 from lifelines import KaplanMeierFitter
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
-from .scaling import _descriptors, covariate_name
+from .scaling import covariate_name, descriptors
 from .survival import DURATIONS, RESTRICTED
 from .theory import follows_paper_rule, minimum_loss
 
@@ -28,7 +29,7 @@ MAX_CURVES = 8
 MAX_LINES = 6
 MAX_COLUMNS = 3
 LABEL_COLUMNS = ("optimizer.lr", "problem.anisotropy", "sigma_escape", "optimizer.beta2", "problem.dim",
-                 "curvature")
+                 "curvature", "escape_radius")
 
 
 def _varying(frame: pd.DataFrame, column: str) -> bool:
@@ -66,7 +67,7 @@ def _lines(part: pd.DataFrame, x: str, facet: str | None) -> pd.Series:
     cells here and are not a function of x (sigma_escape when x is anisotropy)."""
     labels = pd.Series("", index=part.index)
     for optimizer, own in part.groupby("optimizer"):
-        others = [c for c in _descriptors(own) if c not in (x, facet) and _varying(own, c)
+        others = [c for c in descriptors(own) if c not in (x, facet) and _varying(own, c)
                   and own.groupby(x)[c].nunique().max() > 1]
         labels[own.index] = optimizer + own[others].astype(str).agg(", ".join, axis=1).radd(": ") \
             if others else optimizer
@@ -180,8 +181,20 @@ def speedup_heatmap(speedups: pd.DataFrame, path: Path):
     return _save(fig, path, caption)
 
 
-def _curve_label(cell, columns):
-    return ", ".join(f"{covariate_name(c)}={cell[c]:g}" for c in columns) or str(cell["cell_id"])[:8]
+def _label_columns(cells: pd.DataFrame) -> list[str]:
+    """Up to 4 varying parameters that tell these cells apart, skipping any that is a function of
+    those already chosen (sigma_escape next to anisotropy)."""
+    chosen = []
+    for column in LABEL_COLUMNS:
+        if column in cells and cells[column].notna().any() and _varying(cells, column) and len(chosen) < 4 and \
+                (not chosen or cells.groupby(chosen, dropna=False)[column].nunique().max() > 1):
+            chosen.append(column)
+    return chosen
+
+
+def _curve_label(cell, columns, with_problem):
+    parts = [f"{c.split('.', 1)[-1]}={cell[c]:g}" for c in columns if pd.notna(cell[c])]
+    return ", ".join(([cell["problem"]] if with_problem else []) + parts) or str(cell["cell_id"])[:8]
 
 
 def kaplan_meier_curves(rows, cells, path, name="escape"):
@@ -189,20 +202,26 @@ def kaplan_meier_curves(rows, cells, path, name="escape"):
     spread over the range of median escape times; ticks mark censored runs."""
     duration, event = DURATIONS[name]
     optimizers = sorted(cells["optimizer"].unique())[:MAX_FACETS]
-    fig, axes = _figure(1, len(optimizers), 4.8, 4.2, sharey=True)
-    for ax, optimizer in zip(axes[0], optimizers):
+    columns = min(MAX_COLUMNS, len(optimizers))
+    fig, axes = _figure(-(-len(optimizers) // columns), columns, 4.8, 4.2, sharey=True)
+    for ax in axes.flat[len(optimizers):]:
+        ax.set_visible(False)
+    with_problem = cells["problem"].nunique() > 1
+    for ax, optimizer in zip(axes.flat, optimizers):
         own = cells[cells["optimizer"] == optimizer].sort_values(f"{name}_time")
         chosen = own.iloc[np.unique(np.linspace(0, len(own) - 1, min(MAX_CURVES, len(own))).round().astype(int))]
-        columns = [c for c in LABEL_COLUMNS if _varying(own, c)][:3]
+        labels = _label_columns(own)
         ax.set_xscale("log")
         selected = rows[rows["cell_id"].isin(chosen["cell_id"])]
         for _, cell in chosen.iterrows():
             runs = selected[selected["cell_id"] == cell["cell_id"]]
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                KaplanMeierFitter().fit(runs[duration], runs[event], label=_curve_label(cell, columns)) \
-                    .plot_survival_function(ax=ax, show_censors=True, ci_alpha=0.15,
-                                            censor_styles={"marker": "|", "ms": 8})
+                km = KaplanMeierFitter().fit(runs[duration], runs[event],
+                                             label=_curve_label(cell, labels, with_problem))
+                km.plot_survival_function(ax=ax, show_censors=True, ci_alpha=0.15,
+                                          censor_styles={"marker": "|", "ms": 8})
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(optimizer, fontsize=10)
         ax.set_xlabel(f"{duration} (log)")
         ax.set_ylabel(f"fraction of runs without {event}")

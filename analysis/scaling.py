@@ -50,7 +50,7 @@ def covariate_values(frame: pd.DataFrame, column: str) -> np.ndarray:
     return 1 - values if covariate_name(column).startswith("1-") else values
 
 
-def _descriptors(cells: pd.DataFrame) -> list[str]:
+def descriptors(cells: pd.DataFrame) -> list[str]:
     columns = [c for c in cells.columns if (c.startswith(("problem.", "optimizer.")) or c in DERIVED)
                and c not in DUPLICATES + ("problem.name", "optimizer.name")]
     rank = {c: i for i, c in enumerate(PREFERRED_COVARIATES)}
@@ -92,9 +92,9 @@ def scaling_groups(cells: pd.DataFrame) -> list[Group]:
     """Split the cells into groups and choose each group's covariates."""
     groups = []
     for (problem, optimizer), by_method in cells.groupby(["problem.name", "optimizer.name"], sort=True):
-        descriptors = [c for c in _descriptors(by_method) if by_method[c].notna().any() and _varies(by_method[c])]
-        splits = [c for c in descriptors if not _can_be_covariate(by_method, c)]
-        candidates = [c for c in descriptors if c not in splits]
+        varying = [c for c in descriptors(by_method) if by_method[c].notna().any() and _varies(by_method[c])]
+        splits = [c for c in varying if not _can_be_covariate(by_method, c)]
+        candidates = [c for c in varying if c not in splits]
         parts = by_method.groupby(splits, sort=True, dropna=False) if splits else [((), by_method)]
         for split_values, part in parts:
             keys = {"problem": problem, "optimizer": optimizer,
@@ -175,7 +175,7 @@ def fit_group(part: pd.DataFrame, group: Group, name: str = "escape", max_rows: 
 
 def fitted_median(cells: pd.DataFrame, exponents: pd.DataFrame, quality: dict) -> np.ndarray:
     """The AFT's median exp(c + Σ a_j log x_j) at each cell (log-normal: median = e^μ)."""
-    columns = {covariate_name(c): c for c in _descriptors(cells)}
+    columns = {covariate_name(c): c for c in descriptors(cells)}
     x = design(cells, [columns[n] for n in exponents["covariate"]])
     return np.exp(quality["intercept"] + x @ exponents["exponent"].to_numpy())
 
