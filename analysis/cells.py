@@ -1,0 +1,41 @@
+"""One row per cell: its parameters, its outcome counts, and the survival summaries of every
+censored duration the rows carry (analysis.survival)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .survival import DURATIONS, duration_pairs, summarize_cells
+
+# Per-run outcomes; every other column of rows.parquet describes the cell.
+PER_RUN_COLUMNS = {"seed", "escaped", "escape_step", "diverged", "final_step", "loss_at_escape",
+                   "final_loss", "final_grad_norm", "final_distance",
+                   *(column for pair in DURATIONS.values() for column in pair)}
+# Per-run losses summarised per cell by their median over the runs.
+LOSS_COLUMNS = ("loss_at_escape", "final_loss", "tail_loss_mean", "tail_loss_q50", "tail_loss_q90")
+
+
+def is_per_run(column: str) -> bool:
+    return column in PER_RUN_COLUMNS or column.startswith("tail_loss")
+
+
+def cell_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Indexed by cell_id; `problem` and `optimizer` are the names, for labels."""
+    described = [c for c in rows.columns if not is_per_run(c)]
+    cells = rows.drop_duplicates("cell_id")[described].set_index("cell_id", drop=False)
+    cells.index.name = None
+    for column in described:
+        if isinstance(cells[column].dtype, pd.CategoricalDtype):
+            cells[column] = cells[column].astype(object)
+    cells["problem"], cells["optimizer"] = cells["problem.name"], cells["optimizer.name"]
+
+    groups = rows.groupby("cell_id", observed=True, sort=False)
+    cells["runs"] = groups.size()
+    cells["escaped_runs"] = groups["escaped"].sum()
+    cells["diverged_runs"] = groups["diverged"].sum() if "diverged" in rows else 0
+    cells["escaped_fraction"] = cells["escaped_runs"] / cells["runs"]
+    losses = [c for c in LOSS_COLUMNS if c in rows]
+    if losses:
+        cells = cells.join(groups[losses].median().add_prefix("median_"))
+    for name in duration_pairs(rows):
+        cells = cells.join(summarize_cells(rows, name))
+    return cells

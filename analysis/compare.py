@@ -1,0 +1,231 @@
+"""Measured against predicted: cell by cell, exponent by exponent, and the paper's claims.
+
+Like with like: the closed forms give the mean, the median and the restricted mean
+E[min(τ, budget)]. A cell where every run escaped is compared on its mean (t interval); a
+censored cell on its KM median (KM interval); a cell censored beyond half on its restricted
+mean (no interval: the ratio only) and on the fraction that escaped (Wilson interval).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .prediction import predictions
+from .scaling import covariate_name, design, scaling_groups
+from .survival import RESTRICTED
+from .theory import SIGN_REGIME_EXPONENTS, local_exponents
+
+CLOSE_RATIO = 0.10          # "close": measured/predicted within ±10%
+CLOSE_EXPONENT = 0.10       # "close": |fitted − theory| ≤ 0.1
+ADAPTIVE = ("rmsprop", "adam", "precond_sgd")
+
+
+def with_predictions(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells.join(predictions(cells))
+
+
+def _verdict(inside, ratio_or_difference, tolerance, is_ratio=True):
+    off = np.abs(np.log(ratio_or_difference)) if is_ratio else np.abs(ratio_or_difference)
+    close = off <= (np.log1p(tolerance) if is_ratio else tolerance)
+    return np.select([np.isnan(off), inside, close], ["no prediction", "holds", "close"], "fails")
+
+
+def wilson_interval(successes, trials, z=stats.norm.ppf(0.975)):
+    p = successes / trials
+    centre = (p + z**2 / (2 * trials)) / (1 + z**2 / trials)
+    half = z * np.sqrt(p * (1 - p) / trials + z**2 / (4 * trials**2)) / (1 + z**2 / trials)
+    return centre - half, centre + half
+
+
+# The measure a cell is compared on -> (measured column, predicted column).
+MEASURED, PREDICTED = 0, 1
+MEASURES = {"mean": ("escape_mean", "predicted_mean"),
+            "median": ("escape_median", "predicted_median"),
+            "restricted mean": ("escape_restricted_mean", "predicted_restricted_mean")}
+
+
+def _by_measure(c: pd.DataFrame, kind: np.ndarray, side: int, suffix: str = "") -> np.ndarray:
+    """Per cell, the column of its measure (the restricted mean has no _lo/_hi: NaN)."""
+    out = np.full(len(c), np.nan)
+    for measure, columns in MEASURES.items():
+        if columns[side] + suffix in c:
+            out = np.where(kind == measure, c[columns[side] + suffix], out)
+    return out
+
+
+def compare_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell with a prediction: the measure compared, measured [lo, hi], predicted,
+    ratio measured/predicted, whether the prediction is inside the interval, and a verdict
+    (holds: inside; close: within 10%; fails)."""
+    c = cells if "predicted_mean" in cells else with_predictions(cells)
+    kind = np.select([c["escape_kind"].eq(RESTRICTED), c["escape_mean"].notna()], ["restricted mean", "mean"],
+                     "median")
+    out = c[["cell_id", "problem", "optimizer", "theory_model", "theory_note"]].copy()
+    out["measure"] = kind
+    out["measured"] = _by_measure(c, kind, MEASURED)
+    out["measured_lo"] = _by_measure(c, kind, MEASURED, "_lo")
+    out["measured_hi"] = _by_measure(c, kind, MEASURED, "_hi")
+    out["predicted"] = _by_measure(c, kind, PREDICTED)
+    out["ratio"] = out["measured"] / out["predicted"]
+    inside = (out["predicted"] >= out["measured_lo"]) & (out["predicted"] <= out["measured_hi"])
+    out["inside_95"] = inside
+    out["verdict"] = _verdict(inside.to_numpy(), out["ratio"].to_numpy(), CLOSE_RATIO)
+    out["sd_ratio"] = c["escape_sd"] / c["predicted_sd"]
+    lo, hi = wilson_interval(c["escaped_runs"], c["runs"])
+    out["escaped_fraction"] = c["escaped_fraction"]
+    out["predicted_escaped_fraction"] = c["predicted_escape_fraction"]
+    out["fraction_inside_95"] = (c["predicted_escape_fraction"] >= lo) & (c["predicted_escape_fraction"] <= hi)
+    return out[c["predicted_mean"].notna()]
+
+
+def summarize_cell_verdicts(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per (problem, optimizer, model): how many cells hold / are close / fail, and the spread of
+    measured/predicted."""
+    grouped = comparison.groupby(["problem", "optimizer", "theory_model"], sort=True)
+    table = grouped["verdict"].value_counts().unstack(fill_value=0)
+    for verdict in ("holds", "close", "fails"):
+        if verdict not in table:
+            table[verdict] = 0
+    table = table[["holds", "close", "fails"]]
+    table.insert(0, "cells", grouped.size())
+    table["ratio_median"] = grouped["ratio"].median()
+    table["ratio_min"], table["ratio_max"] = grouped["ratio"].min(), grouped["ratio"].max()
+    table["sd_ratio_median"] = grouped["sd_ratio"].median()
+    return table.reset_index()
+
+
+def _local_theory(part: pd.DataFrame) -> tuple[dict, str]:
+    """THEORY.md's table of local exponents at the group's centre (geometric means)."""
+    optimizer = part["optimizer.name"].iloc[0]
+    centre = {k: float(np.exp(np.log(part[k].astype(float)).mean())) for k in
+              ("optimizer.lr", "curvature", "sigma_escape", "escape_radius")}
+    if optimizer == "sgd":
+        alpha, regime = 0.0, "sgd"
+    elif optimizer == "precond_sgd" and part.get("optimizer.target", pd.Series("noise")).eq("noise").all():
+        alpha = float(part["optimizer.alpha"].mean()) if "optimizer.alpha" in part else 1.0
+        alpha, regime = (1.0 if np.isnan(alpha) else alpha), "fixed preconditioner"
+    elif optimizer in ("rmsprop", "adam", "precond_sgd"):
+        if (part["curvature"] * part["escape_radius"] > part["sigma_escape"]).mean() > 0.5:
+            return SIGN_REGIME_EXPONENTS, "sign regime"
+        alpha, regime = 1.0, "ideal (noise-dominated)"
+    else:
+        return {}, ""
+    table = local_exponents(centre["optimizer.lr"], centre["curvature"], centre["sigma_escape"],
+                            centre["escape_radius"], alpha)
+    return {k: float(v) for k, v in table.items()}, regime
+
+
+def _theory_slopes(part: pd.DataFrame, covariates: list[str]) -> tuple[dict, str]:
+    """Least-squares slopes of log(predicted median) on the log covariates over the cells that have
+    a prediction, if those still span every covariate; and 'n of m' cells used."""
+    predicted = part["predicted_median"].to_numpy(float)
+    usable = np.isfinite(predicted) & (predicted > 0)
+    x = np.column_stack([np.ones(usable.sum()), design(part[usable], covariates)])
+    if usable.sum() <= len(covariates) or np.linalg.matrix_rank(x) <= len(covariates):
+        return {}, f"0 of {len(part)}"
+    slope = np.linalg.lstsq(x, np.log(predicted[usable]), rcond=None)[0][1:]
+    return dict(zip((covariate_name(c) for c in covariates), slope)), f"{usable.sum()} of {len(part)}"
+
+
+def compare_exponents(exponents: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """Each fitted exponent next to the theory's: `theory` is the slope of the closed form's
+    median over the same cells (least squares on the same log covariates: the like-for-like
+    number; `theory_cells` says over how many had a prediction); `theory_local` is THEORY.md's
+    table at the group's centre."""
+    if exponents.empty:
+        return exponents
+    c = cells if "predicted_median" in cells else with_predictions(cells)
+    rows = []
+    for group in scaling_groups(c):
+        fitted = exponents[exponents["group"] == group.label]
+        if fitted.empty:
+            continue
+        part = c.loc[group.cell_ids]
+        theory, covered = _theory_slopes(part, group.covariates)
+        local, regime = _local_theory(part)
+        for _, row in fitted.iterrows():
+            key = row["covariate"].removeprefix("1-")
+            rows.append({**row.to_dict(), "theory": theory.get(row["covariate"], np.nan), "theory_cells": covered,
+                         "theory_local": local.get(key, np.nan), "theory_regime": regime})
+    table = pd.DataFrame(rows)
+    reference = table["theory"].fillna(table["theory_local"])
+    inside = (reference >= table["lo"]) & (reference <= table["hi"])
+    table["inside_95"] = inside
+    table["verdict"] = _verdict(inside.to_numpy(), (table["exponent"] - reference).to_numpy(),
+                                CLOSE_EXPONENT, is_ratio=False)
+    return table
+
+
+def sgd_slope_check(cells: pd.DataFrame) -> dict | None:
+    """THEORY.md prediction 1: over fully escaped SGD cells, ηγ·E[τ] is linear in
+    ln(γ r²/(η σ₁²)) with slope ½. The OLS slope with its 95% t interval, or None with too few cells."""
+    sgd = cells[(cells["optimizer"] == "sgd") & cells["escape_mean"].notna()]
+    lr, gamma = sgd["optimizer.lr"].astype(float), sgd["curvature"].astype(float)
+    x = np.log(gamma * sgd["escape_radius"] ** 2 / (lr * sgd["sigma_escape"] ** 2)).to_numpy(float)
+    y = (lr * gamma * sgd["escape_mean"]).to_numpy(float)
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = x[finite], y[finite]
+    if len(x) < 3 or np.ptp(x) < 0.5:
+        return None
+    fit = stats.linregress(x, y)
+    half = stats.t.ppf(0.975, len(x) - 2) * fit.stderr
+    inside = fit.slope - half <= 0.5 <= fit.slope + half
+    return {"slope": fit.slope, "lo": fit.slope - half, "hi": fit.slope + half, "cells": len(x),
+            "verdict": str(_verdict(np.array([inside]), np.array([fit.slope - 0.5]), CLOSE_EXPONENT, False)[0])}
+
+
+def speedup_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """τ_SGD / τ_adaptive at each (problem, anisotropy, lr) both were run at (geometric mean over
+    any other parameter), measured and predicted. `bound` says when a side is censored past
+    half: its restricted mean is a lower bound, so the ratio is one too (≥ or ≤)."""
+    c = cells if "predicted_median" in cells else with_predictions(cells)
+    keys = ["problem", "problem.anisotropy", "optimizer.lr"]
+    if "problem.anisotropy" not in c or "sgd" not in set(c["optimizer"]):
+        return pd.DataFrame()
+    c = c.assign(log_time=np.log(c["escape_time"]), log_predicted=np.log(c["predicted_median"]),
+                 censored=c["escape_kind"].eq(RESTRICTED))
+    per_point = (c.groupby(keys + ["optimizer"], sort=True)
+                 .agg(log_time=("log_time", "mean"), log_predicted=("log_predicted", "mean"),
+                      censored=("censored", "any")).reset_index())
+    sgd = per_point[per_point["optimizer"] == "sgd"].drop(columns="optimizer")
+    adaptive = per_point[per_point["optimizer"].isin(ADAPTIVE)]
+    table = adaptive.merge(sgd, on=keys, suffixes=("", "_sgd"))
+    if table.empty:
+        return pd.DataFrame()
+    table["sgd_time"], table["adaptive_time"] = np.exp(table["log_time_sgd"]), np.exp(table["log_time"])
+    table["speedup"] = table["sgd_time"] / table["adaptive_time"]
+    table["predicted_speedup"] = np.exp(table["log_predicted_sgd"] - table["log_predicted"])
+    both = table["censored_sgd"] & table["censored"]
+    table["bound"] = np.select([both, table["censored_sgd"], table["censored"]], ["?", ">=", "<="], "=")
+    return table.rename(columns={"problem.anisotropy": "anisotropy", "optimizer.lr": "lr"})[
+        ["problem", "optimizer", "anisotropy", "lr", "sgd_time", "adaptive_time", "speedup", "bound",
+         "predicted_speedup"]]
+
+
+def figure1_check(cells: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Figure 1 claim on staib_toy: the SGD step size that escapes as fast as each
+    RMSProp/Adam cell (log-log interpolation of SGD's median over lr; paper: ≈ 10× RMSProp's),
+    and the neighbourhood each then settles in (median tail loss above the minimum)."""
+    toy = cells[(cells["problem"] == "staib_toy") & np.isfinite(cells["escape_median"])]
+    sgd = toy[toy["optimizer"] == "sgd"].groupby("optimizer.lr")["escape_median"].median().sort_index()
+    if len(sgd) < 2:
+        return pd.DataFrame()
+    loss = next((c for c in ("median_tail_loss_mean", "median_final_loss") if c in toy), None)
+    rows = []
+    for _, cell in toy[toy["optimizer"].isin(["rmsprop", "adam"])].iterrows():
+        time = cell["escape_median"]
+        # SGD's median falls with lr: interpolate log lr against log τ over SGD's range only.
+        log_tau, log_lr = np.log(sgd.to_numpy())[::-1], np.log(sgd.index.to_numpy())[::-1]
+        inside = log_tau.min() <= np.log(time) <= log_tau.max()
+        matching_lr = float(np.exp(np.interp(np.log(time), log_tau, log_lr))) if inside else np.nan
+        row = {"optimizer": cell["optimizer"], "lr": cell["optimizer.lr"], "beta2": cell.get("optimizer.beta2"),
+               "median_escape": time, "sgd_lr_as_fast": matching_lr,
+               "lr_ratio": matching_lr / cell["optimizer.lr"]}
+        if loss and inside:
+            sgd_cells = toy[toy["optimizer"] == "sgd"]
+            nearest = sgd_cells.iloc[np.argmin(np.abs(np.log(sgd_cells["optimizer.lr"]) - np.log(matching_lr)))]
+            row.update({"loss_measure": loss, "adaptive_loss": cell[loss],
+                        "sgd_lr_nearest": nearest["optimizer.lr"], "sgd_loss": nearest[loss]})
+        rows.append(row)
+    return pd.DataFrame(rows)

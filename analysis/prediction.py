@@ -1,0 +1,150 @@
+"""The theory's prediction for any cell of a results table, or NaN with the reason.
+
+Which closed form (analysis.theory) applies to a cell:
+
+    sgd                            the linear recursion, p₁ = 1
+    precond_sgd, target noise      a fixed preconditioner, p₁ = (σ₁² + ε)^(−α/2)
+    rmsprop, adam                  the two-regime composite (ideal preconditioner up to
+    precond_sgd, second moment α=1   r₁ = min(r, σ₁/γ), then the sign regime); the sign regime
+                                   alone (τ ≈ r/η) where the first phase lasts a few steps
+
+The forms follow the escape coordinate alone. They hold exactly for quadratic_saddle when the
+preconditioner keeps the escape direction (H not rotated for diagonal methods; Σ aligned with
+H for a full one) and approximately for staib_toy (γ = σ₁ = 0.1, r = 0.3: finite-sum noise).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .theory import follows_paper_rule, linear_escape, sign_regime_escape_time, two_regime_escape
+
+CLOSED_FORM_PROBLEMS = ("quadratic_saddle", "staib_toy")
+CLOSED_FORM_OPTIMIZERS = ("sgd", "precond_sgd", "rmsprop", "adam")
+PREDICTION_COLUMNS = ("predicted_mean", "predicted_median", "predicted_sd", "predicted_escape_fraction",
+                      "predicted_restricted_mean", "theory_model", "theory_note")
+
+
+def predict(frame: pd.DataFrame) -> pd.Series:
+    """Predicted mean escape step per row (a row per seed, or per cell); NaN where no closed
+    form applies (`predictions(frame).theory_note` says why)."""
+    return predictions(frame)["predicted_mean"]
+
+
+def predictions(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, median, sd, fraction escaped by the budget and restricted mean min(τ, budget),
+    with the model used and a note (a caveat, or why there is no prediction)."""
+    if "cell_id" in frame and frame["cell_id"].duplicated().any():     # one computation per cell
+        cells = frame.drop_duplicates("cell_id").set_index("cell_id", drop=False)
+        per_cell = _predict_cells(cells)
+        return per_cell.loc[frame["cell_id"]].set_index(frame.index)
+    return _predict_cells(frame)
+
+
+def _column(frame, name, default):
+    if name not in frame:
+        return pd.Series(default, index=frame.index)
+    return frame[name].where(frame[name].notna(), default)
+
+
+def _predict_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    get = lambda name, default=np.nan: _column(cells, name, default)        # noqa: E731
+    problem, optimizer = get("problem.name", "").astype(str), get("optimizer.name", "").astype(str)
+    lr, gamma = get("optimizer.lr").astype(float), get("curvature").astype(float)
+    sigma, radius = get("sigma_escape").astype(float), get("escape_radius").astype(float)
+    k = get("problem.n_negative", 1).astype(float)
+    eps, alpha = get("optimizer.eps", 0.0).astype(float), get("optimizer.alpha", 1.0).astype(float)
+    form, target = get("optimizer.form", "diagonal"), get("optimizer.target", "noise")
+    composite = optimizer.isin(["rmsprop", "adam"]) | ((optimizer == "precond_sgd") & (target == "second_moment"))
+    fixed_p = np.where(optimizer == "precond_sgd", (sigma**2 + eps) ** (-alpha / 2), 1.0)
+
+    with np.errstate(all="ignore"):
+        linear = linear_escape(lr, gamma, sigma, radius, k, fixed_p)
+        two_regime = two_regime_escape(lr, gamma, sigma, radius, k, eps)
+        pick = lambda a, b: np.where(composite, b, a)                       # noqa: E731
+        budget = get("budget").astype(float)
+        out = pd.DataFrame({
+            "predicted_mean": pick(linear.mean, two_regime.mean),
+            "predicted_median": pick(linear.median, two_regime.median),
+            "predicted_sd": pick(linear.sd, two_regime.sd),
+            "predicted_escape_fraction": pick(linear.probability_by(budget), two_regime.probability_by(budget)),
+            "predicted_restricted_mean": pick(linear.restricted_mean(budget), two_regime.restricted_mean(budget)),
+        }, index=cells.index)
+        # Where the noise-dominated phase is over within a few steps (its stationary spread s
+        # already reaches r₁ = σ₁/γ), the composite is the sign regime alone: τ ≈ r/(η√k).
+        sign_only = np.asarray(composite & (two_regime.s >= two_regime.radius / 2))
+        sign_time = np.asarray(sign_regime_escape_time(lr, radius, k), dtype=float)
+        sign_regime = {"predicted_mean": sign_time, "predicted_median": sign_time, "predicted_sd": 0.0 * sign_time,
+                       "predicted_escape_fraction": (budget.to_numpy() >= sign_time).astype(float),
+                       "predicted_restricted_mean": np.minimum(sign_time, budget.to_numpy())}
+        for column, values in sign_regime.items():
+            out[column] = np.where(sign_only, values, out[column])
+        few_steps = ~composite & (linear.s >= radius / 2)
+
+    model = np.select(
+        [optimizer == "sgd", (optimizer == "precond_sgd") & ~composite, sign_only,
+         composite & (gamma * radius <= sigma), composite],
+        ["sgd: linear recursion", "fixed preconditioner p1=sigma1^-" + alpha.map("{:g}".format),
+         "sign regime: tau = r/lr", "ideal preconditioner (noise-dominated, gamma*r <= sigma1)",
+         "two-regime composite: ideal, then sign"],
+        "")
+    reason = _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alpha, form, target,
+                             few_steps)
+    out.loc[reason != "", list(PREDICTION_COLUMNS[:5])] = np.nan
+    out["theory_model"] = np.where(reason == "", model, "none")
+    caveats = _caveats(get, problem, optimizer, out["predicted_mean"], composite)
+    out["theory_note"] = np.where(reason == "", caveats, reason)
+    return out
+
+
+def _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alpha, form, target,
+                    few_steps) -> np.ndarray:
+    """The first reason each cell has no closed form, or ''."""
+    quadratic = problem == "quadratic_saddle"
+    diagonal = optimizer.isin(["rmsprop", "adam"]) | ((optimizer == "precond_sgd") & (form == "diagonal"))
+    rotated_hessian = get("problem.rotate_hessian", False).astype(bool)
+    quartic = get("problem.quartic", 0.0).astype(float)
+    # Off the escape direction a fixed step must be stable: η p λ < 2 (λ_max = 1 on staib_toy).
+    lam_max = np.where(quadratic, get("problem.positive_curvature", 1.0).astype(float), 1.0)
+    other_sigma = np.where(quadratic, get("problem.noise_scale", 1.0).astype(float), 1.0)
+    other_p = np.where(optimizer == "precond_sgd", (other_sigma**2 + eps) ** (-alpha / 2), 1.0)
+    fixed_step = optimizer.isin(["sgd"]) | ((optimizer == "precond_sgd") & (target == "noise"))
+    with np.errstate(all="ignore"):
+        beyond_minima = quadratic & (quartic > 0) & (radius >= np.sqrt(gamma / quartic))
+        unstable = fixed_step & (lr * other_p * lam_max >= 2)
+    checks = [
+        (~problem.isin(CLOSED_FORM_PROBLEMS),
+         "no closed form for problem " + problem + " (THEORY.md section 3 covers quadratic saddles)"),
+        (~optimizer.isin(CLOSED_FORM_OPTIMIZERS),
+         "no closed form for optimizer " + optimizer + " (covered: sgd, precond_sgd, rmsprop, adam)"),
+        (~((lr > 0) & (gamma > 0) & (sigma > 0) & (radius > 0)),
+         "needs lr, curvature, sigma_escape, escape_radius > 0 (sigma_escape = 0: never leaves the saddle)"),
+        (get("start_offset", 0.0).astype(float) > 0, "start_offset > 0: the closed forms start at the saddle"),
+        (beyond_minima, "escape_radius beyond the minima at sqrt(curvature/quartic)"),
+        (diagonal & rotated_hessian, "rotated Hessian: a diagonal preconditioner couples the escape direction"),
+        ((optimizer == "precond_sgd") & (form == "full")
+         & (get("problem.noise_alignment", "aligned") == "rotated"),
+         "rotated noise: a full Sigma^(-alpha/2) does not keep the escape direction"),
+        ((optimizer == "precond_sgd") & (target == "second_moment") & (alpha != 1),
+         "second-moment preconditioner with alpha != 1: no closed form"),
+        (unstable, "unstable: lr * p * lambda_max >= 2 along a positive direction"),
+        (few_steps, "escape within a few steps (stationary spread s >= r/2): the asymptotic form does not apply"),
+    ]
+    return np.select([np.asarray(c, bool) for c, _ in checks], [np.asarray(r, object) for _, r in checks], "")
+
+
+def _caveats(get, problem, optimizer, mean, composite) -> np.ndarray:
+    """Where the closed form applies only approximately, say how."""
+    beta2 = get("optimizer.beta2").astype(float)
+    memory = 1 / (1 - beta2)
+    notes = [
+        (problem == "staib_toy", "approximate: finite-sum noise, quartic ignored"),
+        (get("problem.noise_dist", "gaussian") == "student_t", "approximate: Student-t noise (Gaussian W)"),
+        ((optimizer == "adam") & (get("optimizer.beta1", 0.0).astype(float) > 0), "beta1 ignored"),
+        (composite & (memory >= mean / 10), "beta2 memory 1/(1-beta2) >= tau/10: its lag is not modelled"),
+        (composite & follows_paper_rule(get("optimizer.lr").astype(float), beta2), "beta2 = paper rule"),
+    ]
+    text = pd.Series("", index=mean.index)
+    for condition, note in notes:
+        text = text.where(~np.asarray(condition, bool), text + np.where(text == "", "", "; ") + note)
+    return text.to_numpy()
