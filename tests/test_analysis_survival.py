@@ -1,4 +1,4 @@
-"""Per-cell Kaplan–Meier summaries: the vectorised estimator against lifelines, and censoring."""
+"""Per-cell Kaplan–Meier summaries: scipy's estimator as used here against lifelines, and censoring."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -38,8 +38,14 @@ def test_matches_lifelines_cell_by_cell():
         expected = [km.median_survival_time_, interval.iloc[0, 0], interval.iloc[0, 1],
                     restricted_mean_survival_time(km, t=runs["budget"].iloc[0])]
         columns = ["escape_median", "escape_median_lo", "escape_median_hi", "escape_restricted_mean"]
-        got = summary.loc[cell, columns]
-        np.testing.assert_allclose(got.to_numpy(float), expected, err_msg=cell)
+        got = summary.loc[cell, columns].to_numpy(float)
+        # A tie: where S is exactly 0.5 at a time, scipy's product gives 0.5 and lifelines'
+        # 0.5 + 1e-16, which moves lifelines' median one event later. Only that may differ.
+        if got[0] != expected[0]:
+            assert abs(km.survival_function_.loc[got[0]].iloc[0] - 0.5) < 1e-12, cell
+            assert expected[0] == km.survival_function_.index[km.survival_function_.index > got[0]][0]
+            got[0] = expected[0]
+        np.testing.assert_allclose(got, expected, err_msg=cell)
 
 
 def test_censored_runs_are_never_escapes():
