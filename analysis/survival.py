@@ -50,8 +50,9 @@ def kaplan_meier(duration: np.ndarray, event: np.ndarray, horizon: float) -> tup
     with warnings.catch_warnings():           # "undefined at some observations": where S = 0 or 1
         warnings.simplefilter("ignore", RuntimeWarning)
         band = fit.sf.confidence_interval(0.95, method="log-log")
-    # Where S reaches 0 the log-log band is undefined; lifelines sets it to 1 there (and before).
-    low, high = np.nan_to_num(band.low.probabilities, nan=1.0), np.nan_to_num(band.high.probabilities, nan=1.0)
+    # The log-log band is undefined where S is 0 or 1; as lifelines does, it collapses to 0
+    # where S = 0 and to 1 where S = 1.
+    low, high = (np.where(survival == 0, 0.0, np.nan_to_num(b.probabilities, nan=1.0)) for b in (band.low, band.high))
     # ∫₀^horizon S(t) dt of the right-continuous step function, S = 1 before the first time.
     edges = np.clip(np.concatenate([[0.0], times, [horizon]]), 0.0, horizon)
     heights = np.concatenate([[1.0], survival])
