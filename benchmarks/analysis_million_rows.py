@@ -1,15 +1,14 @@
 """Time and peak memory of `analyze` on 10⁶ synthetic rows (4000 cells x 250 seeds).
 
-    PYTHONPATH=. python benchmarks/analysis_million_rows.py [workdir]
+    .venv/bin/python benchmarks/analysis_million_rows.py [workdir]
 
 The rows are written first, in a child process; `analyze` then runs in a fresh child process so
 that its peak resident memory (ru_maxrss) is its own.
 """
-import resource
+import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 WRITE = """
@@ -22,16 +21,27 @@ rows.to_parquet(sys.argv[1] + "/rows.parquet")
 print(len(rows), "rows,", rows.cell_id.nunique(), "cells")
 """
 ANALYZE = """
-import resource, sys, time
+import json, resource, sys, time
 start = time.perf_counter()
 from analysis import analyze
 report = analyze(sys.argv[1])
-print(f"analyze: {time.perf_counter() - start:.1f} s (imports included), "
-      f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB -> {report}")
+print(json.dumps({"seconds": time.perf_counter() - start,
+                  "peak_GiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "report": str(report)}))
 """
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def measure(workdir: Path) -> dict:
+    """{seconds (imports included), peak_GiB, report} of analyze on 10⁶ rows written in workdir."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env_path = {"cwd": ROOT}
+    subprocess.run([sys.executable, "-c", WRITE, str(workdir)], check=True, capture_output=True, **env_path)
+    out = subprocess.run([sys.executable, "-c", ANALYZE, str(workdir)], check=True, capture_output=True,
+                         text=True, **env_path).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
 
 if __name__ == "__main__":
-    workdir = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="analysis_bench_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-c", WRITE, str(workdir)], check=True)
-    subprocess.run([sys.executable, "-c", ANALYZE, str(workdir)], check=True)
+    result = measure(Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="analysis_bench_")))
+    print(f"analyze: {result['seconds']:.1f} s (imports included), peak RSS {result['peak_GiB']:.2f} GiB "
+          f"-> {result['report']}")

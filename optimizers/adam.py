@@ -32,6 +32,7 @@ class AdamState(NamedTuple):
 
 def build(hp: dict, problem=None) -> Optimizer:
     beta1, beta2, eps = hp["beta1"], hp["beta2"], hp["eps"]
+    eps_tensor = torch.tensor(eps)
 
     def init(x):
         # β₁ = 0: m is g itself, so no buffer is kept.
@@ -44,7 +45,8 @@ def build(hp: dict, problem=None) -> Optimizer:
         if hp["bias_correction"]:
             step_size /= 1 - beta1**t
             v_scale = (1 - beta2**t) ** 0.5
-        denom = v.sqrt().div_(v_scale).add_(eps)
+        # √v / √(1 − β₂ᵗ) + ε in two passes over memory, not three.
+        denom = torch.add(eps_tensor, v.sqrt(), alpha=1 / v_scale) if v_scale != 1.0 else v.sqrt().add_(eps)
         if beta1:
             m = state.m.lerp_(grad, 1 - beta1)
             preconditioned = m / denom

@@ -131,10 +131,13 @@ class QuadraticSaddle(Problem):
         p = self.params
         z = standard_noise(generator, (steps, runs, self.dim), p["noise_dist"], p["df"],
                            self.eigs.dtype, self.eigs.device)
-        z.mul_(self.noise_std)
-        return z if self.noise_basis is None else z @ self.noise_basis.T
+        if self.noise_basis is None:
+            return z                       # scaled in stochastic_grad: one pass over memory fewer
+        return z.mul_(self.noise_std) @ self.noise_basis.T
 
     def stochastic_grad(self, x, drawn):
+        if self.noise_basis is None:
+            return self.grad(x).addcmul_(drawn, self.noise_std)
         return self.grad(x).add_(drawn)
 
     def noise_cov(self, x=None):

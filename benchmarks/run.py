@@ -1,0 +1,234 @@
+"""Every performance figure of saddlescape in one go: prints tables, writes benchmarks/results.json.
+
+    make bench          (or: .venv/bin/python benchmarks/run.py [--quick])
+
+1. the engine against a hand-written per-seed loop with torch.optim, measured alternately;
+2. the engine against the floor: the memory traffic of the optimizer state plus the normal
+   samples, at the bandwidth and generator rate measured in the same run;
+3. the sweep overhead of Ray Tune on the `quick` sweep, with 1 and 2 workers;
+4. `analyze` on 10⁶ rows: time and peak memory;
+5. the scale-out of the study's sweeps to 1, 8 and 64 workers, from the measured costs.
+
+Engine and floor run on one thread, as one Ray Tune trial does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.analysis_million_rows import measure as measure_analysis  # noqa: E402
+from problems import make_problem  # noqa: E402
+from workflows import simulate  # noqa: E402
+from workflows.spec import load_sweeps  # noqa: E402
+
+OPTIMIZERS = {"sgd": (torch.optim.SGD, {"lr": 1e-2}), "rmsprop": (torch.optim.RMSprop, {"lr": 1e-3}),
+              "adam": (torch.optim.Adam, {"lr": 1e-3})}
+STATE_BYTES = {"sgd": 8, "rmsprop": 16, "adam": 24}     # read + write of x (and v, m), float32
+STUDY_SWEEPS = ("anisotropy", "stepsize", "beta2", "staib2019", "dimension")
+
+
+def saddle(d: int) -> dict:
+    # Nearly flat (γ = 1e-6) with a far escape radius: no seed escapes within the measured
+    # budgets, not even an adaptive method in its sign regime (η per step), so every seed runs
+    # every step and the rate is the engine's, not the early stopping's.
+    return {"name": "quadratic_saddle", "dim": d, "curvature": 1e-6, "escape_radius": 1e3}
+
+
+def engine_rate(optimizer: str, runs: int, d: int, target_seconds: float) -> float:
+    """Seed-steps per second of a whole simulate() call (set-up and row building included),
+    with a budget sized from a short probe so that the call lasts about target_seconds."""
+    cell = {"problem": saddle(d), "optimizer": {"name": optimizer}, "seeds": runs}
+    probe = simulate({**cell, "budget": 50})
+    budget = int(min(20_000, max(50, 50 * target_seconds / probe.seconds)))
+    return runs * budget / simulate({**cell, "budget": budget}).seconds
+
+
+def loop_rate(optimizer: str, d: int, steps: int) -> float:
+    """The hand-written reference: one torch.optim optimizer per seed, a plain Python loop."""
+    problem = make_problem(saddle(d), seed=0)
+    generator = torch.Generator().manual_seed(1)
+    cls, kwargs = OPTIMIZERS[optimizer]
+    seeds = 2
+    start = time.perf_counter()
+    for _ in range(seeds):
+        p = torch.nn.Parameter(torch.zeros(d))
+        opt = cls([p], **kwargs)
+        for _ in range(steps):
+            drawn = problem.draw(generator, 1, 1)[0]
+            p.grad = problem.stochastic_grad(p.detach()[None], drawn)[0]
+            opt.step()
+    return seeds * steps / (time.perf_counter() - start)
+
+
+def bench_engine_vs_loop(quick: bool) -> list[dict]:
+    rows = []
+    runs_list = (1, 64, 1024) if quick else (1, 64, 1024, 16384)
+    for optimizer in OPTIMIZERS:
+        for d in (2, 10, 100):
+            loops, steps = [], 150 if quick else 400
+            for runs in runs_list:
+                engines = []
+                for _ in range(2):                   # alternate: loop, engine, loop, engine
+                    loops.append(loop_rate(optimizer, d, steps))
+                    engines.append(engine_rate(optimizer, runs, d, 0.3 if quick else 1.0))
+                loop = statistics.median(loops)
+                engine = max(engines)
+                rows.append({"optimizer": optimizer, "dim": d, "seeds": runs, "engine_seed_steps_per_s": engine,
+                             "loop_seed_steps_per_s": loop, "speedup": engine / loop})
+    return rows
+
+
+def best_time(fn, reps: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_floor(quick: bool) -> dict:
+    n = 1 << 24
+    a, b = torch.randn(n), torch.empty(n)
+    bandwidth = 2 * 4 * n / best_time(lambda: b.copy_(a))            # bytes read + written per second
+    generator = torch.Generator().manual_seed(0)
+    normals = n / best_time(lambda: torch.randn(n, generator=generator, out=b))
+    shapes = [(16384, 100), (65536, 16)] + ([] if quick else [(1024, 1000)])
+    rows = []
+    for optimizer in OPTIMIZERS:
+        floor = STATE_BYTES[optimizer] / bandwidth + 1 / normals       # seconds per coordinate-step
+        for runs, d in shapes:
+            cell = {"problem": saddle(d), "optimizer": {"name": optimizer}, "seeds": runs, "budget": 60 if quick else 200}
+            simulate({**cell, "budget": 3})                                # warm the allocator
+            per = min(simulate(cell).seconds for _ in range(2)) / (runs * d * cell["budget"])
+            rows.append({"optimizer": optimizer, "seeds": runs, "dim": d, "ns_per_coordinate_step": per * 1e9,
+                         "floor_ns": floor * 1e9, "gap": per / floor})
+    return {"bandwidth_GB_per_s": bandwidth / 1e9, "normals_M_per_s": normals / 1e6, "rows": rows}
+
+
+def run_sweep(sweep: str, workers: int, storage: Path) -> dict:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "workflows", "run", "sweeps.yaml", "--sweep", sweep,
+                    "--storage", str(storage), "--workers", str(workers), "--no-analyze"],
+                   cwd=ROOT, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    meta = json.loads((storage / sweep / "meta.json").read_text())
+    return {**meta["run"], "wall_seconds": wall, "cells": meta["cells"]["total"]}
+
+
+def bench_sweep_overhead(storage_root: Path) -> dict:
+    out = {}
+    for workers in (1, 2):
+        out[workers] = run_sweep("quick", workers, storage_root / f"w{workers}")
+    for w, run in out.items():
+        run["tune_overhead_share"] = 1 - run["engine_seconds"] / (run["tune_seconds"] * w)
+    out["speedup_2_over_1_wall"] = out[1]["wall_seconds"] / out[2]["wall_seconds"]
+    out["speedup_2_over_1_tune"] = out[1]["tune_seconds"] / out[2]["tune_seconds"]
+    import pandas as pd
+    cells = pd.read_parquet(storage_root / "w1" / "quick" / "cells.parquet")
+    out["quick_cell_engine_seconds"] = {"mean": float(cells.engine_seconds.mean()), "max": float(cells.engine_seconds.max())}
+    # What consolidation costs per stored cell (reading every part, writing the tables).
+    from workflows.cell import cell_id
+    from workflows.store import Store
+    sweep = load_sweeps(ROOT / "sweeps.yaml", only="quick")["quick"]
+    store = Store(str(storage_root / "w1"), "quick")
+    start = time.perf_counter()
+    store.consolidate({cell_id(c): c for c in sweep.cells}, {"sweep": "quick"})
+    out["consolidate_seconds_per_cell"] = (time.perf_counter() - start) / len(sweep.cells)
+    return out
+
+
+def bench_scale_out(overhead: dict) -> list[dict]:
+    """Study sweeps on 1, 8 and 64 workers, from each cell's estimated cost (the packing
+    estimate, calibrated by quick's measured engine time against its estimate)."""
+    from workflows.packing import estimated_seconds, pack_cells
+
+    quick = load_sweeps(ROOT / "sweeps.yaml", only="quick")["quick"]
+    measured = overhead[1]["engine_seconds"]
+    calibration = measured / sum(estimated_seconds(c) for c in quick.cells)
+    trial_overhead = max(0.0, overhead[1]["tune_seconds"] - measured) / max(1, len(pack_cells(quick.cells, 1)))
+    rows = []
+    for name in STUDY_SWEEPS:
+        cells = load_sweeps(ROOT / "sweeps.yaml", only=name)[name].cells
+        costs = sorted((estimated_seconds(c) * calibration for c in cells), reverse=True)
+        for workers in (1, 8, 64):
+            loads = [0.0] * workers
+            for cost in costs:                                   # LPT, as pack_cells balances
+                loads[loads.index(min(loads))] += cost
+            trials = len(pack_cells(cells, workers))
+            wall = (overhead[1]["ray_start_seconds"] + max(loads) + trials * trial_overhead / workers
+                    + len(cells) * overhead["consolidate_seconds_per_cell"])
+            rows.append({"sweep": name, "cells": len(cells), "workers": workers, "estimated_wall_s": wall,
+                         "engine_s_total": sum(costs), "longest_cell_s": costs[0],
+                         "limit": _limit(workers, len(cells), max(loads), costs[0])})
+    return rows
+
+
+def _limit(workers, n_cells, busiest, longest) -> str:
+    if n_cells < workers:
+        return f"cells: only {n_cells} cells for {workers} workers"
+    if busiest <= 1.05 * longest:
+        return "the longest cell (one cell runs on one worker)"
+    return "compute (cells balance over the workers)"
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer and shorter measurements")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results = {"machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
+                           "processor": platform.processor(), "torch": torch.__version__,
+                           "date": time.strftime("%Y-%m-%d")}}
+    print("1. engine against a per-seed torch.optim loop (seed-steps per second, one thread)")
+    results["engine_vs_loop"] = bench_engine_vs_loop(args.quick)
+    print(table(results["engine_vs_loop"], ["optimizer", "dim", "seeds", "engine_seed_steps_per_s",
+                                            "loop_seed_steps_per_s", "speedup"]))
+    print("\n2. engine against the floor (state traffic + normal samples)")
+    results["floor"] = bench_floor(args.quick)
+    print(f"bandwidth {results['floor']['bandwidth_GB_per_s']:.1f} GB/s, "
+          f"normals {results['floor']['normals_M_per_s']:.0f} M/s")
+    print(table(results["floor"]["rows"], ["optimizer", "seeds", "dim", "ns_per_coordinate_step", "floor_ns", "gap"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        print("\n3. sweep overhead: `quick` on the embedded local Ray")
+        results["sweep"] = bench_sweep_overhead(Path(tmp))
+        rows = [{"workers": w, **{k: results["sweep"][w][k] for k in
+                                  ("wall_seconds", "ray_start_seconds", "tune_seconds", "engine_seconds",
+                                   "tune_overhead_share")}} for w in (1, 2)]
+        print(table(rows, list(rows[0])))
+        print(f"2 workers over 1: {results['sweep']['speedup_2_over_1_wall']:.2f}x wall, "
+              f"{results['sweep']['speedup_2_over_1_tune']:.2f}x in Tune")
+        print("\n4. analyze on 10^6 rows")
+        results["analysis"] = measure_analysis(Path(tmp) / "analysis")
+        print(f"{results['analysis']['seconds']:.1f} s, peak {results['analysis']['peak_GiB']:.2f} GiB")
+    print("\n5. scale-out of the study sweeps (estimated)")
+    results["scale_out"] = bench_scale_out(results["sweep"])
+    print(table(results["scale_out"], ["sweep", "cells", "workers", "estimated_wall_s", "longest_cell_s", "limit"]))
+    Path(args.out).write_text(json.dumps(results, indent=2, default=str))
+    print(f"\nwritten: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
