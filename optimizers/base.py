@@ -51,3 +51,20 @@ def matrix_power(M: torch.Tensor, power: float, eps: float) -> torch.Tensor:
     evals, evecs = torch.linalg.eigh(M.double())
     scaled = evecs * (evals.clamp_min(0) + eps).pow(power).unsqueeze(-2)
     return (scaled @ evecs.transpose(-1, -2)).to(M.dtype)
+
+
+def full_precondition(M: torch.Tensor, grad: torch.Tensor, power: float, eps: float) -> torch.Tensor:
+    """(M + εI)^power g for each run (M [R, d, d], g [R, d])."""
+    return (matrix_power(M, power, eps) @ grad[:, :, None])[:, :, 0]
+
+
+def full_gradient_is_small(problem, x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """‖∇f(x)‖ ≤ threshold per run, on the problem's full gradient (the test of Jin et al.'s and
+    Daneshmand et al.'s perturbation conditions)."""
+    return torch.linalg.vector_norm(problem.grad(x), dim=-1) <= threshold
+
+
+def require_problem(name: str, problem, why: str):
+    if problem is None:
+        raise ValueError(f"optimizer {name}: needs the problem ({why}); allowed: "
+                         "make_optimizer(spec, problem)")
