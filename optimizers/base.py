@@ -48,9 +48,19 @@ def matrix_power(M: torch.Tensor, power: float, eps: float) -> torch.Tensor:
     """(M + εI)^power for symmetric PSD M ([..., d, d]), through an eigendecomposition in
     float64: the noise's eigenvalues can span 8 decades (σ₁² = 1e-8 next to 1), which float32
     eigh cannot resolve."""
-    evals, evecs = torch.linalg.eigh(M.double())
+    M64 = M.double()
+    finite = torch.isfinite(M64).all(-1).all(-1)
+    if not finite.all():
+        # A diverged run's G is not finite and eigh would raise for the whole batch: give that
+        # run a NaN preconditioner instead, so that the engine records its divergence.
+        eye = torch.eye(M.shape[-1], dtype=M64.dtype, device=M.device)
+        M64 = torch.where(finite[..., None, None], M64, eye)
+    evals, evecs = torch.linalg.eigh(M64)
     scaled = evecs * (evals.clamp_min(0) + eps).pow(power).unsqueeze(-2)
-    return (scaled @ evecs.transpose(-1, -2)).to(M.dtype)
+    out = scaled @ evecs.transpose(-1, -2)
+    if not finite.all():
+        out = torch.where(finite[..., None, None], out, torch.full_like(out, float("nan")))
+    return out.to(M.dtype)
 
 
 def full_precondition(M: torch.Tensor, grad: torch.Tensor, power: float, eps: float) -> torch.Tensor:

@@ -54,7 +54,20 @@ def lanczos_min_eigenvalue(hvp, x: torch.Tensor, steps: int = LANCZOS_STEPS,
             b = torch.where(broke, torch.zeros_like(b), b)
         beta[:, j] = b.double()
     T = torch.diag_embed(alpha) + torch.diag_embed(beta, 1) + torch.diag_embed(beta, -1)
-    return torch.linalg.eigvalsh(T)[:, 0]
+    return smallest_eigenvalue(T)
+
+
+def smallest_eigenvalue(M: torch.Tensor) -> torch.Tensor:
+    """eigvalsh(M)[:, 0] in float64, NaN for a run whose matrix is not finite (a diverged run:
+    eigvalsh would raise for the whole batch)."""
+    M = M.double()
+    finite = torch.isfinite(M).all(-1).all(-1)
+    if finite.all():
+        return torch.linalg.eigvalsh(M)[:, 0]
+    out = torch.full((len(M),), float("nan"), dtype=torch.float64, device=M.device)
+    if finite.any():
+        out[finite] = torch.linalg.eigvalsh(M[finite])[:, 0]
+    return out
 
 
 def min_hessian_eigenvalue(problem, x: torch.Tensor, method: str = "auto",
@@ -62,5 +75,5 @@ def min_hessian_eigenvalue(problem, x: torch.Tensor, method: str = "auto",
     """λ_min(∇²f(x)) per run, float64: `exact` (dense Hessian, eigvalsh), `lanczos`, or `auto`
     (exact for d ≤ EXACT_MAX_DIM)."""
     if method == "exact" or (method == "auto" and problem.dim <= EXACT_MAX_DIM):
-        return torch.linalg.eigvalsh(problem.hessian(x).double())[:, 0]
+        return smallest_eigenvalue(problem.hessian(x))
     return lanczos_min_eigenvalue(problem.hvp, x, generator=generator)

@@ -28,7 +28,7 @@ import torch
 
 from .params import Param, at_least, choice, non_negative, positive
 from .quadratic_saddle import random_rotation
-from .sampled import FiniteSum, batch_size_param, data_matmul, data_tmatmul, escape_radius_param
+from .sampled import FiniteSum, batch_size_param, data_matmul, data_tmatmul, escape_params
 
 
 class DeepLinear(FiniteSum):
@@ -43,7 +43,7 @@ class DeepLinear(FiniteSum):
         "label_noise": Param(0.1, float, ">= 0", non_negative, "σ: Y = XW♮ + σE"),
         "saddle": choice("zero", "zero", "non_top"),
         "batch_size": batch_size_param(10),
-        "escape_radius": escape_radius_param(),
+        **escape_params(),
     }
 
     LIMITS = (("n_samples", lambda p: p["n_samples"] >= p["input_dim"],

@@ -30,7 +30,7 @@ import torch
 
 from .params import Param, at_least, choice, non_negative, positive
 from .quadratic_saddle import random_rotation
-from .sampled import FiniteSum, batch_size_param, escape_radius_param
+from .sampled import FiniteSum, batch_size_param, escape_params
 
 
 class MatrixFactorization(FiniteSum):
@@ -45,7 +45,7 @@ class MatrixFactorization(FiniteSum):
         "missing": Param(1, int, "1 <= missing <= rank", at_least(1),
                          "non_top: which of the top r eigenvectors U* lacks"),
         "batch_size": batch_size_param(10),
-        "escape_radius": escape_radius_param(),
+        **escape_params(),
     }
 
     LIMITS = (("rank", lambda p: p["rank"] < p["size"], lambda p: f"1 <= rank < size (size={p['size']})"),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from .params import Param, at_least, non_negative
-from .sampled import FiniteSum, batch_size_param, data_matmul, data_tmatmul, escape_radius_param
+from .sampled import FiniteSum, batch_size_param, data_matmul, data_tmatmul, escape_params
 
 
 class MLPTeacherStudent(FiniteSum):
@@ -33,7 +33,7 @@ class MLPTeacherStudent(FiniteSum):
         "n_samples": Param(256, int, ">= 1", at_least(1), "n"),
         "label_noise": Param(0.0, float, ">= 0", non_negative, "σ"),
         "batch_size": batch_size_param(10),
-        "escape_radius": escape_radius_param(),
+        **escape_params(),
     }
 
     def __init__(self, params, generator, dtype=torch.float32, device="cpu"):

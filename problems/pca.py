@@ -14,7 +14,9 @@ the single negative eigenvalue λ₂ − λ₁ along u₁: the curvature is the 
 
 For Gaussian a, Isserlis' theorem gives the per-sample noise covariance exactly,
 Cov[aaᵀw] = (wᵀΣw) Σ + Σwwᵀ Σ; at w* along u₁ that is λ₁ λ₂², so sigma_escape = λ₂ √(λ₁/B).
-Escape radius by default: half the distance from w* to √λ₁ u₁, ½ √(λ₁ + λ₂).
+Escape is measured along u₁ by default (`escape_measure: projection`, |u₁ᵀ(w − w*)|): with
+single-sample noise the bulk directions alone spread ‖w − w*‖ to about the radius. The radius
+defaults to half the minimum's, ½√λ₁ (with `norm`: ½‖√λ₁u₁ − w*‖ = ½√(λ₁ + λ₂)).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import torch
 
 from .params import Param, at_least, positive
 from .quadratic_saddle import random_rotation
-from .sampled import SampledProblem, batch_size_param, escape_radius_param
+from .sampled import SampledProblem, batch_size_param, escape_params
 
 
 class StreamingPCA(SampledProblem):
@@ -32,7 +34,7 @@ class StreamingPCA(SampledProblem):
         "spike": Param(1.0, float, "> spike2", positive, "θ₁: λ₁ = 1 + θ₁"),
         "spike2": Param(0.5, float, "> 0 and < spike", positive, "θ₂: λ₂ = 1 + θ₂, the saddle's eigenvalue"),
         "batch_size": batch_size_param(1),
-        "escape_radius": escape_radius_param(),
+        **escape_params("projection"),
     }
 
     LIMITS = (("spike2", lambda p: p["spike2"] < p["spike"], lambda p: f"> 0 and < spike (spike={p['spike']})"),)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from .params import Param, at_least, non_negative
-from .sampled import FiniteSum, batch_size_param, data_matmul, data_tmatmul, escape_radius_param, find_saddle
+from .sampled import FiniteSum, batch_size_param, data_matmul, data_tmatmul, escape_params, find_saddle
 
 
 class PhaseRetrieval(FiniteSum):
@@ -30,7 +30,7 @@ class PhaseRetrieval(FiniteSum):
         "n_samples": Param(500, int, ">= 4·dim", at_least(8), "n measurements"),
         "measurement_noise": Param(0.0, float, ">= 0", non_negative, "σ: y = (aᵀw♮)² + σε"),
         "batch_size": batch_size_param(10),
-        "escape_radius": escape_radius_param(),
+        **escape_params(),
     }
 
     LIMITS = (("n_samples", lambda p: p["n_samples"] >= 4 * p["dim"],

@@ -12,17 +12,20 @@ construction (`finish`): the Hessian's most negative eigenpair (curvature γ and
 direction v), sigma_escape = √(vᵀΣ_B v) and the noise anisotropy √(tr Σ_B / d)/sigma_escape,
 the escape radius, and then every tensor is cast to the working dtype.
 
-Escape is measured as the distance from the saddle, ‖x − x*‖. Unless given, the escape radius is
-half the distance from the saddle to the nearest of the problem's known global minimisers (each
-problem says which): far enough that the quadratic picture has ended, not so far that reaching
-it measures the convergence to the minimum instead.
+Escape is measured (`escape_measure`) as the distance from the saddle, ‖x − x*‖ (`norm`), or as
+its norm within the escape subspace, the span of the saddle Hessian's negative eigenvectors
+(`projection`, as quadratic_saddle's): in many dimensions with strong noise the positive
+directions alone spread ‖x − x*‖ to a sizeable distance, which the projection ignores. Unless
+given, the escape radius is half the measure of the nearest of the problem's known global
+minimisers (each problem says which): far enough that the quadratic picture has ended, not so
+far that reaching it measures the convergence to the minimum instead.
 """
 from __future__ import annotations
 
 import torch
 
 from .base import Problem, noise_anisotropy
-from .params import Param, at_least, positive
+from .params import Param, at_least, choice, positive
 
 HVP_CHUNK = 256           # Hessian columns computed in one batched Hessian-vector product
 EXAMPLE_CHUNK = 4096      # per-example gradients computed in one batched call
@@ -33,9 +36,14 @@ def batch_size_param(default: int) -> Param:
                  "minibatch size B (drawn with replacement): noise covariance Σ₁/B")
 
 
-def escape_radius_param() -> Param:
-    return Param(None, float, "> 0, or null for half the distance to the nearest minimum", positive,
-                 "escape when ‖x − x*‖ reaches this")
+def escape_params(measure: str = "norm") -> dict[str, Param]:
+    return {
+        "escape_measure": choice(measure, "norm", "projection",
+                                 doc="norm: ‖x − x*‖; projection: its norm within the escape subspace "
+                                     "(the saddle Hessian's negative eigenspace)"),
+        "escape_radius": Param(None, float, "> 0, or null for half the distance to the nearest minimum",
+                               positive, "escape when the escape measure reaches this"),
+    }
 
 
 def data_matmul(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -118,9 +126,18 @@ class SampledProblem(Problem):
         """Called at the end of a subclass's __init__, with every tensor still in float64: the
         saddle's curvature and escape direction (from a dense eigh of the Hessian, unless the
         subclass knows both), the noise along it and the escape radius; then the cast."""
-        if escape_direction is None or curvature is None:
+        measure = self.params.get("escape_measure", "norm")
+        self.escape_basis = None
+        if escape_direction is None or curvature is None or measure == "projection":
             evals, evecs = torch.linalg.eigh(self.hessian(self.saddle[None])[0])
-            curvature, escape_direction = float(-evals[0]), unit_sign(evecs[:, 0])
+            if escape_direction is None or curvature is None:
+                curvature, escape_direction = float(-evals[0]), unit_sign(evecs[:, 0])
+            if measure == "projection":
+                negative = evals < -1e-9 * float(evals.abs().max())
+                if not negative.any():
+                    raise ValueError(f"problem {self.name}: escape_measure='projection' is not allowed for "
+                                     "this saddle: its Hessian has no negative eigenvalue; allowed: norm")
+                self.escape_basis = evecs[:, negative]                   # [d, k]
         self.curvature = curvature
         self.escape_direction = v = escape_direction
         self.sigma_escape = (self.sample_noise_variance(self.saddle, v) / self.batch_size) ** 0.5
@@ -131,12 +148,16 @@ class SampledProblem(Problem):
         if self.params.get("escape_radius") is not None:
             self.escape_radius = self.params["escape_radius"]
         else:
-            distances = torch.linalg.vector_norm(minimizers - self.saddle, dim=-1)
-            self.escape_radius = 0.5 * float(distances.min())
+            self.escape_radius = 0.5 * float(self.escape_distance(minimizers).min())
         for key, value in list(vars(self).items()):
             if torch.is_tensor(value):
                 setattr(self, key, value.to(dtype=dtype if value.is_floating_point() else value.dtype,
                                             device=device))
+
+    def escape_distance(self, x):
+        if self.escape_basis is None:
+            return torch.linalg.vector_norm(x - self.saddle, dim=-1)
+        return torch.linalg.vector_norm((x - self.saddle) @ self.escape_basis, dim=-1)
 
     def derived(self):
         return {"curvature": self.curvature, "sigma_escape": self.sigma_escape,

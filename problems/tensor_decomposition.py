@@ -30,7 +30,7 @@ import torch
 
 from .params import Param, at_least
 from .quadratic_saddle import random_rotation
-from .sampled import SampledProblem, batch_size_param, escape_radius_param
+from .sampled import SampledProblem, batch_size_param, escape_params
 
 MAX_ENUMERATED_DIM = 16
 MONTE_CARLO_SAMPLES = 1 << 16
@@ -51,7 +51,7 @@ class TensorDecomposition(SampledProblem):
                                 "k: the saddle is an equal mix of k components"),
         "rotate": Param(True, bool, "true or false", None, "random orthogonal components (else the axes)"),
         "batch_size": batch_size_param(10),
-        "escape_radius": escape_radius_param(),
+        **escape_params(),
     }
 
     LIMITS = (("saddle_support", lambda p: p["saddle_support"] <= p["dim"],

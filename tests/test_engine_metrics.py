@@ -187,3 +187,11 @@ def test_sgd_never_leaves_a_zero_saddle_with_multiplicative_noise():
     rows = simulate_cell({"problem": {"name": "matrix_factorization", "size": 6, "rank": 2, "saddle": "zero"},
                           "optimizer": {"name": "sgd", "lr": 5e-3}, "seeds": 4, "budget": 300, "cnc_samples": 64})
     assert not rows.escaped.any() and (rows.final_distance == 0).all() and (rows.cnc_constant == 0).all()
+
+
+def test_a_diverged_run_gets_a_nan_curvature_not_a_crash():
+    problem = make_problem({"name": "quadratic_saddle", "dim": 3, "quartic": 1.0}, seed=0, dtype=F64)
+    x = torch.tensor([[0.1, 0.2, 0.3], [float("nan"), 0.0, 0.0]], dtype=F64)
+    for method in ("exact", "lanczos"):
+        found = min_hessian_eigenvalue(problem, x, method, torch.Generator().manual_seed(0))
+        assert found[1].isnan() and found[0] == pytest.approx(float(torch.linalg.eigvalsh(problem.hessian(x[:1]))[0, 0]))

@@ -182,3 +182,12 @@ def test_ideal_preconditioner_follows_state_dependent_noise(form):
             evals, evecs = torch.linalg.eigh(cov)
             expected = (evecs * evals.rsqrt()) @ evecs.T @ g[r]
         torch.testing.assert_close(step[r], -expected)
+
+
+def test_a_diverged_run_gets_a_nan_preconditioner_not_a_crash():
+    from optimizers.base import matrix_power
+    M = torch.eye(3, dtype=torch.float64).repeat(3, 1, 1) * torch.tensor([1.0, 4.0, 9.0])[:, None, None]
+    M[1, 0, 2] = float("nan")
+    A = matrix_power(M, -0.5, 0.0)
+    assert A[1].isnan().all()
+    torch.testing.assert_close(A[[0, 2]], torch.eye(3, dtype=torch.float64) * torch.tensor([1.0, 1 / 3])[:, None, None])

@@ -77,11 +77,29 @@ def test_declared_saddle_is_a_strict_saddle(key):
 
 
 def test_depth_3_zero_saddle_is_degenerate():
-    """At 0 a 3-layer linear net has a vanishing Hessian: not a strict saddle (curvature 0)."""
+    """At 0 a 3-layer linear net has a vanishing Hessian: not a strict saddle (curvature 0), and
+    so no escape subspace to project on."""
     problem = build("deep3-non_top", saddle="zero")
     assert torch.linalg.vector_norm(problem.grad(problem.saddle[None])) == 0
     assert torch.count_nonzero(problem.hessian(problem.saddle[None])) == 0
     assert problem.derived()["curvature"] == 0
+    with pytest.raises(ValueError, match="escape_measure='projection' is not allowed for this saddle"):
+        build("deep3-non_top", saddle="zero", escape_measure="projection")
+
+
+@pytest.mark.parametrize("key", ["mf-non_top", "tensor-k3", "phase", "mlp"])
+def test_projection_measures_only_the_escape_subspace(key):
+    problem = build(key, escape_measure="projection")
+    H = problem.hessian(problem.saddle[None])[0]
+    P = problem.escape_basis
+    evals = torch.linalg.eigvalsh(H)
+    assert P.shape[1] == int((evals < -1e-6).sum())
+    torch.testing.assert_close(P.T @ H @ P, torch.diag(evals[: P.shape[1]]), atol=1e-9, rtol=0)
+    x = near_saddle(problem)
+    along = ((x - problem.saddle) @ P) @ P.T
+    torch.testing.assert_close(problem.escape_distance(problem.saddle + along), problem.escape_distance(x))
+    torch.testing.assert_close(problem.escape_distance(x), torch.linalg.vector_norm(along, dim=-1))
+    assert problem.escape_radius == pytest.approx(0.5 * float(problem.escape_distance(problem.minimizers).min()))
 
 
 @pytest.mark.parametrize("key", SPECS)
@@ -143,7 +161,9 @@ def test_pca_curvature_is_the_spectral_gap_and_noise_is_isserlis():
     w_min = problem.minimizers[0][None]
     assert torch.linalg.vector_norm(problem.grad(w_min)) < 1e-12
     assert float(problem.loss(w_min)) == pytest.approx(problem.minimum_loss) == pytest.approx(-lam1**2 / 4)
-    assert derived["escape_radius"] == pytest.approx(0.5 * math.sqrt(lam1 + lam2))
+    assert derived["escape_radius"] == pytest.approx(0.5 * math.sqrt(lam1))       # along u₁
+    norm = make_problem({"name": "pca", "dim": 7, "spike": 2.0, "spike2": 0.5, "escape_measure": "norm"}, seed=0)
+    assert norm.derived()["escape_radius"] == pytest.approx(0.5 * math.sqrt(lam1 + lam2))
 
 
 @pytest.mark.parametrize("k", [2, 3, 4])

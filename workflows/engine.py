@@ -159,7 +159,9 @@ def simulate(cell: dict) -> Result:
 class SOSPTracker:
     """The first step at which ‖∇f(x)‖ ≤ ε and λ_min(∇²f(x)) ≥ −√(ρε) (Jin et al. 2017), tested
     every `sosp_every` steps: the full gradient for the runs not there yet, then λ_min only for
-    those whose gradient is small. Runs that never get there are censored like escape_step."""
+    those whose gradient is small. Runs that never get there are censored like escape_step.
+    Mind the scale: where √(ρε) ≥ the saddle's curvature the saddle itself passes (at step 0),
+    as a degenerate saddle (curvature 0: deep_linear at depth 3) always does."""
 
     def __init__(self, cell, problem, runs):
         self.on = cell["sosp_epsilon"] > 0
