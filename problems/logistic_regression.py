@@ -19,7 +19,8 @@ vocabulary means here:
 - curvature is −λ_min(∇²f(0)) = −l2 ≤ 0 (the softmax is invariant to adding one vector to every
   class, and the constant-zero pixels carry no curvature: both leave only the ridge), and
   escape_direction is the descent direction −∇f(0)/‖∇f(0)‖, not an eigenvector, so that
-  sigma_escape is the minibatch noise along the first steps' direction.
+  sigma_escape is the minibatch noise along the first steps' direction (and the engine's
+  cnc_constant E[(vᵀg)²] = ‖∇f(0)‖² + sigma_escape², the start not being stationary).
 """
 from __future__ import annotations
 
