@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from problems.params import resolve
 
-from . import adagrad, adam, adaptive_full, momentum, precond_sgd, rmsprop, sgd
+from . import (adagrad, adagrad_full, adam, adaptive_full, amsgrad, cnc_sgd, momentum, perturbed_sgd,
+               precond_sgd, rmsprop, sgd)
 from .base import Optimizer, select_runs
 
-OPTIMIZERS = {m.NAME: m for m in (sgd, momentum, rmsprop, adam, adagrad, precond_sgd, adaptive_full)}
+OPTIMIZERS = {m.NAME: m for m in (sgd, momentum, rmsprop, adam, adagrad, precond_sgd, adaptive_full,
+                                  amsgrad, adagrad_full, perturbed_sgd, cnc_sgd)}
 
 
 def optimizer_module(name):

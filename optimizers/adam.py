@@ -30,28 +30,45 @@ class AdamState(NamedTuple):
     count: int
 
 
+class AMSGradState(NamedTuple):
+    m: torch.Tensor | None
+    v: torch.Tensor
+    v_max: torch.Tensor
+    count: int
+
+
 def build(hp: dict, problem=None) -> Optimizer:
+    return adam_family(hp, amsgrad=False)
+
+
+def adam_family(hp: dict, amsgrad: bool) -> Optimizer:
+    """Adam, or AMSGrad (Reddi et al. 2018: the preconditioner uses the running maximum of v)."""
     beta1, beta2, eps = hp["beta1"], hp["beta2"], hp["eps"]
     eps_tensor = torch.tensor(eps)
 
     def init(x):
         # β₁ = 0: m is g itself, so no buffer is kept.
-        return AdamState(torch.zeros_like(x) if beta1 else None, torch.zeros_like(x), 0)
+        m = torch.zeros_like(x) if beta1 else None
+        return AMSGradState(m, torch.zeros_like(x), torch.zeros_like(x), 0) if amsgrad \
+            else AdamState(m, torch.zeros_like(x), 0)
 
     def update(grad, state, x):
         t = state.count + 1
         v = state.v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        v_used = torch.maximum(state.v_max, v, out=state.v_max) if amsgrad else v
         step_size, v_scale = hp["lr"], 1.0
         if hp["bias_correction"]:
             step_size /= 1 - beta1**t
             v_scale = (1 - beta2**t) ** 0.5
         # √v / √(1 − β₂ᵗ) + ε in two passes over memory, not three.
-        denom = torch.add(eps_tensor, v.sqrt(), alpha=1 / v_scale) if v_scale != 1.0 else v.sqrt().add_(eps)
+        denom = (torch.add(eps_tensor, v_used.sqrt(), alpha=1 / v_scale) if v_scale != 1.0
+                 else v_used.sqrt().add_(eps))
         if beta1:
             m = state.m.lerp_(grad, 1 - beta1)
             preconditioned = m / denom
         else:
             m, preconditioned = None, grad.div_(denom)
-        return sgd_step(preconditioned, step_size), AdamState(m, v, t)
+        new_state = AMSGradState(m, v, v_used, t) if amsgrad else AdamState(m, v, t)
+        return sgd_step(preconditioned, step_size), new_state
 
     return Optimizer(init, update)

@@ -13,7 +13,7 @@ import torch
 
 from problems.params import Param, non_negative, unit_closed, unit_open
 
-from .base import Optimizer, lr_param, matrix_power, sgd_step
+from .base import Optimizer, full_precondition, lr_param, sgd_step
 
 NAME = "adaptive_full"
 SCHEMA = {
@@ -40,7 +40,7 @@ def build(hp: dict, problem=None) -> Optimizer:
         t = state.count + 1
         G = state.G.mul_(beta).add_(grad[:, :, None] * grad[:, None, :], alpha=1 - beta)
         G_hat = G / (1 - beta**t) if hp["bias_correction"] else G
-        preconditioned = (matrix_power(G_hat, power, hp["eps"]) @ grad[:, :, None])[:, :, 0]
+        preconditioned = full_precondition(G_hat, grad, power, hp["eps"])
         return sgd_step(preconditioned, hp["lr"]), FullState(G, t)
 
     return Optimizer(init, update)

@@ -48,6 +48,33 @@ def matrix_power(M: torch.Tensor, power: float, eps: float) -> torch.Tensor:
     """(M + εI)^power for symmetric PSD M ([..., d, d]), through an eigendecomposition in
     float64: the noise's eigenvalues can span 8 decades (σ₁² = 1e-8 next to 1), which float32
     eigh cannot resolve."""
-    evals, evecs = torch.linalg.eigh(M.double())
+    M64 = M.double()
+    finite = torch.isfinite(M64).all(-1).all(-1)
+    if not finite.all():
+        # A diverged run's G is not finite and eigh would raise for the whole batch: give that
+        # run a NaN preconditioner instead, so that the engine records its divergence.
+        eye = torch.eye(M.shape[-1], dtype=M64.dtype, device=M.device)
+        M64 = torch.where(finite[..., None, None], M64, eye)
+    evals, evecs = torch.linalg.eigh(M64)
     scaled = evecs * (evals.clamp_min(0) + eps).pow(power).unsqueeze(-2)
-    return (scaled @ evecs.transpose(-1, -2)).to(M.dtype)
+    out = scaled @ evecs.transpose(-1, -2)
+    if not finite.all():
+        out = torch.where(finite[..., None, None], out, torch.full_like(out, float("nan")))
+    return out.to(M.dtype)
+
+
+def full_precondition(M: torch.Tensor, grad: torch.Tensor, power: float, eps: float) -> torch.Tensor:
+    """(M + εI)^power g for each run (M [R, d, d], g [R, d])."""
+    return (matrix_power(M, power, eps) @ grad[:, :, None])[:, :, 0]
+
+
+def full_gradient_is_small(problem, x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """‖∇f(x)‖ ≤ threshold per run, on the problem's full gradient (the test of Jin et al.'s and
+    Daneshmand et al.'s perturbation conditions)."""
+    return torch.linalg.vector_norm(problem.grad(x), dim=-1) <= threshold
+
+
+def require_problem(name: str, problem, why: str):
+    if problem is None:
+        raise ValueError(f"optimizer {name}: needs the problem ({why}); allowed: "
+                         "make_optimizer(spec, problem)")

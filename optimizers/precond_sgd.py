@@ -15,7 +15,7 @@ import torch
 
 from problems.params import Param, choice, non_negative, unit_closed
 
-from .base import Empty, Optimizer, lr_param, matrix_power, sgd_step
+from .base import Empty, Optimizer, full_precondition, lr_param, matrix_power, sgd_step
 
 NAME = "precond_sgd"
 SCHEMA = {
@@ -31,11 +31,14 @@ def build(hp: dict, problem=None) -> Optimizer:
     if problem is None or problem.noise_cov() is None:
         name = getattr(problem, "name", None)
         raise ValueError(f"optimizer precond_sgd: problem {name!r} has no known noise covariance; "
-                         "allowed: problems that expose noise_cov (quadratic_saddle, staib_toy)")
+                         "allowed: problems that expose noise_cov")
     power, eps, full = -hp["alpha"] / 2, hp["eps"], hp["form"] == "full"
 
+    def diagonal(cov):                       # [d, d] or, where Σ depends on x, [R, d, d]
+        return torch.diagonal(cov, dim1=-2, dim2=-1)
+
     def fixed(cov):                          # A for M = Σ
-        return matrix_power(cov, power, eps) if full else (torch.diagonal(cov) + eps).pow(power)
+        return matrix_power(cov, power, eps) if full else (diagonal(cov) + eps).pow(power)
 
     A_noise = fixed(problem.noise_cov()) if problem.noise_cov_constant else None
 
@@ -45,14 +48,14 @@ def build(hp: dict, problem=None) -> Optimizer:
     def update(grad, state, x):
         if hp["target"] == "noise":
             A = A_noise if A_noise is not None else fixed(problem.noise_cov(x))
-            preconditioned = grad @ A if full else grad.mul_(A)
+            preconditioned = (A @ grad[:, :, None])[:, :, 0] if full else grad.mul_(A)
         else:
             full_grad, cov = problem.grad(x), problem.noise_cov(x)
             if full:
                 M = cov + full_grad[:, :, None] * full_grad[:, None, :]
-                preconditioned = (matrix_power(M, power, eps) @ grad[:, :, None])[:, :, 0]
+                preconditioned = full_precondition(M, grad, power, eps)
             else:
-                preconditioned = grad.mul_((full_grad.square() + torch.diagonal(cov) + eps).pow(power))
+                preconditioned = grad.mul_((full_grad.square() + diagonal(cov) + eps).pow(power))
         return sgd_step(preconditioned, hp["lr"]), state
 
     return Optimizer(init, update)

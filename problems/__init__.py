@@ -4,11 +4,20 @@ from __future__ import annotations
 import torch
 
 from .base import Problem
+from .deep_linear import DeepLinear
+from .logistic_regression import LogisticRegression
+from .matrix_factorization import MatrixFactorization
+from .mlp_teacher_student import MLPTeacherStudent
 from .params import Param
+from .pca import StreamingPCA
+from .phase_retrieval import PhaseRetrieval
 from .quadratic_saddle import QuadraticSaddle
 from .staib_toy import StaibToy
+from .tensor_decomposition import TensorDecomposition
 
-PROBLEMS: dict[str, type[Problem]] = {cls.name: cls for cls in (QuadraticSaddle, StaibToy)}
+PROBLEMS: dict[str, type[Problem]] = {cls.name: cls for cls in (
+    QuadraticSaddle, StaibToy, MatrixFactorization, StreamingPCA, TensorDecomposition, PhaseRetrieval,
+    DeepLinear, MLPTeacherStudent, LogisticRegression)}
 
 
 def problem_class(name) -> type[Problem]:

@@ -7,6 +7,8 @@ needs for every run (noise vectors, sample indices, ...) with leading shape [ste
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .params import Param, resolve
@@ -24,11 +26,17 @@ class Problem:
     escape_direction: torch.Tensor   # unit eigenvector of the most negative Hessian eigenvalue at x*
     minimum_loss: float | None = None  # the local minima's loss, where known in closed form
     noise_cov_constant: bool = True      # additive noise: Σ does not depend on x
+    # Ranges that involve several parameters: (key, ok(p), allowed(p)), checked after the schema.
+    LIMITS: tuple = ()
 
     @classmethod
     def validate(cls, params: dict) -> dict:
-        """Resolved parameters (defaults filled in); cross-parameter checks in subclasses."""
-        return resolve(f"problem {cls.name}", cls.SCHEMA, params)
+        """Resolved parameters (defaults filled in), then the cross-parameter LIMITS."""
+        p = resolve(f"problem {cls.name}", cls.SCHEMA, params)
+        for key, ok, allowed in cls.LIMITS:
+            if not ok(p):
+                raise ValueError(f"problem {cls.name}: {key}={p[key]!r} is out of range; allowed: {allowed(p)}")
+        return p
 
     # --- the objective ---------------------------------------------------------------
     def loss(self, x: torch.Tensor) -> torch.Tensor:            # [R]
@@ -49,6 +57,11 @@ class Problem:
         return torch.func.jvp(self.grad, (x,), (v,))[1]
 
     # --- the noise ---------------------------------------------------------------------
+    @property
+    def draw_size(self) -> int:
+        """Numbers drawn per run and step: the engine sizes its blocks of draws by it."""
+        return self.dim
+
     def draw(self, generator: torch.Generator, steps: int, runs: int) -> torch.Tensor:
         raise NotImplementedError
 
@@ -64,13 +77,27 @@ class Problem:
         """Escape is the first step at which this reaches escape_radius."""
         return torch.linalg.vector_norm(x - self.saddle, dim=-1)
 
+    @property
+    def escape_is_distance(self) -> bool:
+        """Whether escape_distance is ‖x − x*‖ itself; where it is not (a projection, one
+        coordinate, a loss), the engine measures ‖x − x*‖ separately to catch divergence."""
+        return type(self).escape_distance is Problem.escape_distance
+
     def derived(self) -> dict:
         """Quantities the theory needs, stored on every row: curvature γ (minus the most negative
         Hessian eigenvalue at the saddle), sigma_escape (noise std along the escape direction),
-        escape_radius r."""
+        escape_radius r, noise_anisotropy √(tr Σ/d)/sigma_escape."""
         cov = self.noise_cov()
         v = self.escape_direction
         sigma = float(torch.sqrt(v @ cov @ v)) if cov is not None else float("nan")
         eig = torch.linalg.eigvalsh(self.hessian(self.saddle[None])[0].double())
         return {"curvature": float(-eig[0]), "sigma_escape": sigma,
-                "escape_radius": float(self.escape_radius)}
+                "escape_radius": float(self.escape_radius), "noise_anisotropy": noise_anisotropy(cov, sigma)}
+
+
+def noise_anisotropy(cov: torch.Tensor | None, sigma_escape: float) -> float:
+    """√(tr Σ / d) / sigma_escape: the rms noise std over the escape direction's (1: isotropic)."""
+    if cov is None:
+        return math.nan
+    rms = math.sqrt(float(torch.trace(cov)) / cov.shape[-1])
+    return rms / sigma_escape if sigma_escape > 0 else math.inf

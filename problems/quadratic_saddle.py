@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from .base import Problem
+from .base import Problem, noise_anisotropy
 from .params import Param, at_least, choice, non_negative, positive
 
 
@@ -60,13 +60,8 @@ class QuadraticSaddle(Problem):
                                  doc="norm: ‖x − x*‖; projection: the norm within the escape subspace"),
     }
 
-    @classmethod
-    def validate(cls, params: dict) -> dict:
-        p = super().validate(params)
-        if p["n_negative"] > p["dim"]:
-            raise ValueError(f"problem quadratic_saddle: n_negative={p['n_negative']} is out of range; "
-                             f"allowed: 1 <= n_negative <= dim (dim={p['dim']})")
-        return p
+    LIMITS = (("n_negative", lambda p: p["n_negative"] <= p["dim"],
+               lambda p: f"1 <= n_negative <= dim (dim={p['dim']})"),)
 
     def __init__(self, params: dict, generator: torch.Generator, dtype=torch.float32, device="cpu"):
         p = self.params = params
@@ -145,7 +140,12 @@ class QuadraticSaddle(Problem):
 
     def derived(self):
         return {"curvature": self.params["curvature"], "sigma_escape": self.sigma_escape,
-                "escape_radius": self.escape_radius}
+                "escape_radius": self.escape_radius,
+                "noise_anisotropy": noise_anisotropy(self.Sigma.double(), self.sigma_escape)}
+
+    @property
+    def escape_is_distance(self):
+        return self.params["escape_measure"] == "norm"
 
     def escape_distance(self, x):
         if self.params["escape_measure"] == "norm":

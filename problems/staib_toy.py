@@ -11,6 +11,8 @@ f ≈ −0.0126, so escape is measured along e₂: the first step with |x₂| �
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import Problem
@@ -73,7 +75,8 @@ class StaibToy(Problem):
     def derived(self):
         # Exact by construction (the whitening above): γ = 0.1 and σ₁ = 0.1 along e₂.
         return {"curvature": -CURVATURES[1], "sigma_escape": NOISE_STD[1],
-                "escape_radius": self.escape_radius}
+                "escape_radius": self.escape_radius,
+                "noise_anisotropy": math.sqrt((NOISE_STD[0]**2 + NOISE_STD[1]**2) / 2) / NOISE_STD[1]}
 
     def escape_distance(self, x):
         return (x[:, 1] - self.saddle[1]).abs()

@@ -70,7 +70,8 @@ def test_a_partly_censored_cell_keeps_every_seed():
 
 
 def test_divergence_is_recorded_never_a_crash():
-    cell = {"problem": {"name": "staib_toy"}, "optimizer": {"name": "sgd", "lr": 50.0},
+    # Far escape radius: the first step lands at |x₂| ≈ 5, the next overflows before escaping.
+    cell = {"problem": {"name": "staib_toy", "escape_radius": 100.0}, "optimizer": {"name": "sgd", "lr": 50.0},
             "seeds": 32, "budget": 100}
     rows = simulate_cell(cell)
     assert rows.diverged.all()

@@ -19,6 +19,10 @@ PARITY = [
     ({"name": "adam", "lr": 0.01, "beta1": 0.0, "beta2": 0.999, "eps": 1e-6}, torch.optim.Adam,
      {"lr": 0.01, "betas": (0.0, 0.999), "eps": 1e-6}),
     ({"name": "adagrad", "lr": 0.1, "eps": 1e-10}, torch.optim.Adagrad, {"lr": 0.1, "eps": 1e-10}),
+    ({"name": "amsgrad", "lr": 0.01, "beta1": 0.9, "beta2": 0.99}, torch.optim.Adam,
+     {"lr": 0.01, "betas": (0.9, 0.99), "eps": 1e-8, "amsgrad": True}),
+    ({"name": "amsgrad", "lr": 0.01, "beta1": 0.0, "beta2": 0.999, "eps": 1e-6}, torch.optim.Adam,
+     {"lr": 0.01, "betas": (0.0, 0.999), "eps": 1e-6, "amsgrad": True}),
 ]
 
 
@@ -158,4 +162,32 @@ def test_precond_sgd_needs_a_known_noise_covariance():
 
 
 def test_every_optimizer_is_registered():
-    assert set(OPTIMIZERS) >= {"sgd", "momentum", "rmsprop", "adam", "adagrad", "precond_sgd", "adaptive_full"}
+    assert set(OPTIMIZERS) >= {"sgd", "momentum", "rmsprop", "adam", "adagrad", "precond_sgd", "adaptive_full",
+                               "amsgrad", "adagrad_full", "perturbed_sgd", "cnc_sgd"}
+
+
+@pytest.mark.parametrize("form", ["diagonal", "full"])
+def test_ideal_preconditioner_follows_state_dependent_noise(form):
+    """Data-driven noise depends on x: A = Σ(x)^(−1/2) is rebuilt per run and step."""
+    problem = make_problem({"name": "pca", "dim": 4, "batch_size": 2}, seed=0, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    x, g = (torch.randn(3, 4, generator=gen, dtype=torch.float64) for _ in range(2))
+    opt = make_optimizer({"name": "precond_sgd", "lr": 1.0, "form": form, "eps": 0.0}, problem)
+    step, _ = opt.update(g.clone(), opt.init(x), x)
+    for r in range(3):
+        cov = problem.noise_cov(x[r])
+        if form == "diagonal":
+            expected = g[r] / torch.diagonal(cov).sqrt()
+        else:
+            evals, evecs = torch.linalg.eigh(cov)
+            expected = (evecs * evals.rsqrt()) @ evecs.T @ g[r]
+        torch.testing.assert_close(step[r], -expected)
+
+
+def test_a_diverged_run_gets_a_nan_preconditioner_not_a_crash():
+    from optimizers.base import matrix_power
+    M = torch.eye(3, dtype=torch.float64).repeat(3, 1, 1) * torch.tensor([1.0, 4.0, 9.0])[:, None, None]
+    M[1, 0, 2] = float("nan")
+    A = matrix_power(M, -0.5, 0.0)
+    assert A[1].isnan().all()
+    torch.testing.assert_close(A[[0, 2]], torch.eye(3, dtype=torch.float64) * torch.tensor([1.0, 1 / 3])[:, None, None])

@@ -165,7 +165,7 @@ def test_divergence_gives_diverged_rows_and_no_crash(local_ray, tmp_path):
         sweeps:
           d:
             parameters:
-              problem: {name: staib_toy}
+              problem: {name: staib_toy, escape_radius: 100.0}
               optimizer: {values: [{name: sgd, lr: 50.0}, {name: adam, lr: 100.0, beta1: 0.0}]}
               seeds: 32
               budget: 500

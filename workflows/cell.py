@@ -31,10 +31,23 @@ RUN_SCHEMA = {
     "divergence_radius": Param(1e6, float, "> 0", positive,
                                "a run farther than this from the saddle (or non-finite) has diverged"),
     "dtype": choice("float32", "float32", "float64"),
+    "sosp_epsilon": Param(0.0, float, ">= 0", non_negative,
+                          "track the first (ε, √(ρε))-second-order stationary point, ‖∇f‖ ≤ ε and "
+                          "λ_min(∇²f) ≥ −√(ρε); 0: off"),
+    "sosp_rho": Param(1.0, float, "> 0", positive, "ρ, the Hessian-Lipschitz constant in √(ρε)"),
+    "sosp_every": Param(10, int, ">= 1", at_least(1), "test for the SOSP every k steps (and at step 0)"),
+    "sosp_method": choice("auto", "auto", "exact", "lanczos",
+                          doc="λ_min by a dense eigvalsh (exact), Lanczos on Hessian-vector products, "
+                              "or exact up to d = 64 (auto)"),
+    "cnc_samples": Param(4096, int, ">= 0", non_negative,
+                         "stochastic gradients at the saddle for cnc_constant = E[(vᵀg)²]; 0: off"),
     "inject_fault": choice("none", "none", "raise",
                            doc="testing only: raise inside the engine after the first block"),
 }
 CELL_KEYS = ("problem", "optimizer", *RUN_SCHEMA)
+# Run settings added after cells were first stored: hashed only when not at their default, so
+# every cell that existed before keeps its cell_id.
+LATER_KEYS = ("sosp_epsilon", "sosp_rho", "sosp_every", "sosp_method", "cnc_samples")
 
 
 def normalize_cell(cell: dict) -> dict:
@@ -52,7 +65,9 @@ def normalize_cell(cell: dict) -> dict:
 
 def cell_id(cell: dict) -> str:
     """Hash of the normalised cell: what a result is stored under."""
-    text = json.dumps(normalize_cell(cell), sort_keys=True, separators=(",", ":"))
+    cell = normalize_cell(cell)
+    hashed = {k: v for k, v in cell.items() if k not in LATER_KEYS or v != RUN_SCHEMA[k].default}
+    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
