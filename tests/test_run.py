@@ -83,3 +83,16 @@ def test_one_worker_and_two_workers_give_the_same_rows(local_ray, tmp_path):
     a = pd.read_parquet(one / "rows.parquet").sort_values(key).reset_index(drop=True)
     b = pd.read_parquet(two / "rows.parquet").sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_the_smoke_sweep_runs_and_its_report_has_every_table_and_figure(local_ray, tmp_path, capsys):
+    assert main(["run", "sweeps.yaml", "--sweep", "smoke", "--storage", str(tmp_path)]) == 0
+    assert f"report: {tmp_path / 'smoke' / 'analysis' / 'report.md'}" in capsys.readouterr().out
+    analysis = tmp_path / "smoke" / "analysis"
+    for table in ("cells.csv", "comparison.csv", "exponents.csv", "fits.csv"):
+        assert (analysis / table).stat().st_size > 0, table
+    figures = {p.name for p in (analysis / "figures").glob("*.png")}
+    assert {"escape_vs_noise.png", "kaplan_meier_escape.png", "figure1_loss_traces.png"} <= figures
+    report = (analysis / "report.md").read_text()
+    assert "## What was run" in report and "smoke" in report
+    assert all(f"figures/{name}" in report for name in figures)
