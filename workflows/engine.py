@@ -116,6 +116,7 @@ def simulate(cell: dict) -> Result:
 
     active = torch.arange(runs)            # original index of each row of the batch
     done = torch.zeros(runs, dtype=torch.bool)   # per batch row: finished (and not kept) or diverged
+    threshold = torch.full((runs,), float(radius), dtype=dtype)  # per batch row; NaN once escaped
     keep_escaped = cell["run_to_budget"]
     if sosp.on:
         sosp.check(0, x, active, done)
@@ -132,30 +133,36 @@ def simulate(cell: dict) -> Result:
             x.add_(step)
             distance = problem.escape_distance(x)
             size = distance if escape_is_distance else torch.linalg.vector_norm(x - problem.saddle, dim=-1)
-            bad = ~(size <= divergence_radius)              # NaN compares False: caught here
-            hit = (distance >= radius) & ~bad
-            newly_escaped = hit & ~escaped[active]
-            event = bool(newly_escaped.any())
-            if event:
-                who = active[newly_escaped]
-                escaped[who], escape_step[who] = True, t
-                loss_at_escape[who] = problem.loss(x[newly_escaped]).double()
+            # One cheap test per step (NaN compares False, so a non-finite run raises it); the
+            # bookkeeping runs only on the steps where some run escapes or blows up.
+            blown = ~(size <= divergence_radius)
+            alarm = (distance >= threshold).logical_or_(blown)
+            event = False
+            if alarm.any():
+                bad = blown.logical_and_(~done)
+                newly_escaped = (distance >= threshold) & ~bad
+                if newly_escaped.any():
+                    who = active[newly_escaped]
+                    escaped[who], escape_step[who] = True, t
+                    loss_at_escape[who] = problem.loss(x[newly_escaped]).double()
+                    threshold[newly_escaped] = math.nan         # no longer watched for escape
+                    event = True
+                # A run that finished earlier in this block keeps stepping until the block ends
+                # (it leaves the batch then); what it does meanwhile is not recorded.
+                if bad.any():
+                    who = active[bad]
+                    diverged[who], final_step[who], final_x[who] = True, t, x[bad]
+                    escape_step[who[~escaped[who]]] = t     # censored where it blew up
+                    done |= bad
+                    threshold[bad] = math.nan
             if sosp.on and t % sosp.every == 0:
-                event |= sosp.check(t, x, active, done | bad)
+                event |= sosp.check(t, x, active, done)
             if event and not keep_escaped:
-                finishing = escaped[active] & sosp.reached[active] & ~done & ~bad
+                finishing = escaped[active] & sosp.reached[active] & ~done
                 if finishing.any():
                     who = active[finishing]
                     done |= finishing
                     final_step[who], final_x[who] = t, x[finishing]
-            # A run that finished earlier in this block keeps stepping until the block ends (it
-            # leaves the batch then); what it does meanwhile is not recorded.
-            newly_diverged = bad & ~diverged[active] & ~done
-            if newly_diverged.any():
-                who = active[newly_diverged]
-                diverged[who], final_step[who], final_x[who] = True, t, x[newly_diverged]
-                escape_step[who[~escaped[who]]] = t         # censored where it blew up
-                done |= newly_diverged
             if t in trace_index:
                 trace[trace_index[t], active[~done]] = problem.loss(x[~done]).double()
             if t >= tail_start:
@@ -165,7 +172,7 @@ def simulate(cell: dict) -> Result:
         if done.any():                                       # finished runs leave the batch
             keep = ~done
             x, active, state = x[keep], active[keep], select_runs(state, keep)
-            done = done[keep]
+            done, threshold = done[keep], threshold[keep]
     final_x[active] = x
 
     rows = _rows(cell, problem, escaped, escape_step, diverged, final_step, loss_at_escape, final_x, tail)
