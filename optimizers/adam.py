@@ -45,10 +45,13 @@ def adam_family(hp: dict, amsgrad: bool) -> Optimizer:
     """Adam, or AMSGrad (Reddi et al. 2018: the preconditioner uses the running maximum of v)."""
     beta1, beta2, eps = hp["beta1"], hp["beta2"], hp["eps"]
     eps_tensor = torch.tensor(eps)
+    # torch.optim.Adam(fused=True)'s kernel: the whole step in one pass over x, g, m, v (about 3x
+    # fewer memory passes than the unfused update below). It always bias-corrects.
+    fused = getattr(torch, "_fused_adam_", None) if hp["bias_correction"] else None
 
     def init(x):
-        # β₁ = 0: m is g itself, so no buffer is kept.
-        m = torch.zeros_like(x) if beta1 else None
+        # β₁ = 0: m is g itself, so no buffer is kept (the fused kernel wants one regardless).
+        m = torch.zeros_like(x) if beta1 or fused else None
         return AMSGradState(m, torch.zeros_like(x), torch.zeros_like(x), 0) if amsgrad \
             else AdamState(m, torch.zeros_like(x), 0)
 
@@ -67,8 +70,15 @@ def adam_family(hp: dict, amsgrad: bool) -> Optimizer:
             m = state.m.lerp_(grad, 1 - beta1)
             preconditioned = m / denom
         else:
-            m, preconditioned = None, grad.div_(denom)
+            m, preconditioned = state.m, grad.div_(denom)
         new_state = AMSGradState(m, v, v_used, t) if amsgrad else AdamState(m, v, t)
         return sgd_step(preconditioned, step_size), new_state
 
-    return Optimizer(init, update)
+    def apply(grad, state, x):
+        t = state.count + 1
+        fused([x], [grad], [state.m], [state.v], [state.v_max] if amsgrad else [],
+              [torch.tensor(float(t))], lr=hp["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0,
+              eps=eps, amsgrad=amsgrad, maximize=False)
+        return state._replace(count=t)
+
+    return Optimizer(init, update, apply if fused else None)

@@ -24,6 +24,10 @@ State = Any
 class Optimizer(NamedTuple):
     init: Callable[[torch.Tensor], State]
     update: Callable[[torch.Tensor, State, torch.Tensor], tuple[torch.Tensor, State]]
+    # Optional: the same update applied to x in place by a fused kernel, apply(grad, state, x)
+    # -> state, which the engine prefers. `update` stays the readable definition; the tests
+    # check that the two agree and that both equal torch.optim.
+    apply: Callable[[torch.Tensor, State, torch.Tensor], State] | None = None
 
 
 class Empty(NamedTuple):

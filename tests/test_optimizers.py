@@ -191,3 +191,26 @@ def test_a_diverged_run_gets_a_nan_preconditioner_not_a_crash():
     A = matrix_power(M, -0.5, 0.0)
     assert A[1].isnan().all()
     torch.testing.assert_close(A[[0, 2]], torch.eye(3, dtype=torch.float64) * torch.tensor([1.0, 1 / 3])[:, None, None])
+
+
+@pytest.mark.parametrize("spec, cls, kwargs", [
+    ({"name": "adam", "lr": 0.01, "beta1": 0.9, "beta2": 0.99}, torch.optim.Adam, {"lr": 0.01, "betas": (0.9, 0.99)}),
+    ({"name": "adam", "lr": 0.01, "beta1": 0.0, "beta2": 0.999}, torch.optim.Adam, {"lr": 0.01, "betas": (0.0, 0.999)}),
+    ({"name": "amsgrad", "lr": 0.01, "beta1": 0.9, "beta2": 0.99}, torch.optim.Adam,
+     {"lr": 0.01, "betas": (0.9, 0.99), "amsgrad": True}),
+], ids=["adam", "adam-beta1-0", "amsgrad"])
+def test_the_fused_apply_equals_update_and_torch_optim(spec, cls, kwargs):
+    """The engine uses `apply` (torch's fused kernel) where an optimizer has one."""
+    opt = make_optimizer(spec)
+    assert opt.apply is not None
+    gen = torch.Generator().manual_seed(0)
+    grads = torch.randn(60, 5, 3, generator=gen, dtype=torch.float64) * torch.logspace(-3, 1, 60)[:, None, None]
+    x0 = torch.randn(5, 3, generator=gen, dtype=torch.float64)
+    x, state, fused = x0.clone(), opt.init(x0), []
+    for t in range(60):
+        state = opt.apply(grads[t].clone(), state, x)
+        fused.append(x.clone())
+    fused = torch.stack(fused)
+    torch.testing.assert_close(fused, our_iterates(spec, x0, lambda x, t, r: grads[t], 60), rtol=1e-6, atol=1e-12)
+    ref = torch_optim_iterates(cls, kwargs, x0, lambda x, t, r: grads[t] if r is None else grads[t, r][None], 60)
+    torch.testing.assert_close(fused, ref, rtol=1e-6, atol=1e-12)

@@ -116,12 +116,13 @@ def simulate(cell: dict) -> Result:
 
     active = torch.arange(runs)            # original index of each row of the batch
     done = torch.zeros(runs, dtype=torch.bool)   # per batch row: finished (and not kept) or diverged
-    threshold = torch.full((runs,), float(radius), dtype=dtype)  # per batch row; NaN once escaped
+    # Per batch row: the escape radius, then the divergence radius once escaped, inf once done.
+    threshold = torch.full((runs,), float(min(radius, divergence_radius)), dtype=dtype)
     keep_escaped = cell["run_to_budget"]
     if sosp.on:
         sosp.check(0, x, active, done)
     t = 0
-    escape_is_distance = problem.escape_is_distance
+    escape_is_distance, apply = problem.escape_is_distance, optimizer.apply
     while t < budget and len(active):
         block = max(1, min(MAX_BLOCK_STEPS, budget - t,
                            NOISE_BLOCK_ELEMENTS // (len(active) * problem.draw_size)))
@@ -129,23 +130,29 @@ def simulate(cell: dict) -> Result:
         for i in range(block):
             t += 1
             grad = problem.stochastic_grad(x, drawn[i])
-            step, state = optimizer.update(grad, state, x)
-            x.add_(step)
+            if apply is not None:                        # a fused kernel: x updated in place
+                state = apply(grad, state, x)
+            else:
+                step, state = optimizer.update(grad, state, x)
+                x.add_(step)
             distance = problem.escape_distance(x)
-            size = distance if escape_is_distance else torch.linalg.vector_norm(x - problem.saddle, dim=-1)
-            # One cheap test per step (NaN compares False, so a non-finite run raises it); the
+            # One cheap test per step: `threshold` is the escape radius until a run escapes and
+            # the divergence radius after; NaN fails `<`, so a non-finite run raises it too. The
             # bookkeeping runs only on the steps where some run escapes or blows up.
-            blown = ~(size <= divergence_radius)
-            alarm = (distance >= threshold).logical_or_(blown)
+            alarm = ~(distance < threshold)
+            if not escape_is_distance:
+                size = torch.linalg.vector_norm(x - problem.saddle, dim=-1)
+                alarm |= ~(size <= divergence_radius)
             event = False
             if alarm.any():
-                bad = blown.logical_and_(~done)
-                newly_escaped = (distance >= threshold) & ~bad
+                size = distance if escape_is_distance else size
+                bad = ~(size <= divergence_radius) & ~done
+                newly_escaped = (distance >= radius) & ~escaped[active] & ~bad
                 if newly_escaped.any():
                     who = active[newly_escaped]
                     escaped[who], escape_step[who] = True, t
                     loss_at_escape[who] = problem.loss(x[newly_escaped]).double()
-                    threshold[newly_escaped] = math.nan         # no longer watched for escape
+                    threshold[newly_escaped] = divergence_radius   # watched for divergence only
                     event = True
                 # A run that finished earlier in this block keeps stepping until the block ends
                 # (it leaves the batch then); what it does meanwhile is not recorded.
@@ -154,7 +161,7 @@ def simulate(cell: dict) -> Result:
                     diverged[who], final_step[who], final_x[who] = True, t, x[bad]
                     escape_step[who[~escaped[who]]] = t     # censored where it blew up
                     done |= bad
-                    threshold[bad] = math.nan
+                    threshold[bad] = math.inf
             if sosp.on and t % sosp.every == 0:
                 event |= sosp.check(t, x, active, done)
             if event and not keep_escaped:
