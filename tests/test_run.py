@@ -96,3 +96,11 @@ def test_the_smoke_sweep_runs_and_its_report_has_every_table_and_figure(local_ra
     report = (analysis / "report.md").read_text()
     assert "## What was run" in report and "smoke" in report
     assert all(f"figures/{name}" in report for name in figures)
+
+
+def test_a_relative_storage_path_is_where_the_results_go(local_ray, tmp_path, monkeypatch):
+    path = tmp_path / "sweeps.yaml"
+    path.write_text(textwrap.dedent(SMOKE_LIKE.format(anisotropies="[1]")))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "sweeps.yaml", "--sweep", "s", "--storage", "relative/results", "--no-analyze"]) == 0
+    assert len(list((tmp_path / "relative" / "results" / "s" / "parts").glob("*[0-9a-f].parquet"))) == 4

@@ -52,6 +52,9 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     sweep = load_sweeps(args.sweeps, only=args.sweep, max_cells=args.max_cells)[args.sweep]
+    # Absolute: Tune runs each trial in a directory of its own, where a relative path would
+    # point somewhere else.
+    args.storage = args.storage if "://" in args.storage else os.path.abspath(args.storage)
     store = Store(args.storage, sweep.name)
     cells = {cell_id(c): c for c in sweep.cells}
     done = store.done(cells)
