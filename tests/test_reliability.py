@@ -65,7 +65,7 @@ def driver(args, env=None) -> subprocess.Popen:
 
 def stored(storage: Path, sweep="r") -> int:
     parts = storage / sweep / "parts"
-    return len(list(parts.glob("*[0-9a-f].parquet"))) if parts.exists() else 0
+    return len([p for p in parts.glob("*.parquet") if not p.name.endswith(".trace.parquet")]) if parts.exists() else 0
 
 
 def kill_driver(proc: subprocess.Popen) -> None:
@@ -183,7 +183,7 @@ def test_a_truncated_or_corrupt_part_is_recomputed_never_read(local_ray, referen
     args = ["run", str(sweep_file(tmp_path)), "--sweep", "r", "--storage", str(storage), "--no-analyze"]
     parts = storage / "r" / "parts"
     assert main(args) == 0
-    files = sorted(parts.glob("*[0-9a-f].parquet"))
+    files = sorted(p for p in parts.glob("*.parquet") if not p.name.endswith(".trace.parquet"))
     truncated, garbage, swapped = files[0], files[1], files[2]
     data = truncated.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])               # a killed writer without the rename
