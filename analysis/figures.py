@@ -248,7 +248,7 @@ def loss_traces(traces: pd.DataFrame, cells: pd.DataFrame, path: Path):
         ax.set_xscale("log")
         lrs = sorted(part["optimizer.lr"].unique())
         colors = dict(zip(lrs, sns.color_palette("viridis", len(lrs))))
-        for (cell, lr), line in part.groupby(["cell_id", "optimizer.lr"], sort=True):
+        for (lr, cell), line in part.groupby(["optimizer.lr", "cell_id"], sort=True):   # legend in lr order
             ax.plot(line["step"], line["q50"], color=colors[lr], label=f"lr={lr:g}")
             ax.fill_between(line["step"], line["q10"], line["q90"], color=colors[lr], alpha=0.15)
         floor = minimum_loss(_problem_params(cells[cells["problem"] == problem].iloc[0]))
