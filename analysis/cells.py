@@ -14,19 +14,40 @@ PER_RUN_COLUMNS = {"seed", "escaped", "escape_step", "diverged", "final_step", "
 LOSS_COLUMNS = ("loss_at_escape", "final_loss", "tail_loss_mean", "tail_loss_q50", "tail_loss_q90")
 
 
+# Hyperparameters that sweeps vary as covariates (x axes, scaling-law exponents); any other that
+# varies within one optimizer tells its variants apart (adam's beta1, precond_sgd's target).
+COVARIATE_HYPERPARAMETERS = ("optimizer.name", "optimizer.lr", "optimizer.beta2", "optimizer.eps")
+
+
+def method_labels(cells: pd.DataFrame) -> pd.Series:
+    """'adam (beta1=0.9)', 'precond_sgd (target=second_moment)', or just the name where an
+    optimizer has one variant in the sweep: the identity of a line, a colour, a scaling fit."""
+    labels = cells["optimizer.name"].astype(str)
+    for name, part in cells.groupby("optimizer.name"):
+        varying = [c for c in part.columns if c.startswith("optimizer.") and c not in COVARIATE_HYPERPARAMETERS
+                   and part[c].nunique(dropna=True) > 1]
+        if varying:
+            fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)
+            labels[part.index] = [f"{name} (" + ", ".join(f"{c.split('.', 1)[1]}={fmt(v)}" for c, v in
+                                                         zip(varying, values) if pd.notna(v)) + ")"
+                                  for values in part[varying].itertuples(index=False)]
+    return labels
+
+
 def is_per_run(column: str) -> bool:
     return column in PER_RUN_COLUMNS or column.startswith("tail_loss")
 
 
 def cell_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Indexed by cell_id; `problem` and `optimizer` are the names, for labels."""
+    """Indexed by cell_id; `problem` is the problem's name, `optimizer` the optimizer's variant
+    label (method_labels); `optimizer.name` stays the name."""
     described = [c for c in rows.columns if not is_per_run(c)]
     cells = rows.drop_duplicates("cell_id")[described].set_index("cell_id", drop=False)
     cells.index.name = None
     for column in described:
         if isinstance(cells[column].dtype, pd.CategoricalDtype):
             cells[column] = cells[column].astype(object)
-    cells["problem"], cells["optimizer"] = cells["problem.name"], cells["optimizer.name"]
+    cells["problem"], cells["optimizer"] = cells["problem.name"], method_labels(cells)
 
     groups = rows.groupby("cell_id", observed=True, sort=False)
     cells["runs"] = groups.size()

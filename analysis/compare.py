@@ -160,7 +160,7 @@ def compare_exponents(exponents: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFr
 def sgd_slope_check(cells: pd.DataFrame) -> dict | None:
     """THEORY.md prediction 1: over fully escaped SGD cells, ηγ·E[τ] is linear in
     ln(γ r²/(η σ₁²)) with slope ½. The OLS slope with its 95% t interval, or None with too few cells."""
-    sgd = cells[(cells["optimizer"] == "sgd") & cells["escape_mean"].notna()]
+    sgd = cells[(cells["optimizer.name"] == "sgd") & cells["escape_mean"].notna()]
     lr, gamma = sgd["optimizer.lr"].astype(float), sgd["curvature"].astype(float)
     x = np.log(gamma * sgd["escape_radius"] ** 2 / (lr * sgd["sigma_escape"] ** 2)).to_numpy(float)
     y = (lr * gamma * sgd["escape_mean"]).to_numpy(float)
@@ -181,15 +181,15 @@ def speedup_table(cells: pd.DataFrame) -> pd.DataFrame:
     half: its restricted mean is a lower bound, so the ratio is one too (≥ or ≤)."""
     c = cells if "predicted_median" in cells else with_predictions(cells)
     keys = ["problem", "problem.anisotropy", "optimizer.lr"]
-    if "problem.anisotropy" not in c or "sgd" not in set(c["optimizer"]):
+    if "problem.anisotropy" not in c or "sgd" not in set(c["optimizer.name"]):
         return pd.DataFrame()
     c = c.assign(log_time=np.log(c["escape_time"]), log_predicted=np.log(c["predicted_median"]),
                  censored=c["escape_kind"].eq(RESTRICTED))
-    per_point = (c.groupby(keys + ["optimizer"], sort=True)
+    per_point = (c.groupby(keys + ["optimizer", "optimizer.name"], sort=True)
                  .agg(log_time=("log_time", "mean"), log_predicted=("log_predicted", "mean"),
                       censored=("censored", "any")).reset_index())
-    sgd = per_point[per_point["optimizer"] == "sgd"].drop(columns="optimizer")
-    adaptive = per_point[per_point["optimizer"].isin(ADAPTIVE)]
+    sgd = per_point[per_point["optimizer.name"] == "sgd"].drop(columns=["optimizer", "optimizer.name"])
+    adaptive = per_point[per_point["optimizer.name"].isin(ADAPTIVE)]
     table = adaptive.merge(sgd, on=keys, suffixes=("", "_sgd"))
     if table.empty:
         return pd.DataFrame()
@@ -208,12 +208,12 @@ def figure1_check(cells: pd.DataFrame) -> pd.DataFrame:
     RMSProp/Adam cell (log-log interpolation of SGD's median over lr; paper: ≈ 10× RMSProp's),
     and the neighbourhood each then settles in (median tail loss above the minimum)."""
     toy = cells[(cells["problem"] == "staib_toy") & np.isfinite(cells["escape_median"])]
-    sgd = toy[toy["optimizer"] == "sgd"].groupby("optimizer.lr")["escape_median"].median().sort_index()
+    sgd = toy[toy["optimizer.name"] == "sgd"].groupby("optimizer.lr")["escape_median"].median().sort_index()
     if len(sgd) < 2:
         return pd.DataFrame()
     loss = next((c for c in ("median_tail_loss_mean", "median_final_loss") if c in toy), None)
     rows = []
-    for _, cell in toy[toy["optimizer"].isin(["rmsprop", "adam"])].iterrows():
+    for _, cell in toy[toy["optimizer.name"].isin(["rmsprop", "adam"])].iterrows():
         time = cell["escape_median"]
         # SGD's median falls with lr: interpolate log lr against log τ over SGD's range only.
         log_tau, log_lr = np.log(sgd.to_numpy())[::-1], np.log(sgd.index.to_numpy())[::-1]
@@ -223,7 +223,7 @@ def figure1_check(cells: pd.DataFrame) -> pd.DataFrame:
                "median_escape": time, "sgd_lr_as_fast": matching_lr,
                "lr_ratio": matching_lr / cell["optimizer.lr"]}
         if loss and inside:
-            sgd_cells = toy[toy["optimizer"] == "sgd"]
+            sgd_cells = toy[toy["optimizer.name"] == "sgd"]
             nearest = sgd_cells.iloc[np.argmin(np.abs(np.log(sgd_cells["optimizer.lr"]) - np.log(matching_lr)))]
             row.update({"loss_measure": loss, "adaptive_loss": cell[loss],
                         "sgd_lr_nearest": nearest["optimizer.lr"], "sgd_loss": nearest[loss]})

@@ -274,7 +274,7 @@ def draw_figures(rows, cells, traces, speedups, out_dir: Path):
     out_dir.mkdir(parents=True, exist_ok=True)
     cells = cells.assign(**{"1-beta2": 1 - cells["optimizer.beta2"]} if "optimizer.beta2" in cells else {})
     noise_x = "problem.anisotropy" if _varying(cells, "problem.anisotropy") else "sigma_escape"
-    adaptive = cells[cells["optimizer"].isin(["rmsprop", "adam"])] if "1-beta2" in cells else cells.iloc[:0]
+    adaptive = cells[cells["optimizer.name"].isin(["rmsprop", "adam"])] if "1-beta2" in cells else cells.iloc[:0]
     jobs = [
         ("escape_vs_noise.png", lambda p: escape_time_plot(
             cells, noise_x, p, f"Escape time vs {covariate_name(noise_x)}", facet="optimizer.lr")),
