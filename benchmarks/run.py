@@ -36,7 +36,10 @@ from workflows.spec import load_sweeps  # noqa: E402
 OPTIMIZERS = {"sgd": (torch.optim.SGD, {"lr": 1e-2}), "rmsprop": (torch.optim.RMSprop, {"lr": 1e-3}),
               "adam": (torch.optim.Adam, {"lr": 1e-3})}
 STATE_BYTES = {"sgd": 8, "rmsprop": 16, "adam": 24}     # read + write of x (and v, m), float32
-STUDY_SWEEPS = ("anisotropy", "stepsize", "beta2", "staib2019", "dimension")
+STUDY_SWEEPS = ("staib2019", "stepsize", "anisotropy", "ideal_precond", "beta2", "alignment", "heavy_tails",
+                "dimension", "mf_batch", "pca_gap", "tensor_precond", "phase_batch", "deep_linear_depth",
+                "mlp_offset", "logistic_beta")
+SCALING_SWEEP = "ideal_precond"     # a sweep with minutes of work, for 1 against 2 workers
 
 
 def saddle(d: int) -> dict:
@@ -129,51 +132,51 @@ def run_sweep(sweep: str, workers: int, storage: Path) -> dict:
     return {**meta["run"], "wall_seconds": wall, "cells": meta["cells"]["total"]}
 
 
-def bench_sweep_overhead(storage_root: Path) -> dict:
+def bench_sweep_overhead(storage_root: Path, sweeps: tuple[str, ...]) -> dict:
+    """Each sweep on 1 and on 2 workers: wall time, Ray's start, Tune's time, the summed engine
+    time of the cells, and what consolidating the results costs per cell."""
     out = {}
-    for workers in (1, 2):
-        out[workers] = run_sweep("quick", workers, storage_root / f"w{workers}")
-    for w, run in out.items():
-        run["tune_overhead_share"] = 1 - run["engine_seconds"] / (run["tune_seconds"] * w)
-    out["speedup_2_over_1_wall"] = out[1]["wall_seconds"] / out[2]["wall_seconds"]
-    out["speedup_2_over_1_tune"] = out[1]["tune_seconds"] / out[2]["tune_seconds"]
-    import pandas as pd
-    cells = pd.read_parquet(storage_root / "w1" / "quick" / "cells.parquet")
-    out["quick_cell_engine_seconds"] = {"mean": float(cells.engine_seconds.mean()), "max": float(cells.engine_seconds.max())}
-    # What consolidation costs per stored cell (reading every part, writing the tables).
+    for sweep in sweeps:
+        runs = {w: run_sweep(sweep, w, storage_root / f"{sweep}-w{w}") for w in (1, 2)}
+        for w, run in runs.items():
+            run["tune_overhead_share"] = 1 - run["engine_seconds"] / (run["tune_seconds"] * w)
+        out[sweep] = {"workers": runs, "speedup_2_over_1_wall": runs[1]["wall_seconds"] / runs[2]["wall_seconds"],
+                      "speedup_2_over_1_tune": runs[1]["tune_seconds"] / runs[2]["tune_seconds"]}
     from workflows.cell import cell_id
     from workflows.store import Store
-    sweep = load_sweeps(ROOT / "sweeps.yaml", only="quick")["quick"]
-    store = Store(str(storage_root / "w1"), "quick")
+    quick = load_sweeps(ROOT / "sweeps.yaml", only="quick")["quick"]
+    store = Store(str(storage_root / "quick-w1"), "quick")
     start = time.perf_counter()
-    store.consolidate({cell_id(c): c for c in sweep.cells}, {"sweep": "quick"})
-    out["consolidate_seconds_per_cell"] = (time.perf_counter() - start) / len(sweep.cells)
+    store.consolidate({cell_id(c): c for c in quick.cells}, {"sweep": "quick"})
+    out["consolidate_seconds_per_cell"] = (time.perf_counter() - start) / len(quick.cells)
+    # Fixed cost of a Tune run: its workers' start (imports of Ray Tune, torch, pandas), from
+    # the 1-worker quick run: Tune's time not spent in the engine.
+    one = out["quick"]["workers"][1]
+    out["tune_fixed_seconds"] = one["tune_seconds"] - one["engine_seconds"]
     return out
 
 
 def bench_scale_out(overhead: dict) -> list[dict]:
-    """Study sweeps on 1, 8 and 64 workers, from each cell's estimated cost (the packing
-    estimate, calibrated by quick's measured engine time against its estimate)."""
-    from workflows.packing import estimated_seconds, pack_cells
+    """The study sweeps on 1, 8 and 64 workers: each cell's engine time as measured by the study
+    (results/study/<sweep>/cells.parquet, this machine, one core per cell), balanced longest
+    first as pack_cells does, plus Ray's start, Tune's fixed cost and the consolidation."""
+    import pandas as pd
 
-    quick = load_sweeps(ROOT / "sweeps.yaml", only="quick")["quick"]
-    measured = overhead[1]["engine_seconds"]
-    calibration = measured / sum(estimated_seconds(c) for c in quick.cells)
-    trial_overhead = max(0.0, overhead[1]["tune_seconds"] - measured) / max(1, len(pack_cells(quick.cells, 1)))
     rows = []
     for name in STUDY_SWEEPS:
-        cells = load_sweeps(ROOT / "sweeps.yaml", only=name)[name].cells
-        costs = sorted((estimated_seconds(c) * calibration for c in cells), reverse=True)
+        path = ROOT / "results" / "study" / name / "cells.parquet"
+        if not path.exists():
+            continue
+        costs = sorted(pd.read_parquet(path, columns=["engine_seconds"]).engine_seconds.dropna(), reverse=True)
         for workers in (1, 8, 64):
             loads = [0.0] * workers
-            for cost in costs:                                   # LPT, as pack_cells balances
+            for cost in costs:
                 loads[loads.index(min(loads))] += cost
-            trials = len(pack_cells(cells, workers))
-            wall = (overhead[1]["ray_start_seconds"] + max(loads) + trials * trial_overhead / workers
-                    + len(cells) * overhead["consolidate_seconds_per_cell"])
-            rows.append({"sweep": name, "cells": len(cells), "workers": workers, "estimated_wall_s": wall,
+            wall = (overhead["quick"]["workers"][1]["ray_start_seconds"] + overhead["tune_fixed_seconds"]
+                    + max(loads) + len(costs) * overhead["consolidate_seconds_per_cell"])
+            rows.append({"sweep": name, "cells": len(costs), "workers": workers, "estimated_wall_s": wall,
                          "engine_s_total": sum(costs), "longest_cell_s": costs[0],
-                         "limit": _limit(workers, len(cells), max(loads), costs[0])})
+                         "limit": _limit(workers, len(costs), max(loads), costs[0])})
     return rows
 
 
@@ -212,18 +215,23 @@ def main():
           f"normals {results['floor']['normals_M_per_s']:.0f} M/s")
     print(table(results["floor"]["rows"], ["optimizer", "seeds", "dim", "ns_per_coordinate_step", "floor_ns", "gap"]))
     with tempfile.TemporaryDirectory() as tmp:
-        print("\n3. sweep overhead: `quick` on the embedded local Ray")
-        results["sweep"] = bench_sweep_overhead(Path(tmp))
-        rows = [{"workers": w, **{k: results["sweep"][w][k] for k in
-                                  ("wall_seconds", "ray_start_seconds", "tune_seconds", "engine_seconds",
-                                   "tune_overhead_share")}} for w in (1, 2)]
+        sweeps = ("quick",) if args.quick else ("quick", SCALING_SWEEP)
+        print(f"\n3. sweep overhead on the embedded local Ray: {', '.join(sweeps)}")
+        results["sweep"] = bench_sweep_overhead(Path(tmp), sweeps)
+        rows = [{"sweep": s, "workers": w, **{k: results["sweep"][s]["workers"][w][k] for k in
+                                              ("cells", "wall_seconds", "ray_start_seconds", "tune_seconds",
+                                               "engine_seconds", "tune_overhead_share")}}
+                for s in sweeps for w in (1, 2)]
         print(table(rows, list(rows[0])))
-        print(f"2 workers over 1: {results['sweep']['speedup_2_over_1_wall']:.2f}x wall, "
-              f"{results['sweep']['speedup_2_over_1_tune']:.2f}x in Tune")
+        for s in sweeps:
+            print(f"{s}: 2 workers over 1: {results['sweep'][s]['speedup_2_over_1_wall']:.2f}x wall, "
+                  f"{results['sweep'][s]['speedup_2_over_1_tune']:.2f}x in Tune")
+        print(f"Tune's fixed cost (worker start): {results['sweep']['tune_fixed_seconds']:.1f} s; "
+              f"consolidation {results['sweep']['consolidate_seconds_per_cell'] * 1e3:.1f} ms per cell")
         print("\n4. analyze on 10^6 rows")
         results["analysis"] = measure_analysis(Path(tmp) / "analysis")
         print(f"{results['analysis']['seconds']:.1f} s, peak {results['analysis']['peak_GiB']:.2f} GiB")
-    print("\n5. scale-out of the study sweeps (estimated)")
+    print("\n5. scale-out of the study sweeps (from each cell's measured engine time)")
     results["scale_out"] = bench_scale_out(results["sweep"])
     print(table(results["scale_out"], ["sweep", "cells", "workers", "estimated_wall_s", "longest_cell_s", "limit"]))
     Path(args.out).write_text(json.dumps(results, indent=2, default=str))

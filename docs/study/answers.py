@@ -102,10 +102,10 @@ def regime_position(c: pd.DataFrame) -> pd.Series:
 
 def q3():
     c = cells("anisotropy")
-    adaptive = c[c.optimizer.isin(["rmsprop", "adam"])].copy()
+    adaptive = c[c["optimizer.name"].isin(["rmsprop", "adam"])].copy()
     adaptive["gamma*r/sigma1"] = adaptive.curvature * adaptive.escape_radius / adaptive.sigma_escape
     adaptive["position"] = regime_position(adaptive)
-    adaptive["variant"] = adaptive.optimizer + np.where(adaptive["optimizer.beta1"].fillna(0) > 0, " β1=0.9", "")
+    adaptive["variant"] = adaptive.optimizer              # the analysis's label: "adam (beta1=0.9)"
     print("## Q3. RMSProp and Adam: ideal preconditioner, then the sign regime\n")
     print("Position between the regimes (1: the ideal preconditioner's escape time, 0: r/lr), median over "
           "lr and noise_scale, by γr/σ₁:\n")
@@ -129,10 +129,10 @@ def q3():
     print("Deep in the sign regime (γr/σ₁ ≥ 100), measured/(r/lr):\n")
     print(show(sign.assign(ratio=ratio).groupby(["variant", "optimizer.lr"]).ratio.median().reset_index()))
     print()
-    adam = adaptive[adaptive.optimizer == "adam"]
+    adam = adaptive[adaptive["optimizer.name"] == "adam"]
     key = ["problem.anisotropy", "problem.noise_scale", "optimizer.lr"]
     pair = adam.pivot_table(index=key, columns="variant", values="escape_time")
-    effect = (pair["adam β1=0.9"] / pair["adam"]).rename("beta1_0.9_over_beta1_0").reset_index()
+    effect = (pair["adam (beta1=0.9)"] / pair["adam (beta1=0)"]).rename("beta1_0.9_over_beta1_0").reset_index()
     effect["gamma*r/sigma1"] = 1.0 * effect["problem.noise_scale"].rdiv(1) * effect["problem.anisotropy"]
     print("β1 = 0.9 against β1 = 0 (escape-time ratio), by γr/σ₁ (median over lr):\n")
     print(show(effect.groupby("gamma*r/sigma1")["beta1_0.9_over_beta1_0"].median().reset_index()))
@@ -184,7 +184,7 @@ def q6():
     c["alignment"] = np.where(c["problem.rotate_hessian"].astype(str) == "True", "rotated with H (off-axis)",
                               np.where(c["problem.noise_alignment"] == "rotated", "rotated independently",
                                        "aligned with the axes"))
-    c["method"] = c.optimizer + c["optimizer.form"].fillna("").map(lambda f: f" ({f})" if f else "")
+    c["method"] = c.optimizer                 # the analysis labels variants: "precond_sgd (form=full)"
     key = ["alignment", "problem.anisotropy", "optimizer.lr"]
     sgd = c[c.optimizer == "sgd"].set_index(key)["escape_time"]
     c["speedup"] = sgd.reindex(pd.MultiIndex.from_frame(c[key])).to_numpy() / c.escape_time.to_numpy()
@@ -239,8 +239,8 @@ def q8():
                 continue
             s = sgd.iloc[0]
             lr_s, gamma, sigma, r = s["optimizer.lr"], s.curvature, s.sigma_escape, s.escape_radius
-            for _, a in part[part.optimizer.isin(["adam", "rmsprop"])].iterrows():
-                label = a.optimizer + (" β1=0.9" if a.get("optimizer.beta1", 0) and a["optimizer.beta1"] > 0 else "")
+            for _, a in part[part["optimizer.name"].isin(["adam", "rmsprop"])].iterrows():
+                label = a.optimizer
                 with np.errstate(all="ignore"):
                     sgd_pred = float(sgd_escape_time(lr_s, gamma, sigma, r)) if sigma > 0 else np.inf
                     ada_pred = float(two_regime_escape(a["optimizer.lr"], gamma, sigma, r).mean) if sigma > 0 else np.nan
