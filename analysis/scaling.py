@@ -30,8 +30,10 @@ from .survival import DURATIONS
 # Columns that describe the physics of a cell, in the order covariates are preferred when some are
 # collinear (σ₁ = noise_scale/anisotropy: sigma_escape is kept, anisotropy dropped).
 PREFERRED_COVARIATES = ("optimizer.lr", "curvature", "sigma_escape", "problem.noise_scale", "problem.anisotropy",
-                        "optimizer.beta2", "optimizer.beta1", "problem.dim", "escape_radius", "cnc_constant")
-DERIVED = ("curvature", "sigma_escape", "escape_radius", "cnc_constant", "start_offset")
+                        "optimizer.beta2", "optimizer.beta1", "problem.dim", "escape_radius")
+# cnc_constant is not among them: it is a Monte Carlo estimate of what sigma_escape gives exactly
+# (σ₁² at a stationary saddle), and its sampling noise would pass for a covariate of its own.
+DERIVED = ("curvature", "sigma_escape", "escape_radius", "start_offset")
 DUPLICATES = ("problem.curvature", "problem.escape_radius")     # the same as the derived columns
 MAX_FIT_ROWS = 50_000           # per group
 TOTAL_FIT_ROWS = 80_000         # over all groups: the fits' time is about linear in it

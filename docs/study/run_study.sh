@@ -27,7 +27,7 @@ for sweep in $SWEEPS; do
 
     $command
 
-- commit: \`$commit\`
+- report written at commit: \`$commit\` (cells are computed once and kept: see docs/study/README.md)
 - finished: $(date -u +%Y-%m-%dT%H:%M:%SZ), wall time ${seconds} s on $(nproc) cores ($(uname -m))
 - raw rows: \`results/study/$sweep/rows.parquet\` (not committed; rerun the command to recreate them,
   cell by cell identical)
