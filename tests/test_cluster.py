@@ -1,7 +1,6 @@
 """Cluster submission: a real Ray head on 127.0.0.1 owned by the test, the smoke sweep
 submitted with `ray job submit --working-dir .`, token authentication left on."""
 import json
-import os
 import subprocess
 from pathlib import Path
 

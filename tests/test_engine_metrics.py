@@ -1,7 +1,6 @@
 """The engine's second-order metrics: time to an (ε, √(ρε))-SOSP against a predictable case, the
 λ_min check, Lanczos against dense eigenvalues, the CNC constant, the neighbourhood relative to
 f_min; and one small engine run per data-driven problem and per new optimizer."""
-import math
 
 import numpy as np
 import pandas as pd

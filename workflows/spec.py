@@ -39,6 +39,7 @@ from .cell import RUN_SCHEMA, cell_id, normalize_cell
 
 SWEEP_KEYS = ("description", "method", "samples", "random_seed", "parameters")
 METHODS = ("grid", "random")
+PARAM_KINDS = ("value", "values", "distribution", "rule")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform", "q_log_uniform_values")
 # Named rules for derived values, per key; no expression evaluation. A rule sees its
 # component with every default filled in.
@@ -191,7 +192,7 @@ def parse_param(where: str, key, value) -> dict:
             raise SweepError(f"{where}: {key}={value!r} is not a parameter; allowed: "
                              "{value: v}, {values: [...]}, {distribution: ...} or {rule: ...}")
         return {"value": value}                # a bare scalar is a constant
-    kinds = [k for k in ("value", "values", "distribution", "rule") if k in value]
+    kinds = [k for k in PARAM_KINDS if k in value]
     if key in ("problem", "optimizer") and not kinds:
         return {"value": value}                # a whole component written inline
     if len(kinds) != 1:
@@ -289,10 +290,6 @@ def _components(where, kind: str, defaults: dict, specs: dict, pick) -> list[dic
                 raise SweepError(f"{where}: {kind}.{field} is not a parameter of {', '.join(names)}; "
                                  f"allowed: {', '.join(allowed)}")
     return out
-
-
-def _is_spec(v: dict) -> bool:
-    return any(k in v for k in ("value", "values", "distribution", "rule"))
 
 
 def _product(where, kind, name, fields: dict, pick) -> list[dict]:
