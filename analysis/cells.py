@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .survival import DURATIONS, duration_pairs, summarize_cells
+from workflows.rows import is_per_run
 
-# Per-run outcomes; every other column of rows.parquet describes the cell.
-PER_RUN_COLUMNS = {"seed", "escaped", "escape_step", "diverged", "final_step", "loss_at_escape",
-                   "final_loss", "final_grad_norm", "final_distance",
-                   *(column for pair in DURATIONS.values() for column in pair)}
+from .survival import duration_pairs, summarize_cells
+
 # Per-run losses summarised per cell by their median over the runs.
 LOSS_COLUMNS = ("loss_at_escape", "final_loss", "tail_loss_mean", "tail_loss_q50", "tail_loss_q90")
 
@@ -32,10 +30,6 @@ def method_labels(cells: pd.DataFrame) -> pd.Series:
                                                          zip(varying, values) if pd.notna(v)) + ")"
                                   for values in part[varying].itertuples(index=False)]
     return labels
-
-
-def is_per_run(column: str) -> bool:
-    return column in PER_RUN_COLUMNS or column.startswith("tail_loss")
 
 
 def cell_table(rows: pd.DataFrame) -> pd.DataFrame:

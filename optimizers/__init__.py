@@ -1,33 +1,41 @@
-"""Batched update rules, registered by name. Each module reads like its equation: a
-preconditioner estimate A_t followed by the SGD step x ← x − η A_t g."""
+"""Batched update rules. Each built-in module reads like its equation: a preconditioner estimate
+A_t followed by the SGD step x ← x − η A_t g. The registry (workflows/registry.py) resolves a
+name: a built-in, a plugin, or any torch.optim.Optimizer class by its path (the adapter)."""
 from __future__ import annotations
 
-from problems.params import resolve
-
-from . import (adagrad, adagrad_full, adam, adaptive_full, amsgrad, cnc_sgd, momentum, perturbed_sgd,
-               precond_sgd, rmsprop, sgd)
+from . import (
+    adagrad,
+    adagrad_full,
+    adam,
+    adaptive_full,
+    amsgrad,
+    cnc_sgd,
+    momentum,
+    perturbed_sgd,
+    precond_sgd,
+    rmsprop,
+    sgd,
+)
 from .base import Optimizer, select_runs
 
-OPTIMIZERS = {m.NAME: m for m in (sgd, momentum, rmsprop, adam, adagrad, precond_sgd, adaptive_full,
-                                  amsgrad, adagrad_full, perturbed_sgd, cnc_sgd)}
-
-
-def optimizer_module(name):
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer.name={name!r} is not a known optimizer; allowed: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name]
+BUILTIN_OPTIMIZERS = (sgd, momentum, rmsprop, adam, adagrad, precond_sgd, adaptive_full, amsgrad, adagrad_full,
+                      perturbed_sgd, cnc_sgd)
 
 
 def validate_optimizer(spec: dict) -> dict:
+    """{'name': ..., **hyperparameters} -> the same with every default filled in and checked."""
+    from workflows.registry import get_optimizer
+
     params = dict(spec)
-    module = optimizer_module(params.pop("name", None))
-    return {"name": module.NAME, **resolve(f"optimizer {module.NAME}", module.SCHEMA, params)}
+    component = get_optimizer(params.pop("name", None))
+    return {"name": component.name, **component.validate(params)}
 
 
 def make_optimizer(spec: dict, problem=None) -> Optimizer:
+    from workflows.registry import get_optimizer
+
     hp = validate_optimizer(spec)
-    return optimizer_module(hp["name"]).build(hp, problem)
+    return get_optimizer(hp.pop("name")).factory(hp, problem)
 
 
-__all__ = ["OPTIMIZERS", "Optimizer", "make_optimizer", "optimizer_module", "select_runs",
-           "validate_optimizer"]
+__all__ = ["BUILTIN_OPTIMIZERS", "Optimizer", "make_optimizer", "select_runs", "validate_optimizer"]

@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 import torch
 
-from problems.params import Param, positive
+from workflows.params import Param, positive
 
 State = Any
 

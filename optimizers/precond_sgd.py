@@ -13,7 +13,7 @@ for the second moment).
 """
 import torch
 
-from problems.params import Param, choice, non_negative, unit_closed
+from workflows.params import Param, choice, non_negative, unit_closed
 
 from .base import Empty, Optimizer, full_precondition, lr_param, matrix_power, sgd_step
 

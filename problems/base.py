@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .params import Param, resolve
+from workflows.params import Param, resolve
 
 
 class Problem:

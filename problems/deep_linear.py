@@ -26,9 +26,16 @@ from __future__ import annotations
 
 import torch
 
-from .params import Param, at_least, choice, non_negative, positive
-from .quadratic_saddle import random_rotation
-from .sampled import FiniteSum, batch_size_param, data_matmul, data_tmatmul, escape_params
+from workflows.params import Param, at_least, choice, non_negative, positive
+
+from .noise import random_rotation
+from .sampled import (
+    FiniteSum,
+    batch_size_param,
+    data_matmul,
+    data_tmatmul,
+    escape_params,
+)
 
 
 class DeepLinear(FiniteSum):

@@ -29,7 +29,8 @@ import math
 
 import torch
 
-from .params import Param, positive
+from workflows.params import Param, positive
+
 from .sampled import FiniteSum, batch_size_param, data_matmul, data_tmatmul
 
 N_DIGITS, N_CLASSES, N_FEATURES = 1797, 10, 65

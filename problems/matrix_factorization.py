@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import torch
 
-from .params import Param, at_least, choice, non_negative, positive
-from .quadratic_saddle import random_rotation
+from workflows.params import Param, at_least, choice, non_negative, positive
+
+from .noise import random_rotation
 from .sampled import FiniteSum, batch_size_param, escape_params
 
 

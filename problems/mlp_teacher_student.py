@@ -20,8 +20,15 @@ from __future__ import annotations
 
 import torch
 
-from .params import Param, at_least, non_negative
-from .sampled import FiniteSum, batch_size_param, data_matmul, data_tmatmul, escape_params
+from workflows.params import Param, at_least, non_negative
+
+from .sampled import (
+    FiniteSum,
+    batch_size_param,
+    data_matmul,
+    data_tmatmul,
+    escape_params,
+)
 
 
 class MLPTeacherStudent(FiniteSum):

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from .params import Param, at_least, positive
-from .quadratic_saddle import random_rotation
+from workflows.params import Param, at_least, positive
+
+from .noise import random_rotation
 from .sampled import SampledProblem, batch_size_param, escape_params
 
 

@@ -19,8 +19,16 @@ from __future__ import annotations
 
 import torch
 
-from .params import Param, at_least, non_negative
-from .sampled import FiniteSum, batch_size_param, data_matmul, data_tmatmul, escape_params, find_saddle
+from workflows.params import Param, at_least, non_negative
+
+from .sampled import (
+    FiniteSum,
+    batch_size_param,
+    data_matmul,
+    data_tmatmul,
+    escape_params,
+    find_saddle,
+)
 
 
 class PhaseRetrieval(FiniteSum):

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import torch
 
+from workflows.params import Param, at_least, choice, positive
+
 from .base import Problem, noise_anisotropy
-from .params import Param, at_least, choice, positive
 
 HVP_CHUNK = 256           # Hessian columns computed in one batched Hessian-vector product
 EXAMPLE_CHUNK = 4096      # per-example gradients computed in one batched call

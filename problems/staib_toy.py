@@ -15,8 +15,9 @@ import math
 
 import torch
 
+from workflows.params import Param, at_least, positive
+
 from .base import Problem
-from .params import Param, at_least, positive
 
 CURVATURES = (1.0, -0.1)
 NOISE_STD = (1.0, 0.1)

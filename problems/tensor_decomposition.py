@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import torch
 
-from .params import Param, at_least
-from .quadratic_saddle import random_rotation
+from workflows.params import Param, at_least
+
+from .noise import random_rotation
 from .sampled import SampledProblem, batch_size_param, escape_params
 
 MAX_ENUMERATED_DIM = 16

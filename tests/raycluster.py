@@ -5,6 +5,7 @@ by name."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -60,11 +61,22 @@ def kill_session(sid: int, timeout: float = 30):
         time.sleep(0.1)
 
 
+def auth_token_file() -> str:
+    """The token of the clusters the tests start: a file of the test run's own, so that a fresh
+    machine (no ~/.ray/auth_token yet) needs nothing set up and the user's token is never touched."""
+    path = Path(tempfile.gettempdir()) / f"saddlescape-test-token-{os.getpid()}"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return str(path)
+
+
 def ray_env() -> dict:
     # The venv first on PATH: a submitted job's `python` must be the one with saddlescape's deps.
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-               RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0")
+               RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_TOKEN_PATH=auth_token_file())
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_TOKEN", None)
     return env
 
 

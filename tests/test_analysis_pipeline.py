@@ -105,8 +105,11 @@ def test_a_sweep_with_nothing_to_plot_still_gets_a_report(tmp_path):
     assert "`escape_vs_lr.png` not drawn" in text
 
 
-def test_analysis_imports_neither_torch_nor_ray():
+def test_analysis_imports_neither_torch_nor_ray_nor_the_engine():
+    """The analysis reads the declared row schema (workflows.rows, torch-free) and nothing else of
+    the producer."""
     code = ("import sys, analysis, analysis.figures, analysis.report, analysis.pipeline; "
-            "print(sorted(m for m in ('torch', 'ray', 'workflows') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'ray', 'workflows.engine', 'workflows.cell', 'problems', "
+            "'optimizers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

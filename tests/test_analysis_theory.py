@@ -5,9 +5,19 @@ import pandas as pd
 import pytest
 
 from analysis.prediction import predict, predictions
-from analysis.theory import (follows_paper_rule, ideal_escape_time, linear_escape, local_exponents, paper_beta2,
-                             preconditioned_escape_time, sgd_escape_median, sgd_escape_sd, sgd_escape_time,
-                             sign_regime_escape_time, two_regime_escape)
+from analysis.theory import (
+    follows_paper_rule,
+    ideal_escape_time,
+    linear_escape,
+    local_exponents,
+    paper_beta2,
+    preconditioned_escape_time,
+    sgd_escape_median,
+    sgd_escape_sd,
+    sgd_escape_time,
+    sign_regime_escape_time,
+    two_regime_escape,
+)
 
 RUNS = 20_000
 

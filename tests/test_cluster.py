@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from raycluster import BIN, RayNode, ray_env
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -42,6 +41,7 @@ def test_a_client_without_the_token_is_refused(ray_head):
     env = ray_env()
     env["RAY_AUTH_MODE"] = "disabled"
     env["HOME"] = "/nonexistent"                       # no ~/.ray/auth_token either
+    env.pop("RAY_AUTH_TOKEN_PATH")
     result = subprocess.run([str(BIN / "ray"), "job", "list", "--address", ray_head.dashboard_url],
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0

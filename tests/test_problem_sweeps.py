@@ -11,10 +11,10 @@ DATA_SWEEPS = [name for name, sweep in SWEEPS.items()
 
 
 def test_every_data_driven_problem_has_a_sweep():
-    from problems import PROBLEMS
+    from workflows.registry import registry
 
     covered = {c["problem"]["name"] for name in DATA_SWEEPS for c in SWEEPS[name].cells}
-    assert covered == set(PROBLEMS) - {"quadratic_saddle", "staib_toy"}
+    assert covered == set(registry("problem").builtins()) - {"quadratic_saddle", "staib_toy"}
 
 
 @pytest.mark.parametrize("name", DATA_SWEEPS)

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from problems import PROBLEMS, make_problem, validate_problem
+from problems import make_problem, validate_problem
+from workflows.registry import registry
 
 SPECS = [
     {"name": "quadratic_saddle", "dim": 5, "n_negative": 2, "quartic": 0.3, "rotate_hessian": True,
@@ -116,6 +117,7 @@ def test_yaml_style_numeric_strings_are_numbers():
 
 
 def test_every_problem_is_registered_under_its_name():
-    assert set(PROBLEMS) >= {"quadratic_saddle", "staib_toy"}
-    for name, cls in PROBLEMS.items():
-        assert cls.name == name
+    builtins = registry("problem").builtins()
+    assert set(builtins) >= {"quadratic_saddle", "staib_toy"}
+    for name, component in builtins.items():
+        assert component.factory.name == name

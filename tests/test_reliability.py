@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from raycluster import RayNode, kill_session, ray_env
+
 from workflows.cli import main
 
 pytestmark = [pytest.mark.reliability, pytest.mark.ray]

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from problems import PROBLEMS, make_problem, validate_problem
+from problems import make_problem, validate_problem
 from problems.sampled import FiniteSum
+from workflows.registry import get_problem, registry
 
 F64 = torch.float64
 
@@ -119,7 +120,7 @@ def test_minibatch_gradient_is_unbiased_with_the_declared_covariance(key):
                                    atol=0.1, rtol=0)
 
 
-@pytest.mark.parametrize("key", [k for k in SPECS if issubclass(PROBLEMS[SPECS[k]["name"]], FiniteSum)])
+@pytest.mark.parametrize("key", [k for k in SPECS if issubclass(get_problem(SPECS[k]["name"]).factory, FiniteSum)])
 def test_full_gradient_is_the_mean_of_the_per_example_gradients(key):
     """Exact, no sampling: the finite sum's gradient is the average over all n examples."""
     problem = build(key)
@@ -283,5 +284,5 @@ def test_a_target_the_start_already_meets_is_refused():
 
 
 def test_every_new_problem_is_registered():
-    assert set(PROBLEMS) >= {"matrix_factorization", "pca", "tensor_decomposition", "phase_retrieval",
+    assert set(registry("problem").builtins()) >= {"matrix_factorization", "pca", "tensor_decomposition", "phase_retrieval",
                              "deep_linear", "mlp_teacher_student", "logistic_regression"}

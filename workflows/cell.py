@@ -14,40 +14,12 @@ import json
 
 from optimizers import validate_optimizer
 from problems import validate_problem
-from problems.params import Param, at_least, choice, non_negative, positive, resolve
 
-RUN_SCHEMA = {
-    "seeds": Param(256, int, ">= 1", at_least(1), "independent runs, simulated as one batch"),
-    "seed": Param(0, int, ">= 0", non_negative, "fixes the problem's randomness and the noise stream"),
-    "budget": Param(10_000, int, ">= 1", at_least(1), "steps; runs not escaped by then are censored"),
-    "start_offset": Param(0.0, float, ">= 0", non_negative,
-                          "start at distance start_offset from the saddle, in a random direction"),
-    "run_to_budget": Param(False, bool, "true or false",
-                           doc="keep escaped runs going to the budget (post-escape behaviour)"),
-    "trace_points": Param(0, int, ">= 0", non_negative,
-                          "record every run's loss at this many log-spaced steps; 0: no trace"),
-    "tail_steps": Param(0, int, ">= 0", non_negative,
-                        "loss statistics over the last tail_steps steps (the neighbourhood reached)"),
-    "divergence_radius": Param(1e6, float, "> 0", positive,
-                               "a run farther than this from the saddle (or non-finite) has diverged"),
-    "dtype": choice("float32", "float32", "float64"),
-    "sosp_epsilon": Param(0.0, float, ">= 0", non_negative,
-                          "track the first (ε, √(ρε))-second-order stationary point, ‖∇f‖ ≤ ε and "
-                          "λ_min(∇²f) ≥ −√(ρε); 0: off"),
-    "sosp_rho": Param(1.0, float, "> 0", positive, "ρ, the Hessian-Lipschitz constant in √(ρε)"),
-    "sosp_every": Param(10, int, ">= 1", at_least(1), "test for the SOSP every k steps (and at step 0)"),
-    "sosp_method": choice("auto", "auto", "exact", "lanczos",
-                          doc="λ_min by a dense eigvalsh (exact), Lanczos on Hessian-vector products, "
-                              "or exact up to d = 64 (auto)"),
-    "cnc_samples": Param(4096, int, ">= 0", non_negative,
-                         "stochastic gradients at the saddle for cnc_constant = E[(vᵀg)²]; 0: off"),
-    "inject_fault": choice("none", "none", "raise",
-                           doc="testing only: raise inside the engine after the first block"),
-}
+from .params import resolve
+from .registry import get_optimizer, get_problem
+from .settings import RUN_SCHEMA
+
 CELL_KEYS = ("problem", "optimizer", *RUN_SCHEMA)
-# Run settings added after cells were first stored: hashed only when not at their default, so
-# every cell that existed before keeps its cell_id.
-LATER_KEYS = ("sosp_epsilon", "sosp_rho", "sosp_every", "sosp_method", "cnc_samples")
 
 
 def normalize_cell(cell: dict) -> dict:
@@ -64,11 +36,20 @@ def normalize_cell(cell: dict) -> dict:
 
 
 def cell_id(cell: dict) -> str:
-    """Hash of the normalised cell: what a result is stored under."""
+    """Hash of the normalised cell: what a result is stored under. A parameter added after cells
+    were first stored (Param.hashed_at_default = False) enters the hash only away from its
+    default, so every cell stored before keeps its id."""
     cell = normalize_cell(cell)
-    hashed = {k: v for k, v in cell.items() if k not in LATER_KEYS or v != RUN_SCHEMA[k].default}
+    hashed = {"problem": _hashed(cell["problem"], get_problem(cell["problem"]["name"]).schema),
+              "optimizer": _hashed(cell["optimizer"], get_optimizer(cell["optimizer"]["name"]).schema),
+              **_hashed({k: v for k, v in cell.items() if k not in ("problem", "optimizer")}, RUN_SCHEMA)}
     text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _hashed(values: dict, schema: dict) -> dict:
+    return {k: v for k, v in values.items()
+            if k not in schema or schema[k].hashed_at_default or v != schema[k].default}
 
 
 def flatten_cell(cell: dict) -> dict:

@@ -32,10 +32,8 @@ from dataclasses import dataclass
 
 import yaml
 
-from optimizers import OPTIMIZERS
-from problems import PROBLEMS
-
 from .cell import RUN_SCHEMA, cell_id, normalize_cell
+from .registry import registry as registry_of
 
 SWEEP_KEYS = ("description", "method", "samples", "random_seed", "parameters")
 METHODS = ("grid", "random")
@@ -108,23 +106,38 @@ def load_yaml(path) -> dict:
         what = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SweepError(f"{path}: invalid YAML{where}: {what}; allowed: plain YAML "
                          "(mappings, lists, numbers, strings; no tags)") from None
+    return check_file(data, str(path))
+
+
+def check_file(data, where: str) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("sweeps"), dict) or not data["sweeps"]:
-        raise SweepError(f"{path}: top level must be a mapping with a non-empty 'sweeps' mapping "
+        raise SweepError(f"{where}: top level must be a mapping with a non-empty 'sweeps' mapping "
                          "(and optionally 'defaults')")
     unknown = [k for k in data if k not in ("defaults", "sweeps")]
     if unknown:
-        raise SweepError(f"{path}: unknown top-level key {unknown[0]!r}; allowed: defaults, sweeps")
+        raise SweepError(f"{where}: unknown top-level key {unknown[0]!r}; allowed: defaults, sweeps")
     return data
 
 
 def load_sweeps(path, only: str | None = None, max_cells: int = DEFAULT_MAX_CELLS) -> dict[str, Sweep]:
     """Every sweep in the file (or just `only`), validated and expanded."""
-    data = load_yaml(path)
+    return expand_file(load_yaml(path), str(path), only, max_cells)
+
+
+def sweeps_from_mapping(data: dict, name: str = "notebook", max_cells: int = DEFAULT_MAX_CELLS) -> dict[str, Sweep]:
+    """A sweeps file given as a mapping (the Python API): a whole file ({defaults, sweeps}), or one
+    sweep's block ({description, method, parameters}), which is then called `name`."""
+    if isinstance(data, dict) and "sweeps" not in data and "parameters" in data:
+        data = {"sweeps": {name: data}}
+    return expand_file(check_file(data, "spec"), "spec", None, max_cells)
+
+
+def expand_file(data: dict, where: str, only: str | None, max_cells: int) -> dict[str, Sweep]:
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
-        raise SweepError(f"{path}: defaults={defaults!r} is not a mapping; allowed: key: value pairs")
+        raise SweepError(f"{where}: defaults={defaults!r} is not a mapping; allowed: key: value pairs")
     if only is not None and only not in data["sweeps"]:
-        raise SweepError(f"{path}: --sweep {only!r} is not defined; allowed: {', '.join(data['sweeps'])}")
+        raise SweepError(f"{where}: --sweep {only!r} is not defined; allowed: {', '.join(data['sweeps'])}")
     names = [only] if only is not None else list(data["sweeps"])
     return {name: expand_sweep(name, data["sweeps"][name], defaults, max_cells) for name in names}
 
@@ -258,8 +271,8 @@ def _components(where, kind: str, defaults: dict, specs: dict, pick) -> list[dic
     winning: the defaults' dotted keys, the sweep's dotted keys, then what a whole component
     written inline says. Dotted keys only reach the components that take them.
     `pick(key, spec)` returns the list of choices for one parameter."""
-    registry = PROBLEMS if kind == "problem" else OPTIMIZERS
-    schema_of = lambda n: registry[n].SCHEMA
+    registry = registry_of(kind)
+    schema_of = lambda n: registry.get(n).schema
     dotted = lambda layer: {k.split(".", 1)[1]: s for k, s in layer.items() if k.startswith(kind + ".")}
     low, high = dotted(defaults), dotted(specs)
     default_name, name_spec = low.pop("name", None), high.pop("name", None)
@@ -274,16 +287,18 @@ def _components(where, kind: str, defaults: dict, specs: dict, pick) -> list[dic
                  else pick(f"{kind}.name", default_name) if default_name else [None])
         for name in names:
             if name is None:
-                raise SweepError(f"{where}: {kind}.name is not set; allowed: {', '.join(registry)}")
-            if name not in registry:
-                raise SweepError(f"{where}: {kind}.name={name!r} is not known; allowed: {', '.join(registry)}")
+                raise SweepError(f"{where}: {kind}.name is not set; allowed: {', '.join(registry.names())}")
+            try:
+                registry.get(name)
+            except ValueError as e:
+                raise SweepError(f"{where}: {e}") from None
             fields = {k: s for k, s in low.items() if k in schema_of(name)}
             fields.update({k: s for k, s in high.items() if k in schema_of(name)})
             fields.update({k: parse_param(where, f"{kind}.{k}", v) for k, v in base.items()})
             out.extend(_product(where, kind, name, fields, pick))
     # A dotted key that no component takes is a typo: in the sweep, against its components;
     # in the defaults, against every registered one (a default may serve other sweeps).
-    for layer, names in ((high, sorted({c["name"] for c in out})), (low, sorted(registry))):
+    for layer, names in ((high, sorted({c["name"] for c in out})), (low, sorted(registry.names()))):
         for field in layer:
             if not any(field in schema_of(n) for n in names):
                 allowed = sorted({k for n in names for k in schema_of(n)})
@@ -294,7 +309,7 @@ def _components(where, kind: str, defaults: dict, specs: dict, pick) -> list[dic
 
 def _product(where, kind, name, fields: dict, pick) -> list[dict]:
     """The grid over one component's fields; a chosen {rule: name} is then derived from the rest."""
-    schema = (PROBLEMS if kind == "problem" else OPTIMIZERS)[name].SCHEMA
+    schema = registry_of(kind).get(name).schema
     keys = list(fields)
     out = []
     for combo in itertools.product(*(pick(f"{kind}.{k}", fields[k]) for k in keys)):

@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 import time
-import traceback
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no internet to report usage to
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, not Tune's tables
@@ -27,6 +26,8 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from .cell import cell_id  # noqa: E402
+from .local_runner import compute_and_store  # noqa: E402
+from .registry import local_registrations  # noqa: E402
 from .store import Store  # noqa: E402
 
 TRIAL_RESOURCES = {"cpu": 1}
@@ -62,32 +63,38 @@ class CellFailures(RuntimeError):
 
 
 # Result keys avoid Tune's reserved names: a result with `done: True` ends the trial.
-def run_pack(config: dict, packs: list[list[dict]]):
+def run_pack(config: dict, packs: list[list[dict]], registrations=None):
     """The trainable: one pack of cells. The packs travel through the object store
-    (tune.with_parameters), the config holds only an index, so Tune's per-result logs stay small."""
-    import torch
+    (tune.with_parameters), the config holds only an index, so Tune's per-result logs stay small.
+    `registrations`: the optimizers and problems the driver registered in its own process."""
+    from .registry import adopt_registrations
 
-    from .engine import simulate
-
-    torch.set_num_threads(TRIAL_RESOURCES["cpu"])   # one core per trial: no oversubscription
+    start_worker()
+    adopt_registrations(registrations)
     store = Store(config["store_root"], config["sweep"])
     failures = {}
     for cell in packs[config["pack"]]:
-        key = cell_id(cell)
-        if store.part_info(key, cell["seeds"]) is not None:     # a retry: already stored
-            tune.report({"cell_id": key, "cell_done": 1, "engine_seconds": 0.0, "reused": 1})
+        outcome = compute_and_store(cell, store)
+        if outcome.error is not None:
+            failures[outcome.cell_id] = outcome.error
+            tune.report({"cell_id": outcome.cell_id, "cell_done": 0, "failed": 1})
             continue
-        try:
-            result = simulate(cell)
-        except Exception as e:                                 # noqa: BLE001 - recorded, not swallowed
-            failures[key] = f"{type(e).__name__}: {e}"
-            store.record_failure(cell, key, failures[key] + "\n" + traceback.format_exc())
-            tune.report({"cell_id": key, "cell_done": 0, "failed": 1})
-            continue
-        store.write_part(cell, key, result.rows, result.trace, result.seconds)
-        tune.report({"cell_id": key, "cell_done": 1, "engine_seconds": result.seconds, "reused": 0})
+        tune.report({"cell_id": outcome.cell_id, "cell_done": 1, "engine_seconds": outcome.engine_seconds,
+                     "reused": int(outcome.reused)})
     if failures:
         raise CellFailures("; ".join(f"cell {k}: {v}" for k, v in failures.items()))
+
+
+def start_worker():
+    """What a trial's process sets once: one torch thread (a trial owns one core: no
+    oversubscription) and an allocator that keeps freed memory (workflows/engine.py says why).
+    Done here, where the trial starts, not when the engine is imported."""
+    import torch
+
+    from .engine import keep_freed_memory
+
+    torch.set_num_threads(TRIAL_RESOURCES["cpu"])
+    keep_freed_memory()
 
 
 class Progress(tune.Callback):
@@ -123,7 +130,8 @@ def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, workers: 
     store = Store(store_root, sweep)
     total = sum(len(p) for p in packs)
     progress = Progress(total, echo)
-    trainable = tune.with_resources(tune.with_parameters(run_pack, packs=packs), TRIAL_RESOURCES)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_pack, packs=packs, registrations=local_registrations()), TRIAL_RESOURCES)
     tuner = tune.Tuner(
         trainable,
         param_space={"pack": tune.grid_search(list(range(len(packs)))), "store_root": store_root, "sweep": sweep},

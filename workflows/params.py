@@ -1,8 +1,11 @@
-"""Declarative parameters: one schema per problem and optimizer.
+"""Declarative parameters: one schema per problem, optimizer and the run settings.
 
 The same schema fills defaults, checks types and ranges, and tells the sweep validator which
 keys a component takes (so a hyperparameter that an optimizer does not take never multiplies
 its cells). Every error names the owner, the key, the value and what is allowed.
+
+Shared ground: problems, optimizers, the registry and the sweep spec all import it, and it
+imports nothing of theirs.
 """
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ class Param:
     check: Callable[[Any], bool] | None = None
     doc: str = ""
     choices: tuple = ()              # for kind=str: the allowed words
+    # A parameter added after cells were first stored says so: at its default it is left out of
+    # the cell's hash, so every cell stored before keeps its cell_id (workflows.cell.cell_id).
+    hashed_at_default: bool = True
 
 
 def positive(v):      return v > 0
@@ -28,8 +34,8 @@ def unit_closed(v):   return 0 <= v <= 1     # alpha in [0, 1]
 def at_least(lo):     return lambda v: v >= lo
 
 
-def choice(default: str, *choices: str, doc: str = "") -> Param:
-    return Param(default, str, "one of " + ", ".join(choices), None, doc, choices)
+def choice(default: str, *choices: str, doc: str = "", hashed_at_default: bool = True) -> Param:
+    return Param(default, str, "one of " + ", ".join(choices), None, doc, choices, hashed_at_default)
 
 
 def _coerce(owner: str, key: str, value: Any, p: Param) -> Any:

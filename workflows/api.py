@@ -1,0 +1,183 @@
+"""The Python API: run a sweep from a notebook and get its tables back.
+
+    from workflows import run_sweep
+    result = run_sweep("sweeps.yaml", "smoke", backend="local")
+    result.rows          # one row per seed per cell (pandas)
+    result.cells         # one row per cell: status, counts, engine seconds
+    result.path          # where they are stored (results/smoke)
+    result.analyze()     # report.md with its tables and figures
+
+It is what `saddlescape run` does (the CLI calls `execute` below): the same store, the same
+resume (a second call computes nothing), the same meta.json. `backend="ray"` (the default) runs
+the cells as Ray Tune trials on an embedded local Ray or the cluster at `address`;
+`backend="local"` runs them one after another in this process, without Ray: for sweeps of
+seconds, tests, and optimizers or problems defined in the notebook itself (registered with
+workflows.registry; through Ray they are shipped to the workers with the cells).
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import yaml
+
+from .cell import cell_id
+from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweeps_from_mapping
+from .store import Store
+
+BACKENDS = ("ray", "local")
+PACKAGES = ("torch", "ray", "pandas", "numpy", "pyarrow", "pyyaml", "lifelines", "scipy", "seaborn")
+
+
+@dataclass
+class SweepResult:
+    """What a sweep stored: `rows` (one row per seed per cell), `cells` (one row per cell, with
+    its status), `meta` (meta.json), `path` (the results directory or URI) and the cell `counts`."""
+    path: str
+    meta: dict
+    counts: dict
+    store: Store = field(repr=False)
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        return self.store.read_table("rows.parquet") if self.counts.get("done") else pd.DataFrame()
+
+    @property
+    def cells(self) -> pd.DataFrame:
+        return self.store.read_table("cells.parquet")
+
+    def analyze(self, out_dir=None):
+        """The report (analysis.analyze) of these results; returns report.md's path."""
+        from analysis import analyze
+        if not self.store.local:
+            raise ValueError(f"analyze: {self.path} is remote; allowed: a local results directory "
+                             "(or use `saddlescape analyze`, which copies it)")
+        return analyze(self.store.base, out_dir)
+
+
+def run_sweep(spec_or_path, sweep: str | None = None, *, storage=None, workers: int | None = None,
+              address: str | None = None, backend: str = "ray", max_failures: int = 2,
+              max_cells: int = DEFAULT_MAX_CELLS, echo: Callable[[str], None] | None = None) -> SweepResult:
+    """Run one sweep (only its cells not stored yet) and return its tables.
+
+    spec_or_path: a sweeps file (path), or a mapping: a whole file ({defaults, sweeps}) or one
+        sweep's block ({description, method, parameters}).
+    sweep: the sweep's name (needed when the file has more than one; a single block is named
+        `sweep`, default "notebook").
+    storage: results root, a local path or a pyarrow URI (default: "results").
+    backend: "ray" (Ray Tune trials) or "local" (in this process, no Ray).
+    Raises SweepError (a ValueError) on a bad spec, with one line naming what is wrong.
+    """
+    chosen = resolve_sweep(spec_or_path, sweep, max_cells)
+    return execute(chosen, storage or "results", backend=backend, workers=workers, address=address,
+                   max_failures=max_failures, echo=echo or (lambda line: None))
+
+
+def resolve_sweep(spec_or_path, sweep: str | None, max_cells: int = DEFAULT_MAX_CELLS) -> Sweep:
+    if isinstance(spec_or_path, dict):
+        sweeps = sweeps_from_mapping(spec_or_path, sweep or "notebook", max_cells=max_cells)
+    else:
+        sweeps = load_sweeps(spec_or_path, only=sweep, max_cells=max_cells)
+    if sweep is None:
+        if len(sweeps) != 1:
+            raise SweepError(f"sweep=None but the file defines {len(sweeps)} sweeps; allowed: one of "
+                             + ", ".join(sweeps))
+        sweep = next(iter(sweeps))
+    if sweep not in sweeps:
+        raise SweepError(f"sweep={sweep!r} is not defined; allowed: {', '.join(sweeps)}")
+    return sweeps[sweep]
+
+
+def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | None = None,
+            address: str | None = None, max_failures: int = 2, echo=print) -> SweepResult:
+    """Compute the sweep's missing cells on `backend`, consolidate its tables, write meta.json."""
+    if backend not in BACKENDS:
+        raise SweepError(f"backend={backend!r} is not known; allowed: {', '.join(BACKENDS)}")
+    storage = str(storage)
+    # Absolute: Tune runs each trial in a directory of its own, where a relative path would
+    # point somewhere else.
+    storage = storage if "://" in storage else os.path.abspath(storage)
+    store = Store(storage, sweep.name)
+    cells = {cell_id(c): c for c in sweep.cells}
+    done = store.done(cells)
+    todo = [c for k, c in cells.items() if k not in done]
+    for key in cells.keys() - done.keys():
+        store.delete(f"failed/{key}.json")        # about to be retried: count its attempts afresh
+    started = now()
+    echo(f"sweep {sweep.name}: {len(cells)} cells, {len(done)} already stored, {len(todo)} to run -> {store.uri}")
+    run = {"backend": backend, "workers": 0, "ray_start_seconds": 0.0, "tune_seconds": 0.0, "engine_seconds": 0.0,
+           "address": address or os.environ.get("RAY_ADDRESS") if backend == "ray" else None}
+    if todo and backend == "ray":
+        from . import tune_runner            # Ray only when there is work for it
+        from .packing import pack_cells
+
+        t0 = time.perf_counter()
+        with tune_runner.connected(address, workers) as n_workers:
+            t1 = time.perf_counter()
+            packs = pack_cells(todo, n_workers)
+            echo(f"  {len(packs)} trials on {n_workers} workers")
+            engine = tune_runner.run_packs(packs, storage, sweep.name, workers=n_workers,
+                                           max_failures=max_failures, echo=echo)
+            t2 = time.perf_counter()
+        # Parallel efficiency: engine time over the workers' wall time while Tune ran; the rest is
+        # Tune's per-trial overhead and idle workers at the end.
+        run.update(workers=n_workers, ray_start_seconds=round(t1 - t0, 3), tune_seconds=round(t2 - t1, 3),
+                   engine_seconds=round(engine, 3), efficiency=round(engine / ((t2 - t1) * n_workers), 4))
+    elif todo:
+        from .local_runner import run_cells
+
+        t1 = time.perf_counter()
+        engine = run_cells(todo, store, max_failures=max_failures, echo=echo)
+        run.update(workers=1, engine_seconds=round(engine, 3), local_seconds=round(time.perf_counter() - t1, 3))
+    meta = {
+        "sweep": sweep.name, "description": sweep.description,
+        "yaml": yaml.safe_dump({sweep.name: sweep.definition}, sort_keys=False),
+        "hash": hashlib.sha256("".join(sorted(cells)).encode()).hexdigest()[:16],
+        "versions": versions(), "git_commit": git_commit(), "host": platform.node(),
+        "started": started, "finished": now(),
+        "cells": {"computed_this_run": len(todo), "reused": len(done)},
+        "run": run,
+    }
+    counts = store.consolidate(cells, meta)
+    return SweepResult(store.uri, {**meta, "cells": {**meta["cells"], **counts}}, counts, store)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version(), "saddlescape": _version("saddlescape")}
+    out.update({name: _version(name) for name in PACKAGES})
+    return out
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    if not shutil.which("git"):
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("+dirty" if dirty else "")) or None

@@ -1,0 +1,59 @@
+"""Cells run in this process, one after another, without Ray (`--backend local`, run_sweep's
+backend="local"), and the one function that computes and stores a cell, shared with the Ray
+Tune trainable (workflows/tune_runner.py).
+
+A cell that raises is recorded in the store (failed/<cell_id>.json) and retried up to
+`max_failures` times, as Tune retries a failed trial; the other cells go on.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from typing import NamedTuple
+
+from .cell import cell_id
+from .store import Store
+
+
+class Outcome(NamedTuple):
+    cell_id: str
+    engine_seconds: float        # 0 for a cell already stored
+    reused: bool                 # stored before (a retry of a pack that had written it)
+    error: str | None            # "<Type>: message" when the engine raised
+
+
+def compute_and_store(cell: dict, store: Store) -> Outcome:
+    """Simulate one cell and write its part file (atomically), unless it is stored already; an
+    exception is recorded as the cell's failure, never raised."""
+    from .engine import simulate
+
+    key = cell_id(cell)
+    if store.part_info(key, cell["seeds"]) is not None:
+        return Outcome(key, 0.0, True, None)
+    try:
+        result = simulate(cell)
+    except Exception as e:                                      # noqa: BLE001 - recorded, not swallowed
+        error = f"{type(e).__name__}: {e}"
+        store.record_failure(cell, key, error + "\n" + traceback.format_exc())
+        return Outcome(key, 0.0, False, error)
+    store.write_part(cell, key, result.rows, result.trace, result.seconds)
+    return Outcome(key, result.seconds, False, None)
+
+
+def run_cells(cells: list[dict], store: Store, *, max_failures: int = 2, echo=print, every: float = 2.0) -> float:
+    """Every cell in turn; returns the summed engine seconds. Progress lines as the Ray runner's."""
+    start, last, engine, finished = time.monotonic(), 0.0, 0.0, 0
+    for cell in cells:
+        for _attempt in range(max_failures + 1):
+            outcome = compute_and_store(cell, store)
+            if outcome.error is None:
+                break
+        engine += outcome.engine_seconds
+        finished += 1
+        now = time.monotonic()
+        if now - last >= every or finished == len(cells):
+            last = now
+            elapsed = now - start
+            echo(f"  {finished}/{len(cells)} cells  elapsed {elapsed:.0f}s  "
+                 f"left ~{elapsed / finished * (len(cells) - finished):.0f}s")
+    return engine
