@@ -9,6 +9,13 @@ and whose plain-number fields (a step count) are shared by every run.
 
 Speed over purity where it is invisible to the caller: `update` may reuse `grad`'s storage and
 updates the state's tensors in place (the engine owns both and never looks back at them).
+
+Hyperparameters are live: `build(hp, problem)` receives a dict that the engine may change between
+steps (a step-size schedule sets hp["lr"] = η_t, the β2 rule hp["beta2"] = 1 − η_t^(2/3)), so an
+update reads hp[...] when it runs, not once at build time.
+
+A state that is not a NamedTuple of tensors (the torch.optim adapter's) gives its own
+`select(keep)`; `select_runs` uses it.
 """
 from __future__ import annotations
 
@@ -39,7 +46,10 @@ def lr_param(default: float) -> Param:
 
 
 def select_runs(state: State, keep: torch.Tensor) -> State:
-    """The state restricted to the runs in `keep` (indices into the leading dimension)."""
+    """The state restricted to the runs in `keep` (a boolean mask or indices over the leading
+    dimension)."""
+    if hasattr(state, "select"):
+        return state.select(keep)
     return type(state)(*(f[keep] if torch.is_tensor(f) else f for f in state))
 
 

@@ -144,6 +144,7 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
         "yaml": yaml.safe_dump({sweep.name: sweep.definition}, sort_keys=False),
         "hash": hashlib.sha256("".join(sorted(cells)).encode()).hexdigest()[:16],
         "versions": versions(), "git_commit": git_commit(), "host": platform.node(),
+        "analysis": sweep.analysis,
         "started": started, "finished": now(),
         "cells": {"computed_this_run": len(todo), "reused": len(done)},
         "run": run,

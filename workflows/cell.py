@@ -54,9 +54,16 @@ def _hashed(values: dict, schema: dict) -> dict:
 
 def flatten_cell(cell: dict) -> dict:
     """Columns of a results row: problem.*, optimizer.*, then the run settings.
-    The cell's `seed` becomes `base_seed`, since each row's `seed` is its run index."""
-    flat = {f"problem.{k}": v for k, v in cell["problem"].items()}
-    flat.update({f"optimizer.{k}": v for k, v in cell["optimizer"].items()})
+    The cell's `seed` becomes `base_seed`, since each row's `seed` is its run index. A list-valued
+    parameter (torch's `betas`) becomes one column per entry, `optimizer.betas[0]`, ...: numbers
+    the analysis can sort, plot and fit."""
+    flat = {}
+    for kind in ("problem", "optimizer"):
+        for key, value in cell[kind].items():
+            if isinstance(value, (list, tuple)):
+                flat.update({f"{kind}.{key}[{i}]": v for i, v in enumerate(value)})
+            else:
+                flat[f"{kind}.{key}"] = value
     flat.update({("base_seed" if k == "seed" else k): v for k, v in cell.items()
                  if k not in ("problem", "optimizer")})
     return flat

@@ -28,14 +28,17 @@ import itertools
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import yaml
 
 from .cell import RUN_SCHEMA, cell_id, normalize_cell
 from .registry import registry as registry_of
 
-SWEEP_KEYS = ("description", "method", "samples", "random_seed", "parameters")
+SWEEP_KEYS = ("description", "method", "samples", "random_seed", "parameters", "analysis")
+# What a sweep may tell its report (analysis.*): the optimizer variant(s) every other is compared
+# against in the pairwise table (default: every pair where there are few).
+ANALYSIS_KEYS = ("reference",)
 METHODS = ("grid", "random")
 PARAM_KINDS = ("value", "values", "distribution", "rule")
 DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform", "q_log_uniform_values")
@@ -85,6 +88,7 @@ class Sweep:
     description: str
     cells: list[dict]            # normalised, unique, in a stable order
     definition: dict             # the sweep's block as written, with the defaults it used
+    analysis: dict = field(default_factory=dict)   # the block's `analysis` settings, for the report
 
     @property
     def seed_steps(self) -> int:
@@ -194,7 +198,25 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
     if not cells:
         raise SweepError(f"{where}: the sweep expands to no cells; allowed: at least one")
     definition = {"defaults": defaults, **block}
-    return Sweep(name, str(block.get("description", "")).strip(), cells, definition)
+    return Sweep(name, str(block.get("description", "")).strip(), cells, definition,
+                 _analysis_settings(where, block.get("analysis")))
+
+
+def _analysis_settings(where: str, settings) -> dict:
+    """`analysis: {reference: rmsprop}` (or a list of names or variant labels)."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise SweepError(f"{where}: analysis={settings!r} is not a mapping; allowed: keys {', '.join(ANALYSIS_KEYS)}")
+    unknown = [k for k in settings if k not in ANALYSIS_KEYS]
+    if unknown:
+        raise SweepError(f"{where}: analysis.{unknown[0]} is not known; allowed: {', '.join(ANALYSIS_KEYS)}")
+    reference = settings.get("reference")
+    names = reference if isinstance(reference, list) else [reference]
+    if reference is not None and not all(isinstance(n, str) and n for n in names):
+        raise SweepError(f"{where}: analysis.reference={reference!r} is not allowed; allowed: an optimizer "
+                         "name or variant label, or a list of them")
+    return dict(settings)
 
 
 def parse_param(where: str, key, value) -> dict:
