@@ -1,21 +1,32 @@
 # The two commands of the README. Both create and fill .venv when it is missing.
-VENV   := .venv
-PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-stamp
+VENV  := .venv
+PY    := $(VENV)/bin/python
+CORE  := $(VENV)/.installed-core
+TEST  := $(VENV)/.installed-test
+BENCH := $(VENV)/.installed-bench
 
 .PHONY: demo test bench
 
-$(STAMP): pyproject.toml
+$(CORE): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(PY) -m pip install --quiet -e .
+	touch $(CORE)
 
-demo: $(STAMP)
+# The tests exercise every optional feature: ecosystem optimizers, trackers, the notebook.
+$(TEST): $(CORE)
+	$(PY) -m pip install --quiet -e '.[test,optimizers,tracking,notebook]'
+	touch $(TEST)
+
+$(BENCH): $(CORE)
+	$(PY) -m pip install --quiet -e '.[bench,optimizers]'
+	touch $(BENCH)
+
+demo: $(CORE)
 	$(PY) -m workflows run sweeps.yaml --sweep quick
 
-test: $(STAMP)
+test: $(TEST)
 	RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(BENCH)
 	$(PY) benchmarks/run.py
