@@ -19,12 +19,19 @@ Where names come from, in the order they are looked up:
    allow-list may be named (torch.optim, the ecosystem packages of the `optimizers` extra, and
    modules a plugin declares): a sweep file never imports arbitrary code.
 
+Plugins load lazily, one entry point at a time: a sweep that names only built-ins imports no
+plugin, and a plugin that fails to load is recorded (`plugin_errors`, `saddlescape validate`)
+and fails only the sweeps that name it. A name not found is looked for again after rescanning
+the installed distributions, so a plugin installed while the process runs (a long-lived Ray
+worker, a notebook) is found without a restart.
+
 Every lookup error is one line naming the key, the value and what is allowed.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -34,8 +41,9 @@ from .params import Param, resolve
 KINDS = ("problem", "optimizer")
 ENTRY_POINT_GROUPS = {"problem": "saddlescape.problems", "optimizer": "saddlescape.optimizers"}
 # Modules whose torch.optim.Optimizer subclasses a sweep may name by their dotted path. Plugins
-# add theirs (an entry point of the optimizers group whose value is a module).
+# add theirs (an entry point of the optimizers group whose value is a module of such classes).
 ADAPTABLE_MODULES = ("torch.optim", "pytorch_optimizer", "schedulefree")
+THIS_PROCESS = "registered in this process"
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class Component:
     schema: Mapping[str, Param]                 # every parameter, with its default and range
     factory: Callable[..., Any]                 # builds the problem / the optimizer
     validate_params: Callable[[dict], dict] | None = None   # defaults + checks; default: resolve(schema)
-    origin: str = "built-in"                    # built-in, plugin <distribution>, adapter, this process
+    origin: str = "built-in"                    # built-in, plugin <distribution> <version>, adapter, this process
     doc: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)  # origin-specific facts (the adapter's mode, ...)
 
@@ -57,26 +65,50 @@ class Component:
 
 
 def problem_component(cls, origin: str = "built-in") -> Component:
-    """A Problem subclass (problems/base.py) as a component."""
-    return Component("problem", cls.name, cls.SCHEMA, cls, cls.validate, origin,
-                     (cls.__doc__ or "").strip().split("\n")[0])
+    """A Problem subclass (problems/base.py; problems/from_loss.py makes them from a loss) as a
+    component. Raises TypeError for anything else."""
+    from problems.base import Problem
+
+    if not (inspect.isclass(cls) and issubclass(cls, Problem) and isinstance(cls.name, str) and cls.name):
+        raise TypeError(f"{cls!r} is not a problem; allowed: a subclass of problems.base.Problem with a name "
+                        "(problems.from_loss.define_problem makes one from a loss function)")
+    return Component("problem", cls.name, cls.SCHEMA, cls, cls.validate, origin, _first_line(cls.__doc__))
 
 
 def optimizer_component(module, origin: str = "built-in") -> Component:
-    """An optimizer module (NAME, SCHEMA, build(hp, problem)) as a component."""
+    """An optimizer of saddlescape's own shape (a module, or any object, with NAME, SCHEMA and
+    build(hp, problem)) as a component."""
     return Component("optimizer", module.NAME, module.SCHEMA, module.build, None, origin,
-                     (module.__doc__ or "").strip().split("\n")[0])
+                     _first_line(module.__doc__))
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().split("\n")[0]
+
+
+def _is_own_optimizer(target) -> bool:
+    return all(hasattr(target, a) for a in ("NAME", "SCHEMA", "build"))
+
+
+@dataclass(frozen=True)
+class PluginModule:
+    """An optimizer plugin whose entry point names a module of torch.optim.Optimizer classes:
+    `<module>.<Class>` becomes nameable (through the adapter); the entry point's name itself is not."""
+    name: str
+    module: str
+    origin: str
 
 
 class Registry:
-    """The components of one kind. Built-ins and plugins load on first use (plugins once per
-    process, `refresh()` to look again); dotted optimizer names resolve through the adapter."""
+    """The components of one kind: built-ins, this process's registrations, plugins (loaded on
+    first use, one entry point at a time) and, for optimizers, dotted class paths."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self._builtins: dict[str, Component] | None = None
         self._local: dict[str, Component] = {}
-        self._plugins: dict[str, Component] | None = None
+        self._entries: dict[str, list] | None = None        # entry-point name -> its EntryPoints
+        self._plugins: dict[str, Component | PluginModule] = {}
         self._plugin_errors: dict[str, str] = {}
         self._adapted: dict[str, Component] = {}
         self._lock = threading.RLock()
@@ -93,14 +125,30 @@ class Registry:
         return self._builtins
 
     def plugins(self) -> dict[str, Component]:
+        """Every plugin component (all entry points loaded; those that fail are in plugin_errors)."""
         with self._lock:
-            if self._plugins is None:
-                self._plugins, self._plugin_errors = _load_plugins(self.kind)
-            return self._plugins
+            for name in self._scan():
+                self._load(name)
+            return {n: c for n, c in self._plugins.items() if isinstance(c, Component)}
+
+    def plugin_modules(self) -> dict[str, PluginModule]:
+        """The optimizer plugins that declare a module of optimizer classes. Only entry points
+        that name a module (no `:attribute`) are loaded to find them."""
+        with self._lock:
+            for name, entries in self._scan().items():
+                if all(e.attr is None for e in entries):
+                    self._load(name)
+            return {n: c for n, c in self._plugins.items() if isinstance(c, PluginModule)}
 
     def registered(self) -> dict[str, Component]:
-        """Every named component (built-ins, this process's, plugins), built-ins first."""
-        return {**self.plugins(), **self._local, **self.builtins()}
+        """Every named component, built-ins first: built-ins, this process's registrations, the
+        class paths adapted so far in this process, plugins. A plugin never shadows a built-in
+        (that is an error of the plugin's); a registration in this process shadows a plugin."""
+        out = dict(self.builtins())
+        for source in (self._local, self._adapted, self.plugins()):
+            for name, component in source.items():
+                out.setdefault(name, component)
+        return out
 
     def names(self) -> list[str]:
         return list(self.registered())
@@ -110,15 +158,19 @@ class Registry:
         return dict(self._plugin_errors)
 
     def refresh(self):
-        """Look for plugins again (after installing one into this process's environment)."""
+        """Look for plugins again (after installing or removing one in this process's environment)."""
         with self._lock:
-            self._plugins = None
+            self._entries = None
+            self._plugins.clear()
+            self._plugin_errors.clear()
             self._adapted.clear()
 
     # --- registration --------------------------------------------------------------------------
     def register(self, component: Component) -> Component:
         if component.kind != self.kind:
             raise ValueError(f"register: {component.name!r} is a {component.kind}; allowed: a {self.kind}")
+        if not (isinstance(component.name, str) and component.name):
+            raise ValueError(f"register: {self.kind} name {component.name!r} is not allowed; allowed: a non-empty string")
         if component.name in self.builtins():
             raise ValueError(f"{self.kind}.name={component.name!r} is a built-in {self.kind}; allowed: a new name")
         self._local[component.name] = component
@@ -136,63 +188,114 @@ class Registry:
     def get(self, name) -> Component:
         if not isinstance(name, str):
             raise ValueError(f"{self.kind}.name={name!r} is not a name; allowed: {self._allowed()}")
-        found = self.registered().get(name)
+        found = self.builtins().get(name) or self._local.get(name) or self._adapted.get(name)
         if found is not None:
             return found
-        if self.kind == "optimizer" and "." in name:
-            with self._lock:
-                if name not in self._adapted:
-                    from optimizers.torch_adapter import adapt
-                    self._adapted[name] = adapt(name, self.adaptable_modules())
+        with self._lock:
+            for rescan in (False, True):             # a plugin installed since the last scan
+                if name in self._scan(rescan):
+                    return self._plugin(name)
+                if self.kind == "optimizer" and "." in name and self._allows(name):
+                    break
+            if self.kind == "optimizer" and "." in name:
+                from optimizers.torch_adapter import adapt
+                self._adapted[name] = adapt(name, self.adaptable_modules())
                 return self._adapted[name]
         raise ValueError(f"{self.kind}.name={name!r} is not a known {self.kind}; allowed: {self._allowed()}")
 
     def adaptable_modules(self) -> tuple[str, ...]:
-        declared = tuple(c.extra["module"] for c in self.plugins().values() if "module" in c.extra)
-        return ADAPTABLE_MODULES + declared
+        return ADAPTABLE_MODULES + tuple(m.module for m in self.plugin_modules().values())
+
+    def _allows(self, name: str) -> bool:
+        return name.rpartition(".")[0] in self.adaptable_modules()
 
     def _allowed(self) -> str:
-        names = ", ".join(self.names())
+        names = ", ".join(n for n in self.names() if n not in self._adapted)
         if self.kind == "optimizer":
             names += (", or a torch.optim.Optimizer class by its path in "
                       + ", ".join(self.adaptable_modules()) + " (e.g. torch.optim.NAdam)")
         return names
 
+    # --- plugins -----------------------------------------------------------------------------------
+    def _scan(self, rescan: bool = False) -> dict[str, list]:
+        """The group's entry points by name (importlib.metadata), rescanned on request: import
+        caches are invalidated first so that a distribution added since is seen."""
+        if self._entries is None or rescan:
+            if rescan:
+                importlib.invalidate_caches()
+            entries: dict[str, list] = {}
+            for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUPS[self.kind]):
+                known = entries.setdefault(entry.name, [])
+                if all(_distribution(e) != _distribution(entry) for e in known):   # a dist seen twice on the path
+                    known.append(entry)
+            self._entries = entries
+            for name in [n for n in self._plugin_errors if n not in entries]:
+                del self._plugin_errors[name]               # uninstalled since
+        return self._entries
 
-def _load_plugins(kind: str) -> tuple[dict[str, Component], dict[str, str]]:
-    """Entry points of the kind's group. A problem plugin names a Problem subclass; an optimizer
-    plugin names a module with NAME/SCHEMA/build (an optimizer of saddlescape's own shape), a
-    torch.optim.Optimizer subclass (stepped by the adapter), or a module of such classes (its
-    path then becomes nameable: `<module>.<Class>`). A plugin that fails to load is reported by
-    `saddlescape validate`, never a crash."""
-    found, errors = {}, {}
-    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUPS[kind]):
-        origin = f"plugin {entry.dist.name if entry.dist else entry.value}"
+    def _plugin(self, name: str) -> Component:
+        loaded = self._load(name)
+        if isinstance(loaded, Component):
+            return loaded
+        if isinstance(loaded, PluginModule):
+            raise ValueError(f"{self.kind}.name={name!r} is a plugin module of optimizer classes ({loaded.origin}); "
+                             f"allowed: one of its classes, {loaded.module}.<Class>")
+        raise ValueError(f"{self.kind}.name={name!r} is a plugin that failed to load "
+                         f"({self._plugin_errors[name]}); allowed: fix or uninstall the plugin, or "
+                         f"{self._allowed()}")
+
+    def _load(self, name: str) -> Component | PluginModule | None:
+        """One entry point, loaded once per scan; its error (one line) recorded, never raised."""
+        if name in self._plugins or name in self._plugin_errors:
+            return self._plugins.get(name)
+        entries = self._entries.get(name, [])
         try:
-            target = entry.load()
-            found[entry.name] = _plugin_component(kind, entry.name, target, origin)
+            if len(entries) > 1:
+                raise ValueError("declared by " + " and by ".join(f"{_distribution(e)} ({e.value})" for e in entries)
+                                 + "; allowed: one distribution per name")
+            entry, = entries
+            if name in self.builtins():
+                raise ValueError(f"the name of a built-in {self.kind}; allowed: another name")
+            self._plugins[name] = _plugin_component(self.kind, name, entry.load(), _origin(entry))
         except Exception as error:                     # noqa: BLE001 - reported, not fatal
-            errors[entry.name] = f"{entry.value}: {type(error).__name__}: {error}"
-    return found, errors
+            where = entries[0].value if len(entries) == 1 else f"{len(entries)} entry points"
+            message = (str(error).strip().splitlines() or [""])[0]
+            self._plugin_errors[name] = f"{where}: {type(error).__name__}: {message}"
+        return self._plugins.get(name)
 
 
-def _plugin_component(kind: str, name: str, target, origin: str) -> Component:
-    import inspect
+def _distribution(entry) -> str:
+    dist = getattr(entry, "dist", None)
+    return f"{dist.name} {dist.version}" if dist is not None else "(unknown distribution)"
 
+
+def _origin(entry) -> str:
+    return f"plugin {_distribution(entry)}"
+
+
+def _plugin_component(kind: str, name: str, target, origin: str) -> Component | PluginModule:
+    """What a plugin's entry point names. Problems: a Problem subclass (its name that of the entry
+    point). Optimizers: an object with NAME/SCHEMA/build (saddlescape's own shape), a
+    torch.optim.Optimizer subclass (stepped by the adapter), or a module of such classes (its
+    path then becomes nameable: `<module>.<Class>`)."""
     if kind == "problem":
-        from problems.base import Problem
-        if inspect.isclass(target) and issubclass(target, Problem):
-            if target.name != name:
-                raise ValueError(f"the class's name is {target.name!r}, the entry point's {name!r}")
-            return problem_component(target, origin)
-        raise TypeError("allowed: a subclass of problems.base.Problem")
-    if inspect.ismodule(target) and all(hasattr(target, a) for a in ("NAME", "SCHEMA", "build")):
+        component = problem_component(target, origin)
+        if component.name != name:
+            raise ValueError(f"the class's name is {component.name!r}, the entry point's {name!r}; allowed: the same")
+        return component
+    if _is_own_optimizer(target):
         if target.NAME != name:
-            raise ValueError(f"the module's NAME is {target.NAME!r}, the entry point's {name!r}")
+            raise ValueError(f"the optimizer's NAME is {target.NAME!r}, the entry point's {name!r}; allowed: the same")
         return optimizer_component(target, origin)
-    if inspect.ismodule(target):            # a module of torch.optim.Optimizer classes
-        return Component("optimizer", name, {}, None, None, origin, f"module {target.__name__}",
-                         {"module": target.__name__})
+    if inspect.ismodule(target):
+        from optimizers.torch_adapter import optimizer_classes
+        if not optimizer_classes(target):
+            raise TypeError(f"module {target.__name__} has neither NAME/SCHEMA/build nor torch.optim.Optimizer "
+                            "classes; allowed: either")
+        return PluginModule(name, target.__name__, origin)
+    if not inspect.isclass(target):
+        raise TypeError(f"{target!r} is not an optimizer; allowed: a module with NAME, SCHEMA and build, "
+                        "a torch.optim.Optimizer subclass, or a module of such classes")
     from optimizers.torch_adapter import adapt_class
     return adapt_class(name, target, origin)
 
@@ -213,24 +316,28 @@ def get_optimizer(name) -> Component:
 
 
 def register_problem(cls) -> Component:
-    """Register a Problem subclass (or a problem built by problems.from_loss) in this process;
-    sweeps run from this process may then name it, on the local backend and through Ray."""
-    return REGISTRIES["problem"].register(problem_component(cls, "registered in this process"))
+    """Register a Problem subclass (or a problem made by problems.from_loss.define_problem) in
+    this process; sweeps run from this process may then name it, on the local backend and
+    through Ray (the class travels to the workers with the cells, pickled by cloudpickle: a
+    notebook's own definitions by value, a module's by reference, so that module must be
+    importable on the workers)."""
+    try:
+        component = problem_component(cls, THIS_PROCESS)
+    except TypeError as error:
+        raise TypeError(f"register_problem: {error}") from None
+    return REGISTRIES["problem"].register(component)
 
 
 def register_optimizer(module_or_class, name: str | None = None) -> Component:
     """Register an optimizer in this process: a module (or any object) with NAME, SCHEMA and
     build(hp, problem), or a torch.optim.Optimizer subclass (stepped by the adapter, under
-    `name`, default the class's name)."""
-    import inspect
-
-    origin = "registered in this process"
-    if all(hasattr(module_or_class, a) for a in ("NAME", "SCHEMA", "build")):
-        return REGISTRIES["optimizer"].register(optimizer_component(module_or_class, origin))
+    `name`, default the class's name). Shipped to Ray workers as register_problem's are."""
+    if _is_own_optimizer(module_or_class):
+        return REGISTRIES["optimizer"].register(optimizer_component(module_or_class, THIS_PROCESS))
     if inspect.isclass(module_or_class):
         from optimizers.torch_adapter import adapt_class
         return REGISTRIES["optimizer"].register(adapt_class(name or module_or_class.__name__, module_or_class,
-                                                            origin))
+                                                            THIS_PROCESS))
     raise TypeError("register_optimizer: allowed: a module with NAME, SCHEMA and build, or a "
                     "torch.optim.Optimizer subclass")
 
@@ -247,3 +354,42 @@ def adopt_registrations(registrations: dict[str, dict[str, Component]] | None):
 def unregister(kind: str, name: str):
     """Forget one of this process's registrations (tests, notebooks that redefine one)."""
     REGISTRIES[kind]._local.pop(name, None)
+
+
+def registered_lines() -> list[str]:
+    """What `saddlescape validate` prints about the names a sweep may use: per kind the
+    built-ins, this process's registrations and the plugins (with their distribution and
+    version, and the adapter's mode for a torch.optim class), the modules whose optimizer classes
+    may be named by path (with their installed versions), then every plugin that failed to load,
+    with its error. Loads every plugin."""
+    lines = []
+    for kind in KINDS:
+        reg = REGISTRIES[kind]
+        groups = {"built-in": list(reg.builtins()), THIS_PROCESS: list(reg.local())}
+        plugins = reg.plugins()
+        lines.append(f"{kind}s: {len(groups['built-in'])} built-in, {len(plugins)} from plugins"
+                     + (f", {len(groups[THIS_PROCESS])} {THIS_PROCESS}" if groups[THIS_PROCESS] else ""))
+        for label, names in groups.items():
+            if names:
+                lines.append(f"  {label}: {', '.join(names)}")
+        for name, component in plugins.items():
+            mode = component.extra.get("mode")
+            via = f"; {component.extra['class']} through the adapter, {mode or 'mode decided per cell'}" \
+                if "class" in component.extra else ""
+            lines.append(f"  {name} ({component.origin}{via})")
+    modules = [f"{m} ({_module_version(m)})" for m in ADAPTABLE_MODULES]
+    modules += [f"{m.module} ({m.origin})" for m in REGISTRIES["optimizer"].plugin_modules().values()]
+    lines.append("optimizer classes by path (e.g. torch.optim.NAdam) from: " + ", ".join(modules))
+    errors = [(kind, name, error) for kind in KINDS for name, error in REGISTRIES[kind].plugin_errors().items()]
+    if errors:
+        lines.append(f"plugins that failed to load ({len(errors)}; sweeps that name them fail, the others run):")
+        lines += [f"  {kind} {name}: {error}" for kind, name, error in errors]
+    return lines
+
+
+def _module_version(module: str) -> str:
+    distribution = {"torch.optim": "torch", "pytorch_optimizer": "pytorch-optimizer"}.get(module, module)
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed: pip install -e '.[optimizers]'"
