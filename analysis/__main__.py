@@ -1,9 +1,26 @@
-"""python -m analysis results/<sweep> [out_dir]"""
+"""python -m analysis RESULTS [OUT_DIR]: the report of a sweep's results (as `saddlescape analyze`)."""
+import argparse
 import sys
 
 from . import analyze
 
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis", description="The report of a sweep's results: fits, figures and report.md "
+                                "(what `saddlescape analyze` writes).")
+    p.add_argument("results", help="a results directory (results/<sweep>) or its rows.parquet")
+    p.add_argument("out_dir", nargs="?", default=None, help="where to write the analysis (default: RESULTS/analysis)")
+    args = p.parse_args(argv)
+    try:
+        print(analyze(args.results, args.out_dir))
+    except (ValueError, FileNotFoundError) as e:     # a results table that is not one
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to write the report", file=sys.stderr)
+        return 130
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3):
-        sys.exit("usage: python -m analysis RESULTS_DIR_OR_ROWS_PARQUET [OUT_DIR]")
-    print(analyze(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else None))
+    sys.exit(main())

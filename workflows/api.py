@@ -23,15 +23,18 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-import yaml
 
+from . import yaml12
 from .cell import cell_id
+from .definition import Verdict, compare, definition_hash
+from .interrupt import SweepInterrupted, deferred
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweeps_from_mapping
 from .store import Store
 
@@ -67,7 +70,8 @@ class SweepResult:
 
 def run_sweep(spec_or_path, sweep: str | None = None, *, storage=None, workers: int | None = None,
               address: str | None = None, backend: str = "ray", max_failures: int = 2,
-              max_cells: int = DEFAULT_MAX_CELLS, echo: Callable[[str], None] | None = None) -> SweepResult:
+              max_cells: int = DEFAULT_MAX_CELLS, echo: Callable[[str], None] | None = None,
+              allow_changed: bool = False) -> SweepResult:
     """Run one sweep (only its cells not stored yet) and return its tables.
 
     spec_or_path: a sweeps file (path), or a mapping: a whole file ({defaults, sweeps}) or one
@@ -76,18 +80,22 @@ def run_sweep(spec_or_path, sweep: str | None = None, *, storage=None, workers: 
         `sweep`, default "notebook").
     storage: results root, a local path or a pyarrow URI (default: "results").
     backend: "ray" (Ray Tune trials) or "local" (in this process, no Ray).
-    Raises SweepError (a ValueError) on a bad spec, with one line naming what is wrong.
+    allow_changed: proceed when the stored results were written by a definition whose stored
+        cells would drop out of the tables (workflows/definition.py); default: refuse.
+    Raises SweepError (a ValueError) on a bad spec, with one line naming what is wrong, before
+    anything is written; SweepInterrupted (a KeyboardInterrupt) on Ctrl-C, after keeping every
+    finished cell (calling run_sweep again resumes).
     """
     chosen = resolve_sweep(spec_or_path, sweep, max_cells)
     return execute(chosen, storage or "results", backend=backend, workers=workers, address=address,
-                   max_failures=max_failures, echo=echo or (lambda line: None))
+                   max_failures=max_failures, echo=echo or (lambda line: None), allow_changed=allow_changed)
 
 
-def resolve_sweep(spec_or_path, sweep: str | None, max_cells: int = DEFAULT_MAX_CELLS) -> Sweep:
+def resolve_sweep(spec_or_path, sweep: str | None, max_cells: int = DEFAULT_MAX_CELLS, overrides=()) -> Sweep:
     if isinstance(spec_or_path, dict):
         sweeps = sweeps_from_mapping(spec_or_path, sweep or "notebook", max_cells=max_cells)
     else:
-        sweeps = load_sweeps(spec_or_path, only=sweep, max_cells=max_cells)
+        sweeps = load_sweeps(spec_or_path, only=sweep, max_cells=max_cells, overrides=overrides)
     if sweep is None:
         if len(sweeps) != 1:
             raise SweepError(f"sweep=None but the file defines {len(sweeps)} sweeps; allowed: one of "
@@ -98,59 +106,120 @@ def resolve_sweep(spec_or_path, sweep: str | None, max_cells: int = DEFAULT_MAX_
     return sweeps[sweep]
 
 
-def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | None = None,
-            address: str | None = None, max_failures: int = 2, echo=print) -> SweepResult:
-    """Compute the sweep's missing cells on `backend`, consolidate its tables, write meta.json."""
-    if backend not in BACKENDS:
-        raise SweepError(f"backend={backend!r} is not known; allowed: {', '.join(BACKENDS)}")
+@dataclass
+class Plan:
+    """What a run of `sweep` on `store` would do, found without writing anything."""
+    root: str                    # the results root, absolute where local
+    store: Store
+    cells: dict                  # cell_id -> cell, in the sweep's order
+    done: dict                   # cell_id -> part metadata, the cells already stored
+    todo: list                   # the cells to compute
+    verdict: Verdict             # how the sweep relates to the definition that wrote the store
+
+
+def plan(sweep: Sweep, storage: str, allow_changed: bool = False) -> Plan:
+    """Raises SweepError when the store holds results of a definition this one may not share."""
     storage = str(storage)
     # Absolute: Tune runs each trial in a directory of its own, where a relative path would
     # point somewhere else.
     storage = storage if "://" in storage else os.path.abspath(storage)
     store = Store(storage, sweep.name)
     cells = {cell_id(c): c for c in sweep.cells}
+    verdict = compare(store, sweep, cells, allow_changed)
+    if verdict.kind == "refused":
+        raise SweepError(verdict.message)
     done = store.done(cells)
-    todo = [c for k, c in cells.items() if k not in done]
+    return Plan(storage, store, cells, done, [c for k, c in cells.items() if k not in done], verdict)
+
+
+def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | None = None,
+            address: str | None = None, max_failures: int = 2, echo=print, allow_changed: bool = False,
+            note: Callable[[str], None] | None = None) -> SweepResult:
+    """Compute the sweep's missing cells on `backend`, consolidate its tables, write meta.json.
+
+    Refuses (SweepError, nothing written) a store written by a definition whose stored cells
+    would drop out of the tables, unless `allow_changed`. On Ctrl-C: stops the cells in flight,
+    writes the tables of every finished cell and a meta.json that says `interrupted`, and raises
+    SweepInterrupted (with the result). `note`: where one-line notes go (default: stderr)."""
+    if backend not in BACKENDS:
+        raise SweepError(f"backend={backend!r} is not known; allowed: {', '.join(BACKENDS)}")
+    note = note or (lambda line: print(f"note: {line}", file=sys.stderr, flush=True))
+    p = plan(sweep, storage, allow_changed)
+    store, cells, done, todo = p.store, p.cells, p.done, p.todo
+    for line in [*sweep.notes, p.verdict.message]:
+        if line:
+            note(line)
     for key in cells.keys() - done.keys():
         store.delete(f"failed/{key}.json")        # about to be retried: count its attempts afresh
     started = now()
     echo(f"sweep {sweep.name}: {len(cells)} cells, {len(done)} already stored, {len(todo)} to run -> {store.uri}")
     run = {"backend": backend, "workers": 0, "ray_start_seconds": 0.0, "tune_seconds": 0.0, "engine_seconds": 0.0,
            "address": address or os.environ.get("RAY_ADDRESS") if backend == "ray" else None}
-    if todo and backend == "ray":
-        from . import tune_runner            # Ray only when there is work for it
-        from .packing import pack_cells
+    stage = None                                  # where a Ctrl-C came, if one did
+    try:
+        if todo and backend == "ray":
+            stage = "ray start"
+            from . import tune_runner            # Ray only when there is work for it
+            from .packing import pack_cells
 
-        t0 = time.perf_counter()
-        with tune_runner.connected(address, workers) as n_workers:
+            t0 = time.perf_counter()
+            with tune_runner.connected(address, workers) as n_workers:
+                t1 = time.perf_counter()
+                stage = "cells"
+                packs = pack_cells(todo, n_workers)
+                echo(f"  {len(packs)} trials on {n_workers} workers")
+                run.update(workers=n_workers, ray_start_seconds=round(t1 - t0, 3))
+                engine = tune_runner.run_packs(packs, p.root, sweep.name, workers=n_workers,
+                                               max_failures=max_failures, echo=echo)
+                t2 = time.perf_counter()
+            # Parallel efficiency: engine time over the workers' wall time while Tune ran; the rest
+            # is Tune's per-trial overhead and idle workers at the end.
+            run.update(tune_seconds=round(t2 - t1, 3), engine_seconds=round(engine, 3),
+                       efficiency=round(engine / max((t2 - t1) * n_workers, 1e-9), 4))
+        elif todo:
+            from .local_runner import run_cells
+
+            stage = "cells"
             t1 = time.perf_counter()
-            packs = pack_cells(todo, n_workers)
-            echo(f"  {len(packs)} trials on {n_workers} workers")
-            engine = tune_runner.run_packs(packs, storage, sweep.name, workers=n_workers,
-                                           max_failures=max_failures, echo=echo)
-            t2 = time.perf_counter()
-        # Parallel efficiency: engine time over the workers' wall time while Tune ran; the rest is
-        # Tune's per-trial overhead and idle workers at the end.
-        run.update(workers=n_workers, ray_start_seconds=round(t1 - t0, 3), tune_seconds=round(t2 - t1, 3),
-                   engine_seconds=round(engine, 3), efficiency=round(engine / ((t2 - t1) * n_workers), 4))
-    elif todo:
-        from .local_runner import run_cells
-
-        t1 = time.perf_counter()
-        engine = run_cells(todo, store, max_failures=max_failures, echo=echo)
-        run.update(workers=1, engine_seconds=round(engine, 3), local_seconds=round(time.perf_counter() - t1, 3))
+            engine = run_cells(todo, store, max_failures=max_failures, echo=echo)
+            run.update(workers=1, engine_seconds=round(engine, 3), local_seconds=round(time.perf_counter() - t1, 3))
+        stage = None
+    except KeyboardInterrupt:
+        echo(f"  interrupted during {stage}: keeping the finished cells")
+    interrupted = stage
+    stage = "consolidation"
+    try:
+        tables = store.collect(cells)
+    except KeyboardInterrupt:
+        raise SweepInterrupted("consolidation") from None       # the stored tables are as they were
+    computed = tables.done - done.keys()
+    if interrupted:
+        run["engine_seconds"] = round(float(tables.cells.loc[tables.cells.cell_id.isin(computed),
+                                                              "engine_seconds"].sum()) if computed else 0.0, 3)
     meta = {
         "sweep": sweep.name, "description": sweep.description,
-        "yaml": yaml.safe_dump({sweep.name: sweep.definition}, sort_keys=False),
+        "yaml": yaml12.dump({sweep.name: sweep.definition}),
+        "definition": sweep.definition, "definition_hash": definition_hash(sweep.definition),
+        "overrides": sweep.overrides,
         "hash": hashlib.sha256("".join(sorted(cells)).encode()).hexdigest()[:16],
         "versions": versions(), "git_commit": git_commit(), "host": platform.node(),
         "analysis": sweep.analysis,
         "started": started, "finished": now(),
-        "cells": {"computed_this_run": len(todo), "reused": len(done)},
+        "interrupted": interrupted is not None, "interrupted_during": interrupted,
+        "definition_change": p.verdict.message or None,
+        "cells": {"computed_this_run": len(computed), "reused": len(done)},
         "run": run,
     }
-    counts = store.consolidate(cells, meta)
-    return SweepResult(store.uri, {**meta, "cells": {**meta["cells"], **counts}}, counts, store)
+    try:
+        with deferred():                          # the tables and their meta.json, together
+            store.publish(tables, meta)
+    except KeyboardInterrupt:
+        interrupted = interrupted or "consolidation"
+    counts = tables.counts
+    result = SweepResult(store.uri, {**meta, "cells": {**meta["cells"], **counts}}, counts, store)
+    if interrupted:
+        raise SweepInterrupted(interrupted, result)
+    return result
 
 
 def now() -> str:

@@ -1,20 +1,25 @@
 """The command line: validate, run and analyze sweeps.
 
-    saddlescape validate sweeps.yaml
-    saddlescape run sweeps.yaml --sweep quick [--workers N] [--address ADDR] [--storage URI] [--backend local]
+    saddlescape validate sweeps.yaml [--sweep NAME [KEY=VALUE ...]]
+    saddlescape run sweeps.yaml --sweep quick [KEY=VALUE ...] [--dry-run] [--workers N] [--address ADDR]
+                    [--storage URI] [--backend local] [--allow-changed]
     saddlescape analyze results/quick
 
-Exit codes: 0 done; 1 some cells failed (the rest are stored); 2 bad input (nothing written).
+Exit codes: 0 done; 1 some cells failed (the rest are stored); 2 bad input (nothing written);
+130 interrupted by Ctrl-C (every finished cell kept: rerun the same command to resume).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
 
-from .api import BACKENDS, execute
+from . import plan as plan_
+from .api import BACKENDS, execute, plan, resolve_sweep
 from .cell import cell_id
+from .interrupt import EXIT_CODE, RESUME, SweepInterrupted
 from .spec import DEFAULT_MAX_CELLS, SweepError, load_sweeps
 from .store import Store
 
@@ -23,25 +28,51 @@ def echo(line: str):
     print(line, flush=True)
 
 
+def note(line: str):
+    print(f"note: {line}", file=sys.stderr, flush=True)
+
+
+def warn(line: str):
+    print(f"warning: {line}", file=sys.stderr, flush=True)
+
+
 def fail(message: str, code: int = 2):
     print(f"error: {message}", file=sys.stderr, flush=True)
     return code
 
 
 def cmd_validate(args) -> int:
-    sweeps = load_sweeps(args.sweeps, max_cells=args.max_cells)
+    sweeps = load_sweeps(args.sweeps, only=args.sweep, max_cells=args.max_cells, overrides=args.overrides)
+    workers = args.workers or os.cpu_count() or 1
     width = max(map(len, sweeps))
-    echo(f"{args.sweeps}: {len(sweeps)} sweeps, all valid")
+    echo(f"{args.sweeps}: {len(sweeps)} sweep{'s' if len(sweeps) > 1 else ''}, all valid "
+         f"(estimates: every seed to its budget, on {workers} workers)")
     for name, sweep in sweeps.items():
-        summary = sweep.description if len(sweep.description) <= 60 else sweep.description[:57] + "..."
-        echo(f"  {name:<{width}}  {len(sweep.cells):>6} cells  <= {sweep.seed_steps:.2e} seed-steps  {summary}")
+        for line in sweep.notes:
+            note(line)
+        summary = sweep.description if len(sweep.description) <= 50 else sweep.description[:47] + "..."
+        wall = plan_.wall_seconds(sweep.cells, workers)
+        echo(f"  {name:<{width}}  {len(sweep.cells):>6} cells  <= {sweep.seed_steps:.2e} seed-steps  "
+             f"<= {plan_.duration(wall):>9}  {summary}")
+        warning = plan_.warning(name, sweep.cells, sweep.seed_steps, workers)
+        if warning:
+            warn(warning)
     return 0
 
 
 def cmd_run(args) -> int:
-    sweep = load_sweeps(args.sweeps, only=args.sweep, max_cells=args.max_cells)[args.sweep]
-    result = execute(sweep, args.storage, backend=args.backend, workers=args.workers, address=args.address,
-                     max_failures=args.max_failures, echo=echo)
+    sweep = resolve_sweep(args.sweeps, args.sweep, args.max_cells, overrides=args.overrides)
+    if args.dry_run:
+        return dry_run(sweep, args)
+    try:
+        result = execute(sweep, args.storage, backend=args.backend, workers=args.workers, address=args.address,
+                         max_failures=args.max_failures, echo=echo, allow_changed=args.allow_changed, note=note)
+    except SweepInterrupted as stop:
+        if stop.result is not None:
+            counts = stop.result.counts
+            echo(f"sweep {sweep.name}: {counts['done']}/{counts['total']} cells stored "
+                 f"({stop.result.meta['cells']['computed_this_run']} computed this run) before the interruption")
+        return interrupted(stop.stage)
     counts, run = result.counts, result.meta["run"]
     computed = result.meta["cells"]["computed_this_run"]
     timing = ""
@@ -53,12 +84,46 @@ def cmd_run(args) -> int:
     echo(f"sweep {sweep.name}: {counts['done']}/{counts['total']} cells stored"
          + (f", {counts['failed']} failed" if counts["failed"] else "") + timing)
     if not args.no_analyze and counts["done"]:
-        echo(f"report: {analyze_store(result.store)}")
+        try:
+            echo(f"report: {analyze_store(result.store)}")
+        except KeyboardInterrupt:
+            result.store.mark_analysis_stale(counts, "the analysis was interrupted")
+            return interrupted("analysis")
     if counts["failed"] or counts["missing"]:
         for key, record in result.store.failures().items():
             if key in {cell_id(c) for c in sweep.cells}:
                 echo(f"  failed cell {key}: {record['error'].splitlines()[0]}")
         return 1
+    return 0
+
+
+def interrupted(stage: str) -> int:
+    print(f"{RESUME} (stopped during {stage})", file=sys.stderr, flush=True)
+    return EXIT_CODE
+
+
+def dry_run(sweep, args) -> int:
+    """The cells a run would compute, what varies across them, and an estimate; writes nothing."""
+    p = plan(sweep, args.storage, args.allow_changed)
+    for line in [*sweep.notes, p.verdict.message]:
+        if line:
+            note(line)
+    workers = args.workers or os.cpu_count() or 1
+    echo(f"sweep {sweep.name}: {len(p.cells)} cells, {len(p.done)} already stored, {len(p.todo)} to run -> "
+         f"{p.store.uri} (dry run: nothing written, no Ray started)")
+    fixed, table = plan_.varying_table(sweep.cells, set(p.done), list(p.cells))
+    if fixed:
+        echo("  in every cell: " + ", ".join(fixed))
+    for line in table:
+        echo("  " + line)
+    wall = plan_.wall_seconds(p.todo, workers, args.backend)
+    echo(f"  estimate for the {len(p.todo)} cells to run: <= {plan_.seed_steps(p.todo):.2e} seed-steps, "
+         f"<= {plan_.duration(plan_.engine_seconds(p.todo))} of engine time, wall <= {plan_.duration(wall)} on "
+         f"{1 if args.backend == 'local' else workers} worker{'s' if workers > 1 and args.backend != 'local' else ''} "
+         "(every seed to its budget; most cells stop earlier)")
+    warning = plan_.warning(sweep.name, p.todo, plan_.seed_steps(p.todo), workers)
+    if warning:
+        warn(warning)
     return 0
 
 
@@ -92,32 +157,72 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+OVERRIDES_HELP = ("overrides of the sweep's parameters, Hydra-style: key=value (one value), key=v1,v2 (a grid), "
+                  "key=[...] or key={...} (YAML flow style), ~key (remove); e.g. optimizer.lr=0.001,0.01 seeds=256")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="saddlescape", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="saddlescape", description=__doc__.split("\n\n")[0],
+                                epilog="Exit codes: 0 done; 1 some cells failed; 2 bad input; 130 interrupted.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("validate", help="check every sweep; print cells and estimated work")
+    v = sub.add_parser("validate", help="check the sweeps; print cells, work and wall-time estimates")
     v.add_argument("sweeps", help="the sweeps file, e.g. sweeps.yaml")
-    v.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS, help="largest grid allowed")
+    v.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP + " (needs --sweep)")
+    v.add_argument("--sweep", default=None, help="check only this sweep (default: every sweep of the file)")
+    v.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS,
+                   help=f"refuse grids of more cells than this (default {DEFAULT_MAX_CELLS})")
+    v.add_argument("--workers", type=int, default=None, help="workers the wall-time estimate assumes "
+                   "(default: this machine's CPUs)")
     r = sub.add_parser("run", help="run one sweep (computes only the cells not yet stored)")
-    r.add_argument("sweeps")
-    r.add_argument("--sweep", required=True, help="the sweep's name in the file")
+    r.add_argument("sweeps", help="the sweeps file, e.g. sweeps.yaml (a file of sweeps, or one sweep in "
+                                  "W&B's shape)")
+    r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    r.add_argument("--sweep", default=None, help="the sweep's name in the file (required when it has several)")
     r.add_argument("--storage", default="results",
                    help="results root: a local path (default: results) or a pyarrow URI (s3://..., gs://...)")
     r.add_argument("--address", default=None,
                    help="an existing Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
     r.add_argument("--workers", type=int, default=None, help="parallel trials (default: all cores)")
-    r.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS)
-    r.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial")
+    r.add_argument("--max-cells", type=int, default=DEFAULT_MAX_CELLS,
+                   help=f"refuse grids of more cells than this (default {DEFAULT_MAX_CELLS})")
+    r.add_argument("--max-failures", type=int, default=2, help="retries of a failed trial (default 2)")
     r.add_argument("--backend", choices=BACKENDS, default="ray",
                    help="ray: Ray Tune trials (default); local: in this process, one cell after another, no Ray")
     r.add_argument("--no-analyze", action="store_true", help="skip the report")
+    r.add_argument("--dry-run", action="store_true",
+                   help="list the cells (what varies across them) and estimate the time; write nothing, start no Ray")
+    r.add_argument("--allow-changed", action="store_true",
+                   help="run even though the stored results were written by a definition whose cells would "
+                        "drop out of the tables (keeps the cells still in the grid)")
     a = sub.add_parser("analyze", help="fits, figures and report.md for a results directory")
     a.add_argument("path", help="results/<sweep> or a rows.parquet")
     return p
 
 
+def version() -> str:
+    from .api import _version
+
+    return _version("saddlescape") or "unknown (not installed)"
+
+
+def parse(argv) -> argparse.Namespace:
+    """argparse, with overrides allowed anywhere among the options (`run f.yaml --sweep q seeds=8`):
+    argparse's own positional matching would take them only right after the file."""
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra:
+        if any(e.startswith("-") for e in extra) or args.command not in ("run", "validate"):
+            p.parse_args(argv)                    # argparse's own message and exit 2
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parse(argv)
+    except KeyboardInterrupt:
+        return interrupted("start")
     for flag in ("max_cells", "workers", "max_failures"):
         value = getattr(args, flag, None)
         if value is not None and value < (0 if flag == "max_failures" else 1):
@@ -127,6 +232,11 @@ def main(argv=None) -> int:
         return {"validate": cmd_validate, "run": cmd_run, "analyze": cmd_analyze}[args.command](args)
     except SweepError as e:
         return fail(str(e))
+    except KeyboardInterrupt:               # before the sweep started (reading, validating): nothing written
+        return interrupted("start" if args.command == "run" else args.command)
+    except BrokenPipeError:                 # `saddlescape run ... --dry-run | head`: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

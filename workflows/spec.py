@@ -1,4 +1,4 @@
-"""sweeps.yaml: read (safely), validate, expand into cells.
+"""sweeps.yaml: read (safely, YAML 1.2), validate, expand into cells.
 
     defaults:                     # plain values every sweep starts from
       seeds: 256
@@ -16,11 +16,21 @@
           optimizer.eps: {value: 1.0e-8}    # only multiplies the optimizers that take eps
 
 A parameter is `{value: v}`, `{values: [...]}`, `{distribution: name, min, max}` (random
-method only) or `{rule: name}` (a value derived from the rest of the cell). Keys address the
-cell: `problem`, `optimizer` (whole components), `problem.<p>`, `optimizer.<h>`, and the run
-settings (`seeds`, `budget`, ...). A hyperparameter that an optimizer does not take never
-multiplies that optimizer's cells; one that no optimizer in the sweep takes is an error.
-Every error is one line naming the sweep, the key, the value and what is allowed.
+method only; workflows/distributions.py) or `{rule: name}` (a value derived from the rest of
+the cell). Keys address the cell: `problem`, `optimizer` (whole components), `problem.<p>`,
+`optimizer.<h>`, and the run settings (`seeds`, `budget`, ...). A hyperparameter that an
+optimizer does not take never multiplies that optimizer's cells; one that no optimizer in the
+sweep takes is an error.
+
+W&B's spellings are read too: a nested `optimizer: {parameters: {name: {value: adam}, lr: ...}}`
+is the dotted keys `optimizer.name`, `optimizer.lr`; a file holding one sweep in W&B's shape
+(`method` and `parameters` at the top) is a sweeps file of one sweep, named by its `name` or the
+file's stem; W&B keys that mean nothing here (program, command, metric, early_terminate,
+project, entity) are ignored with a note. Command-line overrides (workflows/overrides.py) are a
+layer above everything the file says.
+
+Every error is one line naming the sweep, the key, the value and what is allowed, for any
+shape of YAML: a SweepError, never another exception.
 """
 from __future__ import annotations
 
@@ -28,20 +38,30 @@ import itertools
 import math
 import random
 import re
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
+from . import distributions, overrides as overrides_
 from .cell import RUN_SCHEMA, cell_id, normalize_cell
 from .registry import registry as registry_of
+from .suggest import did_you_mean
+from .yaml12 import SweepLoader  # noqa: F401  (the loader a sweep file is read with)
 
 SWEEP_KEYS = ("description", "method", "samples", "random_seed", "parameters", "analysis")
+# Keys of a W&B sweep configuration that mean nothing here: saddlescape runs its own engine,
+# stores every run and stops none early, so there is no program, metric or stopping rule.
+WANDB_IGNORED = ("program", "command", "metric", "early_terminate", "project", "entity", "name")
 # What a sweep may tell its report (analysis.*): the optimizer variant(s) every other is compared
 # against in the pairwise table (default: every pair where there are few).
 ANALYSIS_KEYS = ("reference",)
 METHODS = ("grid", "random")
+COMPONENTS = ("problem", "optimizer")
 PARAM_KINDS = ("value", "values", "distribution", "rule")
-DISTRIBUTIONS = ("uniform", "log_uniform_values", "int_uniform", "q_uniform", "q_log_uniform_values")
+PARAM_FORMS = "{value: v}, {values: [...]}, {distribution: ...} or {rule: ...}"
+DISTRIBUTIONS = tuple(distributions.DISTRIBUTIONS)
 # Named rules for derived values, per key; no expression evaluation. A rule sees its
 # component with every default filled in.
 RULES = {
@@ -51,35 +71,14 @@ RULES = {
     "problem.noise_scale": {"inverse_sqrt_dim": lambda problem: problem["dim"] ** -0.5},
 }
 DEFAULT_MAX_CELLS = 10_000
+# A sweep's name is its results folder (results/<name>/): no path separators, no leading dot.
+SWEEP_NAME = re.compile(r"^[^\W][\w.\- ]{0,99}$")
+SEEDS_HINT = ("seeds is the number of runs of a cell (one batch) and seed the base seed: for several "
+              "base seeds write seed: {values: [0, 1, 2]}")
 
 
 class SweepError(ValueError):
     """A sweeps.yaml problem, as one line."""
-
-
-class SweepLoader(yaml.SafeLoader):
-    """The safe loader, with YAML 1.2 floats: `1e-3` is a number, not the string YAML 1.1 makes it."""
-
-
-def _no_duplicate_keys(loader, node, deep=False):
-    """A key given twice would silently keep the last value: refuse it."""
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-
-SweepLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                            lambda loader, node: _no_duplicate_keys(loader, node, deep=True))
-SweepLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
-               r"|[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
 
 
 @dataclass
@@ -87,8 +86,11 @@ class Sweep:
     name: str
     description: str
     cells: list[dict]            # normalised, unique, in a stable order
-    definition: dict             # the sweep's block as written, with the defaults it used
+    definition: dict             # the effective definition: the block as written, the defaults it
+                                 # used, and the command-line overrides (when there are any)
     analysis: dict = field(default_factory=dict)   # the block's `analysis` settings, for the report
+    notes: list[str] = field(default_factory=list)        # one line each: what was read how, ignored
+    overrides: list[str] = field(default_factory=list)    # as given on the command line
 
     @property
     def seed_steps(self) -> int:
@@ -96,10 +98,16 @@ class Sweep:
         return sum(c["seeds"] * c["budget"] for c in self.cells)
 
 
+# --- reading -------------------------------------------------------------------------------
+
+
 def load_yaml(path) -> dict:
+    """The file's document, by the YAML 1.2 core schema (workflows/yaml12.py)."""
+    from . import yaml12
+
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.load(f, Loader=SweepLoader)   # noqa: S506 (a SafeLoader subclass)
+            return yaml12.load(f)
     except OSError as e:
         raise SweepError(f"{path}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError as e:
@@ -110,70 +118,112 @@ def load_yaml(path) -> dict:
         what = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SweepError(f"{path}: invalid YAML{where}: {what}; allowed: plain YAML "
                          "(mappings, lists, numbers, strings; no tags)") from None
-    return check_file(data, str(path))
+    except RecursionError:
+        raise SweepError(f"{path}: invalid YAML: nested too deeply; allowed: plain YAML "
+                         "(mappings, lists, numbers, strings)") from None
 
 
-def check_file(data, where: str) -> dict:
-    if not isinstance(data, dict) or not isinstance(data.get("sweeps"), dict) or not data["sweeps"]:
-        raise SweepError(f"{where}: top level must be a mapping with a non-empty 'sweeps' mapping "
-                         "(and optionally 'defaults')")
-    unknown = [k for k in data if k not in ("defaults", "sweeps")]
-    if unknown:
-        raise SweepError(f"{where}: unknown top-level key {unknown[0]!r}; allowed: defaults, sweeps")
-    return data
-
-
-def load_sweeps(path, only: str | None = None, max_cells: int = DEFAULT_MAX_CELLS) -> dict[str, Sweep]:
-    """Every sweep in the file (or just `only`), validated and expanded."""
-    return expand_file(load_yaml(path), str(path), only, max_cells)
+def load_sweeps(path, only: str | None = None, max_cells: int = DEFAULT_MAX_CELLS,
+                overrides=()) -> dict[str, Sweep]:
+    """Every sweep in the file (or just `only`), validated and expanded; `overrides`
+    (["optimizer.lr=0.001,0.01", ...]) apply to the one sweep chosen."""
+    return expand_file(load_yaml(path), str(path), only, max_cells, overrides, stem=Path(str(path)).stem)
 
 
 def sweeps_from_mapping(data: dict, name: str = "notebook", max_cells: int = DEFAULT_MAX_CELLS) -> dict[str, Sweep]:
     """A sweeps file given as a mapping (the Python API): a whole file ({defaults, sweeps}), or one
-    sweep's block ({description, method, parameters}), which is then called `name`."""
+    sweep's block ({description, method, parameters}), which is then called `name` (or its W&B
+    `name`)."""
+    return expand_file(data, "spec", None, max_cells, stem=name)
+
+
+def file_shape(data, where: str, stem: str | None = None) -> tuple[dict, list[str]]:
+    """{defaults, sweeps} from a file of either shape: ours, or one sweep in W&B's shape
+    (`parameters` at the top), named by its `name` or else `stem`."""
     if isinstance(data, dict) and "sweeps" not in data and "parameters" in data:
-        data = {"sweeps": {name: data}}
-    return expand_file(check_file(data, "spec"), "spec", None, max_cells)
+        block = dict(data)
+        name = block.pop("name", None)
+        name = stem or "sweep" if name is None else name
+        return {"sweeps": {name: block}}, [f"{where}: one sweep in W&B's shape, called {name!r}"]
+    if not isinstance(data, dict) or not isinstance(data.get("sweeps"), dict) or not data["sweeps"]:
+        raise SweepError(f"{where}: top level must be a mapping with a non-empty 'sweeps' mapping "
+                         "(and optionally 'defaults'), or one sweep in W&B's shape (method, parameters)")
+    unknown = [k for k in data if k not in ("defaults", "sweeps")]
+    if unknown:
+        hint = did_you_mean(unknown[0], ("defaults", "sweeps"))
+        if unknown[0] in SWEEP_KEYS:
+            hint = f" ({unknown[0]} belongs in a sweep's block, under sweeps: <name>:)"
+        raise SweepError(f"{where}: unknown top-level key {unknown[0]!r}{hint}; allowed: defaults, sweeps")
+    return data, []
 
 
-def expand_file(data: dict, where: str, only: str | None, max_cells: int) -> dict[str, Sweep]:
+def check_file(data, where: str) -> dict:
+    """The file's {defaults, sweeps} (either shape; see file_shape)."""
+    return file_shape(data, where)[0]
+
+
+def expand_file(data, where: str, only: str | None, max_cells: int, overrides=(),
+                stem: str | None = None) -> dict[str, Sweep]:
+    data, notes = file_shape(data, where, stem)
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise SweepError(f"{where}: defaults={defaults!r} is not a mapping; allowed: key: value pairs")
-    if only is not None and only not in data["sweeps"]:
-        raise SweepError(f"{where}: --sweep {only!r} is not defined; allowed: {', '.join(data['sweeps'])}")
-    names = [only] if only is not None else list(data["sweeps"])
-    return {name: expand_sweep(name, data["sweeps"][name], defaults, max_cells) for name in names}
+    sweeps = data["sweeps"]
+    for name in sweeps:
+        if not isinstance(name, str) or not SWEEP_NAME.match(name):
+            raise SweepError(f"{where}: sweep name {name!r} cannot name a results folder; allowed: letters, "
+                             "digits, '_', '-', '.' and inner spaces, not starting with '.' (at most 100)")
+    if only is not None and only not in sweeps:
+        single = " (the file's one sweep: --sweep may be left out)" if len(sweeps) == 1 else ""
+        raise SweepError(f"{where}: --sweep {only!r} is not defined{did_you_mean(only, sweeps)}; "
+                         f"allowed: {', '.join(sweeps)}{single}")
+    if overrides and only is None and len(sweeps) > 1:
+        raise SweepError(f"{where}: overrides {' '.join(map(str, overrides))} need one sweep; allowed: "
+                         f"--sweep NAME, one of {', '.join(sweeps)}")
+    names = [only] if only is not None else list(sweeps)
+    out = {name: expand_sweep(name, sweeps[name], defaults, max_cells, overrides) for name in names}
+    for sweep in out.values():
+        sweep.notes[:0] = notes
+    return out
 
 
-# --- expansion ---------------------------------------------------------------------------
+# --- one sweep -----------------------------------------------------------------------------
 
 
-def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_CELLS) -> Sweep:
+def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_CELLS, overrides=()) -> Sweep:
     where = f"sweep {name!r}"
     if not isinstance(block, dict):
         raise SweepError(f"{where}: {block!r} is not a mapping; allowed: keys {', '.join(SWEEP_KEYS)}")
+    block, notes = _wandb_keys(where, dict(block))
     unknown = [k for k in block if k not in SWEEP_KEYS]
     if unknown:
-        raise SweepError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(SWEEP_KEYS)}")
+        raise SweepError(f"{where}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], SWEEP_KEYS)}; "
+                         f"allowed: {', '.join(SWEEP_KEYS)}")
+    written = dict(block)
+    try:
+        given = overrides_.parse(overrides)
+    except overrides_.OverrideError as e:
+        raise SweepError(f"{where}: {e}") from None
+    block, top = _apply_overrides(where, block, given)
     method = block.get("method", "grid")
-    if method not in METHODS:
-        raise SweepError(f"{where}: method={method!r} is not allowed; allowed: {', '.join(METHODS)}")
+    if not isinstance(method, str) or method not in METHODS:
+        raise SweepError(f"{where}: method={method!r} is not allowed{did_you_mean(method, METHODS)}; "
+                         f"allowed: {', '.join(METHODS)}")
     params = block.get("parameters")
     if not isinstance(params, dict) or not params:
         raise SweepError(f"{where}: parameters={params!r} is not a non-empty mapping; "
                          "allowed: key: {value | values | distribution | rule}")
-    base = {key: parse_param(where, key, value) for key, value in defaults.items()}
-    specs = {key: parse_param(where, key, value) for key, value in params.items()}
-    for key in (*base, *specs):
+    base = parse_params(where, defaults)
+    specs = parse_params(where, params)
+    for key in (*base, *specs, *top):
         check_key(where, key)
 
     if method == "grid":
-        for key, spec in {**base, **specs}.items():
+        for key, spec in {**base, **specs, **top}.items():
             if "distribution" in spec:
                 raise SweepError(f"{where}: {key} has a distribution; allowed with method: random only "
                                  "(use values: for a grid)")
-        raw_cells = _grid(where, base, specs, max_cells)
+        raw_cells = _grid(where, base, specs, top, max_cells)
     else:
         samples = block.get("samples")
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
@@ -182,24 +232,98 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
         if samples > max_cells:
             raise SweepError(f"{where}: samples={samples} is over --max-cells {max_cells}; "
                              f"allowed: at most {max_cells}")
-        rng = random.Random(block.get("random_seed", 0))
-        raw_cells = [_sample(where, base, specs, rng) for _ in range(samples)]
+        seed = block.get("random_seed", 0)
+        if not isinstance(seed, (int, str)) or isinstance(seed, bool):
+            raise SweepError(f"{where}: random_seed={seed!r} is not allowed; allowed: an integer")
+        rng = random.Random(seed)
+        raw_cells = [_sample(where, base, specs, top, rng, max_cells) for _ in range(samples)]
 
     cells, seen = [], set()
     for raw in raw_cells:
         try:
             cell = normalize_cell(raw)
+        except OverflowError:                # an integer no float can hold, given for a real number
+            key, value = _too_large(raw)
+            raise SweepError(f"{where}: {key}={str(value)[:12]}... ({len(str(value))} digits) is too large; "
+                             f"allowed: a number below {sys.float_info.max:.3g}") from None
         except ValueError as e:
-            raise SweepError(f"{where}: {e}") from None
+            hint = f"; {SEEDS_HINT}" if re.search(r"\bseeds=", str(e)) and "values" in _spec_of("seeds", base, specs, top) \
+                else ""
+            raise SweepError(f"{where}: {e}{hint}") from None
         key = cell_id(cell)
         if key not in seen:
             seen.add(key)
             cells.append(cell)
     if not cells:
         raise SweepError(f"{where}: the sweep expands to no cells; allowed: at least one")
-    definition = {"defaults": defaults, **block}
+    definition = {"defaults": defaults, **written}
+    if given:
+        definition["overrides"] = [o.text for o in given]
     return Sweep(name, str(block.get("description", "")).strip(), cells, definition,
-                 _analysis_settings(where, block.get("analysis")))
+                 _analysis_settings(where, block.get("analysis")), notes, [o.text for o in given])
+
+
+def _too_large(raw: dict) -> tuple[str, int]:
+    """The first value of a cell that is an integer beyond floating point, and its key."""
+    for key, value in raw.items():
+        inner = value.items() if isinstance(value, dict) else [(None, value)]
+        for field, v in inner:
+            if isinstance(v, int) and abs(v) > sys.float_info.max:
+                return (f"{key}.{field}" if field else key), v
+    return "a value", 0
+
+
+def _spec_of(key: str, *layers) -> dict:
+    for layer in reversed(layers):
+        if key in layer:
+            return layer[key]
+    return {}
+
+
+def _wandb_keys(where: str, block: dict) -> tuple[dict, list[str]]:
+    """W&B's keys that mean nothing here, dropped with a note; `run_cap` is `samples` for a
+    random sweep (W&B's random search runs until its cap)."""
+    notes = []
+    ignored = [k for k in WANDB_IGNORED if k in block]
+    for key in ignored:
+        block.pop(key)
+    if ignored:
+        named = "; the sweep's name is its key under sweeps" if "name" in ignored else ""
+        notes.append(f"{where}: ignored W&B key{'s' if len(ignored) > 1 else ''} {', '.join(ignored)} "
+                     f"(saddlescape runs its own engine on every cell, keeps every run and stops none early: "
+                     f"no program, metric or stopping rule{named})")
+    if "run_cap" in block:
+        cap = block.pop("run_cap")
+        if block.get("method") == "random" and "samples" not in block:
+            block["samples"] = cap
+            notes.append(f"{where}: W&B's run_cap={cap!r} read as samples={cap!r}")
+        else:
+            notes.append(f"{where}: ignored W&B key run_cap (a grid runs all its cells; random: samples)")
+    return block, notes
+
+
+def _apply_overrides(where: str, block: dict, given) -> tuple[dict, dict]:
+    """The sweep's block with the sweep settings and deletions of the overrides applied, and the
+    overriding parameters as a layer of their own (parsed): they win over everything."""
+    if not given:
+        return block, {}
+    params = block.get("parameters")
+    params = dict(params) if isinstance(params, dict) else {}
+    top = {}
+    for o in given:
+        if o.key in overrides_.SWEEP_SETTINGS:
+            if o.delete or "value" not in o.value:
+                raise SweepError(f"{where}: override {o.text!r}: {o.key} takes one value; allowed: {o.key}=v")
+            block[o.key] = o.value["value"]
+        elif o.delete:
+            if o.key not in params:
+                raise SweepError(f"{where}: override {o.text!r}: the sweep has no parameter {o.key}"
+                                 f"{did_you_mean(o.key, params)}; allowed: one of {', '.join(map(str, params))}")
+            del params[o.key]
+        else:
+            top[o.key] = o.value
+    block["parameters"] = params
+    return block, parse_params(where, top)
 
 
 def _analysis_settings(where: str, settings) -> dict:
@@ -210,7 +334,8 @@ def _analysis_settings(where: str, settings) -> dict:
         raise SweepError(f"{where}: analysis={settings!r} is not a mapping; allowed: keys {', '.join(ANALYSIS_KEYS)}")
     unknown = [k for k in settings if k not in ANALYSIS_KEYS]
     if unknown:
-        raise SweepError(f"{where}: analysis.{unknown[0]} is not known; allowed: {', '.join(ANALYSIS_KEYS)}")
+        raise SweepError(f"{where}: analysis.{unknown[0]} is not known{did_you_mean(unknown[0], ANALYSIS_KEYS)}; "
+                         f"allowed: {', '.join(ANALYSIS_KEYS)}")
     reference = settings.get("reference")
     names = reference if isinstance(reference, list) else [reference]
     if reference is not None and not all(isinstance(n, str) and n for n in names):
@@ -219,65 +344,99 @@ def _analysis_settings(where: str, settings) -> dict:
     return dict(settings)
 
 
+# --- parameters ----------------------------------------------------------------------------
+
+
+def parse_params(where: str, mapping: dict) -> dict[str, dict]:
+    """{key: parameter} with W&B's nested `parameters:` blocks flattened onto dotted keys:
+    optimizer: {parameters: {lr: {values: [...]}}} is optimizer.lr: {values: [...]}."""
+    out: dict[str, dict] = {}
+
+    def add(key, value, written):
+        if key in out:
+            raise SweepError(f"{where}: {key} is given twice ({written} and {key}); allowed: once")
+        out[key] = parse_param(where, key, value)
+
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            raise SweepError(f"{where}: parameter name {key!r} is not a string; allowed: names such as "
+                             "seeds, optimizer.lr")
+        if not (isinstance(value, dict) and "parameters" in value):
+            add(key, value, key)
+            continue
+        if key not in COMPONENTS:
+            raise SweepError(f"{where}: {key} has nested parameters; allowed: nested parameters (W&B's "
+                             "parameters: block) only under problem and optimizer")
+        nested = value["parameters"]
+        if len(value) != 1 or not isinstance(nested, dict) or not nested:
+            raise SweepError(f"{where}: {key}={value!r} is not allowed; allowed: {key}: {{parameters: "
+                             "{name: {value: ...}, <field>: {values: [...]}, ...}} and nothing beside parameters")
+        for sub, subvalue in nested.items():
+            if not isinstance(sub, str) or "." in sub:
+                raise SweepError(f"{where}: {key}.parameters key {sub!r} is not a field name; allowed: "
+                                 f"name and the fields of the {key}")
+            if isinstance(subvalue, dict) and "parameters" in subvalue:
+                raise SweepError(f"{where}: {key}.{sub} has nested parameters; allowed: one level "
+                                 f"({key}.parameters.<field>)")
+            add(f"{key}.{sub}", subvalue, f"{key}.parameters.{sub}")
+    return out
+
+
 def parse_param(where: str, key, value) -> dict:
     if not isinstance(key, str):
         raise SweepError(f"{where}: parameter name {key!r} is not a string")
     if not isinstance(value, dict):
-        if key in ("problem", "optimizer") or isinstance(value, list):
-            raise SweepError(f"{where}: {key}={value!r} is not a parameter; allowed: "
-                             "{value: v}, {values: [...]}, {distribution: ...} or {rule: ...}")
+        if isinstance(value, list):
+            grid = "[{name: ...}, ...]" if key in COMPONENTS else "[...]"
+            raise SweepError(f"{where}: {key}={value!r} is a list; allowed: {PARAM_FORMS} (a grid is "
+                             f"{key}: {{values: {grid}}})")
+        if key in COMPONENTS:
+            raise SweepError(f"{where}: {key}={value!r} is not a mapping; allowed: {key}: {{name: ..., ...}}, "
+                             f"{{value: {{name: ...}}}} or {{values: [{{name: ...}}, ...]}} (or {key}.name: ...)")
         return {"value": value}                # a bare scalar is a constant
     kinds = [k for k in PARAM_KINDS if k in value]
-    if key in ("problem", "optimizer") and not kinds:
+    if key in COMPONENTS and not kinds:
         return {"value": value}                # a whole component written inline
     if len(kinds) != 1:
-        raise SweepError(f"{where}: {key}={value!r} must have exactly one of value, values, distribution, rule")
+        near = [f"{k!r}{did_you_mean(k, PARAM_KINDS)}" for k in value if did_you_mean(k, PARAM_KINDS)]
+        raise SweepError(f"{where}: {key}={value!r} must have exactly one of value, values, distribution, rule"
+                         + (f"; found {near[0]}" if near and not kinds else ""))
     kind = kinds[0]
-    allowed_extra = {"value": set(), "values": set(), "rule": set(),
-                     "distribution": {"min", "max", "q"}}[kind]
-    extra = [k for k in value if k != kind and k not in allowed_extra]
+    if kind == "distribution":
+        if key in COMPONENTS or key.endswith(".name"):
+            raise SweepError(f"{where}: {key} has a distribution; allowed: {key}: {{values: [...]}} "
+                             "(a distribution draws numbers)")
+        try:
+            distributions.check(key, value)
+        except distributions.DistributionError as e:
+            raise SweepError(f"{where}: {e}") from None
+        return value
+    extra = [k for k in value if k != kind]
     if extra:
-        raise SweepError(f"{where}: {key} has unknown field {extra[0]!r}; allowed: {kind}"
-                         + (", " + ", ".join(sorted(allowed_extra)) if allowed_extra else ""))
-    if kind == "values" and (not isinstance(value["values"], list) or not value["values"]):
-        raise SweepError(f"{where}: {key}.values={value['values']!r} is an empty grid; allowed: a non-empty list")
-    rules = [value] if kind == "rule" else [] if key in ("problem", "optimizer") else [
+        raise SweepError(f"{where}: {key} has unknown field {extra[0]!r}; allowed: {kind} alone")
+    if kind == "values" and not isinstance(value["values"], list):
+        raise SweepError(f"{where}: {key}.values={value['values']!r} is not a list; allowed: a non-empty list")
+    if kind == "values" and not value["values"]:
+        raise SweepError(f"{where}: {key}.values=[] is an empty grid; allowed: a non-empty list")
+    rules = [value] if kind == "rule" else [] if key in COMPONENTS else [
         v for v in value.get("values", []) if isinstance(v, dict)]
     for rule in rules:                       # a rule may stand alone or as one of the values
-        if set(rule) != {"rule"} or rule["rule"] not in RULES.get(key, {}):
+        if set(rule) != {"rule"} or not isinstance(rule["rule"], str) or rule["rule"] not in RULES.get(key, {}):
             usable = [f"{k}: {{rule: {r}}}" for k, named in RULES.items() for r in named]
             raise SweepError(f"{where}: {key}={rule!r} is not a known rule for {key}; "
                              f"allowed: {', '.join(usable)}")
-    if kind == "distribution":
-        _check_distribution(where, key, value)
     return value
 
 
-def _check_distribution(where, key, spec):
-    dist = spec["distribution"]
-    if dist not in DISTRIBUTIONS:
-        raise SweepError(f"{where}: {key}.distribution={dist!r} is not known; allowed: {', '.join(DISTRIBUTIONS)}")
-    lo, hi = spec.get("min"), spec.get("max")
-    for bound, v in (("min", lo), ("max", hi)):
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise SweepError(f"{where}: {key}.{bound}={v!r} is not a number; allowed: a number")
-    if not lo < hi:
-        raise SweepError(f"{where}: {key} has min={lo!r} >= max={hi!r}; allowed: min < max")
-    if dist.startswith(("log", "q_log")) and lo <= 0:
-        raise SweepError(f"{where}: {key}.min={lo!r} is not positive; allowed: min > 0 for {dist}")
-    if dist.startswith("q_") and not (isinstance(spec.get("q"), (int, float)) and spec["q"] > 0):
-        raise SweepError(f"{where}: {key}.q={spec.get('q')!r} is not allowed; allowed: a number > 0 for {dist}")
-
-
 def check_key(where: str, key: str):
-    if key in ("problem", "optimizer") or key in RUN_SCHEMA:
+    if key in COMPONENTS or key in RUN_SCHEMA:
         return
     head, _, field = key.partition(".")
-    if head in ("problem", "optimizer") and field and "." not in field:
+    if head in COMPONENTS and field and "." not in field:
         return                                   # field checked against the components below
-    allowed = ", ".join(["problem", "problem.<parameter>", "optimizer", "optimizer.<hyperparameter>",
-                         *RUN_SCHEMA])
-    raise SweepError(f"{where}: unknown parameter {key!r}; allowed: {allowed}")
+    allowed = ["problem", "problem.<parameter>", "optimizer", "optimizer.<hyperparameter>", *RUN_SCHEMA]
+    raise SweepError(f"{where}: unknown parameter {key!r}{did_you_mean(key, [*COMPONENTS, *RUN_SCHEMA])}; "
+                     f"allowed: {', '.join(allowed)}")
 
 
 # --- grid and random expansion -----------------------------------------------------------
@@ -288,98 +447,143 @@ def _choices(spec: dict) -> list:
     return spec["values"] if "values" in spec else [spec["value"]] if "value" in spec else [spec]
 
 
-def _components(where, kind: str, defaults: dict, specs: dict, pick) -> list[dict]:
+def _get(where: str, registry, name):
+    """The component called `name`, or one line naming it, its closest known name and the rest."""
+    try:
+        return registry.get(name)
+    except (ValueError, ImportError) as e:   # ImportError: a class path whose package is missing
+        message = str(e).replace("; allowed:", did_you_mean(name, registry.names()) + "; allowed:", 1)
+        raise SweepError(f"{where}: {message}") from None
+
+
+def _names(where: str, kind: str, written, pick) -> list:
+    """The names an inline component's `name` stands for: a name, or {value: n} / {values: [...]}."""
+    if isinstance(written, list):
+        raise SweepError(f"{where}: {kind}.name={written!r} is a list; allowed: one name, or several as "
+                         f"{kind}: {{name: {{values: {written!r}}}, ...}} or {kind}.name: {{values: [...]}}")
+    if isinstance(written, dict):
+        return pick(f"{kind}.name", parse_param(where, f"{kind}.name", written))
+    return [written]
+
+
+def _components(where, kind: str, defaults: dict, specs: dict, top: dict, pick, max_cells: int) -> list[dict]:
     """Every component (problem or optimizer) the sweep asks for. Layers, the more specific
-    winning: the defaults' dotted keys, the sweep's dotted keys, then what a whole component
-    written inline says. Dotted keys only reach the components that take them.
-    `pick(key, spec)` returns the list of choices for one parameter."""
+    winning: the defaults' dotted keys, the sweep's dotted keys, what a whole component written
+    inline says, then the command-line overrides. Dotted keys only reach the components that
+    take them. `pick(key, spec)` returns the list of choices for one parameter."""
     registry = registry_of(kind)
-    schema_of = lambda n: registry.get(n).schema
+    schema_of = lambda n: _get(where, registry, n).schema
     dotted = lambda layer: {k.split(".", 1)[1]: s for k, s in layer.items() if k.startswith(kind + ".")}
-    low, high = dotted(defaults), dotted(specs)
-    default_name, name_spec = low.pop("name", None), high.pop("name", None)
-    whole = specs.get(kind, defaults.get(kind))
+    low, high, over = dotted(defaults), dotted(specs), dotted(top)
+    default_name, name_spec, over_name = low.pop("name", None), high.pop("name", None), over.pop("name", None)
+    whole = top.get(kind, specs.get(kind, defaults.get(kind)))
     out = []
     for base in (pick(kind, whole) if whole is not None else [{}]):
         if not isinstance(base, dict):
             raise SweepError(f"{where}: {kind}={base!r} is not a mapping; allowed: {{name: ..., ...}}")
         base = dict(base)
+        bad = [k for k in base if not isinstance(k, str)]
+        if bad:
+            raise SweepError(f"{where}: {kind} field {bad[0]!r} is not a name; allowed: name and the "
+                             f"fields of the {kind}")
         base_name = base.pop("name", None)
-        names = ([base_name] if base_name is not None else pick(f"{kind}.name", name_spec) if name_spec
-                 else pick(f"{kind}.name", default_name) if default_name else [None])
+        if over_name is not None:
+            names = pick(f"{kind}.name", over_name)
+        elif base_name is not None:
+            names = _names(where, kind, base_name, pick)
+        else:
+            names = (pick(f"{kind}.name", name_spec) if name_spec else
+                     pick(f"{kind}.name", default_name) if default_name else [None])
+        # Inline fields belong to the one component they are written with; when the name is a
+        # grid (or overridden), each name takes those of them it has.
+        shared = over_name is not None or len(names) > 1
+        inline = {k: parse_param(where, f"{kind}.{k}", v) for k, v in base.items()}
         for name in names:
             if name is None:
                 raise SweepError(f"{where}: {kind}.name is not set; allowed: {', '.join(registry.names())}")
-            try:
-                registry.get(name)
-            except ValueError as e:
-                raise SweepError(f"{where}: {e}") from None
-            fields = {k: s for k, s in low.items() if k in schema_of(name)}
-            fields.update({k: s for k, s in high.items() if k in schema_of(name)})
-            fields.update({k: parse_param(where, f"{kind}.{k}", v) for k, v in base.items()})
-            out.extend(_product(where, kind, name, fields, pick))
-    # A dotted key that no component takes is a typo: in the sweep, against its components;
-    # in the defaults, against every registered one (a default may serve other sweeps).
-    for layer, names in ((high, sorted({c["name"] for c in out})), (low, sorted(registry.names()))):
+            schema = schema_of(name)
+            fields = {k: s for k, s in low.items() if k in schema}
+            fields.update({k: s for k, s in high.items() if k in schema})
+            fields.update({k: s for k, s in inline.items() if not shared or k in schema})
+            fields.update({k: s for k, s in over.items() if k in schema})
+            for k, spec in fields.items():
+                if "distribution" in spec and k in schema:
+                    _check_draw(where, f"{kind}.{k}", spec, schema[k])
+            out.extend(_product(where, kind, name, schema, fields, pick, max_cells - len(out)))
+        for field in inline if shared else ():
+            if not any(field in schema_of(n) for n in names):
+                raise SweepError(f"{where}: {kind}.{field} is not a parameter of {', '.join(map(str, names))}")
+    # A dotted key that no component takes is a typo: in the sweep and the overrides, against its
+    # components; in the defaults, against every registered one (a default may serve other sweeps).
+    for layer, names in ((over, sorted({c["name"] for c in out})), (high, sorted({c["name"] for c in out})),
+                         (low, sorted(registry.names()))):
         for field in layer:
             if not any(field in schema_of(n) for n in names):
                 allowed = sorted({k for n in names for k in schema_of(n)})
-                raise SweepError(f"{where}: {kind}.{field} is not a parameter of {', '.join(names)}; "
-                                 f"allowed: {', '.join(allowed)}")
+                raise SweepError(f"{where}: {kind}.{field} is not a parameter of {', '.join(names)}"
+                                 f"{did_you_mean(field, allowed)}; allowed: {', '.join(allowed)}")
     return out
 
 
-def _product(where, kind, name, fields: dict, pick) -> list[dict]:
-    """The grid over one component's fields; a chosen {rule: name} is then derived from the rest."""
-    schema = registry_of(kind).get(name).schema
+def _check_draw(where: str, key: str, spec: dict, param):
+    try:
+        distributions.check_for(key, spec, param)
+    except distributions.DistributionError as e:
+        raise SweepError(f"{where}: {e}") from None
+
+
+def _product(where, kind, name, schema, fields: dict, pick, room: int) -> list[dict]:
+    """The grid over one component's fields; a chosen {rule: name} is then derived from the rest.
+    Counted before it is built: a grid over `room` cells is refused, not enumerated."""
     keys = list(fields)
+    choices = [pick(f"{kind}.{k}", fields[k]) for k in keys]
+    if math.prod(len(c) for c in choices) > room:
+        raise SweepError(f"{where}: the grid has more than --max-cells cells ({kind} {name} alone has "
+                         f"{math.prod(len(c) for c in choices)}); allowed: shrink the grid or raise --max-cells")
     out = []
-    for combo in itertools.product(*(pick(f"{kind}.{k}", fields[k]) for k in keys)):
+    for combo in itertools.product(*choices):
         component = {"name": name, **dict(zip(keys, combo))}
         filled = {k: p.default for k, p in schema.items()} | component
         for field, value in component.items():
             if isinstance(value, dict) and "rule" in value:
                 try:
                     component[field] = RULES[f"{kind}.{field}"][value["rule"]](filled)
-                except (KeyError, TypeError, ValueError):
+                except (KeyError, TypeError, ValueError, OverflowError):
                     raise SweepError(f"{where}: {kind}.{field}={value!r} cannot be derived for {name}; "
                                      f"allowed: a rule whose inputs are numbers") from None
         out.append(component)
     return out
 
 
-def _grid(where, defaults: dict, specs: dict, max_cells: int) -> list[dict]:
+def _run_settings(where, defaults: dict, specs: dict, top: dict) -> dict:
+    """The run settings' parameters (seeds, budget, ...), the most specific layer winning."""
+    run = {k: s for k, s in {**defaults, **specs, **top}.items() if k in RUN_SCHEMA}
+    for key, spec in run.items():
+        if "distribution" in spec:
+            _check_draw(where, key, spec, RUN_SCHEMA[key])
+    return run
+
+
+def _grid(where, defaults: dict, specs: dict, top: dict, max_cells: int) -> list[dict]:
     pick = lambda key, spec: _choices(spec)
-    problems = _components(where, "problem", defaults, specs, pick)
-    optimizers = _components(where, "optimizer", defaults, specs, pick)
-    run_specs = {k: s for k, s in {**defaults, **specs}.items() if k in RUN_SCHEMA}
-    runs = [dict(zip(run_specs, combo)) for combo in itertools.product(*map(_choices, run_specs.values()))]
-    total = len(problems) * len(optimizers) * len(runs)
+    problems = _components(where, "problem", defaults, specs, top, pick, max_cells)
+    optimizers = _components(where, "optimizer", defaults, specs, top, pick, max_cells)
+    run_specs = _run_settings(where, defaults, specs, top)
+    total = len(problems) * len(optimizers) * math.prod(len(_choices(s)) for s in run_specs.values())
     if total > max_cells:
         raise SweepError(f"{where}: the grid has {total} cells, over --max-cells {max_cells}; "
                          f"allowed: at most {max_cells} (shrink the grid or raise --max-cells)")
+    runs = [dict(zip(run_specs, combo)) for combo in itertools.product(*map(_choices, run_specs.values()))]
     return [{"problem": p, "optimizer": o, **r} for p, o, r in itertools.product(problems, optimizers, runs)]
 
 
-def _sample(where, defaults: dict, specs: dict, rng: random.Random) -> dict:
+def _sample(where, defaults: dict, specs: dict, top: dict, rng: random.Random, max_cells: int) -> dict:
     def pick(key, spec):
         if "distribution" not in spec:
             return [rng.choice(_choices(spec))]
-        return [_draw(spec, rng)]
+        return [distributions.draw(spec, rng)]
 
-    problem = rng.choice(_components(where, "problem", defaults, specs, pick))
-    optimizer = rng.choice(_components(where, "optimizer", defaults, specs, pick))
-    run = {k: pick(k, s)[0] for k, s in {**defaults, **specs}.items() if k in RUN_SCHEMA}
+    problem = rng.choice(_components(where, "problem", defaults, specs, top, pick, max_cells))
+    optimizer = rng.choice(_components(where, "optimizer", defaults, specs, top, pick, max_cells))
+    run = {k: pick(k, s)[0] for k, s in _run_settings(where, defaults, specs, top).items()}
     return {"problem": problem, "optimizer": optimizer, **run}
-
-
-def _draw(spec: dict, rng: random.Random):
-    dist, lo, hi = spec["distribution"], spec["min"], spec["max"]
-    if dist == "uniform":
-        return rng.uniform(lo, hi)
-    if dist == "int_uniform":
-        return rng.randint(int(lo), int(hi))
-    if dist == "log_uniform_values":
-        return math.exp(rng.uniform(math.log(lo), math.log(hi)))
-    value = rng.uniform(lo, hi) if dist == "q_uniform" else math.exp(rng.uniform(math.log(lo), math.log(hi)))
-    return round(value / spec["q"]) * spec["q"]

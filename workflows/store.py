@@ -6,16 +6,20 @@
     <root>/<sweep>/rows.parquet, cells.parquet, traces.parquet, meta.json   consolidated at the end
 
 Every file is written to a temporary name and then renamed, so a killed writer leaves no file
-that looks complete. A part is trusted only if its parquet footer reads, its row count is the
+that looks complete; meta.json is written after the tables it describes, and a report written
+for other tables is marked out of date at its top. A part is trusted only if its parquet footer reads, its row count is the
 cell's seed count and its embedded cell id is its name: a truncated or corrupt part is
 recomputed, never read as results.
 """
 from __future__ import annotations
 
+import datetime
+import hashlib
 import io
 import json
 import os
 import uuid
+from typing import NamedTuple
 
 import pandas as pd
 import pyarrow as pa
@@ -44,9 +48,13 @@ class Store:
         final = self.path(relpath)
         self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
         tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-        with self.fs.open_output_stream(tmp) as out:
-            out.write(data)
-        self.fs.move(tmp, final)            # a rename on local disks and NFS
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(data)
+            self.fs.move(tmp, final)        # a rename on local disks and NFS
+        except BaseException:               # Ctrl-C or a full disk: no temporary file left behind
+            self.delete(tmp.removeprefix(self.base + "/"))
+            raise
 
     def write_table(self, relpath: str, frame: pd.DataFrame, metadata: dict | None = None):
         table = pa.Table.from_pandas(frame, preserve_index=False)
@@ -124,11 +132,28 @@ class Store:
         with self.fs.open_input_file(self.path(relpath)) as f:
             return pq.read_table(f).to_pandas()
 
+    def stored_cell_ids(self) -> set[str]:
+        """The cells with results in the stored tables (cells.parquet); where there are no tables
+        (a run killed before its first consolidation), every complete-looking part file."""
+        try:
+            cells = self.read_table("cells.parquet")
+            return set(cells.loc[cells.status == "ok", "cell_id"])
+        except (FileNotFoundError, OSError, KeyError, AttributeError, pa.ArrowException):
+            return {name.removesuffix(".parquet") for name in self._listed("parts")
+                    if name.endswith(".parquet") and not name.endswith(".trace.parquet")}
+
     # --- consolidation ---------------------------------------------------------------------
     def consolidate(self, cells: dict[str, dict], meta: dict) -> dict:
         """rows.parquet, cells.parquet, traces.parquet (where any) and meta.json for the sweep's
         current cells, in the sweep's order. Parts of cells no longer in the sweep stay on disk
-        but out of the tables."""
+        but out of the tables. Returns the cell counts."""
+        tables = self.collect(cells)
+        self.publish(tables, meta)
+        return tables.counts
+
+    def collect(self, cells: dict[str, dict]) -> "Tables":
+        """The tables, in memory: reading every part is the slow half of a consolidation, and
+        writes nothing (a Ctrl-C here leaves the stored tables as they were)."""
         done, failed = self.done(cells), self.failures()
         frames, traces, summary = [], [], []
         for key, cell in cells.items():
@@ -147,16 +172,67 @@ class Store:
                 error = failed.get(key, {}).get("error", "not computed")
                 status.update(status="failed" if key in failed else "missing", error=error)
             summary.append(status)
-        if frames:
-            self.write_table("rows.parquet", tidy_concat(frames))
-        if traces:
-            self.write_table("traces.parquet", pd.concat(traces, ignore_index=True))
-        self.write_table("cells.parquet", tidy_concat([pd.DataFrame([s]) for s in summary]))
         counts = {"total": len(cells), "done": len(done),
                   "failed": sum(s["status"] == "failed" for s in summary),
                   "missing": sum(s["status"] == "missing" for s in summary)}
-        self.write_json("meta.json", {**meta, "cells": {**meta.get("cells", {}), **counts}})
-        return counts
+        return Tables(tidy_concat(frames) if frames else None,
+                      pd.concat(traces, ignore_index=True) if traces else None,
+                      tidy_concat([pd.DataFrame([s]) for s in summary]), counts, set(done))
+
+    def publish(self, tables: "Tables", meta: dict):
+        """Write the tables, then meta.json (last: it describes them). An analysis written for
+        other tables is marked out of date at the top of its report.md."""
+        changed = _fingerprint(self._stored_cells_table()) != _fingerprint(tables.cells)
+        # A table with nothing in it is absent, never left over from other cells.
+        for name, frame in (("rows.parquet", tables.rows), ("traces.parquet", tables.traces)):
+            if frame is not None:
+                self.write_table(name, frame)
+            else:
+                self.delete(name)
+        self.write_table("cells.parquet", tables.cells)
+        self.write_json("meta.json", {**meta, "cells": {**meta.get("cells", {}), **tables.counts}})
+        if changed:
+            self.mark_analysis_stale(tables.counts)
+
+    def _stored_cells_table(self) -> pd.DataFrame | None:
+        try:
+            return self.read_table("cells.parquet")
+        except (FileNotFoundError, OSError, pa.ArrowException):
+            return None
+
+    def mark_analysis_stale(self, counts: dict, why: str = "the tables of this sweep changed"):
+        """Put a banner at the top of analysis/report.md, if there is one and it has none yet."""
+        try:
+            with self.fs.open_input_stream(self.path("analysis/report.md")) as f:
+                report = f.read().decode("utf-8", errors="replace")
+        except (FileNotFoundError, OSError):
+            return
+        if report.startswith(STALE_BANNER):
+            return
+        stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        banner = (f"{STALE_BANNER} {why} after this report was written ({stamp}: {counts.get('done', '?')} of "
+                  f"{counts.get('total', '?')} cells with results now). Run `saddlescape analyze {self.uri}` "
+                  "to bring it up to date.\n\n")
+        self._write_bytes("analysis/report.md", (banner + report).encode())
+
+
+STALE_BANNER = "> **Out of date:**"
+
+
+class Tables(NamedTuple):
+    rows: pd.DataFrame | None        # None: no cell has results
+    traces: pd.DataFrame | None
+    cells: pd.DataFrame
+    counts: dict
+    done: set
+
+
+def _fingerprint(cells: pd.DataFrame | None) -> str | None:
+    """What a report depends on: which cells there are and which have results."""
+    if cells is None or "cell_id" not in cells or "status" not in cells:
+        return None
+    pairs = sorted(zip(cells.cell_id.astype(str), cells.status.astype(str)))
+    return hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
 
 
 def tidy_concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

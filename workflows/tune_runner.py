@@ -16,6 +16,11 @@ import time
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no internet to report usage to
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, not Tune's tables
+# Ctrl-C is ours (workflows/interrupt.py): Tune's own SIGINT handler ends fit() "gracefully",
+# advises Tuner.restore (wrong here: rerunning the command resumes) and stays installed after
+# fit() returns, swallowing a later Ctrl-C. Without it, Ctrl-C is a KeyboardInterrupt in fit().
+# Read by Tune at every fit(), so set here, before any.
+os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 if "ray" not in sys.modules:
     # Token authentication, explicitly (Ray 2.60's default for a new local Ray; a client of an
     # existing cluster needs it said). Ray reads it once, at import: set later, the driver and
@@ -26,6 +31,7 @@ import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from .cell import cell_id  # noqa: E402
+from .interrupt import deferred  # noqa: E402
 from .local_runner import compute_and_store  # noqa: E402
 from .registry import local_registrations  # noqa: E402
 from .store import Store  # noqa: E402
@@ -42,20 +48,24 @@ def connected(address: str | None, workers: int | None):
     current-cluster file names. Yields the number of trials to run at once; shuts down only
     what it started."""
     started = not ray.is_initialized()
-    if started:
-        address = address or os.environ.get("RAY_ADDRESS")
-        common = dict(logging_level=logging.WARNING, log_to_driver=False)
-        if address:
-            ray.init(address=address, **common)
-        else:
-            ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False,
-                     dashboard_host="127.0.0.1", **common)
     try:
+        if started:
+            address = address or os.environ.get("RAY_ADDRESS")
+            common = dict(logging_level=logging.WARNING, log_to_driver=False)
+            if address:
+                ray.init(address=address, **common)
+            else:
+                # A Ctrl-C waits for the local Ray to be up (seconds), then stops it below: cut in
+                # half, its processes could outlive the command.
+                with deferred():
+                    ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False,
+                             dashboard_host="127.0.0.1", **common)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         yield min(cpus, workers) if workers else cpus
     finally:
         if started:
-            ray.shutdown()
+            with deferred():                  # a second Ctrl-C does not cut the shutdown short
+                ray.shutdown()
 
 
 class CellFailures(RuntimeError):

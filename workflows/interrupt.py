@@ -1,0 +1,52 @@
+"""Ctrl-C: a sweep stops within seconds, keeps every finished cell, and says how to resume.
+
+A terminal's Ctrl-C sends SIGINT to the driver's process group; Python turns it into
+KeyboardInterrupt wherever the driver is. That is what saddlescape wants everywhere: in Ray's
+start, in Tune's loop, in the engine (local backend), in consolidation and in the analysis.
+Two things stand in the way, and this module holds what removes them:
+
+- Ray Tune installs its own SIGINT handler for the length of `Tuner.fit` (ray/tune/tune.py,
+  _setup_signal_catching): it ends the run "gracefully", returns normally and advises
+  `Tuner.restore(...)` (wrong here: rerunning the command resumes). Its handler also stays
+  installed after fit() returns, so a Ctrl-C in the analysis that follows was swallowed and the
+  command exited 0. workflows/tune_runner.py sets TUNE_DISABLE_SIGINT_HANDLER=1.
+- A few steps must not be cut in half: starting a local Ray (its processes would outlive the
+  driver), stopping it, and writing the tables and meta.json together. `deferred()` holds a
+  Ctrl-C until such a step ends (seconds at most), then raises it.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+EXIT_CODE = 130            # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+RESUME = "interrupted: rerun the same command to resume"
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """A sweep stopped by Ctrl-C, after keeping what it finished. `stage`: where it was (ray
+    start, cells, consolidation, analysis); `result`: the SweepResult of the tables written on
+    the way out (None when the interruption came before or during consolidation and the tables
+    were left as they were)."""
+
+    def __init__(self, stage: str, result=None):
+        super().__init__(f"interrupted during {stage}")
+        self.stage, self.result = stage, result
+
+
+@contextlib.contextmanager
+def deferred():
+    """Hold SIGINT until the block ends, then raise KeyboardInterrupt (once, however many came).
+    Outside the main thread (where Python delivers signals) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught and previous not in (signal.SIG_IGN, None):
+        raise KeyboardInterrupt

@@ -1,0 +1,90 @@
+"""What a sweep will cost and what varies across its cells: `validate` and `run --dry-run`.
+
+The cost of a cell is workflows/packing.estimated_seconds: the engine's time if every seed ran
+to its budget. It is an upper bound (most cells stop when their seeds have escaped; the quick
+sweep's cells took about a tenth of it), which is what a warning about an absurd sweep needs.
+The wall time spreads the cells over the workers longest first, as the runner's packing does,
+and adds the fixed cost of a Ray run (its start and Tune's worker start, a few seconds).
+"""
+from __future__ import annotations
+
+import heapq
+import math
+
+import pandas as pd
+
+from .cell import flatten_cell
+from .packing import estimated_seconds
+
+RAY_FIXED_SECONDS = 6.0            # Ray's start + Tune's worker start, measured on 2 cores (README)
+ABSURD_SEED_STEPS = 1e12
+ABSURD_SECONDS = 86_400.0          # a day
+ALWAYS_SHOWN = ("problem.name", "optimizer.name", "seeds", "budget")
+
+
+def wall_seconds(cells: list[dict], workers: int, backend: str = "ray") -> float:
+    """Upper bound on the wall time of `cells` on `workers` (longest first onto the least loaded)."""
+    if not cells:
+        return 0.0
+    if backend == "local":
+        workers = 1
+    loads = [0.0] * max(1, min(workers, len(cells)))
+    for cost in sorted((estimated_seconds(c) for c in cells), reverse=True):
+        heapq.heapreplace(loads, loads[0] + cost)
+    return max(loads) + (RAY_FIXED_SECONDS if backend == "ray" else 0.0)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 86400 * 2:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.3g} days"
+
+
+def warning(name: str, cells: list[dict], seed_steps: int, workers: int) -> str | None:
+    """One line when a sweep's work is absurd (over 1e12 seed-steps, or over a day of wall time)."""
+    seconds = wall_seconds(cells, workers)
+    if seed_steps > ABSURD_SEED_STEPS or seconds > ABSURD_SECONDS:
+        return (f"sweep {name!r}: up to {seed_steps:.2e} seed-steps, up to {duration(seconds)} on {workers} "
+                f"workers; is that meant? (fewer seeds, a smaller budget or fewer cells)")
+    return None
+
+
+def varying_table(cells: list[dict], stored: set[str] | None = None, ids: list[str] | None = None,
+                  limit: int = 40) -> tuple[list[str], list[str]]:
+    """(the settings every cell shares, among the usual ones; the table of what varies, as lines).
+    `stored`/`ids`: cell ids already stored, and each cell's id, for a `stored` column."""
+    frame = pd.DataFrame([flatten_cell(c) for c in cells])
+    text = frame.astype(str)
+
+    def varies(column: str) -> bool:
+        # A component's field varies when it takes two values for one component name: beta2
+        # present for adam and absent for sgd is the optimizer varying, not beta2.
+        family = column.split(".", 1)[0]
+        if family in ("problem", "optimizer") and column != f"{family}.name":
+            return bool(text.groupby(text[f"{family}.name"])[column].nunique().gt(1).any())
+        return text[column].nunique() > 1
+
+    varying = [c for c in frame.columns if varies(c)]
+    fixed = [f"{c}={frame[c].iloc[0]}" for c in ALWAYS_SHOWN if c in frame and c not in varying]
+    table = frame[varying].copy() if varying else pd.DataFrame(index=frame.index)
+    table = table.astype(object).where(table.notna(), "-")
+    if stored is not None and ids is not None:
+        table["stored"] = ["yes" if i in stored else "no" for i in ids]
+    table.insert(0, "#", range(1, len(frame) + 1))
+    shown = table.head(limit)
+    lines = shown.to_string(index=False, float_format=lambda v: f"{v:.6g}").splitlines()
+    if len(table) > limit:
+        lines.append(f"... and {len(table) - limit} more cells")
+    return fixed, lines
+
+
+def seed_steps(cells: list[dict]) -> int:
+    return sum(c["seeds"] * c["budget"] for c in cells)
+
+
+def engine_seconds(cells: list[dict]) -> float:
+    return math.fsum(estimated_seconds(c) for c in cells)
