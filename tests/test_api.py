@@ -1,0 +1,98 @@
+"""The Python API (workflows.api.run_sweep): tables back, resume as the CLI does, the same rows
+in-process and through Ray, specs given as mappings, bad specs refused with one line."""
+import json
+import textwrap
+
+import pandas as pd
+import pytest
+
+from workflows.api import run_sweep
+from workflows.spec import SweepError
+
+BLOCK = {
+    "description": "sgd against adam on an anisotropic saddle",
+    "parameters": {
+        "problem": {"value": {"name": "quadratic_saddle", "dim": 4}},
+        "problem.anisotropy": {"values": [1, 100]},
+        "optimizer": {"values": [{"name": "sgd", "lr": 0.05}, {"name": "adam", "lr": 0.01, "beta1": 0.0}]},
+        "seeds": 16, "budget": 1500},
+}
+KEY = ["cell_id", "seed"]
+
+
+def sort(rows):
+    return rows.sort_values(KEY).reset_index(drop=True)
+
+
+def test_run_sweep_returns_its_tables_and_a_second_call_computes_nothing(tmp_path):
+    result = run_sweep(BLOCK, storage=tmp_path, backend="local")
+    assert result.path == str(tmp_path / "notebook")                # a single block is called "notebook"
+    rows, cells = result.rows, result.cells
+    assert len(rows) == 4 * 16 and rows.groupby("cell_id").seed.nunique().eq(16).all()
+    assert len(cells) == 4 and (cells.status == "ok").all() and set(cells.cell_id) == set(rows.cell_id)
+    assert result.counts == {"total": 4, "done": 4, "failed": 0, "missing": 0}
+    assert result.meta["cells"]["computed_this_run"] == 4 and result.meta["run"]["backend"] == "local"
+    stored = json.loads((tmp_path / "notebook" / "meta.json").read_text())
+    assert stored["cells"]["computed_this_run"] == 4
+
+    parts = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "notebook" / "parts").iterdir()}
+    again = run_sweep(BLOCK, storage=tmp_path, backend="local")
+    assert again.meta["cells"]["computed_this_run"] == 0 and again.meta["cells"]["reused"] == 4
+    assert parts == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "notebook" / "parts").iterdir()}
+    pd.testing.assert_frame_equal(sort(again.rows), sort(rows))
+
+
+@pytest.mark.ray
+def test_the_local_and_ray_backends_give_the_same_rows(local_ray, tmp_path):
+    local = run_sweep(BLOCK, storage=tmp_path / "local", backend="local")
+    through_ray = run_sweep(BLOCK, storage=tmp_path / "ray", backend="ray")
+    assert through_ray.meta["run"]["backend"] == "ray" and through_ray.meta["cells"]["computed_this_run"] == 4
+    pd.testing.assert_frame_equal(sort(through_ray.rows), sort(local.rows))
+    cells = ["cell_id", "status", "n_seeds", "n_escaped", "n_diverged", "mean_escape_step_of_escaped"]
+    pd.testing.assert_frame_equal(through_ray.cells[cells].sort_values("cell_id").reset_index(drop=True),
+                                  local.cells[cells].sort_values("cell_id").reset_index(drop=True))
+
+
+def test_a_whole_file_as_a_mapping_a_single_block_and_a_path_give_the_same_cells(tmp_path):
+    whole = {"defaults": {"seeds": 16}, "sweeps": {"first": BLOCK, "second": {**BLOCK, "parameters": {
+        **BLOCK["parameters"], "budget": 500}}}}
+    first = run_sweep(whole, "first", storage=tmp_path / "whole", backend="local")
+    assert first.path == str(tmp_path / "whole" / "first") and first.counts["done"] == 4
+    block = run_sweep(BLOCK, "first", storage=tmp_path / "block", backend="local")
+    assert block.path == str(tmp_path / "block" / "first")
+    pd.testing.assert_frame_equal(sort(first.rows), sort(block.rows))
+    path = tmp_path / "sweeps.yaml"
+    path.write_text(textwrap.dedent("""\
+        sweeps:
+          first:
+            parameters:
+              problem: {value: {name: quadratic_saddle, dim: 4}}
+              problem.anisotropy: {values: [1, 100]}
+              optimizer: {values: [{name: sgd, lr: 0.05}, {name: adam, lr: 0.01, beta1: 0.0}]}
+              seeds: 16
+              budget: 1500
+        """))
+    from_file = run_sweep(path, storage=tmp_path / "file", backend="local")      # the only sweep: no name needed
+    pd.testing.assert_frame_equal(sort(from_file.rows), sort(first.rows))
+    with pytest.raises(SweepError, match="sweep=None but the file defines 2 sweeps; allowed: one of first, second"):
+        run_sweep(whole, storage=tmp_path / "none", backend="local")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"problem": {"value": {"name": "quadratic_sadle"}}}, "problem.name='quadratic_sadle' is not a known problem"),
+    ({"problem.anisotropy": {"values": [0.5]}}, "anisotropy=0.5 is out of range; allowed: >= 1"),
+    ({"optimizer.betas": {"value": [0.9, 0.99]}}, "optimizer.betas is not a parameter of adam, sgd"),
+    ({"seeds": 0}, "seeds=0 is out of range; allowed: >= 1"),
+])
+def test_a_bad_spec_is_one_line_and_writes_nothing(tmp_path, change, message):
+    bad = {**BLOCK, "parameters": {**BLOCK["parameters"], **change}}
+    with pytest.raises(SweepError) as error:
+        run_sweep(bad, storage=tmp_path, backend="local")
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_unknown_backend_is_one_line(tmp_path):
+    with pytest.raises(SweepError, match="backend='dask' is not known; allowed: ray, local"):
+        run_sweep(BLOCK, storage=tmp_path, backend="dask")
+    assert not any(tmp_path.iterdir())
