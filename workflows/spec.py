@@ -144,6 +144,9 @@ def file_shape(data, where: str, stem: str | None = None) -> tuple[dict, list[st
         block = dict(data)
         name = block.pop("name", None)
         name = stem or "sweep" if name is None else name
+        if not isinstance(name, str):
+            raise SweepError(f"{where}: name={name!r} is not allowed; allowed: a string, the sweep's name "
+                             "(and its results folder)")
         return {"sweeps": {name: block}}, [f"{where}: one sweep in W&B's shape, called {name!r}"]
     if not isinstance(data, dict) or not isinstance(data.get("sweeps"), dict) or not data["sweeps"]:
         raise SweepError(f"{where}: top level must be a mapping with a non-empty 'sweeps' mapping "
