@@ -196,6 +196,36 @@ def test_a_long_lived_ray_worker_finds_a_plugin_installed_after_it_started(local
         uninstall(plugin_dir, "late_plugin")
 
 
+@pytest.mark.ray
+def test_a_plugin_wheel_shipped_with_py_modules_is_found_on_the_workers(local_ray, tmp_path):
+    """The README's cluster recipe: a wheel in the job's runtime_env `py_modules` is pip-installed
+    (with its dist-info, so with its entry points) on each node. Here a task gets that runtime_env;
+    this process has not installed the plugin. A local path is uploaded only at job level
+    (`ray job submit`, ray.init): the test uploads the wheel itself, as the job level does."""
+    from ray._private.runtime_env.packaging import get_uri_for_package, upload_package_to_gcs
+
+    source = tmp_path / "shipped"
+    (source / "shipped_plugin").mkdir(parents=True)
+    (source / "shipped_plugin" / "__init__.py").write_text("from optimizers.sgd import SCHEMA, build\nNAME = 'shipped_sgd'\n")
+    (source / "pyproject.toml").write_text(PYPROJECT.split("[project.entry")[0].replace(
+        "saddlescape-toy-plugin", "shipped-plugin") + '[project.entry-points."saddlescape.optimizers"]\n'
+        'shipped_sgd = "shipped_plugin"\n')
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+                    "-w", str(tmp_path / "dist"), str(source)], check=True, timeout=300)
+    wheel, = (tmp_path / "dist").glob("shipped_plugin-0.1.0-*.whl")
+    uri = get_uri_for_package(wheel)
+    upload_package_to_gcs(uri, wheel.read_bytes())
+
+    @local_ray.remote(num_cpus=0, runtime_env={"py_modules": [uri]})
+    def origin(name):
+        from workflows.registry import get_optimizer
+        return get_optimizer(name).origin
+
+    assert local_ray.get(origin.remote("shipped_sgd"), timeout=300) == "plugin shipped-plugin 0.1.0"
+    with pytest.raises(ValueError, match="'shipped_sgd' is not a known optimizer"):
+        get_optimizer("shipped_sgd")
+
+
 def test_validate_lists_plugins_with_their_distribution(toy_plugin):
     lines = "\n".join(registered_lines())
     assert "toy_double_well (plugin saddlescape-toy-plugin 0.1.0)" in lines
