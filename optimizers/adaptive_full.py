@@ -28,19 +28,23 @@ SCHEMA = {
 class FullState(NamedTuple):
     G: torch.Tensor          # [R, d, d]
     count: int
+    beta_power: float        # Π_s β_s, for the bias correction
 
 
 def build(hp: dict, problem=None) -> Optimizer:
-    beta, power = hp["beta2"], -hp["alpha"] / 2
+    power = -hp["alpha"] / 2
 
     def init(x):
-        return FullState(x.new_zeros(x.shape[0], x.shape[1], x.shape[1]), 0)
+        return FullState(x.new_zeros(x.shape[0], x.shape[1], x.shape[1]), 0, 1.0)
 
     def update(grad, state, x):
-        t = state.count + 1
+        t, beta = state.count + 1, hp["beta2"]      # live: the β2 rule under a schedule moves it
         G = state.G.mul_(beta).add_(grad[:, :, None] * grad[:, None, :], alpha=1 - beta)
-        G_hat = G / (1 - beta**t) if hp["bias_correction"] else G
+        # Bias correction 1 − Π_s β_s: the weights of a moving average whose β varies still sum to
+        # it (1 − βᵗ for a fixed β).
+        beta_power = state.beta_power * beta
+        G_hat = G / (1 - beta_power) if hp["bias_correction"] else G
         preconditioned = full_precondition(G_hat, grad, power, hp["eps"])
-        return sgd_step(preconditioned, hp["lr"]), FullState(G, t)
+        return sgd_step(preconditioned, hp["lr"]), FullState(G, t, beta_power)
 
     return Optimizer(init, update)

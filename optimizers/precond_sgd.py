@@ -27,27 +27,31 @@ SCHEMA = {
 }
 
 
+def fixed_preconditioner(problem, hp: dict, cov: torch.Tensor | None = None) -> torch.Tensor:
+    """A = (Σ + εI)^(−α/2) for the noise covariance Σ (default: the problem's, at the saddle):
+    [d] for the diagonal form (diag(Σ) + ε)^(−α/2), [d, d] for the full one."""
+    cov = problem.noise_cov() if cov is None else cov
+    power = -hp["alpha"] / 2
+    if hp["form"] == "full":
+        return matrix_power(cov, power, hp["eps"])
+    return (torch.diagonal(cov, dim1=-2, dim2=-1) + hp["eps"]).pow(power)
+
+
 def build(hp: dict, problem=None) -> Optimizer:
     if problem is None or problem.noise_cov() is None:
         name = getattr(problem, "name", None)
         raise ValueError(f"optimizer precond_sgd: problem {name!r} has no known noise covariance; "
                          "allowed: problems that expose noise_cov")
-    power, eps, full = -hp["alpha"] / 2, hp["eps"], hp["form"] == "full"
-
-    def diagonal(cov):                       # [d, d] or, where Σ depends on x, [R, d, d]
-        return torch.diagonal(cov, dim1=-2, dim2=-1)
-
-    def fixed(cov):                          # A for M = Σ
-        return matrix_power(cov, power, eps) if full else (diagonal(cov) + eps).pow(power)
-
-    A_noise = fixed(problem.noise_cov()) if problem.noise_cov_constant else None
+    full = hp["form"] == "full"
+    A_noise = fixed_preconditioner(problem, hp) if problem.noise_cov_constant else None
 
     def init(x):
         return Empty()
 
     def update(grad, state, x):
+        power, eps = -hp["alpha"] / 2, hp["eps"]
         if hp["target"] == "noise":
-            A = A_noise if A_noise is not None else fixed(problem.noise_cov(x))
+            A = A_noise if A_noise is not None else fixed_preconditioner(problem, hp, problem.noise_cov(x))
             preconditioned = (A @ grad[:, :, None])[:, :, 0] if full else grad.mul_(A)
         else:
             full_grad, cov = problem.grad(x), problem.noise_cov(x)
@@ -55,7 +59,8 @@ def build(hp: dict, problem=None) -> Optimizer:
                 M = cov + full_grad[:, :, None] * full_grad[:, None, :]
                 preconditioned = full_precondition(M, grad, power, eps)
             else:
-                preconditioned = grad.mul_((full_grad.square() + diagonal(cov) + eps).pow(power))
+                preconditioned = grad.mul_((full_grad.square() + torch.diagonal(cov, dim1=-2, dim2=-1) + eps)
+                                           .pow(power))
         return sgd_step(preconditioned, hp["lr"]), state
 
     return Optimizer(init, update)

@@ -27,14 +27,13 @@ class RMSPropState(NamedTuple):
 
 
 def build(hp: dict, problem=None) -> Optimizer:
-    beta2, eps = hp["beta2"], hp["eps"]
-
     def init(x):
         return RMSPropState(torch.zeros_like(x))
 
     def update(grad, state, x):
+        beta2 = hp["beta2"]                  # live: the β2 rule under a step-size schedule moves it
         v = state.v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        preconditioned = grad.div_(v.sqrt().add_(eps))
+        preconditioned = grad.div_(v.sqrt().add_(hp["eps"]))
         return sgd_step(preconditioned, hp["lr"]), RMSPropState(v)
 
     return Optimizer(init, update)

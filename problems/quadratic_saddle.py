@@ -37,8 +37,16 @@ class QuadraticSaddle(Problem):
         "anisotropy": Param(1.0, float, ">= 1", at_least(1.0), "κ: sigma_escape = σ/κ"),
         "noise_alignment": choice("aligned", "aligned", "rotated"),
         "rotate_hessian": Param(False, bool, "true or false", None, "random eigenbasis for H"),
-        "noise_dist": choice("gaussian", "gaussian", "student_t"),
+        "noise_dist": choice("gaussian", "gaussian", "student_t", "alpha_stable",
+                             doc="gaussian; student_t (df degrees of freedom, unit variance); alpha_stable "
+                                 "(symmetric α-stable of index stable_alpha: infinite variance for α < 2)"),
         "df": Param(5, int, ">= 3 (finite variance)", at_least(3), "Student-t degrees of freedom"),
+        "stable_alpha": Param(1.5, float, "in (0, 2]", lambda v: 0 < v <= 2,
+                              "α of alpha_stable noise (2: Gaussian, 1: Cauchy)", hashed_at_default=False),
+        "noise_model": choice("additive", "additive", "proportional", hashed_at_default=False,
+                              doc="additive: covariance Σ everywhere; proportional: (‖x − x*‖/noise_length)² Σ, "
+                                  "vanishing at the saddle"),
+        "noise_length": Param(1.0, float, "> 0", positive, "ℓ of proportional noise", hashed_at_default=False),
         "escape_radius": Param(1.0, float, "> 0", positive, "r"),
         "escape_measure": choice("norm", "norm", "projection",
                                  doc="norm: ‖x − x*‖; projection: the norm within the escape subspace"),
@@ -109,21 +117,41 @@ class QuadraticSaddle(Problem):
     def draw(self, generator, steps, runs):
         p = self.params
         z = standard_noise(generator, (steps, runs, self.dim), p["noise_dist"], p["df"],
-                           self.eigs.dtype, self.eigs.device)
+                           self.eigs.dtype, self.eigs.device, p["stable_alpha"])
         if self.noise_basis is None:
             return z                       # scaled in stochastic_grad: one pass over memory fewer
         return z.mul_(self.noise_std) @ self.noise_basis.T
 
     def stochastic_grad(self, x, drawn):
+        if self.proportional:               # the noise's scale is ‖x − x*‖/ℓ
+            drawn = drawn * (torch.linalg.vector_norm(x, dim=-1, keepdim=True) / self.params["noise_length"])
         if self.noise_basis is None:
             return self.grad(x).addcmul_(drawn, self.noise_std)
         return self.grad(x).add_(drawn)
 
+    @property
+    def proportional(self) -> bool:
+        return self.params["noise_model"] == "proportional"
+
+    @property
+    def noise_cov_constant(self) -> bool:
+        return not self.proportional
+
     def noise_cov(self, x=None):
-        return self.Sigma
+        """Σ, or (‖x‖/ℓ)² Σ for proportional noise ([R, d, d] for x [R, d]; at the saddle without x).
+        For alpha_stable noise Σ describes the scale (the variance is infinite for α < 2)."""
+        if not self.proportional:
+            return self.Sigma
+        if x is None:
+            return torch.zeros_like(self.Sigma)
+        factor = torch.linalg.vector_norm(x, dim=-1) / self.params["noise_length"]
+        return factor[:, None, None] ** 2 * self.Sigma
 
     def derived(self):
-        return {"curvature": self.params["curvature"], "sigma_escape": self.sigma_escape,
+        # Proportional noise vanishes at the saddle: σ₁ = 0 there (the anisotropy, a ratio, is
+        # that of Σ at any other point).
+        sigma = 0.0 if self.proportional else self.sigma_escape
+        return {"curvature": self.params["curvature"], "sigma_escape": sigma,
                 "escape_radius": self.escape_radius,
                 "noise_anisotropy": noise_anisotropy(self.Sigma.double(), self.sigma_escape)}
 

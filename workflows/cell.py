@@ -30,9 +30,27 @@ def normalize_cell(cell: dict) -> dict:
             raise ValueError(f"cell: {key}={cell.get(key)!r} is not a mapping; allowed: "
                              f"{{name: ..., parameters...}}")
     run = {k: v for k, v in cell.items() if k not in ("problem", "optimizer")}
-    return {"problem": validate_problem(cell["problem"]),
-            "optimizer": validate_optimizer(cell["optimizer"]),
-            **resolve("cell", RUN_SCHEMA, run)}
+    out = {"problem": validate_problem(cell["problem"]), "optimizer": validate_optimizer(cell["optimizer"]),
+           **resolve("cell", RUN_SCHEMA, run)}
+    for key, ok, allowed in CELL_LIMITS:
+        if not ok(out):
+            raise ValueError(f"cell: {key}={out[key]!r} is not allowed here; allowed: {allowed}")
+    return out
+
+
+# The preconditioner's tracking error needs E[g²|x] in closed form, (∇f)² + diag Σ with Σ fixed,
+# and a second-moment estimate v to compare with it.
+TRACKED_OPTIMIZERS, TRACKED_PROBLEMS = ("rmsprop", "adam", "amsgrad"), ("quadratic_saddle", "staib_toy")
+CELL_LIMITS = (
+    ("tracking_error", lambda c: not c["tracking_error"] or (c["optimizer"]["name"] in TRACKED_OPTIMIZERS
+                                                             and c["problem"]["name"] in TRACKED_PROBLEMS
+                                                             and c["sosp_epsilon"] == 0),
+     f"true only for optimizers {', '.join(TRACKED_OPTIMIZERS)} on problems {', '.join(TRACKED_PROBLEMS)}, "
+     "without sosp_epsilon"),
+    ("gap_epsilon", lambda c: not c["gap_epsilon"] or c["problem"]["name"] != "quadratic_saddle"
+     or c["problem"]["quartic"] > 0,
+     "0 on quadratic_saddle without a quartic (no minimum: f − f_min is undefined)"),
+)
 
 
 def cell_id(cell: dict) -> str:

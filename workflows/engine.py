@@ -4,21 +4,22 @@ Every run starts at the saddle (plus an optional offset) and takes stochastic-gr
 until it escapes (the first step with escape_distance ≥ escape_radius), diverges (non-finite,
 or beyond divergence_radius) or reaches the budget. A run that has not escaped by then is
 right-censored: escaped = False and escape_step = the last step observed (the budget, or the
-step at which it diverged), never a made-up escape time.
+step at which it diverged), never a made-up escape time. workflows/runs.py keeps that record.
 
 Second-order stationarity (`sosp_epsilon` > 0): every `sosp_every` steps (and at step 0) the
-runs not there yet are tested for ‖∇f‖ ≤ ε and λ_min(∇²f) ≥ −√(ρε) (full gradient; λ_min
-exact or by Lanczos, problems/curvature.py). A run then finishes only once it has both escaped
-and reached an SOSP; one that never reaches it is censored like escape_step (sosp_step = the
-last step observed). Off, none of this runs and the rows are as before.
+runs not there yet are tested for ‖∇f‖ ≤ ε and λ_min(∇²f) ≥ −√(ρε) (workflows/metrics.py). A
+run then finishes only once it has both escaped and reached an SOSP; one that never reaches it
+is censored like escape_step. Off, none of this runs and the rows are as before.
 
 Every row also carries the cell's cnc_constant, E[(vᵀg)²] over `cnc_samples` stochastic
-gradients at the saddle (Daneshmand et al.'s correlated negative curvature), and, with
-`tail_steps`, the tail's gap to the minimum f − f_min where the problem knows f_min. The side
-computations draw from streams of their own: switching them on never changes the runs.
+gradients at the saddle, and, with `tail_steps`, the tail's gap to the minimum f − f_min where
+the problem knows f_min. The side computations draw from streams of their own: switching them
+on never changes the runs.
 
 Speed: the noise of a block of steps is drawn in one generator call, and finished runs leave
-the batch at block boundaries, so late, slow runs do not drag the finished ones along.
+the batch at block boundaries, so late, slow runs do not drag the finished ones along. The
+noise a run gets depends only on the cell (its seed, its block sizes and which runs are still
+in the batch), never on the machine or the number of workers.
 """
 from __future__ import annotations
 
@@ -33,18 +34,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from optimizers import make_optimizer, select_runs
+from optimizers import select_runs
+from optimizers.schedules import Schedule
 from problems import make_problem
-from problems.curvature import min_hessian_eigenvalue
 
 from .cell import cell_id, flatten_cell, normalize_cell
+from .kernels import compiled_block
+from .metrics import GapTracker, SOSPTracker, cnc_constant
+from .registry import get_optimizer
+from .runs import TAIL_QUANTILES, RunRecord
 
 NOISE_BLOCK_ELEMENTS = 1 << 18   # per block: big enough to amortise the call, small enough for cache
 MAX_BLOCK_STEPS = 64
-TAIL_QUANTILES = (0.5, 0.9)
-CNC_CHUNK = 512                  # stochastic gradients per call when estimating cnc_constant
-# Seeds of the engine's side streams, far above any cell seed's 2·seed, 2·seed + 1.
-CNC_STREAM, LANCZOS_STREAM = 1 << 40, 1 << 41
 
 
 class Result(NamedTuple):
@@ -53,13 +54,154 @@ class Result(NamedTuple):
     seconds: float                   # engine wall time for the cell
 
 
+def simulate_cell(cell: dict) -> pd.DataFrame:
+    """One row per seed; see `simulate` for the trace and the timing."""
+    return simulate(cell).rows
+
+
+def simulate(cell: dict, *, reference: bool = False) -> Result:
+    """All runs of one cell (workflows/cell.py: a normalised or partial cell dict). reference=True
+    runs the reference loop below even where a compiled block covers the cell (the tests compare
+    the two)."""
+    started = time.perf_counter()
+    cell = normalize_cell(cell)
+    dtype = getattr(torch, cell["dtype"])
+    budget, seed = cell["budget"], cell["seed"]
+    # Two streams from one seed: the problem's own randomness, and the per-step noise.
+    problem = make_problem(cell["problem"], seed=2 * seed, dtype=dtype)
+    hp = {k: v for k, v in cell["optimizer"].items() if k != "name"}     # live: a schedule may change them
+    optimizer = get_optimizer(cell["optimizer"]["name"]).factory(hp, problem)
+    schedule = Schedule(hp, budget)                   # η_t (and β₂_t) into hp before each step
+    generator = torch.Generator().manual_seed(2 * seed + 1)
+    x = start_points(cell, problem, generator)
+    state = optimizer.init(x)
+    record = RunRecord(cell, problem, x)
+    sosp, gap = SOSPTracker(cell, problem, cell["seeds"]), GapTracker(cell, problem, cell["seeds"])
+    if sosp.on:
+        sosp.check(0, x, record.active, record.done)
+    compiled = None if reference else compiled_block(cell, problem, hp)   # the loop below, compiled
+    if compiled is not None:
+        compiled.init(x)
+    elif cell["tracking_error"]:
+        raise ValueError("cell: tracking_error=True is measured by the compiled block (workflows/kernels.py), "
+                         "which this cell cannot use; allowed: false")
+
+    t = 0
+    while t < budget and record.batch_size:
+        noise = problem.draw(generator, block_steps(t, budget, record.batch_size, problem), record.batch_size)
+        if compiled is not None:
+            t = compiled.run(t, noise, record, gap)
+        else:
+            for drawn in noise:                                       # one step: draw, step, test, record
+                t += 1
+                schedule.set_step(t)
+                state = step(optimizer, problem.stochastic_grad(x, drawn), state, x)
+                event = record.observe(t, x)
+                if sosp.on and t % sosp.every == 0:
+                    event |= sosp.check(t, x, record.active, record.done)
+                if gap.on:
+                    event |= gap.check(t, x, record.active, record.done)
+                if event:
+                    record.finish(t, x, sosp.reached & gap.reached)
+                record.record_losses(t, x)
+        if cell["inject_fault"] == "raise":
+            raise RuntimeError(f"injected fault in cell {cell_id(cell)} at step {t}")
+        keep = record.drop_finished()                                 # finished runs leave the batch
+        if keep is not None and compiled is None:
+            x, state = x[keep], select_runs(state, keep)
+    record.close(compiled.batch(record) if compiled is not None else x)
+
+    rows = row_table(cell, problem, record)
+    rows["cnc_constant"] = cnc_constant(problem, cell["cnc_samples"], seed)
+    if sosp.on:
+        sosp.add_columns(rows, record.final_step, record.final_x)
+    if gap.on:
+        gap.add_columns(rows, record.final_step)
+    if cell["tracking_error"]:
+        compiled.tracking_columns(rows)
+    return Result(rows, trace_table(record, rows["cell_id"].iloc[0]), time.perf_counter() - started)
+
+
+def start_points(cell: dict, problem, generator: torch.Generator) -> torch.Tensor:
+    """[seeds, d]: the saddle, moved by start_offset in a uniformly random direction per run
+    (drawn from the noise stream, before the first step's noise)."""
+    x = problem.saddle.expand(cell["seeds"], problem.dim).clone()
+    if cell["start_offset"]:
+        direction = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        x += cell["start_offset"] * direction / torch.linalg.vector_norm(direction, dim=-1, keepdim=True)
+    return x
+
+
+def block_steps(t: int, budget: int, runs: int, problem) -> int:
+    """Steps whose noise is drawn in one call: at most MAX_BLOCK_STEPS and NOISE_BLOCK_ELEMENTS
+    numbers, never past the budget."""
+    return max(1, min(MAX_BLOCK_STEPS, budget - t, NOISE_BLOCK_ELEMENTS // (runs * problem.draw_size)))
+
+
+def step(optimizer, grad: torch.Tensor, state, x: torch.Tensor):
+    """x ← x + the optimizer's step, in place; returns the new state. A fused kernel (`apply`)
+    where the optimizer has one."""
+    if optimizer.apply is not None:
+        return optimizer.apply(grad, state, x)
+    update, state = optimizer.update(grad, state, x)
+    x.add_(update)
+    return state
+
+
+def row_table(cell: dict, problem, record: RunRecord) -> pd.DataFrame:
+    """One row per seed, in the order of workflows/rows.py."""
+    runs = len(record.escaped)
+    final_x = record.final_x
+    minimum_loss = math.nan if problem.minimum_loss is None else float(problem.minimum_loss)
+    columns = {
+        "cell_id": cell_id(cell),
+        **flatten_cell(cell),
+        **problem.derived(),
+        "saddle_loss": float(problem.saddle_loss),
+        "minimum_loss": minimum_loss,
+        "cnc_constant": math.nan,                      # filled by the caller (a side computation)
+        "seed": np.arange(runs),
+        "escaped": record.escaped.numpy(),
+        "escape_step": record.escape_step.numpy(),
+        "diverged": record.diverged.numpy(),
+        "final_step": record.final_step.numpy(),
+        "loss_at_escape": record.loss_at_escape.numpy(),
+        "final_loss": problem.loss(final_x).double().numpy(),
+        "final_grad_norm": torch.linalg.vector_norm(problem.grad(final_x), dim=-1).double().numpy(),
+        "final_distance": problem.escape_distance(final_x).double().numpy(),
+    }
+    if len(record.tail):
+        tail = record.tail
+        columns["tail_loss_mean"] = tail.nanmean(0).numpy()
+        for q in TAIL_QUANTILES:
+            columns[f"tail_loss_q{int(q * 100)}"] = tail.nanquantile(q, dim=0).numpy()
+        # The same relative to the minimum, f − f_min (quantiles shift with it); NaN where
+        # f_min is not known.
+        for name in ("mean", *(f"q{int(q * 100)}" for q in TAIL_QUANTILES)):
+            columns[f"tail_gap_{name}"] = columns[f"tail_loss_{name}"] - minimum_loss
+    return pd.DataFrame(columns)
+
+
+def trace_table(record: RunRecord, key: str) -> pd.DataFrame | None:
+    """Long format (cell_id, seed, step, loss), where the cell asks for a trace."""
+    steps = record.steps_traced
+    if not len(steps):
+        return None
+    runs = record.trace.shape[1]
+    frame = pd.DataFrame({"seed": np.tile(np.arange(runs), len(steps)), "step": np.repeat(steps, runs),
+                          "loss": record.trace.flatten().numpy()}).dropna(subset=["loss"])
+    frame.insert(0, "cell_id", key)
+    return frame
+
+
 @functools.cache
 def keep_freed_memory() -> bool:
     """Every step allocates a few temporaries of R·d floats. glibc serves large ones with mmap
     and returns them to the OS when freed, so each step page-faults its temporaries in afresh:
     at R·d = 1.6e6 that was a third of the engine's time (9.5 against 6.3 ns per coordinate-step
     for adam, benchmarks/run.py). Keeping freed memory in the heap (no mmap, no trimming) lets
-    the next step reuse it. Linux/glibc only; a no-op elsewhere."""
+    the next step reuse it. A process-wide setting: a trial's process calls it when it starts
+    (workflows/tune_runner.py), never the engine on import. Linux/glibc only; a no-op elsewhere."""
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
         return False
@@ -69,220 +211,3 @@ def keep_freed_memory() -> bool:
         return False
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
     return bool(mallopt(M_MMAP_THRESHOLD, 1 << 30) and mallopt(M_TRIM_THRESHOLD, 1 << 30))
-
-
-def simulate_cell(cell: dict) -> pd.DataFrame:
-    """One row per seed; see `simulate` for the trace and the timing."""
-    return simulate(cell).rows
-
-
-def trace_steps(budget: int, points: int) -> np.ndarray:
-    return np.unique(np.round(np.logspace(0, np.log10(budget), points)).astype(np.int64))
-
-
-def simulate(cell: dict) -> Result:
-    start_time = time.perf_counter()
-    keep_freed_memory()
-    cell = normalize_cell(cell)
-    dtype = getattr(torch, cell["dtype"])
-    runs, budget, seed = cell["seeds"], cell["budget"], cell["seed"]
-    # Two streams from one seed: the problem's own randomness, and the per-step noise.
-    problem = make_problem(cell["problem"], seed=2 * seed, dtype=dtype)
-    optimizer = make_optimizer(cell["optimizer"], problem)
-    generator = torch.Generator().manual_seed(2 * seed + 1)
-    radius, divergence_radius = problem.escape_radius, cell["divergence_radius"]
-
-    x = problem.saddle.expand(runs, problem.dim).clone()
-    if cell["start_offset"]:
-        direction = torch.randn(x.shape, generator=generator, dtype=dtype)
-        x += cell["start_offset"] * direction / torch.linalg.vector_norm(direction, dim=-1, keepdim=True)
-    state = optimizer.init(x)
-
-    # Per-run records, indexed by the run's original index.
-    escaped = torch.zeros(runs, dtype=torch.bool)
-    diverged = torch.zeros(runs, dtype=torch.bool)
-    escape_step = torch.full((runs,), budget, dtype=torch.int64)
-    final_step = torch.full((runs,), budget, dtype=torch.int64)
-    loss_at_escape = torch.full((runs,), float("nan"), dtype=torch.float64)
-    final_x = x.clone()
-    steps_traced = trace_steps(budget, cell["trace_points"]) if cell["trace_points"] else np.zeros(0, int)
-    trace_index = {int(s): i for i, s in enumerate(steps_traced)}
-    trace = torch.full((len(steps_traced), runs), float("nan"), dtype=torch.float64)
-    tail_start = budget - cell["tail_steps"] + 1
-    tail = torch.full((cell["tail_steps"], runs), float("nan"), dtype=torch.float64)
-    # With SOSP tracking a run finishes when it has both escaped and reached an SOSP; without,
-    # `sosp.reached` is all True and escaping alone finishes it, as before.
-    sosp = SOSPTracker(cell, problem, runs)
-
-    active = torch.arange(runs)            # original index of each row of the batch
-    done = torch.zeros(runs, dtype=torch.bool)   # per batch row: finished (and not kept) or diverged
-    # Per batch row: the escape radius, then the divergence radius once escaped, inf once done.
-    threshold = torch.full((runs,), float(min(radius, divergence_radius)), dtype=dtype)
-    keep_escaped = cell["run_to_budget"]
-    if sosp.on:
-        sosp.check(0, x, active, done)
-    t = 0
-    escape_is_distance, apply = problem.escape_is_distance, optimizer.apply
-    while t < budget and len(active):
-        block = max(1, min(MAX_BLOCK_STEPS, budget - t,
-                           NOISE_BLOCK_ELEMENTS // (len(active) * problem.draw_size)))
-        drawn = problem.draw(generator, block, len(active))
-        for i in range(block):
-            t += 1
-            grad = problem.stochastic_grad(x, drawn[i])
-            if apply is not None:                        # a fused kernel: x updated in place
-                state = apply(grad, state, x)
-            else:
-                step, state = optimizer.update(grad, state, x)
-                x.add_(step)
-            distance = problem.escape_distance(x)
-            # One cheap test per step: `threshold` is the escape radius until a run escapes and
-            # the divergence radius after; NaN fails `<`, so a non-finite run raises it too. The
-            # bookkeeping runs only on the steps where some run escapes or blows up.
-            alarm = ~(distance < threshold)
-            if not escape_is_distance:
-                size = torch.linalg.vector_norm(x - problem.saddle, dim=-1)
-                alarm |= ~(size <= divergence_radius)
-            event = False
-            if alarm.any():
-                size = distance if escape_is_distance else size
-                bad = ~(size <= divergence_radius) & ~done
-                newly_escaped = (distance >= radius) & ~escaped[active] & ~bad
-                if newly_escaped.any():
-                    who = active[newly_escaped]
-                    escaped[who], escape_step[who] = True, t
-                    loss_at_escape[who] = problem.loss(x[newly_escaped]).double()
-                    threshold[newly_escaped] = divergence_radius   # watched for divergence only
-                    event = True
-                # A run that finished earlier in this block keeps stepping until the block ends
-                # (it leaves the batch then); what it does meanwhile is not recorded.
-                if bad.any():
-                    who = active[bad]
-                    diverged[who], final_step[who], final_x[who] = True, t, x[bad]
-                    escape_step[who[~escaped[who]]] = t     # censored where it blew up
-                    done |= bad
-                    threshold[bad] = math.inf
-            if sosp.on and t % sosp.every == 0:
-                event |= sosp.check(t, x, active, done)
-            if event and not keep_escaped:
-                finishing = escaped[active] & sosp.reached[active] & ~done
-                if finishing.any():
-                    who = active[finishing]
-                    done |= finishing
-                    final_step[who], final_x[who] = t, x[finishing]
-            if t in trace_index:
-                trace[trace_index[t], active[~done]] = problem.loss(x[~done]).double()
-            if t >= tail_start:
-                tail[t - tail_start, active[~done]] = problem.loss(x[~done]).double()
-        if cell["inject_fault"] == "raise":
-            raise RuntimeError(f"injected fault in cell {cell_id(cell)} at step {t}")
-        if done.any():                                       # finished runs leave the batch
-            keep = ~done
-            x, active, state = x[keep], active[keep], select_runs(state, keep)
-            done, threshold = done[keep], threshold[keep]
-    final_x[active] = x
-
-    rows = _rows(cell, problem, escaped, escape_step, diverged, final_step, loss_at_escape, final_x, tail)
-    if sosp.on:
-        sosp.add_columns(rows, final_step, final_x)
-    trace_frame = None
-    if len(steps_traced):
-        trace_frame = pd.DataFrame({
-            "seed": np.tile(np.arange(runs), len(steps_traced)),
-            "step": np.repeat(steps_traced, runs),
-            "loss": trace.flatten().numpy(),
-        }).dropna(subset=["loss"])
-        trace_frame.insert(0, "cell_id", rows["cell_id"].iloc[0])
-    return Result(rows, trace_frame, time.perf_counter() - start_time)
-
-
-class SOSPTracker:
-    """The first step at which ‖∇f(x)‖ ≤ ε and λ_min(∇²f(x)) ≥ −√(ρε) (Jin et al. 2017), tested
-    every `sosp_every` steps: the full gradient for the runs not there yet, then λ_min only for
-    those whose gradient is small. Runs that never get there are censored like escape_step.
-    Mind the scale: where √(ρε) ≥ the saddle's curvature the saddle itself passes (at step 0),
-    as a degenerate saddle (curvature 0: deep_linear at depth 3) always does."""
-
-    def __init__(self, cell, problem, runs):
-        self.on = cell["sosp_epsilon"] > 0
-        self.problem, self.every, self.method = problem, cell["sosp_every"], cell["sosp_method"]
-        self.epsilon = cell["sosp_epsilon"]
-        self.curvature_floor = -math.sqrt(cell["sosp_rho"] * cell["sosp_epsilon"])
-        self.reached = torch.full((runs,), not self.on, dtype=torch.bool)
-        self.step = torch.full((runs,), -1, dtype=torch.int64)
-        # Lanczos start vectors: their own stream, so that SOSP tracking never changes the runs.
-        self.generator = torch.Generator().manual_seed(LANCZOS_STREAM + cell["seed"])
-
-    def check(self, t, x, active, skip) -> bool:
-        """Test the batch rows not skipped; True if any reached the SOSP now."""
-        candidates = ~self.reached[active] & ~skip
-        if not candidates.any():
-            return False
-        grad_norm = torch.linalg.vector_norm(self.problem.grad(x[candidates]), dim=-1)
-        small = torch.zeros_like(candidates)
-        small[candidates] = grad_norm <= self.epsilon
-        if not small.any():
-            return False
-        min_eig = min_hessian_eigenvalue(self.problem, x[small], self.method, self.generator)
-        reached = torch.zeros_like(candidates)
-        reached[small] = min_eig >= self.curvature_floor
-        who = active[reached]
-        self.reached[who], self.step[who] = True, t
-        return bool(reached.any())
-
-    def add_columns(self, rows, final_step, final_x):
-        rows["sosp_reached"] = self.reached.numpy()
-        rows["sosp_step"] = torch.where(self.reached, self.step, final_step).numpy()
-        rows["final_min_eig"] = min_hessian_eigenvalue(self.problem, final_x, self.method,
-                                                       self.generator).numpy()
-
-
-def cnc_constant(problem, samples: int, seed: int) -> float:
-    """E[(vᵀg)²] over stochastic gradients g at the saddle, v the escape direction: the correlated
-    negative curvature constant of Daneshmand et al. (2018), from `samples` draws of a stream of
-    its own (so that estimating it never changes the runs)."""
-    if samples == 0:
-        return math.nan
-    generator = torch.Generator().manual_seed(CNC_STREAM + seed)
-    chunk = min(samples, CNC_CHUNK)
-    total, count = 0.0, 0
-    while count < samples:
-        runs = min(chunk, samples - count)
-        drawn = problem.draw(generator, 1, runs)[0]
-        g = problem.stochastic_grad(problem.saddle.expand(runs, problem.dim).clone(), drawn)
-        total += float((g.double() @ problem.escape_direction.double()).square().sum())
-        count += runs
-    return total / samples
-
-
-def _rows(cell, problem, escaped, escape_step, diverged, final_step, loss_at_escape, final_x, tail):
-    runs = len(escaped)
-    minimum_loss = math.nan if problem.minimum_loss is None else float(problem.minimum_loss)
-    final_loss = problem.loss(final_x)
-    final_grad_norm = torch.linalg.vector_norm(problem.grad(final_x), dim=-1)
-    columns = {
-        "cell_id": cell_id(cell),
-        **flatten_cell(cell),
-        **problem.derived(),
-        "saddle_loss": float(problem.saddle_loss),
-        "minimum_loss": minimum_loss,
-        "cnc_constant": cnc_constant(problem, cell["cnc_samples"], cell["seed"]),
-        "seed": np.arange(runs),
-        "escaped": escaped.numpy(),
-        "escape_step": escape_step.numpy(),
-        "diverged": diverged.numpy(),
-        "final_step": final_step.numpy(),
-        "loss_at_escape": loss_at_escape.numpy(),
-        "final_loss": final_loss.double().numpy(),
-        "final_grad_norm": final_grad_norm.double().numpy(),
-        "final_distance": problem.escape_distance(final_x).double().numpy(),
-    }
-    if cell["tail_steps"]:
-        columns["tail_loss_mean"] = tail.nanmean(0).numpy()
-        for q in TAIL_QUANTILES:
-            columns[f"tail_loss_q{int(q * 100)}"] = tail.nanquantile(q, dim=0).numpy()
-        # The same relative to the minimum, f − f_min (quantiles shift with it); NaN where
-        # f_min is not known.
-        for name in ("mean", *(f"q{int(q * 100)}" for q in TAIL_QUANTILES)):
-            columns[f"tail_gap_{name}"] = columns[f"tail_loss_{name}"] - minimum_loss
-    return pd.DataFrame(columns)

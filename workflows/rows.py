@@ -74,6 +74,14 @@ COLUMNS: tuple[Column, ...] = (
          "sosp_epsilon"),
     _run("sosp_step", "int64", "steps", "the first step it did (censored like `escape_step`)", "sosp_epsilon"),
     _run("final_min_eig", "float64", "eigenvalue", "λ_min(∇²f) at `final_step`", "sosp_epsilon"),
+    _run("gap_reached", "bool", "", "whether the run reached f − f_min ≤ `gap_epsilon` within the budget",
+         "gap_epsilon"),
+    _run("gap_step", "int64", "steps", "the first step it did (censored like `escape_step`)", "gap_epsilon"),
+    _run("tracking_error_mean", "float64", "", "the preconditioner's relative tracking error ‖v_t − E[g²|x_t]‖ / "
+         "‖E[g²|x_t]‖ averaged over the escape phase (steps 1 … escape_step; every step observed where the "
+         "run did not escape); v_t as the update uses it (Adam's bias-corrected)", "tracking_error"),
+    _run("tracking_error_at_escape", "float64", "", "the same at the escape step (NaN where it did not escape)",
+         "tracking_error"),
 )
 
 BY_NAME = {c.name: c for c in COLUMNS}

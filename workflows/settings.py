@@ -34,6 +34,13 @@ RUN_SCHEMA = {
     "cnc_samples": Param(4096, int, ">= 0", non_negative,
                          "stochastic gradients at the saddle for cnc_constant = E[(vᵀg)²]; 0: off",
                          hashed_at_default=False),
+    "gap_epsilon": Param(0.0, float, ">= 0", non_negative,
+                         "record the first step with f − f_min ≤ gap_epsilon (the problem must know f_min); a "
+                         "run then finishes only once it has also reached it; 0: off", hashed_at_default=False),
+    "tracking_error": Param(False, bool, "true or false",
+                            doc="record the preconditioner's tracking error ‖v_t − E[g²|x_t]‖ / ‖E[g²|x_t]‖ per "
+                                "run (diagonal adaptive optimizers on quadratic_saddle or staib_toy)",
+                            hashed_at_default=False),
     "inject_fault": choice("none", "none", "raise",
                            doc="testing only: raise inside the engine after the first block"),
 }

@@ -1,0 +1,209 @@
+"""Compiled blocks of steps (numba) for the cells most sweeps run: the engine's fast path.
+
+The reference loop of workflows/engine.py costs about ten tensor operations per step; at the
+sizes most cells have (64–1024 seeds, d = 2–10) each costs microseconds of Python and dispatch,
+whatever the arithmetic. Here a whole block of steps (the steps whose noise was drawn in one
+call) runs as one compiled loop over the runs, each run stepping on its own until the block
+ends or it finishes: the same equations, the same noise (drawn by the problem's own torch code),
+the same escape and divergence tests and the same bookkeeping, at a few nanoseconds per
+coordinate-step instead of microseconds per step.
+
+What it covers (`compiled_block`, else None and the engine runs its reference loop):
+    problems     quadratic_saddle (every option), staib_toy
+    optimizers   sgd, momentum, rmsprop, adam, amsgrad, adagrad, precond_sgd (target noise)
+    cells        without SOSP tracking (λ_min needs the Hessian's eigenvalues)
+
+How it agrees with the reference (tests/test_kernels.py): the arithmetic is float32 (or the
+cell's dtype) in the order torch's kernels use — torch.optim.Adam(fused=True)'s vector lanes for
+adam, `self + value·t1·t2` for addcmul, and so on — so the iterates are the same to the last bit
+in the common cases and differ by float rounding where torch's own order is not reproducible
+(torch's fused Adam computes the last numel mod 8 elements in double; a rotated Hessian's matrix
+product and x⁹ on staib_toy go through BLAS and Sleef). Losses on the trace and over the tail are
+summed in double here. Escape steps then agree run for run except where a run crosses the escape
+radius within float rounding of it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+SGD, MOMENTUM, RMSPROP, ADAM, AMSGRAD, ADAGRAD, PRECOND = range(7)
+OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "rmsprop": RMSPROP, "adam": ADAM, "amsgrad": AMSGRAD,
+                   "adagrad": ADAGRAD, "precond_sgd": PRECOND}
+QUADRATIC, STAIB = range(2)
+NORM, PROJECTION, COORDINATE = range(3)
+# Per-step hyperparameter columns handed to the kernel (one row per step of the block), in the
+# dtype of the iterates: what torch's kernels cast their double scalars to.
+LR, NEG_LR, STEP_SIZE, BIAS2_SQRT, BETA2, ONE_MINUS_BETA2 = range(6)
+N_STEP_COLUMNS = 6
+
+
+def compiled_block(cell: dict, problem, hp: dict):
+    """A CompiledBlock for this cell, or None where the reference loop must run it."""
+    if cell["sosp_epsilon"] > 0 or problem.name not in ("quadratic_saddle", "staib_toy"):
+        return None
+    name = cell["optimizer"]["name"]
+    if name not in OPTIMIZER_CODES or (name == "precond_sgd" and (hp["target"] != "noise"
+                                                                  or not problem.noise_cov_constant)):
+        return None
+    try:
+        _kernel()
+    except ImportError:                   # numba missing: the reference loop (same equations)
+        return None
+    return CompiledBlock(cell, problem, hp)
+
+
+class CompiledBlock:
+    """The state of every run as numpy arrays over all seeds (rows of finished runs are simply no
+    longer stepped), and one call of the compiled kernel per block of steps."""
+
+    def __init__(self, cell: dict, problem, hp: dict):
+        from optimizers.schedules import Schedule
+
+        self.cell, self.problem, self.hp = cell, problem, hp
+        self.schedule, self.beta2_power = Schedule(hp, cell["budget"]), 1.0
+        self.name = cell["optimizer"]["name"]
+        self.code = OPTIMIZER_CODES[self.name]
+        self.dtype = np.float32 if cell["dtype"] == "float32" else np.float64
+        f = self.dtype
+        p = problem
+        if p.name == "quadratic_saddle":
+            self.kind = QUADRATIC
+            self.eigs = p.eigs.numpy()
+            self.rotated = p.basis is not None
+            self.H = (p.H if self.rotated else torch.zeros(1, 1, dtype=p.H.dtype)).numpy()
+            self.Q = (p.basis if self.rotated else torch.zeros(1, 1, dtype=p.H.dtype)).numpy()
+            self.noise_std = p.noise_std.numpy()
+            self.scale_noise = p.noise_basis is None        # draw() returned unit noise: scale it here
+            self.quartic = f(p.quartic)
+            self.noise_length = f(p.params["noise_length"] if p.proportional else 0.0)
+            self.staib_b = np.zeros((1, 1), f)
+            if p.params["escape_measure"] == "norm":
+                self.escape, self.basis = NORM, np.zeros((1, 1), f)
+            else:
+                self.escape, self.basis = PROJECTION, p.escape_basis.numpy()
+        else:                                                # staib_toy
+            self.kind = STAIB
+            self.eigs, self.rotated = p.h.numpy(), False
+            self.H = self.Q = np.zeros((1, 1), f)
+            self.noise_std, self.scale_noise, self.quartic, self.noise_length = np.zeros(p.dim, f), False, f(0), f(0)
+            self.staib_b = p.b.numpy()
+            self.escape, self.basis = COORDINATE, np.zeros((1, 1), f)
+        # diag Σ (for proportional noise Σ at distance ℓ; the kernel scales it by (‖x‖/ℓ)²).
+        self.noise_var = torch.diagonal(problem.Sigma if problem.name == "quadratic_saddle"
+                                        else problem.noise_cov()).to(problem.saddle.dtype).numpy()
+        self.track = bool(cell["tracking_error"])
+        if self.code == PRECOND:
+            from optimizers.precond_sgd import fixed_preconditioner
+            A = fixed_preconditioner(problem, hp)
+            self.full = A.dim() == 2
+            self.A = A.numpy() if self.full else A.numpy()[None, :]
+        else:
+            self.full, self.A = False, np.zeros((1, 1), f)
+
+    def init(self, x: torch.Tensor):
+        self.x = x.numpy()                    # the engine's tensor, stepped in place
+        runs = len(self.x)
+        self.track_sum = np.zeros(runs, np.float64)
+        self.track_count = np.zeros(runs, np.int64)
+        self.track_at_escape = np.full(runs, np.nan, np.float64)
+        zeros = lambda: np.zeros_like(self.x)   # noqa: E731
+        self.s1, self.s2 = zeros(), zeros()
+        self.s3 = zeros() if self.code == AMSGRAD else np.zeros((1, 1), self.dtype)
+        if self.code == ADAGRAD:
+            self.s1[:] = self.hp["initial_accumulator"]
+
+    def step_columns(self, t0: int, steps: int) -> np.ndarray:
+        """[steps, N_STEP_COLUMNS]: the hyperparameters of steps t0+1 … t0+steps (η_t and β₂_t from
+        the schedule), as torch's kernels compute them in double and cast them to the iterates'
+        dtype. Adam's bias corrections: 1 − β₁ᵗ, and 1 − β₂ᵗ as the fused kernel has it for a
+        fixed β₂, 1 − Π_s β₂ₛ for one that follows the schedule."""
+        hp = self.hp
+        lrs, beta2 = self.schedule.block(t0, steps)
+        out = np.zeros((steps, N_STEP_COLUMNS), np.float64)
+        t = np.arange(t0 + 1, t0 + steps + 1, dtype=np.float64)
+        out[:, LR], out[:, NEG_LR] = lrs, -lrs
+        out[:, BETA2], out[:, ONE_MINUS_BETA2] = beta2, 1 - beta2
+        if self.code in (ADAM, AMSGRAD):
+            if hp["bias_correction"]:
+                out[:, STEP_SIZE] = lrs / (1 - hp["beta1"] ** t)
+                if self.schedule.rule and self.schedule.on:
+                    powers = self.beta2_power * np.cumprod(beta2)
+                    self.beta2_power = float(powers[-1])
+                else:
+                    powers = hp["beta2"] ** t
+                out[:, BIAS2_SQRT] = np.sqrt(1 - powers)
+            else:
+                out[:, STEP_SIZE], out[:, BIAS2_SQRT] = lrs, 1.0
+        return out.astype(self.dtype)
+
+    def fixed_columns(self) -> np.ndarray:
+        """[beta1, 1 − beta1, eps, momentum, nesterov, bias_correction, 1, 10] in the iterates' dtype
+        (numba would compute in double with a Python constant)."""
+        hp = self.hp
+        beta1 = hp.get("beta1", 0.0)
+        return np.array([beta1, 1 - beta1, hp.get("eps", 0.0), hp.get("momentum", 0.0),
+                         float(hp.get("nesterov", False)), float(hp.get("bias_correction", True)), 1.0, 10.0],
+                        self.dtype)
+
+    def run(self, t0: int, noise: torch.Tensor, record, gap) -> int:
+        """Steps t0+1 … t0+len(noise) for the runs of the batch; their events go to `record` (and
+        the gap's to `gap`, a metrics.GapTracker). Returns the last step."""
+        steps, J, d = len(noise), record.batch_size, self.x.shape[1]
+        f = self.dtype
+        event_step = np.zeros((J, 3), np.int64)          # escape, divergence, finish (0: none)
+        x_escape, x_final = np.zeros((J, d), f), np.zeros((J, d), f)
+        t = np.arange(t0 + 1, t0 + steps + 1)
+        trace_at = np.array([record.trace_index.get(int(s), -1) for s in t], np.int64) \
+            if record.trace_index else np.full(steps, -1, np.int64)
+        tail_at = np.where(t >= record.tail_start, t - record.tail_start, -1).astype(np.int64)
+        noise_array = noise.numpy()
+        flags = np.array([self.kind, self.code, self.escape, self.rotated, self.scale_noise, self.full,
+                          record.keep_escaped, gap.on, self.track], np.int64)
+        gap_values = np.array([gap.minimum_loss if gap.on else 0.0, gap.epsilon], np.float64)
+        _kernel()(
+            flags, self.eigs, self.H, self.Q, self.noise_std, self.noise_var, self.quartic, self.noise_length,
+            self.staib_b,
+            self.basis, self.A, self.step_columns(t0, steps), self.fixed_columns(),
+            self.x, self.s1, self.s2, self.s3, record.active.numpy(),
+            noise_array if noise_array.dtype != np.int64 else np.zeros((1, 1, 1), f),
+            noise_array if noise_array.dtype == np.int64 else np.zeros((1, 1), np.int64),
+            record.threshold.numpy(), record.done.numpy(), record.escaped.numpy(),
+            f(record.radius), f(record.divergence_radius), t0,
+            gap_values, gap.reached.numpy(), gap.step.numpy(), self.track_sum, self.track_count, self.track_at_escape,
+            event_step, x_escape, x_final, trace_at, tail_at, record.trace.numpy(), record.tail.numpy())
+        self.apply_events(event_step, x_escape, x_final, record)
+        return t0 + steps
+
+    def apply_events(self, event_step, x_escape, x_final, record):
+        """The block's escapes, divergences and finishes, through the record's own bookkeeping (the
+        kernel already set `threshold`, `done` and the per-seed `escaped` flags as it went)."""
+        for column, apply, snapshot in ((0, record.escape, x_escape), (1, record.diverge, x_final),
+                                        (2, record.stop, x_final)):
+            now = event_step[:, column] > 0
+            if now.any():
+                apply(torch.from_numpy(event_step[now, column]), torch.from_numpy(now),
+                      torch.from_numpy(snapshot[now]))
+
+    def tracking_columns(self, rows):
+        """tracking_error_mean and tracking_error_at_escape (workflows/rows.py)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rows["tracking_error_mean"] = self.track_sum / self.track_count
+        rows["tracking_error_at_escape"] = self.track_at_escape
+
+    def batch(self, record) -> torch.Tensor:
+        """The iterates of the runs still in the batch."""
+        return torch.from_numpy(self.x[record.active.numpy()])
+
+
+_COMPILED = None
+
+
+def _kernel():
+    """The compiled kernel (numba compiles on first use; cache=True keeps the machine code)."""
+    global _COMPILED
+    if _COMPILED is None:
+        from ._block_kernel import step_block
+        _COMPILED = step_block
+    return _COMPILED
+
