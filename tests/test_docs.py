@@ -17,7 +17,9 @@ def engine_rows() -> pd.DataFrame:
     """Every optional column switched on, on two problems."""
     return pd.concat([
         simulate_cell({"problem": {"name": "quadratic_saddle", "dim": 2, "quartic": 1.0}, "optimizer": {"name": "adam"},
-                       "seeds": 2, "budget": 5, "tail_steps": 2, "sosp_epsilon": 0.1}),
+                       "seeds": 2, "budget": 5, "tail_steps": 2, "sosp_epsilon": 0.1, "gap_epsilon": 0.1}),
+        simulate_cell({"problem": {"name": "quadratic_saddle", "dim": 2}, "optimizer": {"name": "rmsprop"},
+                       "seeds": 2, "budget": 5, "tracking_error": True}),
         simulate_cell({"problem": {"name": "staib_toy"}, "optimizer": {"name": "sgd"}, "seeds": 2, "budget": 5}),
     ])
 
