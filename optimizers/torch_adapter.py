@@ -55,6 +55,7 @@ import importlib
 import inspect
 import logging
 import math
+import re
 import threading
 
 import torch
@@ -132,8 +133,9 @@ def adapt_class(name: str, cls, origin: str):
 
     Component(kind="optimizer", name, schema (a Param per constructor argument but `params`,
     plus `param_shape`), factory(hp, problem) -> Optimizer, validate_params, origin, doc,
-    extra={"class", "layout", "mode"}), layout and mode being those of the class at its
-    defaults on a small batch (R = 8, d = 10), or None when it has required arguments."""
+    extra={"class": its qualified name, "cls": the class, "layout", "mode"}), layout and mode
+    being those of the class at its defaults on a small batch (R = 8, d = 10), or None when it
+    has required arguments; a cell's own come from `layout_of`."""
     from workflows.registry import Component
 
     where = f"optimizer.name={name!r}"
@@ -151,13 +153,13 @@ def adapt_class(name: str, cls, origin: str):
                          "as a line search or a two-pass method does); allowed: an optimizer that "
                          "steps on one stochastic gradient, step(closure=None)")
     schema = constructor_schema(name, cls)
-    extra = {"class": qualified(cls), "layout": None, "mode": None}
+    extra = {"class": qualified(cls), "cls": cls, "layout": None, "mode": None}
     component = Component("optimizer", name, schema, functools.partial(build, name, cls),
                           functools.partial(validate, name, cls, schema), origin, first_line(cls), extra)
     if all(not p.allowed.startswith("required") for p in schema.values()):
         try:
             hp = validate(name, cls, schema, {})
-            extra["layout"] = choose_layout(cls, constructor_args(hp), hp[PARAM_SHAPE], 8, 10)
+            extra["layout"] = choose_layout(cls, constructor_args(hp, cls), hp[PARAM_SHAPE], 8, 10)
             extra["mode"] = mode_of(extra["layout"])
         except NeedsClosure:
             raise
@@ -220,14 +222,23 @@ def _param(default, annotation: str) -> Param | None:
     if default is inspect.Parameter.empty:
         return Param(None, object, "required: a number, boolean, string or list", doc=annotation)
     if default is None:
+        # `fused: bool | None = None`: the annotation says which values besides null.
+        named = set(re.findall(r"[A-Za-z_]+", annotation)) - {"None", "Optional", "Union", "typing"}
+        kind = {frozenset({"bool"}): bool, frozenset({"int"}): int, frozenset({"float"}): float,
+                frozenset({"float", "int"}): float}.get(frozenset(named))
+        if kind is bool:
+            return Param(None, bool, "true, false or null (default null)", doc=annotation)
+        if kind is not None:
+            return Param(None, kind, "or null (default null)", doc=annotation)
         return Param(None, object, "null, a number, boolean, string or list", doc=annotation)
+    # `allowed` completes params.resolve's "allowed: a number ..." / "an integer ...".
+    null = "or null " if nullable else ""
     if isinstance(default, bool):
-        return Param(default, bool, "true or false" + (" or null" if nullable else ""), doc=annotation)
+        return Param(default, bool, f"true or false {null}(default {default})".replace("false or", "false, or"),
+                     doc=annotation)
     if isinstance(default, (int, float)):
-        is_float = isinstance(default, float) or "float" in annotation
-        kind = float if is_float else int
-        return Param(kind(default), kind, ("a number" if is_float else "an integer")
-                     + (" or null" if nullable else ""), doc=annotation)
+        kind = float if isinstance(default, float) or "float" in annotation else int
+        return Param(kind(default), kind, f"{null}(default {kind(default)!r})", doc=annotation)
     if isinstance(default, str):
         return Param(default, str, "a string", doc=annotation)
     if isinstance(default, tuple) and all(v is None or isinstance(v, (bool, int, float)) for v in default):
@@ -258,14 +269,16 @@ def validate(name: str, cls, schema: dict[str, Param], params: dict) -> dict:
             if p.allowed.startswith("required"):
                 raise ValueError(f"{owner}: missing required argument {key!r}; allowed: {p.allowed}")
             out[key] = p.default
+        elif type(params[key]) is type(p.default) and params[key] == p.default:
+            out[key] = p.default                    # as the signature has it (growth_rate=inf)
         else:
             out[key] = _coerce(owner, key, params[key], p)
-    _trial_step(name, cls, _frozen(constructor_args(out)), out[PARAM_SHAPE])
+    _trial_step(name, cls, _frozen(constructor_args(out, cls)), out[PARAM_SHAPE])
     return out
 
 
 def _coerce(owner: str, key: str, value, p: Param):
-    if value is None and (p.kind is object or p.allowed.endswith("or null")):
+    if value is None and (p.kind is object or "null" in p.allowed):
         return None
     if p.kind in (bool, int, float, str):
         if p.kind is int and isinstance(value, float) and not value.is_integer():
@@ -297,9 +310,15 @@ def _element(owner, key, value, kind, p):
     return float(value) if kind is float else value
 
 
-def constructor_args(hp: dict) -> dict:
-    """The hyperparameters the class's constructor takes (all but the adapter's own)."""
-    return {k: v for k, v in hp.items() if k != PARAM_SHAPE}
+def constructor_args(hp: dict, cls) -> dict:
+    """The hyperparameters the class's constructor takes: not the adapter's own param_shape, nor
+    what the engine keeps in the same dict for itself (a step-size schedule's keys)."""
+    return {k: hp[k] for k in _argument_names(cls) if k in hp}
+
+
+@functools.lru_cache(maxsize=None)
+def _argument_names(cls) -> tuple[str, ...]:
+    return tuple(k for k in constructor_schema(cls.__name__, cls) if k != PARAM_SHAPE)
 
 
 def _frozen(args: dict) -> tuple:
@@ -453,24 +472,22 @@ def build(name: str, cls, hp: dict, problem=None) -> Optimizer:
     cached) and builds the torch optimizer(s); apply(grad, state, x) writes any changed
     hyperparameter into the param groups and steps x in place; update returns the step instead.
     hp is live (read at every step)."""
-    written = dict(hp)          # what the param groups hold
+    written = constructor_args(hp, cls)          # what the param groups hold
 
     def make(params):
-        return cls(params, **constructor_args(written))
+        return cls(params, **written)
 
     def init(x):
         written.clear()
-        written.update(hp)
-        args, shape = constructor_args(hp), hp[PARAM_SHAPE]
+        written.update(constructor_args(hp, cls))
+        args, shape = dict(written), hp[PARAM_SHAPE]
         layout = choose_layout(cls, args, shape, x.shape[0], x.shape[1])
         log.info("%s: %s (%s layout) for R=%d, d=%d", name, mode_of(layout), layout, *x.shape)
         return TorchOptimizerState(make, layout, x, shape)
 
     def apply(grad, state, x):
-        if hp != written:
-            changed = {k: tuple(v) if isinstance(v, list) else v for k, v in hp.items() if v != written.get(k)}
-            if PARAM_SHAPE in changed:
-                raise ValueError(f"optimizer {name}: {PARAM_SHAPE} cannot change during a run")
+        changed = {k: tuple(hp[k]) if isinstance(hp[k], list) else hp[k] for k in written if hp[k] != written[k]}
+        if changed:
             state.set_hyperparameters(changed, name)
             written.update(changed)
         state.step(grad, x)
@@ -486,6 +503,14 @@ def build(name: str, cls, hp: dict, problem=None) -> Optimizer:
         return step, state
 
     return Optimizer(init, update, apply)
+
+
+def layout_of(component, params: dict, runs: int, dim: int) -> str:
+    """The layout an adapter component steps R = runs seeds of dimension dim in, for these
+    hyperparameters (validated first)."""
+    hp = component.validate(dict(params))
+    cls = component.extra["cls"]
+    return choose_layout(cls, constructor_args(hp, cls), hp[PARAM_SHAPE], runs, dim)
 
 
 # --- the probe ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 
 from optimizers import select_runs
 from optimizers import torch_adapter
-from workflows.engine import simulate_cell
+from workflows.engine import simulate, simulate_cell
 from workflows.registry import get_optimizer
 
 pytest.importorskip("pytorch_optimizer")
@@ -47,7 +47,7 @@ def problem_data(dtype=torch.float64):
 def per_seed_loop(name, hp, x0, grads, lr_at=None):
     """One optimizer per seed; returns each seed's last iterate (a dropped seed: as it left)."""
     cls = torch_adapter.resolve_class(name, ("torch.optim", "pytorch_optimizer", "schedulefree"))
-    args = torch_adapter.constructor_args(get_optimizer(name).validate(dict(hp)))
+    args = torch_adapter.constructor_args(get_optimizer(name).validate(dict(hp)), cls)
     row = hp.get("param_shape", "vector") == "row"
     params = [x0[i].clone().reshape(1, D) if row else x0[i].clone() for i in range(R)]
     optimizers = [cls([p], **args) for p in params]
@@ -69,7 +69,9 @@ def through_adapter(name, hp, x0, grads, lr_at=None):
     """The same through the registry, the engine's way: init, apply, x = x[keep] and
     select_runs(state, keep) when runs leave; hp["lr"] changed live at the steps of `lr_at`."""
     component = get_optimizer(name)
-    live = component.validate(dict(hp))                # the dict the engine would hold
+    # The dict the engine holds: the hyperparameters, and keys of its own (a step-size schedule's),
+    # which the adapter leaves alone.
+    live = {**component.validate(dict(hp)), "lr_schedule": "constant", "final_lr": 0.0}
     opt = component.factory(live, None)
     x = x0.clone()
     state = opt.init(x)
@@ -183,7 +185,8 @@ ESCAPE = ["escaped", "escape_step", "diverged", "final_step"]
 
 
 @pytest.mark.parametrize("builtin,adapted,bitwise", [
-    # torch.optim.Adam(fused=True) runs the kernel the built-in adam calls: bit for bit.
+    # torch.optim.Adam(fused=True) runs torch's fused kernel, which the built-in adam's reference
+    # loop calls: bit for bit against it.
     ({"name": "adam", "lr": 5e-4, "beta1": 0.9, "beta2": 0.999},
      {"name": "torch.optim.Adam", "lr": 5e-4, "betas": [0.9, 0.999], "fused": True}, True),
     # The default single-tensor Adam rounds differently (addcdiv): the iterates differ in the last
@@ -196,19 +199,22 @@ ESCAPE = ["escaped", "escape_step", "diverged", "final_step"]
     ({"name": "sgd", "lr": 0.01}, {"name": "torch.optim.SGD", "lr": 0.01}, False),
 ], ids=["adam-fused", "adam-single-tensor", "rmsprop", "sgd"])
 def test_the_adapter_reproduces_the_builtin_seed_for_seed(builtin, adapted, bitwise):
-    expected = simulate_cell({**CELL, "optimizer": builtin})
+    """The same escape steps as the built-in on the same cell, whether the built-in runs its
+    compiled block (workflows/kernels.py, what simulate_cell runs here) or its reference loop."""
     got = simulate_cell({**CELL, "optimizer": adapted})
-    assert expected["escaped"].sum() > 0
-    for column in ESCAPE:
-        assert (got[column].to_numpy() == expected[column].to_numpy()).all(), column
-    if bitwise:
-        for column in ("loss_at_escape", "final_loss", "final_distance"):
-            assert got[column].equals(expected[column]), column
-    else:
+    compiled = simulate_cell({**CELL, "optimizer": builtin})
+    reference = simulate({**CELL, "optimizer": builtin}, reference=True).rows
+    assert compiled["escaped"].sum() > 0
+    for expected in (compiled, reference):
+        for column in ESCAPE:
+            assert (got[column].to_numpy() == expected[column].to_numpy()).all(), column
         # Last-bit differences, amplified like the iterate itself along the escape direction
         # (e^{γηt}): up to ~3e-5 relative in float32 by the time a run escapes.
         torch.testing.assert_close(torch.tensor(got["loss_at_escape"].to_numpy()),
                                    torch.tensor(expected["loss_at_escape"].to_numpy()), rtol=1e-4, atol=0)
+    if bitwise:
+        for column in ("loss_at_escape", "final_loss", "final_distance"):
+            assert got[column].equals(reference[column]), column
 
 
 @pytest.mark.parametrize("layout", ["params", "groups", "optimizers"])
@@ -216,7 +222,7 @@ def test_per_seed_layouts_under_the_engine_give_the_builtin_rows(layout, monkeyp
     """Runs leaving the batch at many different steps (sgd's spread of escape times), stepped
     one seed at a time: the rows are the built-in sgd's."""
     cell = {**CELL, "seeds": 16, "budget": 1500, "problem": {**CELL["problem"], "dim": 4}}
-    expected = simulate_cell({**cell, "optimizer": {"name": "sgd", "lr": 0.01}})
+    expected = simulate({**cell, "optimizer": {"name": "sgd", "lr": 0.01}}, reference=True).rows
     monkeypatch.setattr(torch_adapter, "choose_layout", lambda *a: layout)
     got = simulate_cell({**cell, "optimizer": {"name": "torch.optim.SGD", "lr": 0.01}})
     assert expected["escape_step"].nunique() > 4
@@ -344,3 +350,22 @@ def test_a_bad_key_is_refused_by_the_spec_exit_2_nothing_written(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "betaz" in errors[0] and "0.9" in errors[0] and "allowed: lr, betas" in errors[0]
     assert not storage.exists() or not any(storage.rglob("*"))
+
+
+def test_the_readme_example_validates():
+    """The copy-paste sweep of README's "Any PyTorch optimizer" section expands to its cells."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from workflows.spec import sweeps_from_mapping
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Any PyTorch optimizer"):]
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    cells = sweeps_from_mapping(example)["lion_vs_adam"].cells
+    names = [c["optimizer"]["name"] for c in cells]
+    assert names.count("pytorch_optimizer.Lion") == 2 and "torch.optim.NAdam" in names
+    nadam = next(c["optimizer"] for c in cells if c["optimizer"]["name"] == "torch.optim.NAdam")
+    assert nadam["betas"] == (0.9, 0.999)
