@@ -2,10 +2,11 @@
 on the driver and on Ray workers alike (also when installed after they started); a plugin that
 fails to load is reported and fails only the sweeps that name it; registrations made in this
 process reach the Ray workers."""
+import re
 import shutil
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
@@ -21,91 +22,33 @@ from workflows.registry import get_optimizer, get_problem, register_optimizer, r
     registry, unregister
 from workflows.spec import SweepError
 
-# The plugin as its author would write it: pyproject.toml declares the entry points (the README's
-# example), the package holds a problem defined by its loss, an optimizer of saddlescape's own
-# shape, and a torch.optim.Optimizer class (also offered as a module of classes).
-PYPROJECT = """\
+README = Path(__file__).resolve().parent.parent / "README.md"
+PLUGIN = "saddlescape-myplugin"
+# The header of a pyproject.toml for the small plugins written here (the entry points follow).
+HEADER = """\
 [build-system]
 requires = ["setuptools>=68"]
 build-backend = "setuptools.build_meta"
 
 [project]
-name = "saddlescape-toy-plugin"
+name = "{name}"
 version = "0.1.0"
 
-[project.entry-points."saddlescape.problems"]
-toy_double_well = "saddlescape_toy_plugin.problems:DoubleWell"
-
 [project.entry-points."saddlescape.optimizers"]
-toy_sign_sgd = "saddlescape_toy_plugin.sign_sgd"
-toy_torch_sgd = "saddlescape_toy_plugin.torch_optim:ToySGD"
-toy_classes = "saddlescape_toy_plugin.torch_optim"
 """
 
-SOURCES = {
-    "__init__.py": '"""A problem and optimizers for saddlescape, shipped as a plugin."""\n',
-    "problems.py": '''
-        """(x₀² − 1)²/4 + ½‖x₁…‖²: minima at x₀ = ±1, a saddle at 0 with curvature 1."""
-        import torch
 
-        from problems.from_loss import GaussianNoise, Landscape, define_problem
-        from workflows.params import Param, at_least, non_negative
-
-
-        def build(p, generator, dtype):
-            d = p["dim"]
-            minimizers = torch.zeros(2, d, dtype=torch.float64)
-            minimizers[:, 0] = torch.tensor([1.0, -1.0])
-
-            def loss(x):
-                return 0.25 * (x[:, 0].square() - 1).square() + 0.5 * x[:, 1:].square().sum(-1)
-
-            variances = torch.full((d,), p["noise_scale"] ** 2, dtype=torch.float64)
-            return Landscape(loss, torch.zeros(d, dtype=dtype), GaussianNoise(variances), minimizers=minimizers)
-
-
-        DoubleWell = define_problem("toy_double_well", build, {
-            "dim": Param(4, int, ">= 1", at_least(1), "d"),
-            "noise_scale": Param(0.1, float, ">= 0", non_negative, "σ of the isotropic noise"),
-        })
-    ''',
-    "sign_sgd.py": '''
-        """Sign SGD: x ← x − η sign(g), the sign regime of Adam without its averages."""
-        from optimizers.base import Empty, Optimizer, lr_param
-
-        NAME = "toy_sign_sgd"
-        SCHEMA = {"lr": lr_param(0.01)}
-
-
-        def build(hp, problem=None):
-            def init(x):
-                return Empty()
-
-            def update(grad, state, x):
-                return grad.sign_().mul_(-hp["lr"]), state
-
-            return Optimizer(init, update)
-    ''',
-    "torch_optim.py": '''
-        import torch
-
-
-        class ToySGD(torch.optim.Optimizer):
-            """Plain SGD, p ← p − lr·g, as a torch.optim.Optimizer."""
-
-            def __init__(self, params, lr=0.01):
-                super().__init__(params, {"lr": lr})
-
-            @torch.no_grad()
-            def step(self, closure=None):
-                for group in self.param_groups:
-                    for p in group["params"]:
-                        if p.grad is not None:
-                            p.sub_(p.grad * group["lr"])
-    ''',
-}
-
-TOY = "saddlescape_toy_plugin"
+def readme_plugin(root: Path) -> Path:
+    """The README's plugin, from its code blocks: each starts with a comment naming its file
+    (`# saddlescape-myplugin/<path>`). What the README shows is what is installed and tested."""
+    blocks = re.findall(r"```(?:toml|python)\n# (" + PLUGIN + r"/[^\s:]+)[^\n]*\n(.*?)```", README.read_text(), re.S)
+    assert {path.split("/", 1)[1] for path, _ in blocks} == {
+        "pyproject.toml", "myplugin/sign_sgd.py", "myplugin/torch_optim.py", "myplugin/problems.py"}
+    for path, text in blocks:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    (root / PLUGIN / "myplugin" / "__init__.py").write_text("")          # "with an empty __init__.py"
+    return root / PLUGIN
 
 
 def pip_install(source, target):
@@ -123,23 +66,18 @@ def uninstall(target, *prefixes):
 
 
 @pytest.fixture(scope="module")
-def toy_plugin(local_ray, plugin_dir, tmp_path_factory):
+def readme_plugin_installed(local_ray, plugin_dir, tmp_path_factory):
     """Installed after the shared Ray's workers started, and after this process looked for
     plugins: both must find it anyway."""
     registry("optimizer").plugins()                      # a scan from before the install
-    source = tmp_path_factory.mktemp("toy_plugin")
-    (source / "pyproject.toml").write_text(PYPROJECT)
-    (source / TOY).mkdir()
-    for name, text in SOURCES.items():
-        (source / TOY / name).write_text(textwrap.dedent(text).lstrip())
-    pip_install(source, plugin_dir)
+    pip_install(readme_plugin(tmp_path_factory.mktemp("readme")), plugin_dir)
     yield plugin_dir
-    uninstall(plugin_dir, TOY, "saddlescape_toy_plugin-")
+    uninstall(plugin_dir, "myplugin", "saddlescape_myplugin-")
 
 
 SPEC = {"parameters": {
-    "problem": {"value": {"name": "toy_double_well", "noise_scale": {"values": [0.01, 0.1]}}},
-    "optimizer": {"values": [{"name": "toy_sign_sgd", "lr": 0.01}, {"name": "sgd", "lr": 0.05}]},
+    "problem": {"value": {"name": "double_well", "noise_scale": {"values": [0.01, 0.1]}}},
+    "optimizer": {"values": [{"name": "sign_sgd", "lr": 0.01}, {"name": "sgd", "lr": 0.05}]},
     "seeds": 16, "budget": 3000}}
 
 
@@ -149,21 +87,23 @@ def same_rows(a, b):
 
 
 @pytest.mark.ray
-def test_a_plugin_problem_and_optimizer_run_through_ray(toy_plugin, tmp_path):
+def test_a_plugin_problem_and_optimizer_run_through_ray(readme_plugin_installed, tmp_path):
     through_ray = run_sweep(SPEC, storage=tmp_path / "ray", backend="ray")
     assert through_ray.counts["done"] == 4 and through_ray.counts["failed"] == 0
     rows = through_ray.rows
-    assert set(rows["optimizer.name"]) == {"toy_sign_sgd", "sgd"} and set(rows["problem.name"]) == {"toy_double_well"}
+    assert set(rows["optimizer.name"]) == {"sign_sgd", "sgd"} and set(rows["problem.name"]) == {"double_well"}
     # The plugin's problem, measured as a built-in is: its curvature, its noise, its radius and
     # minimum from its minimizers.
     assert (rows.curvature == 1.0).all() and (rows.escape_radius == 0.5).all() and (rows.minimum_loss == 0).all()
     assert set(rows.sigma_escape.round(12)) == {0.01, 0.1} and (rows.saddle_loss == 0.25).all()
     # Sign SGD moves each coordinate by exactly lr per step: escape (‖x‖ ≥ 0.5 in d = 4) takes
     # at least 0.5 / (0.01·√4) = 25 steps, and no run may be faster.
-    sign = rows[rows["optimizer.name"] == "toy_sign_sgd"]
+    sign = rows[rows["optimizer.name"] == "sign_sgd"]
     assert sign.escaped.all() and sign.escape_step.min() >= 25
     # The workers ran the plugin as this process does.
-    same_rows(rows, run_sweep(SPEC, storage=tmp_path / "local", backend="local").rows)
+    local = run_sweep(SPEC, storage=tmp_path / "local", backend="local")
+    assert local.counts["done"] == 4, local.cells.get("error")
+    same_rows(rows, local.rows)
 
 
 @pytest.mark.ray
@@ -185,9 +125,7 @@ def test_a_long_lived_ray_worker_finds_a_plugin_installed_after_it_started(local
         source = tmp_path / "late"
         (source / "late_plugin").mkdir(parents=True)
         (source / "late_plugin" / "__init__.py").write_text("from optimizers.sgd import SCHEMA, build\nNAME = 'late_sgd'\n")
-        (source / "pyproject.toml").write_text(PYPROJECT.split("[project.entry")[0].replace(
-            "saddlescape-toy-plugin", "late-plugin") + '[project.entry-points."saddlescape.optimizers"]\n'
-            'late_sgd = "late_plugin"\n')
+        (source / "pyproject.toml").write_text(HEADER.format(name="late-plugin") + 'late_sgd = "late_plugin"\n')
         pip_install(source, plugin_dir)
         assert local_ray.get(worker.find.remote("late_sgd")) == "plugin late-plugin 0.1.0"
         assert get_optimizer("late_sgd").origin == "plugin late-plugin 0.1.0"     # and this process
@@ -207,9 +145,7 @@ def test_a_plugin_wheel_shipped_with_py_modules_is_found_on_the_workers(local_ra
     source = tmp_path / "shipped"
     (source / "shipped_plugin").mkdir(parents=True)
     (source / "shipped_plugin" / "__init__.py").write_text("from optimizers.sgd import SCHEMA, build\nNAME = 'shipped_sgd'\n")
-    (source / "pyproject.toml").write_text(PYPROJECT.split("[project.entry")[0].replace(
-        "saddlescape-toy-plugin", "shipped-plugin") + '[project.entry-points."saddlescape.optimizers"]\n'
-        'shipped_sgd = "shipped_plugin"\n')
+    (source / "pyproject.toml").write_text(HEADER.format(name="shipped-plugin") + 'shipped_sgd = "shipped_plugin"\n')
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
                     "-w", str(tmp_path / "dist"), str(source)], check=True, timeout=300)
     wheel, = (tmp_path / "dist").glob("shipped_plugin-0.1.0-*.whl")
@@ -226,37 +162,42 @@ def test_a_plugin_wheel_shipped_with_py_modules_is_found_on_the_workers(local_ra
         get_optimizer("shipped_sgd")
 
 
-def test_validate_lists_plugins_with_their_distribution(toy_plugin):
-    lines = "\n".join(registered_lines())
-    assert "toy_double_well (plugin saddlescape-toy-plugin 0.1.0)" in lines
-    assert "toy_sign_sgd (plugin saddlescape-toy-plugin 0.1.0)" in lines
-    assert "saddlescape_toy_plugin.torch_optim (plugin saddlescape-toy-plugin 0.1.0)" in lines
-    assert "built-in: quadratic_saddle, " in lines and "built-in: sgd, " in lines
-    assert get_problem("toy_double_well").origin == "plugin saddlescape-toy-plugin 0.1.0"
-    with pytest.raises(ValueError, match="toy_classes' is a plugin module of optimizer classes .* allowed: one of its "
-                                         r"classes, saddlescape_toy_plugin.torch_optim.<Class>"):
-        get_optimizer("toy_classes")
+def test_validate_lists_plugins_as_the_readme_shows(readme_plugin_installed):
+    lines = registered_lines()
+    # The README's sample of `saddlescape validate`, line for line where it names the plugin (the
+    # versions of torch and the optimizer packages are the README machine's).
+    sample = re.search(r"\n(    problems: .*?)\n\n", README.read_text(), re.S).group(1)
+    shown = [line.strip() for line in sample.splitlines() if "myplugin" in line]
+    modules = [line for line in shown if line.startswith("optimizer classes by path")]
+    assert len(shown) == 4 and len(modules) == 1
+    assert all(line in [x.strip() for x in lines] for line in shown if line not in modules), (shown, lines)
+    plugin_module = "myplugin.torch_optim (plugin saddlescape-myplugin 0.1.0)"
+    assert modules[0].endswith(plugin_module) and lines[-1].endswith(plugin_module)
+    assert "  built-in: quadratic_saddle, staib_toy, matrix_factorization, pca, tensor_decomposition, phase_retrieval, " \
+           "deep_linear, mlp_teacher_student, logistic_regression" in lines
+    assert get_problem("double_well").origin == f"plugin {PLUGIN} 0.1.0"
+    with pytest.raises(ValueError, match="'my_classes' is a plugin module of optimizer classes .* allowed: one of its "
+                                         r"classes, myplugin.torch_optim.<Class>"):
+        get_optimizer("my_classes")
 
 
-def test_a_plugin_torch_optimizer_goes_through_the_adapter(toy_plugin, tmp_path):
+def test_a_plugin_torch_optimizer_goes_through_the_adapter(readme_plugin_installed, tmp_path):
     pytest.importorskip("optimizers.torch_adapter", reason="the torch.optim adapter (optimizers/torch_adapter.py) "
                                                            "is not there yet")
-    component = get_optimizer("toy_torch_sgd")
-    assert component.extra["class"].endswith("torch_optim.ToySGD") and component.extra["mode"] == "batched"
-    assert f"toy_torch_sgd (plugin saddlescape-toy-plugin 0.1.0; {component.extra['class']} through the adapter, " \
-           "batched)" in "\n".join(registered_lines())
+    component = get_optimizer("my_sgd")
+    assert component.extra["class"] == "myplugin.torch_optim.MySGD" and component.extra["mode"] == "batched"
     # By its entry point's name and by its path in the plugin's module of classes, it steps as
     # the built-in sgd does: p − (lr·g) is x + (−lr·g), seed for seed.
-    optimizers = [{"name": "toy_torch_sgd", "lr": 0.05}, {"name": f"{TOY}.torch_optim.ToySGD", "lr": 0.05},
+    optimizers = [{"name": "my_sgd", "lr": 0.05}, {"name": "myplugin.torch_optim.MySGD", "lr": 0.05},
                   {"name": "sgd", "lr": 0.05}]
-    spec = {"parameters": {"problem": {"value": {"name": "toy_double_well"}}, "optimizer": {"values": optimizers},
+    spec = {"parameters": {"problem": {"value": {"name": "double_well"}}, "optimizer": {"values": optimizers},
                            "seeds": 16, "budget": 2000}}
     rows = run_sweep(spec, storage=tmp_path, backend="local").rows
     outcome = ["seed", "escaped", "escape_step", "final_step", "final_loss", "final_distance"]
     by_name = {name: group[outcome].reset_index(drop=True) for name, group in rows.groupby("optimizer.name")}
     assert by_name["sgd"].escaped.all()
-    pd.testing.assert_frame_equal(by_name["toy_torch_sgd"], by_name["sgd"])
-    pd.testing.assert_frame_equal(by_name[f"{TOY}.torch_optim.ToySGD"], by_name["sgd"])
+    pd.testing.assert_frame_equal(by_name["my_sgd"], by_name["sgd"])
+    pd.testing.assert_frame_equal(by_name["myplugin.torch_optim.MySGD"], by_name["sgd"])
 
 
 @pytest.fixture
@@ -352,4 +293,6 @@ def test_registrations_in_this_process_reach_the_ray_workers(local_ray, register
     rows = through_ray.rows
     assert rows.escaped.all() and rows.curvature.to_numpy() == pytest.approx(1.0, rel=1e-12)
     assert rows["optimizer.momentum"].eq(0.9).all()
-    same_rows(rows, run_sweep(spec, storage=tmp_path / "local", backend="local").rows)
+    local = run_sweep(spec, storage=tmp_path / "local", backend="local")
+    assert local.counts["done"] == 2, local.cells.get("error")
+    same_rows(rows, local.rows)
