@@ -3,18 +3,23 @@
     make bench          (or: .venv/bin/python benchmarks/run.py [--quick])
 
 1. the engine against a hand-written per-seed loop with torch.optim, measured alternately;
-2. the engine against the floor: the memory traffic of the optimizer state plus the normal
+2. the engine against the JAX reference (benchmarks/jax_reference.py: jit + scan, jax.random),
+   both pinned to one core and measured alternately; skipped, with a line saying so, without
+   the `bench` extra (pip install -e '.[bench]');
+3. the engine against the floor: the memory traffic of the optimizer state plus the normal
    samples, at the bandwidth and generator rate measured in the same run;
-3. the sweep overhead of Ray Tune on the `quick` sweep, with 1 and 2 workers;
-4. `analyze` on 10⁶ rows: time and peak memory;
-5. the scale-out of the study's sweeps to 1, 8 and 64 workers, from the measured costs.
+4. the sweep overhead of Ray Tune on the `quick` sweep, with 1 and 2 workers;
+5. `analyze` on 10⁶ rows: time and peak memory;
+6. the scale-out of the study's sweeps to 1, 8 and 64 workers, from the measured costs.
 
-Engine and floor run on one thread, as one Ray Tune trial does.
+Engine and floor run on one thread, as one Ray Tune trial does. `--only jax,floor` runs a subset
+(scale-out needs the sweep section); the file written holds what this run measured.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -28,9 +33,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import jax_reference  # noqa: E402
 from benchmarks.analysis_million_rows import measure as measure_analysis  # noqa: E402
 from problems import make_problem  # noqa: E402
-from workflows import simulate  # noqa: E402
+from workflows import normalize_cell, simulate  # noqa: E402
+from workflows.engine import keep_freed_memory  # noqa: E402
 from workflows.spec import load_sweeps  # noqa: E402
 
 OPTIMIZERS = {"sgd": (torch.optim.SGD, {"lr": 1e-2}), "rmsprop": (torch.optim.RMSprop, {"lr": 1e-3}),
@@ -40,6 +47,10 @@ STUDY_SWEEPS = ("staib2019", "stepsize", "anisotropy", "ideal_precond", "beta2",
                 "dimension", "mf_batch", "pca_gap", "tensor_precond", "phase_batch", "deep_linear_depth",
                 "mlp_offset", "logistic_beta")
 SCALING_SWEEP = "ideal_precond"     # a sweep with minutes of work, for 1 against 2 workers
+# The JAX comparison: issue 14's small cells (3000 steps, as its table) and two at R·d ≥ 10⁶.
+JAX_SMALL = ((64, 10), (256, 4), (1024, 2), (1024, 10))
+JAX_LARGE = ((16384, 100), (65536, 16))
+SECTIONS = ("loop", "jax", "floor", "sweep", "analysis", "scale")
 
 
 def saddle(d: int) -> dict:
@@ -91,6 +102,67 @@ def bench_engine_vs_loop(quick: bool) -> list[dict]:
                 rows.append({"optimizer": optimizer, "dim": d, "seeds": runs, "engine_seed_steps_per_s": engine,
                              "loop_seed_steps_per_s": loop, "speedup": engine / loop})
     return rows
+
+
+def bench_jax(quick: bool) -> dict | None:
+    """Seed-steps per second of the engine (a whole simulate() call, as engine_rate) and of the JAX
+    reference (the compiled call; compilation timed apart) on the same flat cell, both pinned to
+    the same core and run alternately: engine, JAX block noise, JAX step noise, engine, ... The
+    JAX figure is the faster noise placement's median. None when jax is not installed."""
+    if not jax_reference.available():
+        print("skipped: jax is not installed; for the JAX column: pip install -e '.[bench]' (or make bench)")
+        return None
+    repeats, large_budget = (3, 30) if quick else (5, 100)
+    keep_freed_memory()                       # as a Ray trial does before its first cell
+    rows, affinity = [], os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    with jax_reference.Peer() as peer:
+        if peer.info["core"] is not None:     # the engine on the JAX worker's core, one at a time
+            os.sched_setaffinity(0, {peer.info["core"]})
+        try:
+            for optimizer in OPTIMIZERS:
+                for (runs, d), budget in [(size, 3000) for size in JAX_SMALL] + [(s, large_budget) for s in JAX_LARGE]:
+                    rows.append(_jax_row(peer, optimizer, runs, d, budget, repeats, quick))
+                    print(f"  {optimizer} {runs} x {d}: {rows[-1]['ratio']:.2f}x", flush=True)
+        finally:
+            if affinity is not None and peer.info["core"] is not None:
+                os.sched_setaffinity(0, affinity)
+    return {"jax": peer.info["jax"], "core": peer.info["core"], "xla_flags": peer.info["xla_flags"],
+            "problem": {k: v for k, v in saddle(0).items() if k != "dim"}, "repeats": repeats, "rows": rows}
+
+
+def _jax_row(peer, optimizer: str, runs: int, d: int, budget: int, repeats: int, quick: bool) -> dict:
+    cell = normalize_cell({"problem": saddle(d), "optimizer": {"name": optimizer}, "seeds": runs, "budget": budget})
+    # What the JAX reference reads: the same problem and hyperparameters, saddlescape's defaults.
+    peer_cell = {key: cell[key] for key in ("problem", "optimizer", "seeds", "budget")}
+    # Noise drawn per block degenerates to per step once a block is one step (large R·d). --quick
+    # times only the placement that won every such cell of the full runs: per block where it can.
+    placements = ["block", "step"] if jax_reference.block_steps("block", runs, d, budget) > 1 else ["step"]
+    placements = placements[:1] if quick else placements
+    compiled = {noise: peer.compile(peer_cell, noise) for noise in placements}
+    simulate({**cell, "budget": 3})                                  # warm the allocator
+    engine, jax_rates = [], {noise: [] for noise in placements}
+    for repeat in range(repeats):
+        result = simulate(cell)
+        if result.rows.escaped.any():
+            raise RuntimeError(f"{optimizer} {runs} x {d}: a seed escaped the flat cell; the rate would not be a full budget's")
+        engine.append(runs * budget / result.seconds)
+        for noise in placements:
+            answer = peer.run(peer_cell, noise, seed=repeat + 1)
+            if answer["escaped_share"]:
+                raise RuntimeError(f"{optimizer} {runs} x {d}: a JAX seed escaped the flat cell")
+            jax_rates[noise].append(answer["seed_steps_per_s"])
+    noise = max(placements, key=lambda n: statistics.median(jax_rates[n]))
+    best, ours = statistics.median(jax_rates[noise]), statistics.median(engine)
+    return {"optimizer": optimizer, "seeds": runs, "dim": d, "steps": budget,
+            "saddlescape": ours, "saddlescape_spread": _spread(engine), "jax": best, "jax_spread": _spread(jax_rates[noise]),
+            "ratio": ours / best, "jax_noise": noise, "jax_compile_s": compiled[noise]["compile_seconds"],
+            "jax_block_steps": compiled[noise]["block_steps"], "engine_rates": engine, "jax_rates": jax_rates,
+            "jax_compile": compiled}
+
+
+def _spread(values: list[float]) -> str:
+    """± half the range over the median, in percent: how much the repeats disagreed."""
+    return f"±{50 * (max(values) - min(values)) / statistics.median(values):.0f}%"
 
 
 def best_time(fn, reps: int = 5) -> float:
@@ -196,44 +268,76 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def sections(value: str) -> tuple[str, ...]:
+    chosen = tuple(v.strip() for v in value.split(",") if v.strip())
+    unknown = [v for v in chosen if v not in SECTIONS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"--only={value!r}: a comma-separated subset of {', '.join(SECTIONS)}")
+    return chosen
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer and shorter measurements")
+    parser.add_argument("--only", type=sections, default=SECTIONS, metavar="SECTIONS",
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"))
     args = parser.parse_args()
+    only = args.only
     torch.set_num_threads(1)
     results = {"machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
                            "processor": platform.processor(), "torch": torch.__version__,
                            "date": time.strftime("%Y-%m-%d")}}
-    print("1. engine against a per-seed torch.optim loop (seed-steps per second, one thread)")
-    results["engine_vs_loop"] = bench_engine_vs_loop(args.quick)
-    print(table(results["engine_vs_loop"], ["optimizer", "dim", "seeds", "engine_seed_steps_per_s",
-                                            "loop_seed_steps_per_s", "speedup"]))
-    print("\n2. engine against the floor (state traffic + normal samples)")
-    results["floor"] = bench_floor(args.quick)
-    print(f"bandwidth {results['floor']['bandwidth_GB_per_s']:.1f} GB/s, "
-          f"normals {results['floor']['normals_M_per_s']:.0f} M/s")
-    print(table(results["floor"]["rows"], ["optimizer", "seeds", "dim", "ns_per_coordinate_step", "floor_ns", "gap"]))
+    if "loop" in only:
+        print("1. engine against a per-seed torch.optim loop (seed-steps per second, one thread)")
+        results["engine_vs_loop"] = bench_engine_vs_loop(args.quick)
+        print(table(results["engine_vs_loop"], ["optimizer", "dim", "seeds", "engine_seed_steps_per_s",
+                                                "loop_seed_steps_per_s", "speedup"]))
+    if "jax" in only:
+        print("\n2. engine against the JAX reference (seed-steps per second, both on one core, alternately)")
+        results["jax"] = bench_jax(args.quick)
+        if results["jax"] is not None:
+            jax = results["jax"]
+            print(f"jax {jax['jax']} on core {jax['core']}, XLA_FLAGS={jax['xla_flags']!r}; cell: "
+                  f"quadratic_saddle, curvature 1e-6, escape_radius 1e3 (no seed escapes: every seed runs "
+                  f"every step); medians of {jax['repeats']} alternate runs, spread ± half the range; "
+                  f"ratio = saddlescape / JAX; compile time apart")
+            print(table(jax["rows"], ["optimizer", "seeds", "dim", "steps", "saddlescape", "saddlescape_spread",
+                                      "jax", "jax_spread", "ratio", "jax_noise", "jax_compile_s"]))
+    if "floor" in only:
+        print("\n3. engine against the floor (state traffic + normal samples)")
+        results["floor"] = bench_floor(args.quick)
+        print(f"bandwidth {results['floor']['bandwidth_GB_per_s']:.1f} GB/s, "
+              f"normals {results['floor']['normals_M_per_s']:.0f} M/s")
+        print(table(results["floor"]["rows"], ["optimizer", "seeds", "dim", "ns_per_coordinate_step", "floor_ns",
+                                               "gap"]))
     with tempfile.TemporaryDirectory() as tmp:
-        sweeps = ("quick",) if args.quick else ("quick", SCALING_SWEEP)
-        print(f"\n3. sweep overhead on the embedded local Ray: {', '.join(sweeps)}")
-        results["sweep"] = bench_sweep_overhead(Path(tmp), sweeps)
-        rows = [{"sweep": s, "workers": w, **{k: results["sweep"][s]["workers"][w][k] for k in
-                                              ("cells", "wall_seconds", "ray_start_seconds", "tune_seconds",
-                                               "engine_seconds", "tune_overhead_share")}}
-                for s in sweeps for w in (1, 2)]
-        print(table(rows, list(rows[0])))
-        for s in sweeps:
-            print(f"{s}: 2 workers over 1: {results['sweep'][s]['speedup_2_over_1_wall']:.2f}x wall, "
-                  f"{results['sweep'][s]['speedup_2_over_1_tune']:.2f}x in Tune")
-        print(f"Tune's fixed cost (worker start): {results['sweep']['tune_fixed_seconds']:.1f} s; "
-              f"consolidation {results['sweep']['consolidate_seconds_per_cell'] * 1e3:.1f} ms per cell")
-        print("\n4. analyze on 10^6 rows")
-        results["analysis"] = measure_analysis(Path(tmp) / "analysis")
-        print(f"{results['analysis']['seconds']:.1f} s, peak {results['analysis']['peak_GiB']:.2f} GiB")
-    print("\n5. scale-out of the study sweeps (from each cell's measured engine time)")
-    results["scale_out"] = bench_scale_out(results["sweep"])
-    print(table(results["scale_out"], ["sweep", "cells", "workers", "estimated_wall_s", "longest_cell_s", "limit"]))
+        if "sweep" in only:
+            sweeps = ("quick",) if args.quick else ("quick", SCALING_SWEEP)
+            print(f"\n4. sweep overhead on the embedded local Ray: {', '.join(sweeps)}")
+            results["sweep"] = bench_sweep_overhead(Path(tmp), sweeps)
+            rows = [{"sweep": s, "workers": w, **{k: results["sweep"][s]["workers"][w][k] for k in
+                                                  ("cells", "wall_seconds", "ray_start_seconds", "tune_seconds",
+                                                   "engine_seconds", "tune_overhead_share")}}
+                    for s in sweeps for w in (1, 2)]
+            print(table(rows, list(rows[0])))
+            for s in sweeps:
+                print(f"{s}: 2 workers over 1: {results['sweep'][s]['speedup_2_over_1_wall']:.2f}x wall, "
+                      f"{results['sweep'][s]['speedup_2_over_1_tune']:.2f}x in Tune")
+            print(f"Tune's fixed cost (worker start): {results['sweep']['tune_fixed_seconds']:.1f} s; "
+                  f"consolidation {results['sweep']['consolidate_seconds_per_cell'] * 1e3:.1f} ms per cell")
+        if "analysis" in only:
+            print("\n5. analyze on 10^6 rows")
+            results["analysis"] = measure_analysis(Path(tmp) / "analysis")
+            print(f"{results['analysis']['seconds']:.1f} s, peak {results['analysis']['peak_GiB']:.2f} GiB")
+    if "scale" in only:
+        print("\n6. scale-out of the study sweeps (from each cell's measured engine time)")
+        if "sweep" not in results:
+            print("skipped: it needs the sweep section's costs (--only ...,sweep,scale)")
+        else:
+            results["scale_out"] = bench_scale_out(results["sweep"])
+            print(table(results["scale_out"], ["sweep", "cells", "workers", "estimated_wall_s", "longest_cell_s",
+                                               "limit"]))
     Path(args.out).write_text(json.dumps(results, indent=2, default=str))
     print(f"\nwritten: {args.out}")
 
