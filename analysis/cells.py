@@ -1,56 +1,92 @@
-"""One row per cell: its parameters, its outcome counts, and the survival summaries of every
-censored duration the rows carry (analysis.survival)."""
+"""One row per cell: its parameters, its outcome counts, the survival summaries of every censored
+duration the rows carry (analysis.survival), and every per-run value summarised over the runs.
+
+Which columns describe the cell and which hold one value per run comes from the producer's
+declaration (workflows/rows.py, read by analysis.schema). A per-run column is never shown as the
+cell's: numeric ones become `median_<column>` with their spread `q10_<column>` and `q90_<column>`
+(the 10% and 90% quantiles over the cell's runs, NaN runs left out); others are left out of the
+cell table. `per_run_columns(cells)` lists what was summarised, for the report to label.
+"""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from workflows.rows import is_per_run
-
+from .schema import split_columns
 from .survival import duration_pairs, summarize_cells
-
-# Per-run losses summarised per cell by their median over the runs.
-LOSS_COLUMNS = ("loss_at_escape", "final_loss", "tail_loss_mean", "tail_loss_q50", "tail_loss_q90")
-
 
 # Hyperparameters that sweeps vary as covariates (x axes, scaling-law exponents); any other that
 # varies within one optimizer tells its variants apart (adam's beta1, precond_sgd's target).
 COVARIATE_HYPERPARAMETERS = ("optimizer.name", "optimizer.lr", "optimizer.beta2", "optimizer.eps")
+# Per-run columns that are the durations' own (summarised by survival, not by quantiles).
+DURATION_COLUMNS = ("seed", "escaped", "escape_step", "final_step", "sosp_reached", "sosp_step")
+SPREAD = (0.1, 0.9)
+
+
+def _format(value) -> str:
+    return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
 
 
 def method_labels(cells: pd.DataFrame) -> pd.Series:
     """'adam (beta1=0.9)', 'precond_sgd (target=second_moment)', or just the name where an
-    optimizer has one variant in the sweep: the identity of a line, a colour, a scaling fit."""
+    optimizer has one variant in the sweep: the identity of a line, a colour, a scaling fit.
+    Any name works (a plugin, `torch.optim.NAdam`); list entries (`betas[0]`) are hyperparameters
+    like any other."""
     labels = cells["optimizer.name"].astype(str)
-    for name, part in cells.groupby("optimizer.name"):
+    for name, part in cells.groupby("optimizer.name", observed=True):
         varying = [c for c in part.columns if c.startswith("optimizer.") and c not in COVARIATE_HYPERPARAMETERS
-                   and part[c].nunique(dropna=True) > 1]
+                   and not _is_beta2(c) and part[c].astype(str).nunique(dropna=True) > 1]
         if varying:
-            fmt = lambda v: f"{v:g}" if isinstance(v, float) else str(v)
-            labels[part.index] = [f"{name} (" + ", ".join(f"{c.split('.', 1)[1]}={fmt(v)}" for c, v in
+            labels[part.index] = [f"{name} (" + ", ".join(f"{c.split('.', 1)[1]}={_format(v)}" for c, v in
                                                          zip(varying, values) if pd.notna(v)) + ")"
                                   for values in part[varying].itertuples(index=False)]
     return labels
 
 
+def _is_beta2(column: str) -> bool:
+    """β₂ under another name (torch.optim's betas[1]) is a covariate like optimizer.beta2."""
+    return column.endswith("betas[1]")
+
+
+def variant_columns(cells: pd.DataFrame) -> list[str]:
+    """The hyperparameters that method_labels puts in a label (they tell variants apart)."""
+    columns = []
+    for _, part in cells.groupby("optimizer.name", observed=True):
+        columns += [c for c in part.columns if c.startswith("optimizer.") and c not in COVARIATE_HYPERPARAMETERS
+                    and not _is_beta2(c) and part[c].astype(str).nunique(dropna=True) > 1 and c not in columns]
+    return columns
+
+
 def cell_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Indexed by cell_id; `problem` is the problem's name, `optimizer` the optimizer's variant
-    label (method_labels); `optimizer.name` stays the name."""
-    described = [c for c in rows.columns if not is_per_run(c)]
+    label (method_labels); `optimizer.name` stays the name. Per-run columns appear only as
+    `median_`/`q10_`/`q90_` summaries over the cell's runs."""
+    described, declared_run, undeclared_run = split_columns(rows)
     cells = rows.drop_duplicates("cell_id")[described].set_index("cell_id", drop=False)
     cells.index.name = None
     for column in described:
         if isinstance(cells[column].dtype, pd.CategoricalDtype):
             cells[column] = cells[column].astype(object)
-    cells["problem"], cells["optimizer"] = cells["problem.name"], method_labels(cells)
+    cells["problem"], cells["optimizer"] = cells["problem.name"].astype(str), method_labels(cells)
 
     groups = rows.groupby("cell_id", observed=True, sort=False)
     cells["runs"] = groups.size()
     cells["escaped_runs"] = groups["escaped"].sum()
     cells["diverged_runs"] = groups["diverged"].sum() if "diverged" in rows else 0
     cells["escaped_fraction"] = cells["escaped_runs"] / cells["runs"]
-    losses = [c for c in LOSS_COLUMNS if c in rows]
-    if losses:
-        cells = cells.join(groups[losses].median().add_prefix("median_"))
+    summarised = [c for c in declared_run + undeclared_run if c not in DURATION_COLUMNS and c not in ("diverged",)
+                  and pd.api.types.is_numeric_dtype(rows[c]) and rows[c].dtype != bool]
+    if summarised:
+        numeric = rows[summarised].astype(float)
+        by_cell = numeric.groupby(rows["cell_id"], observed=True, sort=False)
+        cells = cells.join(by_cell.median().add_prefix("median_"))
+        for q in SPREAD:
+            cells = cells.join(by_cell.quantile(q).add_prefix(f"q{round(100 * q)}_"))
     for name in duration_pairs(rows):
         cells = cells.join(summarize_cells(rows, name))
     return cells
+
+
+def per_run_columns(cells: pd.DataFrame) -> list[str]:
+    """The per-run columns summarised in this cell table (median and spread over the runs)."""
+    return [c.removeprefix("median_") for c in cells.columns if c.startswith("median_")]

@@ -1,9 +1,13 @@
 """Measured against predicted: cell by cell, exponent by exponent, and the paper's claims.
 
-Like with like: the closed forms give the mean, the median and the restricted mean
-E[min(τ, budget)]. A cell where every run escaped is compared on its mean (t interval); a
-censored cell on its KM median (KM interval); a cell censored beyond half on its restricted
-mean (no interval: the ratio only) and on the fraction that escaped (Wilson interval).
+Like with like: the closed forms give the mean, the median, the restricted mean E[min(τ, budget)]
+and the fraction escaped by the budget. A cell where every run escaped is compared on its mean
+(t interval); a censored cell whose median is defined on its KM median (KM interval); a cell
+censored past half on the fraction that escaped (Wilson interval), its restricted mean shown
+alongside. A cell where no run escaped and the theory also expects most runs not to is
+**uninformative (censored)**: both sides say only "longer than the budget", which is no agreement.
+Cells whose escape time is an artefact (analysis.sanity) get the verdict "artefact" and count for
+nothing.
 """
 from __future__ import annotations
 
@@ -14,11 +18,14 @@ from scipy import stats
 from .prediction import predictions
 from .scaling import covariate_name, design, scaling_groups
 from .survival import RESTRICTED
-from .theory import SIGN_REGIME_EXPONENTS, local_exponents
+from .theory import SIGN_REGIME_EXPONENTS, local_exponents, sign_crossover
 
 CLOSE_RATIO = 0.10          # "close": measured/predicted within ±10%
+CLOSE_FRACTION = 0.10       # "close" for a fraction escaped: within 0.1
 CLOSE_EXPONENT = 0.10       # "close": |fitted − theory| ≤ 0.1
-ADAPTIVE = ("rmsprop", "adam", "precond_sgd")
+UNINFORMATIVE = "uninformative (censored)"
+ARTEFACT = "artefact"
+VERDICTS = ("holds", "close", "fails", UNINFORMATIVE, ARTEFACT)
 
 
 def with_predictions(cells: pd.DataFrame) -> pd.DataFrame:
@@ -54,11 +61,13 @@ def _by_measure(c: pd.DataFrame, kind: np.ndarray, side: int, suffix: str = "") 
     return out
 
 
-def compare_cells(cells: pd.DataFrame) -> pd.DataFrame:
+def compare_cells(cells: pd.DataFrame, artefacts=frozenset()) -> pd.DataFrame:
     """One row per cell with a prediction: the measure compared, measured [lo, hi], predicted,
-    ratio measured/predicted, whether the prediction is inside the interval, and a verdict
-    (holds: inside; close: within 10%; fails)."""
+    ratio measured/predicted, whether the prediction is inside the interval, the escaped fraction
+    against its prediction (Wilson interval), and a verdict: holds (inside), close (within 10%, or
+    0.1 of the fraction), fails, uninformative (censored), artefact."""
     c = cells if "predicted_mean" in cells else with_predictions(cells)
+    c = c[c["predicted_mean"].notna()]
     kind = np.select([c["escape_kind"].eq(RESTRICTED), c["escape_mean"].notna()], ["restricted mean", "mean"],
                      "median")
     out = c[["cell_id", "problem", "optimizer", "theory_model", "theory_note"]].copy()
@@ -70,33 +79,51 @@ def compare_cells(cells: pd.DataFrame) -> pd.DataFrame:
     out["ratio"] = out["measured"] / out["predicted"]
     inside = (out["predicted"] >= out["measured_lo"]) & (out["predicted"] <= out["measured_hi"])
     out["inside_95"] = inside
-    out["verdict"] = _verdict(inside.to_numpy(), out["ratio"].to_numpy(), CLOSE_RATIO)
-    out["sd_ratio"] = c["escape_sd"] / c["predicted_sd"]
+    verdict = _verdict(inside.to_numpy(), out["ratio"].to_numpy(), CLOSE_RATIO)
+    # Censored past half: the fraction escaped is what the data can test.
     lo, hi = wilson_interval(c["escaped_runs"], c["runs"])
+    predicted_fraction = c["predicted_escape_fraction"]
+    fraction_inside = (predicted_fraction >= lo) & (predicted_fraction <= hi)
+    fraction_close = (c["escaped_fraction"] - predicted_fraction).abs() <= CLOSE_FRACTION
+    restricted = kind == "restricted mean"
+    verdict = np.where(restricted, np.select([fraction_inside, fraction_close], ["holds", "close"], "fails"), verdict)
+    none_escaped = (c["escaped_runs"] == 0) & (predicted_fraction < 0.5)
+    verdict = np.where(restricted & none_escaped, UNINFORMATIVE, verdict)
+    verdict = np.where(c["cell_id"].isin(list(artefacts)), ARTEFACT, verdict)
+    out["verdict"] = verdict
+    with np.errstate(all="ignore"):
+        sd_ratio = c["escape_sd"] / c["predicted_sd"]
+    # A deterministic model (the sign regime: sd 0) has no sd to compare with.
+    out["sd_ratio"] = sd_ratio.where(c["predicted_sd"] > 0)
     out["escaped_fraction"] = c["escaped_fraction"]
-    out["predicted_escaped_fraction"] = c["predicted_escape_fraction"]
-    out["fraction_inside_95"] = (c["predicted_escape_fraction"] >= lo) & (c["predicted_escape_fraction"] <= hi)
-    return out[c["predicted_mean"].notna()]
+    out["predicted_escaped_fraction"] = predicted_fraction
+    out["fraction_inside_95"] = fraction_inside
+    return out
 
 
 def summarize_cell_verdicts(comparison: pd.DataFrame) -> pd.DataFrame:
-    """Per (problem, optimizer, model): how many cells hold / are close / fail, and the spread of
-    measured/predicted."""
+    """Per (problem, optimizer, model): how many cells hold / are close / fail / are uninformative /
+    artefacts, and the spread of measured/predicted over the informative ones (holds, close, fails)."""
     grouped = comparison.groupby(["problem", "optimizer", "theory_model"], sort=True)
     table = grouped["verdict"].value_counts().unstack(fill_value=0)
-    for verdict in ("holds", "close", "fails"):
+    for verdict in VERDICTS:
         if verdict not in table:
             table[verdict] = 0
-    table = table[["holds", "close", "fails"]]
+    table = table[list(VERDICTS)]
     table.insert(0, "cells", grouped.size())
-    table["ratio_median"] = grouped["ratio"].median()
-    table["ratio_min"], table["ratio_max"] = grouped["ratio"].min(), grouped["ratio"].max()
-    table["sd_ratio_median"] = grouped["sd_ratio"].median()
+    informative = comparison[comparison["verdict"].isin(["holds", "close", "fails"])]
+    by = informative.groupby(["problem", "optimizer", "theory_model"], sort=True)
+    table["ratio_median"] = by["ratio"].median()
+    table["ratio_min"], table["ratio_max"] = by["ratio"].min(), by["ratio"].max()
+    table["sd_ratio_median"] = by["sd_ratio"].median()
     return table.reset_index()
 
 
 def _local_theory(part: pd.DataFrame) -> tuple[dict, str]:
-    """THEORY.md's table of local exponents at the group's centre (geometric means)."""
+    """docs/theory.md's table of local exponents at the group's centre (geometric means)."""
+    inputs = ("optimizer.lr", "curvature", "sigma_escape", "escape_radius")
+    if not all(k in part for k in inputs) or part[list(inputs)].isna().any().any():
+        return {}, ""
     optimizer = part["optimizer.name"].iloc[0]
     centre = {k: float(np.exp(np.log(part[k].astype(float)).mean())) for k in
               ("optimizer.lr", "curvature", "sigma_escape", "escape_radius")}
@@ -106,9 +133,14 @@ def _local_theory(part: pd.DataFrame) -> tuple[dict, str]:
         alpha = float(part["optimizer.alpha"].mean()) if "optimizer.alpha" in part else 1.0
         alpha, regime = (1.0 if np.isnan(alpha) else alpha), "fixed preconditioner"
     elif optimizer in ("rmsprop", "adam", "precond_sgd"):
-        if (part["curvature"] * part["escape_radius"] > part["sigma_escape"]).mean() > 0.5:
-            return SIGN_REGIME_EXPONENTS, "sign regime"
-        alpha, regime = 1.0, "ideal (noise-dominated)"
+        # The escape-time curves cross from the ideal preconditioner's to the sign floor at
+        # γr/σ₁ = Λ'/2 (docs/theory.md section 4), not where the mechanism changes (γr/σ₁ = 1).
+        ratio = part["curvature"] * part["escape_radius"] / part["sigma_escape"]
+        crossover = sign_crossover(part["optimizer.lr"].astype(float), part["curvature"], part["sigma_escape"],
+                                   part["escape_radius"])
+        if (ratio > crossover).mean() > 0.5:
+            return SIGN_REGIME_EXPONENTS, "sign regime (gamma*r/sigma1 > Lambda'/2 in most cells)"
+        alpha, regime = 1.0, "ideal preconditioner (gamma*r/sigma1 <= Lambda'/2 in most cells)"
     else:
         return {}, ""
     table = local_exponents(centre["optimizer.lr"], centre["curvature"], centre["sigma_escape"],
@@ -128,14 +160,15 @@ def _theory_slopes(part: pd.DataFrame, covariates: list[str]) -> tuple[dict, str
     return dict(zip((covariate_name(c) for c in covariates), slope)), f"{usable.sum()} of {len(part)}"
 
 
-def compare_exponents(exponents: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+def compare_exponents(exponents: pd.DataFrame, cells: pd.DataFrame, exclude=frozenset()) -> pd.DataFrame:
     """Each fitted exponent next to the theory's: `theory` is the slope of the closed form's
     median over the same cells (least squares on the same log covariates: the like-for-like
-    number; `theory_cells` says over how many had a prediction); `theory_local` is THEORY.md's
+    number; `theory_cells` says over how many had a prediction); `theory_local` is docs/theory.md's
     table at the group's centre."""
     if exponents.empty:
         return exponents
     c = cells if "predicted_median" in cells else with_predictions(cells)
+    c = c[~c["cell_id"].isin(list(exclude))] if exclude else c
     rows = []
     for group in scaling_groups(c):
         fitted = exponents[exponents["group"] == group.label]
@@ -154,16 +187,26 @@ def compare_exponents(exponents: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFr
     table["inside_95"] = inside
     table["verdict"] = _verdict(inside.to_numpy(), (table["exponent"] - reference).to_numpy(),
                                 CLOSE_EXPONENT, is_ratio=False)
+    # A fit without an interval (a degenerate design: two cells, one all censored) tests nothing.
+    table["verdict"] = table["verdict"].where(np.isfinite(table["lo"]) & np.isfinite(table["hi"]),
+                                              "no interval (degenerate fit)")
     return table
 
 
-def sgd_slope_check(cells: pd.DataFrame) -> dict | None:
-    """THEORY.md prediction 1: over fully escaped SGD cells, ηγ·E[τ] is linear in
-    ln(γ r²/(η σ₁²)) with slope ½. The OLS slope with its 95% t interval, or None with too few cells."""
-    sgd = cells[(cells["optimizer.name"] == "sgd") & cells["escape_mean"].notna()]
+def sgd_slope_check(cells: pd.DataFrame, artefacts=frozenset()) -> dict | None:
+    """docs/theory.md prediction 1: over the SGD cells that have a closed form, every run escaped and
+    no sanity flag, lr·γ·E[τ] is linear in ln(γ r²/(η σ₁²)) with slope ½. The OLS slope with its
+    95% t interval, the cells used and their settings' range; None with fewer than 3 cells or too
+    narrow a range of the logarithm (< 0.5)."""
+    c = cells if "theory_model" in cells else with_predictions(cells)
+    if not {"optimizer.lr", "curvature", "sigma_escape", "escape_radius"} <= set(c.columns):
+        return None
+    sgd = c[(c["optimizer.name"] == "sgd") & c["escape_mean"].notna() & c["predicted_mean"].notna()
+            & ~c["cell_id"].isin(list(artefacts))]
     lr, gamma = sgd["optimizer.lr"].astype(float), sgd["curvature"].astype(float)
     x = np.log(gamma * sgd["escape_radius"] ** 2 / (lr * sgd["sigma_escape"] ** 2)).to_numpy(float)
-    y = (lr * gamma * sgd["escape_mean"]).to_numpy(float)
+    # The measured mean counts whole steps; the continuous law's slope is tested on E[τ] − ½.
+    y = (lr * gamma * (sgd["escape_mean"] - 0.5)).to_numpy(float)
     finite = np.isfinite(x) & np.isfinite(y)
     x, y = x[finite], y[finite]
     if len(x) < 3 or np.ptp(x) < 0.5:
@@ -171,36 +214,12 @@ def sgd_slope_check(cells: pd.DataFrame) -> dict | None:
     fit = stats.linregress(x, y)
     half = stats.t.ppf(0.975, len(x) - 2) * fit.stderr
     inside = fit.slope - half <= 0.5 <= fit.slope + half
+    used = sgd[finite]
     return {"slope": fit.slope, "lo": fit.slope - half, "hi": fit.slope + half, "cells": len(x),
+            "lr": (float(lr[finite].min()), float(lr[finite].max())),
+            "lr_curvature": (float((lr * gamma)[finite].min()), float((lr * gamma)[finite].max())),
+            "log_range": (float(x.min()), float(x.max())), "cell_ids": list(used["cell_id"]),
             "verdict": str(_verdict(np.array([inside]), np.array([fit.slope - 0.5]), CLOSE_EXPONENT, False)[0])}
-
-
-def speedup_table(cells: pd.DataFrame) -> pd.DataFrame:
-    """τ_SGD / τ_adaptive at each (problem, anisotropy, lr) both were run at (geometric mean over
-    any other parameter), measured and predicted. `bound` says when a side is censored past
-    half: its restricted mean is a lower bound, so the ratio is one too (≥ or ≤)."""
-    c = cells if "predicted_median" in cells else with_predictions(cells)
-    keys = ["problem", "problem.anisotropy", "optimizer.lr"]
-    if "problem.anisotropy" not in c or "sgd" not in set(c["optimizer.name"]):
-        return pd.DataFrame()
-    c = c.assign(log_time=np.log(c["escape_time"]), log_predicted=np.log(c["predicted_median"]),
-                 censored=c["escape_kind"].eq(RESTRICTED))
-    per_point = (c.groupby(keys + ["optimizer", "optimizer.name"], sort=True)
-                 .agg(log_time=("log_time", "mean"), log_predicted=("log_predicted", "mean"),
-                      censored=("censored", "any")).reset_index())
-    sgd = per_point[per_point["optimizer.name"] == "sgd"].drop(columns=["optimizer", "optimizer.name"])
-    adaptive = per_point[per_point["optimizer.name"].isin(ADAPTIVE)]
-    table = adaptive.merge(sgd, on=keys, suffixes=("", "_sgd"))
-    if table.empty:
-        return pd.DataFrame()
-    table["sgd_time"], table["adaptive_time"] = np.exp(table["log_time_sgd"]), np.exp(table["log_time"])
-    table["speedup"] = table["sgd_time"] / table["adaptive_time"]
-    table["predicted_speedup"] = np.exp(table["log_predicted_sgd"] - table["log_predicted"])
-    both = table["censored_sgd"] & table["censored"]
-    table["bound"] = np.select([both, table["censored_sgd"], table["censored"]], ["?", ">=", "<="], "=")
-    return table.rename(columns={"problem.anisotropy": "anisotropy", "optimizer.lr": "lr"})[
-        ["problem", "optimizer", "anisotropy", "lr", "sgd_time", "adaptive_time", "speedup", "bound",
-         "predicted_speedup"]]
 
 
 def figure1_check(cells: pd.DataFrame) -> pd.DataFrame:

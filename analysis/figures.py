@@ -1,302 +1,627 @@
-"""Figures, each drawn only when the sweep has the data for it; each returns (file, caption) or None.
+"""Figures chosen from what the sweep varied (analysis.design); each is drawn only when it shows something.
 
-Figures are matplotlib Figure objects saved as PNG (the Agg renderer), never pyplot: nothing
-global (the backend, open figures) changes for the caller. Axes are set to log scale before
-seaborn draws, so where several cells share a point seaborn averages them in log space (a
-geometric mean, with a geometric confidence band). Censored cells stay visible: where more
-than half the runs did not escape, the point is the restricted mean (a lower bound) drawn as a
-hollow triangle; KM curves mark censoring with ticks.
+- `escape_vs_<parameter>`: the escape time (KM median per cell) against each varied numeric
+  parameter; `sosp_vs_<parameter>` likewise for the time to a second-order stationary point.
+- `speedup_vs_<parameter>` (or `speedup_forest` where nothing numeric varies besides the method):
+  the pairwise comparisons' speed-ups with their bootstrap intervals; `speedup_heatmap` over two
+  numeric parameters on one diverging scale, centred at 1, shared by every panel.
+- `kaplan_meier_escape` (and `_sosp`): survival curves per variant, labelled by what was swept.
+- `figure1_loss_traces`: loss against iteration where the sweep recorded traces.
+
+The rules every figure keeps:
+- one colour per optimizer variant, the same in every figure and report (analysis.palette);
+  theory in that hue, lighter and dashed, and named so in the legend;
+- every other varied parameter is a facet (panels: one per combination that occurs, none
+  dropped), else a marker shape, else averaged (geometric mean) with the title saying so;
+  a parameter that follows x (β₂ under the paper's rule when x is lr) is named in the title;
+- no figure with fewer than two x values on a line; no zero or negative value on a log axis;
+  panels share their axes; legends sit outside the data; titles name the fixed parameters;
+- each figure as PNG (at `dpi`) and as PDF (vector), unless told otherwise.
+
+Figures are matplotlib Figure objects (Agg), never pyplot: nothing global changes for the caller.
 """
 from __future__ import annotations
 
+import textwrap
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from lifelines import KaplanMeierFitter
+from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from .scaling import covariate_name, descriptors
+from .design import (axis_label, axis_values, format_value, independent, is_beta, is_function_of, short_name,
+                     sort_values, varies)
+from .design import variant_settings
+from .palette import MARKERS, THEORY_STYLE, lighter, palette, shade
 from .survival import DURATIONS, RESTRICTED
 from .theory import follows_paper_rule, minimum_loss
 
-MAX_FACETS = 6
+DEFAULT_DPI = 150
+DEFAULT_FORMATS = ("png", "pdf")
+MAX_PANELS = 12
 MAX_CURVES = 8
-MAX_LINES = 6
-MAX_COLUMNS = 3
-LABEL_COLUMNS = ("optimizer.lr", "problem.anisotropy", "sigma_escape", "optimizer.beta2", "problem.dim",
-                 "curvature", "escape_radius")
+MAX_FOREST_ROWS = 40
+LOG_SPAN = 5            # an axis is logarithmic when its positive values span at least this factor
+TITLE_PARAMETERS = ("problem.name", "problem.dim", "problem.curvature", "problem.noise_scale", "problem.anisotropy",
+                    "problem.n_negative", "problem.escape_radius", "problem.escape_measure", "optimizer.lr",
+                    "optimizer.beta1", "optimizer.beta2", "start_offset", "budget", "seeds")
 
 
-def _varying(frame: pd.DataFrame, column: str) -> bool:
-    return column in frame and frame[column].nunique() > 1
+@dataclass
+class Plan:
+    """How one figure lays out the cells that have x: one line per (variant, marker value),
+    panels per facet combination, `averaged` parameters pooled by geometric mean (and said so)."""
+    x: str
+    data: pd.DataFrame
+    facets: list = field(default_factory=list)
+    marker: str | None = None
+    averaged: list = field(default_factory=list)
+    follows: list = field(default_factory=list)
 
 
-def _palette(cells):
-    names = sorted(cells["optimizer"].unique())
-    return dict(zip(names, sns.color_palette("colorblind", len(names))))
+def plan_axis(frame: pd.DataFrame, varied: list[str], x: str, y: str, numeric: set) -> tuple[Plan | None, str]:
+    """(the plan, '') or (None, why this figure is not drawn). `frame` has an `optimizer` column
+    (the variant label), `y`, and the varied parameters."""
+    data = frame[frame[x].notna() & np.isfinite(frame[y].astype(float)) & (frame[y].astype(float) > 0)]
+    values = axis_values(data, x)
+    data = data[np.isfinite(values)]
+    if data[x].nunique() < 2:
+        return None, f"{axis_label(x)} takes {data[x].nunique()} value(s) among the cells with a {y.split('_')[0]} time"
+    others = [c for c in varied if c != x and c in data and varies(data[c])]
+    follows = [c for c in others if is_function_of(data, c, [x, "optimizer"])]
+    for c in list(follows):        # x and c determine each other: one figure, along the preferred of the two
+        if c in numeric and is_function_of(data, x, [c, "optimizer"]) and varied.index(c) < varied.index(x):
+            rule = " (beta2 = 1 - lr^(2/3), the paper's rule)" if _paper_rule(data, c, x) else ""
+            return None, f"{axis_label(x)} follows {axis_label(c)} one to one{rule}: see escape_vs_{_stem(c)}"
+    leaders = [c for c in others if data[c].notna().all() and is_function_of(data, x, [c, "optimizer"])]
+    others = [c for c in others if c not in follows]
+    others, determined = independent(data, others)
+    follows += determined
+    series = data.groupby(["optimizer"] + [data[c].astype(str) for c in others], dropna=False)[x].nunique()
+    if series.max() < 2:
+        if leaders:
+            return None, (f"{axis_label(x)} follows {', '.join(axis_label(c) for c in leaders)} (one value of "
+                          f"{axis_label(x)} per value of {axis_label(leaders[0])}): no line has two values of it")
+        return None, (f"no line has two values of {axis_label(x)} once "
+                      f"{', '.join(axis_label(c) for c in others)} are fixed")
+    categorical = [c for c in others if c not in numeric]
+    ordered = categorical + sorted((c for c in others if c in numeric), key=lambda c: -data[c].nunique())
+    facets, rest = [], []
+    for c in ordered:
+        combos = data.groupby([data[f].astype(str) for f in facets + [c]]).ngroups
+        (facets if combos <= MAX_PANELS else rest).append(c)
+    marker = next((c for c in rest if data[c].nunique() <= len(MARKERS)), None)
+    averaged = [c for c in rest if c != marker]
+    return Plan(x, data, facets, marker, averaged, follows), ""
 
 
-def _figure(rows, columns, width, height, **kwargs):
-    fig = Figure(figsize=(width * columns, height * rows))
-    return fig, fig.subplots(rows, columns, squeeze=False, **kwargs)
+def _paper_rule(data, a, b) -> bool:
+    columns = {short_name(a): a, short_name(b): b}
+    if set(columns) != {"lr", "beta2"}:
+        return False
+    part = data[data[columns["beta2"]].notna()]
+    return bool(follows_paper_rule(part[columns["lr"]].astype(float), part[columns["beta2"]].astype(float)).all())
 
 
-def _save(fig, path: Path, caption: str):
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path, caption
+def _stem(column: str) -> str:
+    return short_name(column).replace("[", "").replace("]", "").replace(".", "_")
 
 
-def _facets(cells, column):
-    """(value, part) per facet: one per value of `column` where it varies; past MAX_FACETS values,
-    MAX_FACETS of them evenly spread from the smallest to the largest."""
-    if not (column and _varying(cells, column)):
-        return [(None, cells)]
-    facets = list(cells.groupby(column, sort=True))
-    keep = np.unique(np.linspace(0, len(facets) - 1, min(MAX_FACETS, len(facets))).round().astype(int))
-    return [facets[i] for i in keep]
+def _sorted_groups(frame: pd.DataFrame, columns: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    """(values, part) per combination of `columns` that occurs, in the values' natural order."""
+    if not columns:
+        return [((), frame)]
+    order = {c: {str(v): i for i, v in enumerate(sort_values(frame[c]))} for c in columns}
+    groups = []
+    for key, part in frame.groupby([frame[c].astype(str) for c in columns], dropna=False, sort=False):
+        values = tuple(part[c].iloc[0] for c in columns)
+        rank = tuple(order[c].get(str(v), len(order[c])) for c, v in zip(columns, values))
+        groups.append((rank, values, part))
+    return [(values, part) for _, values, part in sorted(groups, key=lambda g: g[0])]
 
 
-def _lines(part: pd.DataFrame, x: str, facet: str | None) -> pd.Series:
-    """A line label per cell: its optimizer and the other parameters that vary within that optimizer's
-    cells here and are not a function of x (sigma_escape when x is anisotropy)."""
-    labels = pd.Series("", index=part.index)
-    for optimizer, own in part.groupby("optimizer"):
-        others = [c for c in descriptors(own) if c not in (x, facet) and _varying(own, c)
-                  and own.groupby(x)[c].nunique().max() > 1]
-        labels[own.index] = optimizer + own[others].astype(str).agg(", ".join, axis=1).radd(": ") \
-            if others else optimizer
-    return labels
+def _describe(columns, values) -> str:
+    return ", ".join(f"{short_name(c)}={format_value(v)}" for c, v in zip(columns, values) if pd.notna(v))
 
 
-def escape_time_plot(cells, x, path, title, facet=None, mark_paper_rule=False):
-    """Measured escape time (KM median, interval bars; hollow triangle: restricted mean of a cell
-    censored past half) against x, one line per optimizer and combination of the other parameters
-    (a geometric mean with a 95% band where there would be more than MAX_LINES); dashed: the
-    theory's median. One panel per problem and value of `facet`, MAX_COLUMNS to a row."""
-    data = cells[np.isfinite(cells[x]) & np.isfinite(cells["escape_time"])]
-    problems = [p for p, part in data.groupby("problem") if part.groupby("optimizer")[x].nunique().gt(1).any()]
-    if not problems:
-        return None
-    palette = _palette(data)
-    panels = [(problem, value, part) for problem in problems
-              for value, part in _facets(data[data["problem"] == problem], facet)]
-    columns = min(MAX_COLUMNS, len(panels))
-    rows = -(-len(panels) // columns)
-    fig, axes = _figure(rows, columns, 4.6, 4.0)
+def _grid(n: int) -> tuple[int, int]:
+    columns = n if n <= 4 else 3 if n in (5, 6, 9) else 4
+    return -(-n // columns), columns
+
+
+def _log_axis(values) -> bool:
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    return len(values) > 0 and values.min() > 0 and values.max() / values.min() >= LOG_SPAN
+
+
+def _value_ticks(ax, values, log):
+    """Ticks at the values themselves where there are few (no overlapping minor labels)."""
+    values = np.unique(np.asarray(values, float))
+    if len(values) <= 7:
+        ax.xaxis.set_major_locator(FixedLocator(values))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        if log or len(values) > 4:
+            for label in ax.get_xticklabels():
+                label.set_rotation(30)
+    elif log:
+        ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _log_ticks(axis, span: float):
+    """Labelled ticks at 1, 2, 5 x 10^k over less than two decades, else at the powers of ten (plain
+    numbers); no labelled minor ticks."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if span < 100 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def fixed_title(frame: pd.DataFrame, fixed: dict, exclude=()) -> str:
+    """'fixed: problem=quadratic_saddle, dim=10, ...': the title-worthy parameters with one value in
+    every cell drawn (a hyperparameter only some of the methods take is left out)."""
+    items = {}
+    for column in TITLE_PARAMETERS:
+        if column in exclude:
+            continue
+        if column in frame and frame[column].notna().all() and not varies(frame[column]):
+            items[column] = frame[column].iloc[0]
+        elif column in fixed and column not in frame and not column.startswith("optimizer."):
+            items[column] = fixed[column]
+    if not items:
+        return ""
+    text = "fixed: " + ", ".join(("problem" if c == "problem.name" else short_name(c)) + f"={format_value(v)}"
+                                 for c, v in items.items())
+    return text
+
+
+@dataclass
+class Measure:
+    """What a line figure draws: the y column (+ _lo/_hi), which points are lower bounds, the theory."""
+    y: str
+    label: str
+    lo: str | None = None
+    hi: str | None = None
+    bound: str | None = None            # a boolean column: the point is a bound (hollow marker)
+    bound_label: str = ""
+    theory: str | None = None
+    reference_line: float | None = None
+
+
+def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: str, path: Path, save,
+                own_settings: dict | None = None) -> tuple:
+    """Draw a Plan; returns save()'s (path, caption)."""
+    data = plan.data
+    panels = _sorted_groups(data, plan.facets)
+    rows, columns = _grid(len(panels))
+    width = max(3.4 * columns + 2.2, 7.5)
+    fig = Figure(figsize=(width, 2.9 * rows + 1.2), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    averaged = False
-    for i, (ax, (problem, value, part)) in enumerate(zip(axes.flat, panels)):
-        part = part.assign(line=_lines(part, x, facet))
-        average = part.groupby("optimizer")["line"].nunique().max() > MAX_LINES
-        averaged |= average
-        ax.set_xscale("log")        # before drawing: seaborn then averages in log space
-        ax.set_yscale("log")
-        style = dict(errorbar=("ci", 95), n_boot=200, seed=0) if average else dict(units="line", estimator=None)
-        sns.lineplot(data=part, x=x, y="escape_time", hue="optimizer", palette=palette, marker="o", ax=ax,
-                     legend=i == 0, **style)
-        _overlay(ax, part, x, palette, "optimizer" if average else "line", mark_paper_rule)
-        if mark_paper_rule and value is not None:
-            ax.axvline(value ** (2 / 3), color="grey", linestyle=":")
-        ax.set_xlabel(covariate_name(x))
-        ax.set_ylabel("escape step (median)")
-        label = f", {covariate_name(facet)} = {value:g}" if value is not None else ""
-        ax.set_title(problem + label, fontsize=10)
-        if i == 0:
-            _legend(ax, mark_paper_rule)
-    fig.suptitle(title)
-    shown = {value for _, value, _ in panels}
-    total = data[facet].nunique() if facet and facet in data else 1
-    caption = (f"{title}: KM median escape step per cell (bars: 95% interval), one line per optimizer and "
-               "setting of the other varied parameters"
-               + (" (averaged geometrically, band: 95% interval, where there were more than "
-                  f"{MAX_LINES})" if averaged else "")
-               + "; dashed: the closed form's median; hollow triangles: restricted mean of cells censored past "
-                 "half (a lower bound)"
-               + ("; stars and dotted line: beta2 = 1 - lr^(2/3)" if mark_paper_rule else "")
-               + (f"; panels for {len(shown)} of the {total} values of {covariate_name(facet)}"
-                  if len(shown) < total else "") + ".")
-    return _save(fig, path, caption)
+    x_values = axis_values(data, plan.x)
+    log_x = _log_axis(x_values)
+    markers = {str(v): MARKERS[i] for i, v in enumerate(sort_values(data[plan.marker]))} if plan.marker else {}
+    used = {"bound": False, "theory": False, "rule": False}
+    shown = np.concatenate([data[c].to_numpy(float) for c in (measure.y, measure.theory, measure.lo, measure.hi)
+                            if c and c in data])
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    y_span = shown.max() / shown.min() if len(shown) else 10.0
+    # Scales and limits once, on shared axes, before any panel draws (a panel with one point would
+    # otherwise give its shared partners identical limits).
+    first = axes.flat[0]
+    first.set_yscale("log")
+    if log_x:
+        first.set_xscale("log")
+    finite = x_values[np.isfinite(x_values)]
+    low, high = finite.min(), finite.max()
+    first.set_xlim(*((low / 1.25, high * 1.25) if log_x else (low - 0.06 * (high - low), high + 0.06 * (high - low))))
+    first.set_ylim(shown.min() / 1.3, shown.max() * 1.3)
+    for ax, (values, part) in zip(axes.flat, panels):
+        for (optimizer, marker_value), line in _series(part, plan):
+            color = colors[optimizer]
+            shape = markers.get(str(marker_value), "o")
+            xs, ys = axis_values(line, plan.x), line[measure.y].to_numpy(float)
+            order = np.argsort(xs)
+            xs, line, ys = xs[order], line.iloc[order], ys[order]
+            ax.plot(xs, ys, color=color, marker=shape, markersize=5, linewidth=1.6, zorder=3)
+            if measure.bound and line[measure.bound].any():
+                hollow = line[measure.bound].to_numpy(bool)
+                ax.plot(xs[hollow], ys[hollow], linestyle="", marker=shape, markersize=8, markerfacecolor="white",
+                        markeredgecolor=color, markeredgewidth=1.5, zorder=4)
+                used["bound"] = True
+            if measure.lo and not plan.averaged:
+                lo, hi = line[measure.lo].to_numpy(float), line[measure.hi].to_numpy(float)
+                ok = np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
+                ax.errorbar(xs[ok], ys[ok], yerr=[ys[ok] - lo[ok], hi[ok] - ys[ok]], fmt="none", ecolor=color,
+                            alpha=0.6, capsize=2, zorder=2)
+            if measure.theory and measure.theory in line:
+                theory = line[measure.theory].to_numpy(float)
+                ok = np.isfinite(theory) & (theory > 0)
+                if ok.sum() >= 1:
+                    ax.plot(xs[ok], theory[ok], color=lighter(color), zorder=1,
+                            marker="_" if ok.sum() == 1 else None, markersize=12, **THEORY_STYLE)
+                    used["theory"] = True
+            if is_beta(plan.x) and short_name(plan.x) == "beta2" and "optimizer.lr" in line:
+                rule = follows_paper_rule(line["optimizer.lr"].astype(float), line[plan.x].astype(float))
+                if rule.any():
+                    ax.plot(xs[rule], ys[rule], linestyle="", marker="*", markersize=13, color=color,
+                            markeredgecolor="black", zorder=5)
+                    used["rule"] = True
+        if measure.reference_line is not None:
+            ax.axhline(measure.reference_line, color="0.4", linewidth=0.9, linestyle=":", zorder=0)
+        ax.set_title(_describe(plan.facets, values), fontsize=9)
+        ax.grid(True, which="major", alpha=0.25)
+        _log_ticks(ax.yaxis, y_span)
+        _value_ticks(ax, x_values, log_x)
+    for ax in axes[-1]:
+        ax.set_xlabel(axis_label(plan.x))
+    for ax in axes[:, 0]:
+        ax.set_ylabel(measure.label)
+    # the last visible panel of each column carries the x label when the bottom row is short
+    for column in range(columns):
+        visible = [axes[r, column] for r in range(rows) if axes[r, column].get_visible()]
+        if visible:
+            visible[-1].set_xlabel(axis_label(plan.x))
+            visible[-1].xaxis.set_tick_params(labelbottom=True)
+    own = own_settings or {}
+    handles = [Line2D([], [], color=colors[o], marker="o", linewidth=1.6,
+                      label=o + (f" ({own[o]})" if own.get(o) and "(" not in o else f", {own[o]}" if own.get(o) else ""))
+               for o in sorted(data["optimizer"].unique(), key=str)]
+    if plan.marker:
+        handles += [Line2D([], [], color="0.3", marker=m, linestyle="", label=f"{short_name(plan.marker)}={v}")
+                    for v, m in markers.items()]
+    if used["theory"]:
+        handles.append(Line2D([], [], color=lighter("#444444"), label="closed form (median), dashed, lighter\n"
+                              "in each method's colour", **THEORY_STYLE))
+    if used["bound"]:
+        handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="",
+                              label=measure.bound_label))
+    if used["rule"]:
+        handles.append(Line2D([], [], color="0.3", marker="*", markersize=11, markeredgecolor="black", linestyle="",
+                              label="beta2 = 1 - lr^(2/3) (paper's rule)"))
+    notes = []
+    if plan.averaged:
+        notes.append("averaged over " + ", ".join(axis_label(c) for c in plan.averaged) + " (geometric mean)")
+    for column in plan.follows:
+        if "optimizer.lr" in data and _paper_rule(data, column, "optimizer.lr"):
+            notes.append(f"{short_name(column)} follows lr (beta2 = 1 - lr^(2/3), the paper's rule)")
+        else:
+            notes.append(f"{short_name(column)} follows the parameters shown")
+    heading = title + ("; " + "; ".join(notes) if notes else "")
+    wrap = int(width * 11)
+    fig.suptitle("\n".join(textwrap.wrap(heading, wrap) + textwrap.wrap(fixed, wrap)), fontsize=10)
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
+    caption = (f"{heading}. " + (f"Panels: one per {', '.join(axis_label(c) for c in plan.facets)} that occurs. "
+                                 if plan.facets else "")
+               + (f"Marker shape: {axis_label(plan.marker)}. " if plan.marker else "")
+               + (fixed + "." if fixed else ""))
+    return save(fig, path, caption)
 
 
-def _overlay(ax, part, x, palette, line, mark_paper_rule):
-    """Per-cell KM intervals, censored cells, the theory and the paper's beta2 rule over a panel."""
-    for (optimizer, _), own in part.groupby(["optimizer", line]):
-        color = palette[optimizer]
-        known = own[own["escape_kind"] != RESTRICTED]
-        if line != "optimizer":          # averaged lines show their band instead of every cell's interval
-            ax.errorbar(known[x], known["escape_time"], fmt="none", ecolor=color, alpha=0.5,
-                        yerr=[(known["escape_time"] - known["escape_time_lo"]).to_numpy(),
-                              (known["escape_time_hi"] - known["escape_time"]).replace(np.inf, 0).to_numpy()])
-        censored = own[own["escape_kind"] == RESTRICTED]
-        ax.scatter(censored[x], censored["escape_time"], marker="^", s=60, facecolors="none", edgecolors=color)
-        theory = own[np.isfinite(own["predicted_median"])]
-        if len(theory):
-            theory = theory.groupby(x)["predicted_median"].apply(lambda v: np.exp(np.log(v).mean()))
-            ax.plot(theory.index, theory.to_numpy(), linestyle="--", color=color, alpha=0.8)
-        if mark_paper_rule:
-            rule = own[follows_paper_rule(own["optimizer.lr"], own["optimizer.beta2"])]
-            ax.scatter(rule[x], rule["escape_time"], marker="*", s=160, color=color, edgecolors="k", zorder=5)
+def _series(part: pd.DataFrame, plan: Plan):
+    """((optimizer, marker value), cells) per line; with parameters averaged, one point per x."""
+    keys = ["optimizer"] + ([plan.marker] if plan.marker else [])
+    for values, line in _sorted_groups(part, keys):
+        key = (values[0], values[1] if plan.marker else None)
+        if plan.averaged:
+            line = _geometric_mean(line, plan.x)
+        yield key, line
 
 
-def _legend(ax, mark_paper_rule):
-    handles, labels = ax.get_legend_handles_labels()
-    extra = [(Line2D([], [], color="k", linestyle="--"), "theory (median)"),
-             (Line2D([], [], marker="^", color="k", markerfacecolor="none", linestyle=""),
-              "censored > half (lower bound)")]
-    if mark_paper_rule:
-        star = Line2D([], [], marker="*", color="k", markersize=10, linestyle="")
-        extra.append((star, "beta2 = 1 - lr^(2/3)"))
-    ax.legend(handles + [h for h, _ in extra], labels + [t for _, t in extra], fontsize=7)
+def _geometric_mean(line: pd.DataFrame, x: str) -> pd.DataFrame:
+    numeric = [c for c in line.columns if c != x and pd.api.types.is_numeric_dtype(line[c])
+               and line[c].dtype != bool]
+    out = []
+    for _, group in line.groupby(x, sort=True):
+        row = group.iloc[0].copy()
+        for c in numeric:
+            values = group[c].to_numpy(float)
+            with np.errstate(all="ignore"):
+                row[c] = float(np.exp(np.mean(np.log(values)))) if (values > 0).all() else float(np.mean(values))
+        for c in group.columns:
+            if group[c].dtype == bool:
+                row[c] = bool(group[c].any())
+        out.append(row)
+    return pd.DataFrame(out)
 
 
-def speedup_heatmap(speedups: pd.DataFrame, path: Path):
-    """τ_SGD/τ_adaptive over anisotropy × lr, one panel per (problem, adaptive optimizer)."""
-    if speedups.empty:
-        return None
-    panels = [(key, part) for key, part in speedups.groupby(["problem", "optimizer"])
-              if part["anisotropy"].nunique() > 1 and part["lr"].nunique() > 1]
-    if not panels:
-        return None
-    fig, axes = _figure(1, len(panels), 5.2, 4.2)
-    for ax, ((problem, optimizer), part) in zip(axes[0], panels):
-        grid = part.pivot_table(index="anisotropy", columns="lr", values="speedup", aggfunc="first")
-        bound = part.pivot_table(index="anisotropy", columns="lr", values="bound", aggfunc="first")
-        text = bound.replace({"=": ""}).fillna("") + grid.map(lambda v: f"{v:.3g}" if np.isfinite(v) else "")
-        with warnings.catch_warnings():      # seaborn 0.13 calls matplotlib's deprecated cmap.set_bad
-            warnings.simplefilter("ignore", PendingDeprecationWarning)
-            sns.heatmap(np.log10(grid), annot=text, fmt="", cmap="vlag", center=0, ax=ax,
-                        cbar_kws={"label": "log10 speed-up"})
-        ax.set_title(f"{problem}: sgd / {optimizer}", fontsize=10)
-        ax.set_xticklabels([f"{v:g}" for v in grid.columns], rotation=45)
-        ax.set_yticklabels([f"{v:g}" for v in grid.index], rotation=0)
-    caption = ("Speed-up tau_SGD / tau_adaptive (median escape step) over anisotropy and lr; >= / <=: one side "
-               "was censored past half, so the value is a bound; '?': both censored.")
-    return _save(fig, path, caption)
+def escape_measure(name: str = "escape") -> Measure:
+    event = DURATIONS[name][1]
+    return Measure(y=f"{name}_time", lo=f"{name}_time_lo", hi=f"{name}_time_hi", bound=f"{name}_bound",
+                   label=f"{'escape' if name == 'escape' else name} step (KM median)",
+                   bound_label=f"hollow: more than half not {event}:\nrestricted mean (a lower bound)",
+                   theory="predicted_median" if name == "escape" else None)
 
 
-def _label_columns(cells: pd.DataFrame) -> list[str]:
-    """Up to 4 varying parameters that tell these cells apart, skipping any that is a function of
-    those already chosen (sigma_escape next to anisotropy)."""
-    chosen = []
-    for column in LABEL_COLUMNS:
-        if column in cells and cells[column].notna().any() and _varying(cells, column) and len(chosen) < 4 and \
-                (not chosen or cells.groupby(chosen, dropna=False)[column].nunique().max() > 1):
-            chosen.append(column)
-    return chosen
+def speedup_measure() -> Measure:
+    return Measure(y="speedup", lo="speedup_lo", hi="speedup_hi", bound="is_bound",
+                   label="speed-up over reference (tau_ref / tau)",
+                   bound_label="hollow: one side censored past half:\na bound", theory="predicted_speedup",
+                   reference_line=1.0)
 
 
-def _curve_label(cell, columns, with_problem):
-    parts = [f"{c.split('.', 1)[-1]}={cell[c]:g}" for c in columns if pd.notna(cell[c])]
-    return ", ".join(([cell["problem"]] if with_problem else []) + parts) or str(cell["cell_id"])[:8]
-
-
-def kaplan_meier_curves(rows, cells, path, name="escape"):
-    """KM survival curves (fraction of runs not yet escaped) for up to MAX_CURVES cells per optimizer,
-    spread over the range of median escape times; ticks mark censored runs."""
-    duration, event = DURATIONS[name]
-    optimizers = sorted(cells["optimizer"].unique())[:MAX_FACETS]
-    columns = min(MAX_COLUMNS, len(optimizers))
-    fig, axes = _figure(-(-len(optimizers) // columns), columns, 4.8, 4.2, sharey=True)
-    for ax in axes.flat[len(optimizers):]:
+def speedup_heatmap(comparisons: pd.DataFrame, settings: list[str], numeric: set, colors, path: Path, save):
+    """Speed-up over two numeric settings, a panel per (variant vs reference, other settings), one
+    diverging colour scale for all panels centred at 1 (log scale: 2x and 0.5x equally far)."""
+    table = comparisons[comparisons["flag"] == ""]
+    candidates = [c for c in settings if c in numeric and c in table and table[c].nunique() > 1]
+    axes_columns = [c for c in candidates if table.dropna(subset=candidates[:2])[c].nunique() > 1][:2]
+    table = table.dropna(subset=axes_columns)
+    if len(axes_columns) < 2:
+        return None, "fewer than two numeric settings vary among the comparisons"
+    x, y = axes_columns
+    candidates = [c for c in settings if c in table and c not in axes_columns and varies(table[c])]
+    rest = [c for c in independent(table.assign(optimizer=table["variant"]), axes_columns + candidates)[0]
+            if c not in axes_columns]
+    panels = _sorted_groups(table, ["variant", "reference"] + rest)
+    if len(panels) > MAX_PANELS:
+        return None, (f"{len(panels)} panels (one per variant, reference and value of "
+                      f"{', '.join(axis_label(c) for c in rest) or 'nothing else'}) are more than {MAX_PANELS}")
+    rows, columns = _grid(len(panels))
+    fig = Figure(figsize=(3.9 * columns + 1.2, 3.4 * rows + 0.8), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    with_problem = cells["problem"].nunique() > 1
-    for ax, optimizer in zip(axes.flat, optimizers):
-        own = cells[cells["optimizer"] == optimizer].sort_values(f"{name}_time")
+    with np.errstate(divide="ignore"):
+        logs = np.log10(table["speedup"].to_numpy(float))
+    limit = max(np.log10(2), np.nanmax(np.abs(logs[np.isfinite(logs)])) if np.isfinite(logs).any() else 1)
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
+    image = None
+    for ax, (values, part) in zip(axes.flat, panels):
+        xs, ys = sort_values(part[x]), sort_values(part[y])
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for _, row in part.iterrows():
+            i, j = ys.index(row[y]), xs.index(row[x])
+            grid[i, j] = np.log10(row["speedup"])
+            text = ("" if row["bound"] == "=" else row["bound"]) + f"{row['speedup']:.3g}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if abs(grid[i, j]) > 0.6 * limit else "black")
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdBu", norm=norm, aspect="auto", origin="lower")
+        ax.set_facecolor("0.85")
+        ax.set_xticks(range(len(xs)), [format_value(v) for v in xs], rotation=45, fontsize=8)
+        ax.set_yticks(range(len(ys)), [format_value(v) for v in ys], fontsize=8)
+        ax.set_xlabel(axis_label(x))
+        ax.set_ylabel(axis_label(y))
+        variant, reference = values[0], values[1]
+        ax.set_title(f"{variant} vs {reference}" + ("\n" + _describe(rest, values[2:]) if rest else ""), fontsize=9,
+                     color=colors.get(variant, "black"))
+    bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.85)
+    steps = (-3, -2, -1, 0, 1, 2, 3) if limit > 1.2 else (-1, np.log10(0.5), 0, np.log10(2), 1)
+    ticks = [t for t in steps if -limit <= t <= limit]
+    bar.set_ticks(ticks, labels=[f"{10**t:g}" for t in ticks])
+    bar.set_label("speed-up tau_ref / tau (blue: faster, red: slower)")
+    title = f"Speed-up over the reference across {axis_label(x)} and {axis_label(y)}"
+    fig.suptitle(title, fontsize=11)
+    caption = (f"{title}: ratio of KM medians, one diverging colour scale for every panel, centred at 1 (white), "
+               "blue where the variant escapes sooner, red where later; >= / <=: one side censored past half (a "
+               "bound); grey: not compared.")
+    return save(fig, path, caption), ""
+
+
+def forest_plot(comparisons: pd.DataFrame, settings: list[str], colors, path: Path, save):
+    """Each comparison as a row: speed-up with its bootstrap interval, log scale, a line at 1."""
+    table = comparisons.copy()
+    if len(table) > MAX_FOREST_ROWS:
+        return None, f"{len(table)} comparisons are too many rows for one forest plot (at most {MAX_FOREST_ROWS})"
+    shown = [c for c in settings if c in table and varies(table[c])]
+    labels = [f"{r['variant']} vs {r['reference']}" + (": " + _describe(shown, [r[c] for c in shown]) if shown else "")
+              for _, r in table.iterrows()]
+    fig = Figure(figsize=(7.5, 0.38 * len(table) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(table))[::-1]
+    for yi, (_, row) in zip(y, table.iterrows()):
+        color = colors.get(row["variant"], "black")
+        if np.isfinite(row["speedup_lo"]):
+            ax.plot([row["speedup_lo"], row["speedup_hi"]], [yi, yi], color=color, linewidth=2)
+        hollow = row["bound"] != "="
+        ax.plot([row["speedup"]], [yi], marker="o", color=color, markerfacecolor="white" if hollow else color,
+                markersize=7)
+        if np.isfinite(row.get("predicted_speedup", np.nan)) and row["predicted_speedup"] > 0:
+            ax.plot([row["predicted_speedup"]], [yi], marker="|", markersize=12, color=lighter(color))
+    ax.axvline(1.0, color="0.4", linestyle=":")
+    ax.set_xscale("log")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlabel("speed-up tau_ref / tau (KM medians; > 1: faster than the reference)")
+    ax.set_title("Pairwise comparisons: speed-up with 95% bootstrap interval", fontsize=10)
+    handles = [Line2D([], [], color="0.3", marker="o", linestyle="", label="measured (hollow: a bound)"),
+               Line2D([], [], color="0.6", marker="|", markersize=12, linestyle="", label="closed forms' ratio")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    caption = ("Pairwise comparisons: the ratio of KM median escape steps (reference / variant) with its 95% "
+               "bootstrap interval over runs; hollow: one side censored past half (a bound); ticks: the closed "
+               "forms' ratio where both have one.")
+    return save(fig, path, caption), ""
+
+
+def _label_columns(cells: pd.DataFrame, varied: list[str]) -> list[str]:
+    """The swept parameters that tell these cells apart (one of two that determine each other)."""
+    return independent(cells, [c for c in varied if c in cells], given=())[0]
+
+
+def kaplan_meier_curves(rows, cells, varied, colors, path, save, name="escape"):
+    """KM curves (fraction of runs not yet escaped) for up to MAX_CURVES cells per variant, spread over
+    the range of their median times, labelled by the swept values; one panel per variant, all variants."""
+    duration, event = DURATIONS[name]
+    variants = sorted(cells["optimizer"].unique(), key=str)
+    n_rows, columns = _grid(len(variants))
+    fig = Figure(figsize=(4.3 * columns, 5.4 * n_rows), layout="constrained")
+    axes = fig.subplots(n_rows, columns, squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[len(variants):]:
+        ax.set_visible(False)
+    thinned = []
+    positions = rows.groupby("cell_id", observed=True, sort=False).indices
+    all_steps = rows[duration].to_numpy(float)
+    log_x = all_steps.min() > 0 and all_steps.max() / max(all_steps.min(), 1) >= LOG_SPAN
+    for ax, variant in zip(axes.flat, variants):
+        own = cells[cells["optimizer"] == variant].sort_values(f"{name}_time", kind="stable")
         chosen = own.iloc[np.unique(np.linspace(0, len(own) - 1, min(MAX_CURVES, len(own))).round().astype(int))]
-        labels = _label_columns(own)
-        ax.set_xscale("log")
-        selected = rows[rows["cell_id"].isin(chosen["cell_id"])]
-        for _, cell in chosen.iterrows():
-            runs = selected[selected["cell_id"] == cell["cell_id"]]
+        if len(chosen) < len(own):
+            thinned.append(f"{variant}: {len(chosen)} of {len(own)}")
+        labels = _label_columns(own, varied)
+        base = colors[variant]
+        shades = np.linspace(1.5, 0.55, len(chosen)) if len(chosen) > 1 else [1.0]
+        for factor, (_, cell) in zip(shades, chosen.iterrows()):
+            runs = rows.iloc[positions[cell["cell_id"]]]
+            label = _describe(labels, [cell[c] for c in labels]) or "(one cell)"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                km = KaplanMeierFitter().fit(runs[duration], runs[event],
-                                             label=_curve_label(cell, labels, with_problem))
-                km.plot_survival_function(ax=ax, show_censors=True, ci_alpha=0.15,
-                                          censor_styles={"marker": "|", "ms": 8})
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(optimizer, fontsize=10)
-        ax.set_xlabel(f"{duration} (log)")
-        ax.set_ylabel(f"fraction of runs without {event}")
-        ax.legend(fontsize=6)
-    caption = (f"Kaplan-Meier curves of {duration}: the fraction of runs not yet {event}, up to {MAX_CURVES} "
-               "cells per optimizer spread over their range; shaded: 95% band; ticks: censored runs.")
-    return _save(fig, path, caption)
+                km = KaplanMeierFitter().fit(runs[duration], runs[event], label=label)
+                km.plot_survival_function(ax=ax, show_censors=True, ci_alpha=0.12, color=shade(base, factor),
+                                          censor_styles={"marker": "|", "ms": 7})
+        if log_x:
+            ax.set_xscale("log")
+            _log_ticks(ax.xaxis, all_steps.max() / max(all_steps.min(), 1))
+        ax.set_title(variant, fontsize=10, color=base)
+        ax.set_xlabel(f"{duration}" + (" (log)" if log_x else ""))
+        ax.set_ylabel(f"fraction of runs not yet {event}")
+        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+    fig.suptitle(f"Kaplan-Meier curves of {duration}, one panel per optimizer variant", fontsize=11)
+    caption = (f"Kaplan-Meier curves of {duration}: the fraction of runs not yet {event}, one panel per variant in its "
+               "colour (lighter: sooner), each curve labelled by the swept values of its cell; shaded: 95% band; "
+               "ticks: censored runs"
+               + (f". Curves for {'; '.join(thinned)} cells (spread evenly over their range of median times; all "
+                  "cells are in cells.csv)" if thinned else "") + ".")
+    return save(fig, path, caption), ""
 
 
-def loss_traces(traces: pd.DataFrame, cells: pd.DataFrame, path: Path):
+def loss_traces(traces: pd.DataFrame, cells: pd.DataFrame, varied, colors, path: Path, save):
     """The paper's Figure 1: loss against iteration, median over runs (band: 10-90%), one panel per
-    (problem, optimizer), one line per lr; dotted: the minimum's loss where known."""
-    if traces is None or traces.empty:
-        return None
+    (problem, variant), one line per cell in shades of the variant's colour; dotted: the minimum's loss."""
     quantiles = (traces.groupby(["cell_id", "step"], observed=True)["loss"].quantile([0.1, 0.5, 0.9])
                  .unstack().reset_index().rename(columns={0.1: "q10", 0.5: "q50", 0.9: "q90"}))
     quantiles["cell_id"] = quantiles["cell_id"].astype(str)
-    data = quantiles.merge(cells[["cell_id", "problem", "optimizer", "optimizer.lr"]], on="cell_id")
+    known = cells.assign(cell_id=cells["cell_id"].astype(str))
+    data = quantiles.merge(known[["cell_id", "problem", "optimizer"]], on="cell_id")
     if data.empty:
-        return None
-    panels = list(data.groupby(["problem", "optimizer"], sort=True))[:MAX_FACETS]
-    fig, axes = _figure(1, len(panels), 4.8, 4.0, sharey=True)
-    for ax, ((problem, optimizer), part) in zip(axes[0], panels):
-        ax.set_xscale("log")
-        lrs = sorted(part["optimizer.lr"].unique())
-        colors = dict(zip(lrs, sns.color_palette("viridis", len(lrs))))
-        for (lr, cell), line in part.groupby(["optimizer.lr", "cell_id"], sort=True):   # legend in lr order
-            ax.plot(line["step"], line["q50"], color=colors[lr], label=f"lr={lr:g}")
-            ax.fill_between(line["step"], line["q10"], line["q90"], color=colors[lr], alpha=0.15)
-        floor = minimum_loss(_problem_params(cells[cells["problem"] == problem].iloc[0]))
+        return None, "no trace belongs to a cell of this table"
+    traced = known[known["cell_id"].isin(data["cell_id"])]
+    problems = _sorted_groups(traced, ["problem"])
+    columns = max(part["optimizer"].nunique() for _, part in problems)
+    # One row per problem (losses of different problems are not comparable: y is shared within a row).
+    fig = Figure(figsize=(4.6 * columns, 4.5 * len(problems)), layout="constrained")
+    axes = fig.subplots(len(problems), columns, squeeze=False, sharex=True, sharey="row")
+    panels = []
+    for row, (_, part) in enumerate(problems):
+        own_panels = _sorted_groups(part, ["problem", "optimizer"])
+        panels += [(axes[row, i], key, cells_) for i, (key, cells_) in enumerate(own_panels)]
+        for ax in axes[row, len(own_panels):]:
+            ax.set_visible(False)
+    for ax, (problem, variant), own in panels:
+        labels = _label_columns(own, [c for c in varied if c != "problem.name"])
+        ordered = _sorted_groups(own, labels) if labels else [((), own)]
+        shades = np.linspace(1.5, 0.55, len(ordered)) if len(ordered) > 1 else [1.0]
+        for factor, (values, group) in zip(shades, ordered):
+            for cell in group["cell_id"]:
+                line = data[data["cell_id"] == cell].sort_values("step")
+                color = shade(colors[variant], factor)
+                ax.plot(line["step"], line["q50"], color=color, label=_describe(labels, values) or variant)
+                ax.fill_between(line["step"], line["q10"], line["q90"], color=color, alpha=0.12)
+        floor = minimum_loss(_problem_params(own.iloc[0]))
         if np.isfinite(floor):
             ax.axhline(floor, color="k", linestyle=":", label="minimum loss")
-        ax.set_title(f"{problem}: {optimizer}", fontsize=10)
+        ax.set_xscale("log")
+        ax.set_title(f"{problem}: {variant}", fontsize=10, color=colors[variant])
         ax.set_xlabel("iteration (log)")
         ax.set_ylabel("loss")
-        ax.legend(fontsize=7)
-    caption = ("Loss against iteration (the paper's Figure 1): median over runs, band 10-90%, one line per step "
-               "size; dotted: the local minimum's loss.")
-    return _save(fig, path, caption)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
+    fig.suptitle("Loss against iteration (the paper's Figure 1)", fontsize=11)
+    caption = ("Loss against iteration (the paper's Figure 1): median over runs, band 10-90%, one panel per variant "
+               "in its colour, one line per cell (lighter: the smaller value); dotted: the local minimum's loss.")
+    return save(fig, path, caption), ""
 
 
 def _problem_params(cell: pd.Series) -> dict:
-    params = {k.split(".", 1)[1]: v for k, v in cell.items() if k.startswith("problem.")}
+    params = {k.split(".", 1)[1]: v for k, v in cell.items() if str(k).startswith("problem.")}
     return {**params, "curvature": cell.get("curvature")}
 
 
-def draw_figures(rows, cells, traces, speedups, out_dir: Path):
-    """Every figure that applies: ([(path, caption)], [(file, why it was not drawn)]). A figure
-    that fails is listed as skipped with its error, never a crash of the report."""
+class Saver:
+    """Saves a figure in every format at one dpi; remembers what it wrote."""
+
+    def __init__(self, dpi: int = DEFAULT_DPI, formats=DEFAULT_FORMATS):
+        self.dpi, self.formats = dpi, tuple(formats)
+
+    def __call__(self, fig: Figure, path: Path, caption: str):
+        for i, fmt in enumerate(self.formats):
+            fig.savefig(path.with_suffix("." + fmt), dpi=self.dpi, bbox_inches="tight")
+            if i == 0:              # the layout is settled: the other formats need not solve it again
+                fig.set_layout_engine("none")
+        return path.with_suffix("." + self.formats[0]), caption
+
+
+def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: int = DEFAULT_DPI,
+                 formats=DEFAULT_FORMATS, settings=()):
+    """Every figure that applies: ([(path, caption)], [(file, why it was not drawn)]). Each job
+    returns ((path, caption), "") or (None, why); a figure that fails is listed with its error,
+    never a crash of the report."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    cells = cells.assign(**{"1-beta2": 1 - cells["optimizer.beta2"]} if "optimizer.beta2" in cells else {})
-    noise_x = "problem.anisotropy" if _varying(cells, "problem.anisotropy") else "sigma_escape"
-    adaptive = cells[cells["optimizer.name"].isin(["rmsprop", "adam"])] if "1-beta2" in cells else cells.iloc[:0]
-    jobs = [
-        ("escape_vs_noise.png", lambda p: escape_time_plot(
-            cells, noise_x, p, f"Escape time vs {covariate_name(noise_x)}", facet="optimizer.lr")),
-        ("escape_vs_lr.png", lambda p: escape_time_plot(
-            cells, "optimizer.lr", p, "Escape time vs lr", facet=noise_x)),
-        ("escape_vs_beta2.png", lambda p: escape_time_plot(
-            adaptive, "1-beta2", p, "Escape time vs 1 - beta2 (rmsprop/adam)", facet="optimizer.lr",
-            mark_paper_rule=True) if len(adaptive) else None),
-        ("speedup_heatmap.png", lambda p: speedup_heatmap(speedups, p)),
-        *[(f"kaplan_meier_{name}.png", lambda p, name=name: kaplan_meier_curves(rows, cells, p, name))
-          for name, pair in DURATIONS.items() if set(pair) <= set(rows.columns)],
-        ("figure1_loss_traces.png", lambda p: loss_traces(traces, cells, p)),
-    ]
-    drawn, skipped = [], []
-    for filename, draw in jobs:
-        try:
-            result = draw(out_dir / filename)
-        except Exception as error:                      # a figure never stops the report
-            skipped.append((filename, f"failed: {type(error).__name__}: {error}"))
+    save = Saver(dpi, formats)
+    colors = palette(cells["optimizer"])
+    if len(comparisons):
+        colors.update({k: v for k, v in palette(pd.concat([comparisons["variant"], comparisons["reference"]])).items()
+                       if k not in colors})
+    numeric = set(design.numeric)
+    frame = cells.copy()
+    for name in DURATIONS:
+        if f"{name}_kind" in frame:
+            frame[f"{name}_bound"] = frame[f"{name}_kind"].eq(RESTRICTED)
+    fixed = design.fixed
+    own = variant_settings(cells, design.per_variant)
+    jobs = []
+    for name in [n for n in DURATIONS if f"{n}_time" in frame]:
+        if name != "escape" and not (frame[f"{name}_n_events"] > 0).any():
             continue
+        for x in design.numeric:
+            stem = f"{name}_vs_{_stem(x)}"
+            title = f"{'Escape' if name == 'escape' else name.upper()} time against {axis_label(x)}"
+            jobs.append((stem, lambda p, x=x, name=name, title=title: _line_job(
+                frame, design.varied, x, escape_measure(name), numeric, colors, title, fixed, p, save, own)))
+    settings = [c for c in settings if c not in design.determined]
+    if len(comparisons):
+        table = comparisons.assign(optimizer=comparisons["variant"], is_bound=comparisons["bound"] != "=")
+        table = table[table["flag"] == ""]
+        varied = list(settings) + (["reference"] if table["reference"].nunique() > 1 else [])
+        lines = [x for x in settings if x in numeric and x in table and table[x].nunique() > 1]
+        if lines:
+            x = lines[0]
+            jobs.append((f"speedup_vs_{_stem(x)}", lambda p, x=x: _line_job(
+                table, varied, x, speedup_measure(), numeric, colors,
+                f"Speed-up over {' / '.join(sorted(table['reference'].unique()))} against {axis_label(x)}", fixed, p,
+                save, own)))
+        else:
+            jobs.append(("speedup_forest", lambda p: forest_plot(table, list(settings), colors, p, save)))
+        jobs.append(("speedup_heatmap", lambda p: speedup_heatmap(comparisons, list(settings), numeric, colors, p,
+                                                                  save)))
+    for name, pair in DURATIONS.items():
+        if set(pair) <= set(rows.columns):
+            jobs.append((f"kaplan_meier_{name}", lambda p, name=name: kaplan_meier_curves(
+                rows, cells, design.varied, colors, p, save, name)))
+    if traces is not None and len(traces):
+        jobs.append(("figure1_loss_traces", lambda p: loss_traces(traces, cells, design.varied, colors, p, save)))
+    drawn, skipped = [], []
+    for stem, draw in jobs:
+        try:
+            result = draw(out_dir / f"{stem}.png")
+        except Exception as error:                      # a figure never stops the report
+            skipped.append((f"{stem}.png", f"failed: {type(error).__name__}: {error}"))
+            continue
+        result, why = result
         if result is None:
-            skipped.append((filename, "not applicable: the sweep does not vary what it plots"))
+            skipped.append((f"{stem}.png", why))
         else:
             drawn.append(result)
     return drawn, skipped
+
+
+def _line_job(frame, varied, x, measure, numeric, colors, title, fixed, path, save, own=None):
+    plan, why = plan_axis(frame, varied, x, measure.y, numeric)
+    if plan is None:
+        return None, why
+    return line_figure(plan, measure, colors, title, fixed_title(plan.data, fixed, exclude=[x]), path, save,
+                       own), ""

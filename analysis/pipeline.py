@@ -1,4 +1,4 @@
-"""analyze(results) -> report.md: load, summarise per cell, predict, compare, fit, draw, write.
+"""analyze(results) -> report.md: load, summarise per cell, flag, predict, compare, fit, draw, write.
 
 Data only moves forward (DESIGN.md): this reads what the sweep wrote and never re-runs the engine.
 """
@@ -9,46 +9,77 @@ from pathlib import Path
 
 import pandas as pd
 
-from .cells import cell_table
-from .compare import compare_cells, compare_exponents, figure1_check, sgd_slope_check, speedup_table, \
-    summarize_cell_verdicts, with_predictions
-from .figures import draw_figures
+from .cells import cell_table, per_run_columns
+from .compare import compare_cells, compare_exponents, figure1_check, sgd_slope_check, summarize_cell_verdicts, \
+    with_predictions
+from .design import sweep_design
+from .figures import DEFAULT_DPI, DEFAULT_FORMATS, draw_figures
 from .load import load_results
+from .pairwise import choose_pairs, compare_pairs, setting_columns
 from .report import write_report
+from .sanity import artefact_cells, sanity_flags
 from .scaling import fit_scaling
+from .schema import split_columns
 from .survival import duration_pairs
 
+TABLES = ("cells.csv", "sanity.csv", "comparison.csv", "comparison_summary.csv", "comparisons.csv", "exponents.csv",
+          "fits.csv", "figure1.csv")
 
-def analyze(path, out_dir=None) -> Path:
-    """Analyse a results directory (or a rows.parquet) into `out_dir` (default: <results>/analysis):
-    tables as CSV, figures/*.png and report.md. Returns the report's path."""
+
+def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAULT_FORMATS, reference=None) -> Path:
+    """Analyse a results directory, a rows.parquet or a DataFrame of rows into `out_dir`: tables as
+    CSV, figures (PNG at `dpi` and PDF) and report.md. Returns the report's path.
+
+    out_dir: default <results>/analysis; for a DataFrame, ./analysis in the working directory.
+    reference: the optimizer name(s) or variant label(s) to compare against (default: the sweep's
+        `analysis.reference` in meta.json, else analysis.pairwise's choice).
+    """
     started = time.perf_counter()
-    results = load_results(path)
-    out = Path(out_dir) if out_dir is not None else results.root / "analysis"
-    out.mkdir(parents=True, exist_ok=True)
+    results = load_results(path_or_rows)
+    source = "<DataFrame>" if results.root is None else path_or_rows
+    out = Path(out_dir) if out_dir is not None else (
+        results.root / "analysis" if results.root is not None else Path("analysis").resolve())
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    for stale in [*(out / "figures").glob("*.png"), *(out / "figures").glob("*.pdf"),
+                  *(out / t for t in TABLES)]:
+        stale.unlink(missing_ok=True)          # a figure or table not made this time must not linger
     rows = results.rows
+    described, _, _ = split_columns(rows)
     cells = with_predictions(cell_table(rows))
-    comparison = compare_cells(cells)
+    design = sweep_design(cells, described)
+    flags = sanity_flags(rows, cells)
+    artefacts = artefact_cells(flags)
+    comparison = compare_cells(cells, artefacts)
     summary = summarize_cell_verdicts(comparison) if len(comparison) else pd.DataFrame(
         columns=["problem", "optimizer", "theory_model", "cells", "holds", "close", "fails"])
-    fitted = [fit_scaling(rows, cells, name) for name in duration_pairs(rows)]
+    fitted = [fit_scaling(rows, cells, name, exclude=artefacts) for name in duration_pairs(rows)]
     exponents = pd.concat([e for e, _ in fitted], ignore_index=True)
     fits = pd.concat([q for _, q in fitted], ignore_index=True)
     escape_exponents = exponents[exponents["duration"] == "escape"] if len(exponents) else exponents
-    exponent_check = compare_exponents(escape_exponents, cells)
+    exponent_check = compare_exponents(escape_exponents, cells, exclude=artefacts)
     if len(exponents):     # exponents of other durations (no theory) are kept alongside
         other_durations = exponents[exponents["duration"] != "escape"]
         exponent_check = pd.concat([exponent_check, other_durations], ignore_index=True)
-    speedups, figure1 = speedup_table(cells), figure1_check(cells)
+    if reference is None and results.meta:
+        reference = (results.meta.get("analysis") or {}).get("reference")
+    pairs, how, pair_notes = choose_pairs(cells["optimizer"].unique(), reference)
+    settings = setting_columns(cells, design.varied, design.variant)
+    comparisons = compare_pairs(rows, cells, pairs, settings, artefacts)
+    figure1 = figure1_check(cells)
 
-    tables = {"cells.csv": cells, "comparison.csv": comparison, "comparison_summary.csv": summary,
-              "exponents.csv": exponent_check, "fits.csv": fits, "speedup.csv": speedups, "figure1.csv": figure1}
+    tables = {"cells.csv": cells, "sanity.csv": flags, "comparison.csv": comparison,
+              "comparison_summary.csv": summary, "comparisons.csv": comparisons, "exponents.csv": exponent_check,
+              "fits.csv": fits, "figure1.csv": figure1}
     for name, table in tables.items():
         if len(table):
             table.to_csv(out / name, index=False)
-    figures, skipped = draw_figures(rows, cells, results.traces, speedups, out / "figures")
-    notes = [f"Analysis took {time.perf_counter() - started:.1f} s; tables: "
-             + ", ".join(f"`{n}`" for n, t in tables.items() if len(t)) + "."]
+    figures, skipped = draw_figures(rows, cells, results.traces, comparisons, design, out / "figures", dpi=dpi,
+                                    formats=formats, settings=settings)
+    notes = [*pair_notes]
+    if pairs and comparisons.empty:
+        notes.append(f"No pair of variants shares a setting ({how}): nothing was compared.")
+    notes.append(f"Analysis took {time.perf_counter() - started:.1f} s; tables: "
+                 + ", ".join(f"`{n}`" for n, t in tables.items() if len(t)) + ".")
     over_budget = fits["status"].str.contains("time budget").sum() if len(fits) else 0
     if over_budget:
         notes.append(f"{over_budget} scaling fits were skipped to keep within the time budget (their groups are "
@@ -56,7 +87,9 @@ def analyze(path, out_dir=None) -> Path:
     if len(fits) and "bin_width" in fits and (fits["bin_width"] > 0).any():
         notes.append("Some fits rounded event times on a log grid (`bin_width` in the fit table) to stay fast; "
                      "censoring times were kept exact.")
-    return write_report(out / "report.md", source=path, rows=rows, cells=cells, meta=results.meta,
+    return write_report(out / "report.md", source=source, rows=rows, cells=cells, meta=results.meta,
                         cell_status=results.cells, comparison=comparison, summary=summary,
-                        exponent_check=exponent_check, fits=fits, speedups=speedups, figure1=figure1,
-                        sgd_slope=sgd_slope_check(cells), figures=figures, skipped_figures=skipped, notes=notes)
+                        exponent_check=exponent_check, fits=fits, comparisons=comparisons, pair_how=how,
+                        figure1=figure1, sgd_slope=sgd_slope_check(cells, artefacts), figures=figures,
+                        skipped_figures=skipped, notes=notes, design=design, flags=flags,
+                        per_run=per_run_columns(cells), load_notes=results.notes)

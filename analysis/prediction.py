@@ -11,6 +11,11 @@ Which closed form (analysis.theory) applies to a cell:
 The forms follow the escape coordinate alone. They hold exactly for quadratic_saddle when the
 preconditioner keeps the escape direction (H not rotated for diagonal methods; Σ aligned with
 H for a full one) and approximately for staib_toy (γ = σ₁ = 0.1, r = 0.3: finite-sum noise).
+They count whole steps (analysis.theory: ⌈τ⌉). A start offset below r is predicted for the linear
+recursions (sgd, fixed preconditioner) with the offset in a uniformly random direction of the
+problem's `dim` dimensions (analysis.theory.OffsetLaw); a start at or beyond r has no prediction
+(every run escapes at step 1: analysis.sanity flags it). Any other optimizer or problem (a plugin,
+a torch.optim class path, a notebook registration) has no closed form, and says so.
 """
 from __future__ import annotations
 
@@ -57,6 +62,8 @@ def _predict_cells(cells: pd.DataFrame) -> pd.DataFrame:
     form, target = get("optimizer.form", "diagonal"), get("optimizer.target", "noise")
     composite = optimizer.isin(["rmsprop", "adam"]) | ((optimizer == "precond_sgd") & (target == "second_moment"))
     fixed_p = np.where(optimizer == "precond_sgd", (sigma**2 + eps) ** (-alpha / 2), 1.0)
+    offset = get("start_offset", 0.0).astype(float).fillna(0.0)
+    dim = get("problem.dim", np.nan).astype(float).where(problem != "staib_toy", 2.0)
 
     with np.errstate(all="ignore"):
         linear = linear_escape(lr, gamma, sigma, radius, k, fixed_p)
@@ -73,13 +80,16 @@ def _predict_cells(cells: pd.DataFrame) -> pd.DataFrame:
         # Where the noise-dominated phase is over within a few steps (its stationary spread s
         # already reaches r₁ = σ₁/γ), the composite is the sign regime alone: τ ≈ r/(η√k).
         sign_only = np.asarray(composite & (two_regime.s >= two_regime.radius / 2))
-        sign_time = np.asarray(sign_regime_escape_time(lr, radius, k), dtype=float)
+        sign_time = np.ceil(np.asarray(sign_regime_escape_time(lr, radius, k), dtype=float))
         sign_regime = {"predicted_mean": sign_time, "predicted_median": sign_time, "predicted_sd": 0.0 * sign_time,
                        "predicted_escape_fraction": (budget.to_numpy() >= sign_time).astype(float),
                        "predicted_restricted_mean": np.minimum(sign_time, budget.to_numpy())}
         for column, values in sign_regime.items():
             out[column] = np.where(sign_only, values, out[column])
         few_steps = ~composite & (linear.s >= radius / 2)
+        from_offset = np.asarray((offset > 0) & (offset < radius) & ~composite & dim.notna())
+        if from_offset.any():
+            _offset_predictions(out, from_offset, lr, gamma, sigma, radius, k, fixed_p, offset, dim, budget)
 
     model = np.select(
         [optimizer == "sgd", (optimizer == "precond_sgd") & ~composite, sign_only,
@@ -89,16 +99,35 @@ def _predict_cells(cells: pd.DataFrame) -> pd.DataFrame:
          "two-regime composite: ideal, then sign"],
         "")
     reason = _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alpha, form, target,
-                             few_steps)
+                             few_steps, offset, dim, composite)
+    model = np.where(np.asarray(offset > 0) & (reason == ""), np.char.add(model.astype(str), ", from a start offset"),
+                     model)
     out.loc[reason != "", list(PREDICTION_COLUMNS[:5])] = np.nan
     out["theory_model"] = np.where(reason == "", model, "none")
-    caveats = _caveats(get, problem, optimizer, out["predicted_mean"], composite)
+    caveats = _caveats(get, problem, optimizer, out["predicted_mean"], composite, offset, radius)
     out["theory_note"] = np.where(reason == "", caveats, reason)
     return out
 
 
+def _offset_predictions(out, where, lr, gamma, sigma, radius, k, fixed_p, offset, dim, budget):
+    """Replace the cells `where` (a start offset below r) by the linear recursion from the offset,
+    computed once per distinct set of inputs (the non-central laws are costlier)."""
+    inputs = pd.DataFrame({"lr": lr, "gamma": gamma, "sigma": sigma, "radius": radius, "k": k, "p": fixed_p,
+                           "offset": offset, "dim": dim, "budget": budget}, index=out.index)[where]
+    unique = inputs.drop_duplicates()
+    law = linear_escape(unique["lr"], unique["gamma"], unique["sigma"], unique["radius"], unique["k"], unique["p"],
+                        start_offset=unique["offset"], dim=unique["dim"])
+    values = pd.DataFrame({"predicted_mean": law.mean, "predicted_median": law.median, "predicted_sd": law.sd,
+                           "predicted_escape_fraction": law.probability_by(unique["budget"]),
+                           "predicted_restricted_mean": law.restricted_mean(unique["budget"])}, index=unique.index)
+    key = list(inputs.columns)
+    merged = inputs.reset_index().merge(unique.join(values).reset_index(drop=True), on=key, how="left").set_index("index")
+    for column in values.columns:
+        out.loc[merged.index, column] = merged[column].to_numpy()
+
+
 def _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alpha, form, target,
-                    few_steps) -> np.ndarray:
+                    few_steps, offset, dim, composite) -> np.ndarray:
     """The first reason each cell has no closed form, or ''."""
     quadratic = problem == "quadratic_saddle"
     diagonal = optimizer.isin(["rmsprop", "adam"]) | ((optimizer == "precond_sgd") & (form == "diagonal"))
@@ -114,12 +143,15 @@ def _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alph
         unstable = fixed_step & (lr * other_p * lam_max >= 2)
     checks = [
         (~problem.isin(CLOSED_FORM_PROBLEMS),
-         "no closed form for problem " + problem + " (THEORY.md section 3 covers quadratic saddles)"),
+         "no closed form for problem " + problem + " (docs/theory.md covers quadratic saddles)"),
         (~optimizer.isin(CLOSED_FORM_OPTIMIZERS),
          "no closed form for optimizer " + optimizer + " (covered: sgd, precond_sgd, rmsprop, adam)"),
         (~((lr > 0) & (gamma > 0) & (sigma > 0) & (radius > 0)),
          "needs lr, curvature, sigma_escape, escape_radius > 0 (sigma_escape = 0: never leaves the saddle)"),
-        (get("start_offset", 0.0).astype(float) > 0, "start_offset > 0: the closed forms start at the saddle"),
+        (offset >= radius, "start_offset >= escape_radius: every run starts escaped (escape at step 1 by construction)"),
+        ((offset > 0) & composite, "start_offset > 0 with an adaptive method: the two-regime composite starts at the "
+                                   "saddle"),
+        ((offset > 0) & dim.isna(), "start_offset > 0 without problem.dim: the offset's direction is not known"),
         (beyond_minima, "escape_radius beyond the minima at sqrt(curvature/quartic)"),
         (diagonal & rotated_hessian, "rotated Hessian: a diagonal preconditioner couples the escape direction"),
         ((optimizer == "precond_sgd") & (form == "full")
@@ -133,7 +165,7 @@ def _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alph
     return np.select([np.asarray(c, bool) for c, _ in checks], [np.asarray(r, object) for _, r in checks], "")
 
 
-def _caveats(get, problem, optimizer, mean, composite) -> np.ndarray:
+def _caveats(get, problem, optimizer, mean, composite, offset, radius) -> np.ndarray:
     """Where the closed form applies only approximately, say how."""
     beta2 = get("optimizer.beta2").astype(float)
     memory = 1 / (1 - beta2)
@@ -143,6 +175,8 @@ def _caveats(get, problem, optimizer, mean, composite) -> np.ndarray:
         ((optimizer == "adam") & (get("optimizer.beta1", 0.0).astype(float) > 0), "beta1 ignored"),
         (composite & (memory >= mean / 10), "beta2 memory 1/(1-beta2) >= tau/10: its lag is not modelled"),
         (composite & follows_paper_rule(get("optimizer.lr").astype(float), beta2), "beta2 = paper rule"),
+        ((offset > 0) & (get("problem.escape_measure", "norm") == "norm"),
+         "start offset: the positive directions' share of the start is left out of the escape norm"),
     ]
     text = pd.Series("", index=mean.index)
     for condition, note in notes:

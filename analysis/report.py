@@ -1,29 +1,56 @@
-"""report.md: what was run, what was measured, what the theory said, and which predictions hold."""
+"""report.md: what was run, what to distrust, what was measured, what the theory said, which
+predictions hold, and which method is faster than which.
+
+Every verdict sentence says what was tested, on which measure, at which settings and over how
+many cells; cells that cannot test anything (all censored, artefacts) are counted apart and never
+as agreement. Values are listed in their natural (numeric) order.
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .compare import CLOSE_EXPONENT, CLOSE_RATIO
+from .compare import ARTEFACT, CLOSE_EXPONENT, CLOSE_FRACTION, CLOSE_RATIO, UNINFORMATIVE
+from .design import format_value, is_numeric, short_name, sort_values, variant_settings
+from .pairwise import ALPHA, BOOTSTRAP
+from .sanity import FEW_STEPS
 
 MAX_TABLE_ROWS = 40
 MAX_SENTENCES = 30           # past this many exponents, the findings summarise them
-HOW_MEASURED = """\
-Each run starts at the saddle and its *escape step* is the first step at which its distance from
-the saddle reaches the escape radius r. A run that has not escaped by the budget (or that
-diverged first) is **right-censored**: it says only "escape takes longer than this", so it stays in
-the risk set of a Kaplan-Meier (KM) estimate and is never counted as escaping at the budget.
-Per cell the headline is the KM **median** with its 95% interval (exponential Greenwood band, as
-lifelines computes it). Where more than half of the runs are censored the median is undefined:
-the **restricted mean** E[min(tau, budget)] is reported instead, labelled as such; it is a lower
-bound on the mean. The closed forms of THEORY.md section 3 predict the mean, the median and the
-restricted mean, so cells are compared like with like: fully escaped cells on the mean
-(t interval), censored cells on the KM median, cells censored past half on the restricted mean.
-Verdicts: **holds** = the prediction lies inside the measured 95% interval; **close** = within
-{ratio:.0%} (exponents: within {exponent:g}) but outside the interval; **fails** = neither.
-""".format(ratio=CLOSE_RATIO, exponent=CLOSE_EXPONENT)
+THEORY_DOC = Path(__file__).resolve().parent.parent / "docs" / "theory.md"
+
+
+def theory_link(report_dir: Path) -> str:
+    """A relative link from the report to docs/theory.md in this repository."""
+    if THEORY_DOC.is_file():
+        return os.path.relpath(THEORY_DOC, Path(report_dir).resolve())
+    return "docs/theory.md"
+
+
+def how_measured(link: str) -> str:
+    return f"""\
+Each run starts at the saddle (or at `start_offset` from it) and its *escape step* is the first
+step at which its distance from the saddle reaches the escape radius r. A run that has not escaped
+by the budget (or that diverged first) is **right-censored**: it says only "escape takes longer
+than this", so it stays in the risk set of a Kaplan-Meier (KM) estimate and is never counted as
+escaping at the budget. Per cell the headline is the KM **median** with its 95% interval (the
+log-log band inverted at one half, as lifelines computes it). Where more than half of the runs
+are censored the median is undefined: the **restricted mean** E[min(tau, budget)] is shown
+instead, labelled as such; it is a lower bound on the mean.
+
+The closed forms ([docs/theory.md]({link})) predict the mean, the median, the restricted mean and
+the fraction escaped by the budget, in whole steps. Cells are compared like with like: fully
+escaped cells on the mean (t interval), censored cells on the KM median, cells censored past half
+on the fraction that escaped (Wilson interval). Verdicts per cell: **holds** = the prediction lies
+inside the measured 95% interval; **close** = outside it but within {CLOSE_RATIO:.0%} (a fraction:
+within {CLOSE_FRACTION:g}); **fails** = neither; **{UNINFORMATIVE}** = no run escaped and the theory
+expected most not to either (both say only "longer than the budget": no evidence either way);
+**{ARTEFACT}** = the cell's escape time is an artefact of its set-up (Sanity flags). Exponents: holds
+= inside the fitted interval, close = within {CLOSE_EXPONENT:g}.
+"""
 
 
 def _format(value):
@@ -50,23 +77,59 @@ def _interval(value, lo, hi):
     return f"{value:.4g} [{lo:.4g}, {hi:.4g}]"
 
 
-def what_was_run(rows: pd.DataFrame, cells: pd.DataFrame, meta: dict | None, cell_status: pd.DataFrame | None,
-                 source: Path) -> str:
+def _values(series: pd.Series, limit: int = 10) -> str:
+    values = sort_values(series)
+    shown = ", ".join(format_value(v) for v in values[:limit])
+    return shown + (f", ... ({len(values)} values)" if len(values) > limit else "")
+
+
+def sort_cells(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Sorted by `columns`, each numerically where it is numeric (never '1, 10, 100, 3')."""
+    keys = [c for c in columns if c in frame]
+    if not keys:
+        return frame
+    key = {c: (pd.to_numeric(frame[c], errors="coerce") if is_numeric(frame[c]) else frame[c].astype(str))
+           for c in keys}
+    order = pd.DataFrame(key, index=frame.index).sort_values(keys, kind="stable", na_position="last").index
+    return frame.loc[order]
+
+
+def _ranges(part: pd.DataFrame, varied: list[str]) -> str:
+    """'lr 0.001-0.01 (3 values), anisotropy 1-1000 (7 values)': the settings a group spans."""
+    out = []
+    for column in varied:
+        if column not in part or column in ("problem.name",) or part[column].notna().sum() == 0:
+            continue
+        values = sort_values(part[column])
+        if len(values) == 1:
+            out.append(f"{short_name(column)} {format_value(values[0])}")
+        elif is_numeric(part[column]):
+            out.append(f"{short_name(column)} {format_value(values[0])}-{format_value(values[-1])} "
+                       f"({len(values)} values)")
+        else:
+            out.append(f"{short_name(column)} " + "/".join(format_value(v) for v in values))
+    return ", ".join(out)
+
+
+def what_was_run(rows, cells, meta, cell_status, source, design, notes) -> str:
     runs = cells["runs"]
-    lines = [f"- Source: `{source}`: {len(rows):,} runs in {len(cells):,} cells "
-             f"({runs.min()}-{runs.max()} runs per cell).",
-             f"- Problems: {', '.join(sorted(cells['problem'].unique()))}; optimizers: "
-             f"{', '.join(sorted(cells['optimizer'].unique()))}.",
-             f"- Budgets: {', '.join(f'{b:,}' for b in sorted(cells['budget'].unique()))} steps; "
-             f"{(1 - rows['escaped'].mean()):.1%} of all runs censored."]
-    varying = []
-    for column in cells.columns:
-        if column.startswith(("problem.", "optimizer.")) and column not in ("problem.name", "optimizer.name") \
-                and cells[column].dropna().astype(str).nunique() > 1:
-            values = sorted(cells[column].dropna().unique(), key=str)
-            shown = ", ".join(_format(v) for v in values[:8]) + (", ..." if len(values) > 8 else "")
-            varying.append(f"`{column}` ({shown})")
-    lines.append("- Varied: " + ("; ".join(varying) if varying else "nothing besides the method") + ".")
+    per_cell = f"{runs.min()} runs per cell" if runs.min() == runs.max() else f"{runs.min()}-{runs.max()} runs per cell"
+    lines = [f"- Source: `{source}`: {len(rows):,} runs in {len(cells):,} cells ({per_cell}).",
+             f"- Problems: {', '.join(map(str, sort_values(cells['problem'])))}; optimizer variants: "
+             f"{', '.join(map(str, sort_values(cells['optimizer'])))}."]
+    if "budget" in cells:
+        lines.append(f"- Budgets: {', '.join(f'{b:,}' for b in sort_values(cells['budget']))} steps; "
+                     f"{(1 - rows['escaped'].mean()):.1%} of all runs censored.")
+    varied = [f"`{c}` ({_values(cells[c])}" + (f"; {design.determined[c]}" if c in design.determined else "") + ")"
+              for c in design.varied]
+    lines.append("- Varied: " + ("; ".join(varied) if varied else "nothing besides the method") + ".")
+    if design.per_variant:
+        own = variant_settings(cells, design.per_variant)
+        lines.append("- Set per optimizer variant (each variant has one value; variants are compared at their own): "
+                     + "; ".join(f"{label}: {text}" for label, text in sorted(own.items()) if text) + ".")
+    if design.fixed:
+        lines.append("- Fixed: " + ", ".join(f"`{short_name(c)}` = {format_value(v)}" for c, v in design.fixed.items()
+                                            if c not in ("cell_id",)) + ".")
     if meta:
         counts = meta.get("cells", {})
         lines.insert(0, f"- Sweep `{meta.get('sweep', '?')}`: {meta.get('description', '')}".rstrip(": "))
@@ -75,6 +138,7 @@ def what_was_run(rows: pd.DataFrame, cells: pd.DataFrame, meta: dict | None, cel
                      f"`{meta.get('git_commit', '?')}`; cells: {counted}.")
         if meta.get("versions"):
             lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".")
+    lines += [f"- {n}" for n in notes]
     text = "\n".join(lines) + "\n"
     if cell_status is not None and "status" in cell_status and (cell_status["status"] == "failed").any():
         failed = cell_status[cell_status["status"] == "failed"]
@@ -86,23 +150,80 @@ def what_was_run(rows: pd.DataFrame, cells: pd.DataFrame, meta: dict | None, cel
     return text
 
 
-def cell_verdicts(summary: pd.DataFrame, no_prediction: pd.Series) -> list[str]:
+def _cell_settings(cells: pd.DataFrame, varied: list[str]) -> pd.DataFrame:
+    return cells[["problem", "optimizer"] + [c for c in varied if c in cells]].rename(columns=short_name)
+
+
+def sanity_section(flags: pd.DataFrame, cells: pd.DataFrame, varied: list[str]) -> str:
+    if flags.empty:
+        return ("No cell was flagged: no run starts at or beyond r, no cell has half its runs escaping at step 1, "
+                f"no median escape is within {FEW_STEPS} steps, no run diverged"
+                + (", no SOSP test passes at step 0" if "sosp_n_events" in cells else "") + ".\n")
+    lines = []
+    for (flag, severity), part in flags.groupby(["flag", "severity"], sort=False):
+        variants = ", ".join(sort_values(cells.loc[part["cell_id"], "optimizer"]))
+        action = ("left out of the theory verdicts and the scaling fits, marked in the comparisons"
+                  if severity == ARTEFACT else "kept (a caution)")
+        lines.append(f"- **{flag}** ({severity}): {len(part)} cells ({variants}); {action}. For example: "
+                     f"{part['why'].iloc[0]}.")
+    table = flags.join(_cell_settings(cells, varied), on="cell_id")
+    table = sort_cells(table, ["severity", "flag", "problem", "optimizer"] + [short_name(c) for c in varied])
+    columns = ["problem", "optimizer"] + [short_name(c) for c in varied if short_name(c) in table] + \
+        ["flag", "severity", "why"]
+    return "\n".join(lines) + "\n\n" + markdown_table(table[columns], full_table="sanity.csv")
+
+
+def cell_verdicts(summary: pd.DataFrame, comparison: pd.DataFrame, cells: pd.DataFrame, varied,
+                  no_prediction: pd.Series) -> list[str]:
     sentences = []
     for row in summary.itertuples(index=False):
-        if row.fails == 0:     # inside the interval in most cells, or only within 10% of it
-            overall = "holds" if row.holds >= row.close else f"holds within {CLOSE_RATIO:.0%}"
+        part = comparison[(comparison["problem"] == row.problem) & (comparison["optimizer"] == row.optimizer)
+                          & (comparison["theory_model"] == row.theory_model)]
+        holds, close, fails = row.holds, row.close, row.fails
+        uninformative = int((part["verdict"] == UNINFORMATIVE).sum())
+        artefact = int((part["verdict"] == ARTEFACT).sum())
+        informative = holds + close + fails
+        settings = _ranges(cells.loc[part["cell_id"]], [c for c in varied if c != "problem.name"])
+        measures = part.loc[part["verdict"].isin(["holds", "close", "fails"]), "measure"].value_counts()
+        measured_on = ", ".join(f"the {'escaped fraction' if m == 'restricted mean' else m} in {n}"
+                                for m, n in measures.items())
+        if informative == 0:
+            overall = "**no evidence** either way"
+        elif fails == 0 and close == 0:
+            overall = "the prediction **holds**"
+        elif fails == 0 and holds >= close:
+            overall = (f"the prediction **holds** in {holds} of {informative} cells and is within {CLOSE_RATIO:.0%} "
+                       f"in the other {close}")
+        elif fails == 0:
+            overall = (f"the prediction is **within {CLOSE_RATIO:.0%}, but outside the measured 95% interval** in "
+                       f"{close} of {informative} cells (an offset larger than the sampling error)")
+        elif fails > informative / 2:
+            overall = "the prediction **fails**"
         else:
-            overall = "fails" if row.fails > row.cells / 2 else "holds only in part"
-        sentences.append(
-            f"**{row.optimizer} on {row.problem}** ({row.theory_model}): the prediction **{overall}**: inside "
-            f"the measured 95% interval in {row.holds} of {row.cells} cells, within {CLOSE_RATIO:.0%} in "
-            f"{row.close} more, off in {row.fails}; measured/predicted {row.ratio_min:.3g}-{row.ratio_max:.3g} "
-            f"(median {row.ratio_median:.3g})"
-            + (f"; sd measured/predicted median {row.sd_ratio_median:.3g}"
-               if np.isfinite(row.sd_ratio_median) else "") + ".")
+            overall = "the prediction **holds only in part**"
+        text = (f"**{row.optimizer} on {row.problem}** ({row.theory_model}), {_count(row.cells, 'cell')}"
+                + (f" at {settings}" if settings else "") + f": {overall}")
+        if informative:
+            text += (f". Compared on {measured_on}: inside the measured 95% interval in {holds}, within "
+                     f"{CLOSE_RATIO:.0%} in {close} more, off in {fails}; measured/predicted "
+                     f"{row.ratio_min:.3g}-{row.ratio_max:.3g} (median {row.ratio_median:.3g})")
+            if np.isfinite(row.sd_ratio_median):
+                text += f"; sd measured/predicted median {row.sd_ratio_median:.3g}"
+            elif "sign regime" in row.theory_model:
+                text += "; no sd ratio (the sign-regime model is deterministic: sd 0)"
+        if uninformative:
+            text += (f". {_count(uninformative, 'cell')} {'is' if uninformative == 1 else 'are'} {UNINFORMATIVE}: no "
+                     "run escaped within the budget and the theory expected most not to")
+        if artefact:
+            text += f". {_count(artefact, 'artefact cell')} left out (Sanity flags)"
+        sentences.append(text + ".")
     for reason, count in no_prediction.items():
-        sentences.append(f"No closed form for {count} cells: {reason}.")
+        sentences.append(f"No closed form for {_count(count, 'cell')}: {reason}.")
     return sentences
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def exponent_verdicts(check: pd.DataFrame) -> list[str]:
@@ -112,13 +233,14 @@ def exponent_verdicts(check: pd.DataFrame) -> list[str]:
     for row in check.itertuples(index=False):
         what = row.group if row.duration == "escape" else f"{row.group} [{row.duration}]"
         reference = row.theory if np.isfinite(row.theory) else row.theory_local
-        source = f"over {row.theory_cells} cells" if np.isfinite(row.theory) else f"local, {row.theory_regime}"
+        source = f"the closed form's slope over {row.theory_cells} cells" if np.isfinite(row.theory) else \
+            f"the local exponent, {row.theory_regime}"
         if not np.isfinite(reference):
             sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)}; "
                              "no theory to compare.")
             continue
         sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)} "
-                         f"against the theory's {reference:.3g} ({source}): **{row.verdict}**.")
+                         f"against {source}, {reference:.3g}: **{row.verdict}**.")
     return sentences
 
 
@@ -141,27 +263,40 @@ def exponent_summary(check: pd.DataFrame) -> list[str]:
 def sgd_slope_verdict(check: dict | None) -> list[str]:
     if not check:
         return []
-    return [f"SGD (prediction 1): lr*curvature*mean escape step against ln(curvature r^2/(lr sigma1^2)) has slope "
-            f"{_interval(check['slope'], check['lo'], check['hi'])} over {check['cells']} fully escaped cells "
-            f"(theory: 1/2): **{check['verdict']}**."]
+    return [f"SGD (prediction 1): lr*curvature*(mean escape step - 1/2) against ln(curvature r^2/(lr sigma1^2)) has "
+            f"slope {_interval(check['slope'], check['lo'], check['hi'])} over {check['cells']} SGD cells with a closed "
+            f"form, every run escaped and no sanity flag (lr*curvature {check['lr_curvature'][0]:.3g} to "
+            f"{check['lr_curvature'][1]:.3g}; the logarithm from {check['log_range'][0]:.3g} to "
+            f"{check['log_range'][1]:.3g}); theory 1/2: **{check['verdict']}**."]
 
 
-def speedup_verdicts(speedups: pd.DataFrame) -> list[str]:
-    if speedups.empty:
+def pairwise_verdicts(comparisons: pd.DataFrame, how: str, varied) -> list[str]:
+    if comparisons.empty:
         return []
-    sentences = []
-    for (problem, optimizer), part in speedups.groupby(["problem", "optimizer"]):
-        exact = part[part["bound"] == "="]
-        text = (f"Speed-up of {optimizer} over sgd on {problem}: {part['speedup'].min():.3g} to "
-                f"{part['speedup'].max():.3g} measured (theory: {part['predicted_speedup'].min():.3g} to "
-                f"{part['predicted_speedup'].max():.3g})")
-        if len(exact) >= 3 and exact["predicted_speedup"].notna().all():
-            corr = np.corrcoef(np.log(exact["speedup"]), np.log(exact["predicted_speedup"]))[0, 1]
-            text += f"; log measured vs log predicted correlate at {corr:.2f} over {len(exact)} uncensored points"
-        if part["anisotropy"].nunique() > 1:
-            trend = part.groupby("anisotropy")["speedup"].apply(lambda v: np.exp(np.log(v).mean()))
-            text += f"; it {'grows' if trend.iloc[-1] > trend.iloc[0] else 'does not grow'} with anisotropy " \
-                    f"({trend.iloc[0]:.3g} at {trend.index[0]:g} to {trend.iloc[-1]:.3g} at {trend.index[-1]:g})"
+    sentences = [f"Pairs compared: {how}. Each is the ratio of KM median escape steps (reference/variant: above 1 "
+                 f"the variant is faster) with a 95% bootstrap interval over runs ({BOOTSTRAP} resamples per cell), "
+                 f"and a log-rank test with Benjamini-Hochberg q-values over all {len(comparisons)} comparisons "
+                 f"(significant: q < {ALPHA:g})."]
+    for (problem, variant, reference), part in comparisons.groupby(["problem", "variant", "reference"], sort=True):
+        ok = part[part["flag"] == ""]
+        counts = ok["finding"].value_counts()
+        described = ", ".join(f"{k} in {v}" for k, v in counts.items())
+        exact = ok[ok["bound"] == "="]
+        text = f"**{variant} vs {reference}** on {problem}, {_count(len(part), 'matched setting')}"
+        settings = _ranges(part, [c for c in varied if c in part and c != "problem.name"])
+        text += f" ({settings})" if settings else ""
+        text += f": {described}" if described else ""
+        if len(exact):
+            best = exact.loc[exact["speedup"].idxmax()]
+            worst = exact.loc[exact["speedup"].idxmin()]
+            at = lambda r: ", ".join(f"{short_name(c)} {format_value(r[c])}" for c in varied   # noqa: E731
+                                     if c in r and pd.notna(r[c]) and c != "problem.name")
+            text += (f"; speed-up {worst['speedup']:.3g} [{worst['speedup_lo']:.3g}, {worst['speedup_hi']:.3g}]"
+                     + (f" (at {at(worst)})" if at(worst) else "")
+                     + (f" to {best['speedup']:.3g} [{best['speedup_lo']:.3g}, {best['speedup_hi']:.3g}]"
+                        + (f" (at {at(best)})" if at(best) else "") if len(exact) > 1 else ""))
+        if len(part) - len(ok):
+            text += f"; {len(part) - len(ok)} comparisons involve an artefact cell (Sanity flags)"
         sentences.append(text + ".")
     return sentences
 
@@ -186,62 +321,116 @@ def figure1_verdicts(check: pd.DataFrame) -> list[str]:
     return sentences
 
 
-def cells_preview(comparison: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    varying = [c for c in ("optimizer.lr", "problem.anisotropy", "sigma_escape", "optimizer.beta2", "problem.dim",
-                           "curvature") if c in cells and cells[c].nunique() > 1]
-    preview = cells[["problem", "optimizer", *varying, "runs", "escaped_fraction", "escape_kind", "escape_time",
-                     "escape_time_lo", "escape_time_hi", "predicted_median"]]
-    short = {c: c.split(".", 1)[-1] for c in varying}
-    return preview.rename(columns=short).sort_values(["problem", "optimizer", *short.values()])
+def cells_preview(cells: pd.DataFrame, varied: list[str], flags: pd.DataFrame) -> pd.DataFrame:
+    columns = [c for c in varied if c in cells and c != "problem.name"]
+    preview = cells[["problem", "optimizer", *columns]].copy()
+    if cells["runs"].nunique() > 1:
+        preview["runs"] = cells["runs"]
+    preview["escaped_fraction"] = cells["escaped_fraction"]
+    preview["escape_kind"] = cells["escape_kind"]
+    for c in ("escape_time", "escape_time_lo", "escape_time_hi"):
+        preview[c] = cells[c]
+    if "predicted_median" in cells and cells["predicted_median"].notna().any():
+        preview["predicted_median"] = cells["predicted_median"]
+    if len(flags):
+        preview["flag"] = flags.groupby("cell_id")["flag"].agg("; ".join).reindex(cells.index).fillna("")
+    preview = sort_cells(preview, ["problem", "optimizer", *columns])
+    return preview.rename(columns={c: short_name(c) for c in columns})
+
+
+def per_run_preview(cells: pd.DataFrame, varied: list[str], per_run: list[str]) -> pd.DataFrame:
+    """`median [q10, q90]` over each cell's runs, for every per-run column with values."""
+    shown = [c for c in per_run if cells[f"median_{c}"].notna().any()]
+    if not shown:
+        return pd.DataFrame()
+    columns = [c for c in varied if c in cells and c != "problem.name"]
+    table = cells[["problem", "optimizer", *columns]].copy()
+    for c in shown:
+        table[f"{c} (median [q10, q90] over runs)"] = [
+            "" if not np.isfinite(m) else f"{m:.4g} [{lo:.4g}, {hi:.4g}]"
+            for m, lo, hi in zip(cells[f"median_{c}"], cells[f"q10_{c}"], cells[f"q90_{c}"])]
+    table = sort_cells(table, ["problem", "optimizer", *columns])
+    return table.rename(columns={c: short_name(c) for c in columns})
+
+
+def comparisons_preview(comparisons: pd.DataFrame, varied: list[str]) -> pd.DataFrame:
+    if comparisons.empty:
+        return comparisons
+    columns = [c for c in varied if c in comparisons and c != "problem.name"]
+    table = comparisons[["problem", "variant", "reference", *columns, "variant_median", "reference_median",
+                         "speedup", "speedup_lo", "speedup_hi", "bound", "predicted_speedup", "logrank_q", "finding"]]
+    table = sort_cells(table, ["problem", "reference", "variant", *columns])
+    return table.rename(columns={c: short_name(c) for c in columns})
 
 
 def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparison, summary, exponent_check,
-                 fits, speedups, figure1, sgd_slope, figures, skipped_figures, notes) -> Path:
-    no_prediction = cells.loc[cells["predicted_mean"].isna(), "theory_note"].value_counts()
+                 fits, comparisons, pair_how, figure1, sgd_slope, figures, skipped_figures, notes, design, flags,
+                 per_run, load_notes=()) -> Path:
+    link = theory_link(path.parent)
+    varied = design.varied
+    no_prediction = cells.loc[cells["predicted_mean"].isna(), "theory_note"].value_counts() \
+        if "predicted_mean" in cells else pd.Series(dtype=int)
     fit_columns = [c for c in ("group", "duration", "covariates", "dropped", "cells", "runs", "events",
                                "fit_rows", "bin_width", "log_likelihood", "AIC", "sigma", "rms_factor",
                                "worst_factor", "status") if c in fits]
     exponent_columns = [c for c in ("group", "covariate", "exponent", "lo", "hi", "theory", "theory_cells",
                                     "theory_local", "theory_regime", "verdict") if c in exponent_check]
-    worst = comparison.assign(off=np.abs(np.log(comparison["ratio"]))).sort_values("off", ascending=False)
+    informative = comparison[comparison["verdict"].isin(["holds", "close", "fails"])] if len(comparison) else comparison
+    worst = informative.assign(off=np.abs(np.log(informative["ratio"]))).sort_values("off", ascending=False) \
+        if len(informative) else informative
+    title = meta.get("sweep") if meta else (Path(str(source)).name if not str(source).startswith("<") else "rows")
     sections = [
-        f"# Saddle escape analysis: {meta.get('sweep') if meta else Path(source).name}\n",
-        "## What was run\n\n" + what_was_run(rows, cells, meta, cell_status, source),
-        "## How escape is measured\n\n" + HOW_MEASURED,
+        f"# Saddle escape analysis: {title}\n",
+        "## What was run\n\n" + what_was_run(rows, cells, meta, cell_status, source, design, load_notes),
+        "## Sanity flags\n\nCells whose escape time measures the set-up rather than the saddle, and cautions "
+        "(analysis/sanity.py says how each is detected).\n\n" + sanity_section(flags, cells, varied),
+        "## How escape is measured\n\n" + how_measured(link),
         "## Findings\n\n" + "".join(
-            f"### {title}\n\n" + "\n".join(f"- {s}" for s in sentences) + "\n\n"
-            for title, sentences in (
-                ("Escape times against the closed forms", cell_verdicts(summary, no_prediction)
-                 + sgd_slope_verdict(sgd_slope)),
+            f"### {heading}\n\n" + "\n".join(f"- {s}" for s in sentences) + "\n\n"
+            for heading, sentences in (
+                ("Escape times against the closed forms", cell_verdicts(summary, comparison, cells, design.independent,
+                                                                        no_prediction) + sgd_slope_verdict(sgd_slope)),
+                ("Which method is faster", pairwise_verdicts(comparisons, pair_how, design.independent)),
                 ("Scaling exponents against the theory", exponent_verdicts(exponent_check)),
-                ("Speed-up of adaptive methods over SGD", speedup_verdicts(speedups)),
                 ("The paper's Figure 1", figure1_verdicts(figure1)))
             if sentences),
-        "## Escape time per cell\n\n" + markdown_table(cells_preview(comparison, cells), full_table="cells.csv"),
-        "## Theory against measurement, cell by cell\n\n"
-        + markdown_table(summary, full_table="comparison_summary.csv")
-        + "\nThe cells farthest from the prediction:\n\n" + markdown_table(
-            worst.drop(columns=["off", "cell_id"]), max_rows=10, full_table="comparison.csv"),
-        "## Scaling laws (censored log-normal AFT fits)\n\n"
-        "log tau = c + sum_j a_j log x_j + sigma * noise, fitted with the censored runs in it; "
-        "`theory` is the closed form's slope over the same cells, `theory_local` THEORY.md's table at the "
-        "group's centre. For beta1/beta2 the covariate is 1 - beta.\n\n"
-        + markdown_table(exponent_check[exponent_columns] if len(exponent_check) else exponent_check,
-                         full_table="exponents.csv")
-        + "\nFit quality (`rms_factor`/`worst_factor`: fitted against measured KM median per cell, as a factor; "
-          "`bin_width` > 0: event times were rounded on a log grid of that relative width to fit in time):\n\n"
-        + markdown_table(fits[fit_columns] if len(fits) else fits, full_table="fits.csv"),
     ]
-    if len(speedups):
-        sections.append("## Speed-up of adaptive methods over SGD\n\n"
-                        + markdown_table(speedups, full_table="speedup.csv"))
+    if len(comparisons):
+        sections.append("## Pairwise comparisons\n\n" + f"{pair_how[0].upper() + pair_how[1:]}. speed-up = "
+                        "reference median / variant median; [lo, hi]: 95% bootstrap interval over runs; bound: `=` "
+                        "exact, `>=`/`<=` one side censored past half; logrank_q: Benjamini-Hochberg q-value of the "
+                        "log-rank test.\n\n" + markdown_table(comparisons_preview(comparisons, varied),
+                                                             full_table="comparisons.csv"))
+    sections.append("## Escape time per cell\n\nKM median escape step [95% interval], or the restricted mean "
+                    "where more than half the runs are censored (`escape_kind`); `predicted_median`: the closed "
+                    "form's, where one applies.\n\n"
+                    + markdown_table(cells_preview(cells, varied, flags), full_table="cells.csv"))
+    run_table = per_run_preview(cells, varied, per_run)
+    if len(run_table):
+        sections.append("## Per-run values\n\nOne value per run, summarised per cell as the median over its runs "
+                        "with the 10%-90% range (never one run's value standing for the cell).\n\n"
+                        + markdown_table(run_table, full_table="cells.csv (median_/q10_/q90_ columns)"))
+    sections.append("## Theory against measurement, cell by cell\n\n"
+                    + markdown_table(summary, full_table="comparison_summary.csv")
+                    + "\nThe informative cells farthest from the prediction:\n\n" + markdown_table(
+                        worst.drop(columns=["off", "cell_id"]) if len(worst) else worst, max_rows=10,
+                        full_table="comparison.csv"))
+    sections.append("## Scaling laws (censored log-normal AFT fits)\n\n"
+                    "log tau = c + sum_j a_j log x_j + sigma * noise, fitted with the censored runs in it, per problem "
+                    "and optimizer variant (artefact cells left out); `theory` is the closed form's slope over the "
+                    "same cells, `theory_local` the local exponent of docs/theory.md at the group's centre. For "
+                    "beta1/beta2 the covariate is 1 - beta.\n\n"
+                    + markdown_table(exponent_check[exponent_columns] if len(exponent_check) else exponent_check,
+                                     full_table="exponents.csv")
+                    + "\nFit quality (`rms_factor`/`worst_factor`: fitted against measured KM median per cell, as a "
+                      "factor; `bin_width` > 0: event times were rounded on a log grid of that relative width to fit in "
+                      "time):\n\n" + markdown_table(fits[fit_columns] if len(fits) else fits, full_table="fits.csv"))
     if len(figure1):
         sections.append("## The paper's Figure 1\n\n" + markdown_table(figure1, full_table="figure1.csv"))
-    sections.append("## Figures\n\n" + "\n\n".join(
-        f"![{caption}](figures/{Path(file).name})\n\n_{caption}_" for file, caption in figures) + "\n")
+    sections.append("## Figures\n\nEach figure is also saved as PDF next to its PNG.\n\n" + "\n\n".join(
+        f"![{Path(file).stem}](figures/{Path(file).name})\n\n_{caption}_" for file, caption in figures) + "\n")
     extra = [f"Figure `{name}` not drawn: {why}." for name, why in skipped_figures] + notes
     if extra:
         sections.append("## Notes\n\n" + "\n".join(f"- {n}" for n in extra) + "\n")
     path.write_text("\n".join(sections))
     return path
-

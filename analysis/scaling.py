@@ -1,7 +1,8 @@
 """Scaling laws: censored log-linear fits of a duration on the parameters that vary.
 
-Per (problem, optimizer) group, and within it per value of any other parameter that varies but
-cannot be a power-law covariate (a category, a flag, a value that can be 0), a log-normal
+Per (problem, optimizer variant) group (the variant's label, analysis.cells.method_labels: adam
+(beta1=0) and adam (beta1=0.9) are fitted apart), and within it per value of any other parameter
+that varies but cannot be a power-law covariate (a category, a flag, a value that can be 0), a log-normal
 accelerated-failure-time model (lifelines LogNormalAFTFitter):
 
     log τ = c + Σ_j a_j log x_j + σ ε,    ε ~ N(0, 1),
@@ -44,7 +45,7 @@ MIN_BIN_WIDTH = 1e-3
 
 def covariate_name(column: str) -> str:
     short = column.split(".", 1)[-1]
-    return f"1-{short}" if short in ("beta1", "beta2") else short
+    return f"1-{short}" if short in ("beta1", "beta2") or short.startswith("betas[") else short
 
 
 def covariate_values(frame: pd.DataFrame, column: str) -> np.ndarray:
@@ -93,7 +94,8 @@ def design(cells: pd.DataFrame, covariates: list[str]) -> np.ndarray:
 def scaling_groups(cells: pd.DataFrame) -> list[Group]:
     """Split the cells into groups and choose each group's covariates."""
     groups = []
-    for (problem, optimizer), by_method in cells.groupby(["problem.name", "optimizer.name"], sort=True):
+    method = "optimizer" if "optimizer" in cells else "optimizer.name"
+    for (problem, optimizer), by_method in cells.groupby(["problem.name", method], sort=True):
         varying = [c for c in descriptors(by_method) if by_method[c].notna().any() and _varies(by_method[c])]
         splits = [c for c in varying if not _can_be_covariate(by_method, c)]
         candidates = [c for c in varying if c not in splits]
@@ -182,12 +184,14 @@ def fitted_median(cells: pd.DataFrame, exponents: pd.DataFrame, quality: dict) -
     return np.exp(quality["intercept"] + x @ exponents["exponent"].to_numpy())
 
 
-def fit_scaling(rows: pd.DataFrame, cells: pd.DataFrame, name: str = "escape", max_rows: int | None = None):
+def fit_scaling(rows: pd.DataFrame, cells: pd.DataFrame, name: str = "escape", max_rows: int | None = None,
+                exclude=frozenset()):
     """(exponents table, fits table) over every group; the fits table also says how well the fitted
     medians match the measured KM medians cell by cell (rms and worst factor). `max_rows`: the
-    distinct rows each fit may use (default: a share of TOTAL_FIT_ROWS)."""
+    distinct rows each fit may use (default: a share of TOTAL_FIT_ROWS). `exclude`: cell ids left
+    out (artefacts, analysis.sanity)."""
     all_exponents, all_quality = [], []
-    groups = scaling_groups(cells)
+    groups = scaling_groups(cells[~cells["cell_id"].isin(list(exclude))] if exclude else cells)
     if max_rows is None:
         max_rows = int(np.clip(TOTAL_FIT_ROWS // max(len(groups), 1), MIN_FIT_ROWS, MAX_FIT_ROWS))
     # lifelines spends ~0.3 s on a fit of any size: past MAX_FITS groups, each (problem, optimizer)

@@ -66,7 +66,11 @@ def summarize_cells(rows: pd.DataFrame, name: str = "escape") -> pd.DataFrame:
     budget, mean/sd (+ _lo, _hi; only where no run was censored), and the headline `<name>_time`
     (+ _lo, _hi) with `<name>_kind` saying which of mean / median / restricted mean it is."""
     duration, event = DURATIONS[name]
-    groups = rows.groupby(rows["cell_id"], observed=True, sort=True)
+    every_cell = rows["cell_id"].astype(object).unique()
+    # A duration some cells do not record (SOSP tracking off in them) is summarised where recorded.
+    rows = rows[rows[duration].notna() & rows[event].notna()]
+    rows = rows.assign(**{event: rows[event].astype(bool)})
+    groups = rows.groupby(rows["cell_id"].astype(object), observed=True, sort=True)
     n = groups.size()
     horizon = groups["budget"].max().astype(float) if "budget" in rows else groups[duration].max().astype(float)
     km = {cell: kaplan_meier(runs[duration].to_numpy(), runs[event].to_numpy(), horizon[cell])
@@ -90,4 +94,6 @@ def summarize_cells(rows: pd.DataFrame, name: str = "escape") -> pd.DataFrame:
     for suffix in ("", "_lo", "_hi"):
         fallback = out[f"{name}_restricted_mean"] if suffix == "" else np.nan
         out[f"{name}_time{suffix}"] = out[f"{name}_median{suffix}"].where(median_defined, fallback)
+    out = out.reindex(every_cell)
+    out[f"{name}_kind"] = out[f"{name}_kind"].where(out[f"{name}_kind"].notna(), "not recorded")
     return out

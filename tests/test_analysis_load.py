@@ -1,6 +1,7 @@
 """Loading results: a directory or a rows.parquet; clear errors for a table that cannot be analysed."""
 import json
 
+import pandas as pd
 import pytest
 
 from analysis import analyze, load_results
@@ -21,9 +22,26 @@ def test_a_directory_and_its_rows_parquet_load_the_same(tmp_path):
 
 
 def test_missing_columns_are_named(tmp_path):
-    write(tmp_path, synthetic_rows(seeds=3).drop(columns=["escaped", "sigma_escape"]))
-    with pytest.raises(ValueError, match="missing columns sigma_escape, escaped"):
+    """Only what survival needs is required (the theory's inputs may be missing: tests/test_analysis_faults.py)."""
+    write(tmp_path, synthetic_rows(seeds=3).drop(columns=["escaped", "escape_step", "sigma_escape"]))
+    with pytest.raises(ValueError, match="missing columns escaped, escape_step; required: escaped, escape_step"):
         analyze(tmp_path)
+
+
+def test_a_dataframe_loads_like_its_parquet(tmp_path):
+    rows = synthetic_rows(seeds=3)
+    write(tmp_path, rows)
+    from_frame, from_file = load_results(rows), load_results(tmp_path)
+    assert from_frame.root is None and from_frame.meta is None
+    assert from_frame.rows.shape == from_file.rows.shape
+
+
+def test_sosp_columns_may_be_missing_where_sosp_is_not_tracked():
+    rows = pd.concat([synthetic_rows(seeds=3, sosp_epsilon=0.1), synthetic_rows(seeds=3).assign(cell_id=lambda r: r["cell_id"] + "b")])
+    assert rows["sosp_reached"].isna().any()
+    load_results(rows)                                      # no error
+    with pytest.raises(ValueError, match="column escaped has missing values"):
+        load_results(rows.assign(escaped=rows["escaped"].where(rows["seed"] > 0)))
 
 
 def test_no_rows_is_an_error(tmp_path):

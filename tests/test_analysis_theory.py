@@ -7,6 +7,8 @@ import pytest
 from analysis.prediction import predict, predictions
 from analysis.theory import (
     follows_paper_rule,
+    lambda_prime,
+    sign_crossover,
     ideal_escape_time,
     linear_escape,
     local_exponents,
@@ -145,7 +147,11 @@ def test_predict_uses_the_closed_form_of_each_optimizer():
     ({"optimizer.name": "adagrad"}, "no closed form for optimizer adagrad"),
     ({"problem.name": "rosenbrock"}, "no closed form for problem rosenbrock"),
     ({"optimizer.name": "rmsprop", "problem.rotate_hessian": True}, "rotated Hessian"),
-    ({"start_offset": 0.5}, "start_offset > 0"),
+    ({"start_offset": 0.5}, "start_offset > 0 without problem.dim"),
+    ({"start_offset": 1.5, "problem.dim": 10}, "start_offset >= escape_radius"),
+    ({"start_offset": 0.5, "problem.dim": 10, "optimizer.name": "rmsprop"}, "start_offset > 0 with an adaptive"),
+    ({"optimizer.name": "torch.optim.NAdam"}, "no closed form for optimizer torch.optim.NAdam"),
+    ({"optimizer.name": "pytorch_optimizer.Lion"}, "no closed form for optimizer pytorch_optimizer.Lion"),
     ({"sigma_escape": 0.0}, "sigma_escape = 0"),
     ({"optimizer.lr": 3.0}, "unstable"),
 ])
@@ -159,3 +165,63 @@ def test_predict_on_rows_repeats_the_cell_prediction():
     rows = pd.concat([cell_frame()] * 3 + [cell_frame(cell_id="z", **{"optimizer.lr": 2e-2})], ignore_index=True)
     got = predict(rows)
     assert len(got) == 4 and got[0] == got[1] == got[2] and got[3] < got[0]
+
+
+@pytest.mark.parametrize("lr", [0.3, 0.7])
+def test_whole_steps_close_the_gap_at_large_steps(lr):
+    """The engine counts ⌈τ⌉: at ηγ = 0.3 and 0.7 the continuous mean is half a step short (1.5% and 4%),
+    the whole-step mean is within 0.5%; the median is ⌈median τ⌉ exactly."""
+    steps = first_passage(linear_recursion(lr, 1.0, 1e-2), 1.0)
+    whole, continuous = linear_escape(lr, 1.0, 1e-2), linear_escape(lr, 1.0, 1e-2, discrete=False)
+    assert steps.mean() == pytest.approx(whole.mean, rel=0.005)
+    assert abs(steps.mean() / continuous.mean - 1) > 0.01
+    assert continuous.mean == pytest.approx(whole.mean - 0.5)
+    assert np.median(steps) == whole.median == np.ceil(continuous.median)
+    assert steps.std() == pytest.approx(whole.sd, rel=0.03)
+
+
+def offset_first_passage(lr, curvature, sigma, radius, offset, dim, k, runs=20_000, seed=0):
+    """The recursion along the k escape directions from a start at `offset` in a random direction of `dim`."""
+    rng = np.random.default_rng(seed)
+    u = rng.standard_normal((runs, dim))
+    x = offset * (u / np.linalg.norm(u, axis=1, keepdims=True))[:, :k]
+    steps, alive, t = np.zeros(runs, int), np.ones(runs, bool), 0
+    while alive.any():
+        t += 1
+        x[alive] = (1 + lr * curvature) * x[alive] + lr * sigma * rng.standard_normal((alive.sum(), k))
+        hit = alive & (np.linalg.norm(x, axis=1) >= radius)
+        steps[hit], alive = t, alive & ~hit
+    return steps
+
+
+@pytest.mark.parametrize("offset, dim, k", [(0.05, 1, 1), (0.2, 10, 1), (0.05, 10, 2)])
+def test_start_offset_matches_monte_carlo(offset, dim, k):
+    """x_t = aᵗ(x₀ + W) with x₀ random in direction: mean, median, sd, fraction by a budget and the
+    restricted mean (the from-the-saddle law would be off by 25-60% here)."""
+    lr, curvature, sigma, budget = 1e-2, 1.0, 1e-2, 300
+    steps = offset_first_passage(lr, curvature, sigma, 1.0, offset, dim, k)
+    law = linear_escape(lr, curvature, sigma, 1.0, k, start_offset=offset, dim=dim)
+    assert steps.mean() == pytest.approx(float(law.mean), rel=0.01)
+    assert np.median(steps) == pytest.approx(float(law.median), rel=0.01)
+    assert steps.std() == pytest.approx(float(law.sd), rel=0.02)
+    assert (steps <= budget).mean() == pytest.approx(float(law.probability_by(budget)), abs=0.01)
+    assert np.minimum(steps, budget).mean() == pytest.approx(float(law.restricted_mean(budget)), rel=0.01)
+    assert abs(linear_escape(lr, curvature, sigma, 1.0, k).mean / steps.mean() - 1) > 0.25
+
+
+def test_a_start_offset_below_r_is_predicted():
+    got = predictions(cell_frame(start_offset=0.2, **{"problem.dim": 10}))
+    assert got["predicted_mean"].iloc[0] == pytest.approx(
+        float(linear_escape(1e-2, 1.0, 1e-2, 1.0, start_offset=0.2, dim=10).mean))
+    assert "from a start offset" in got["theory_model"].iloc[0]
+
+
+@pytest.mark.parametrize("lr", [1e-3, 3e-3, 1e-2])
+def test_sign_crossover_is_where_the_times_meet(lr):
+    """The ideal preconditioner's time equals the sign floor r/η at γr/σ₁ = Λ'/2, about 4-5 at these steps."""
+    sigmas = np.logspace(-3, 0, 3001)
+    gap = np.log(ideal_escape_time(lr, 1.0, sigmas, 1.0, discrete=False)) - np.log(sign_regime_escape_time(lr))
+    sigma = sigmas[np.argmin(np.abs(gap))]
+    assert 1 / sigma == pytest.approx(sign_crossover(lr, 1.0, sigma, 1.0), rel=0.03)
+    assert 1 / sigma == pytest.approx(lambda_prime(lr, 1.0, sigma, 1.0) / 2, rel=0.03)
+    assert 3.9 <= 1 / sigma <= 5.5
