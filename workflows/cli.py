@@ -19,7 +19,7 @@ from pathlib import Path
 from . import plan as plan_
 from .api import BACKENDS, execute, plan, resolve_sweep
 from .cell import cell_id
-from .interrupt import EXIT_CODE, RESUME, SweepInterrupted
+from .interrupt import EXIT_CODE, RESUME, SweepInterrupted, exit_by_sigint
 from .spec import DEFAULT_MAX_CELLS, SweepError, load_sweeps
 from .store import Store
 
@@ -219,6 +219,16 @@ def parse(argv) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """The command (argv: its arguments, default the process's own). Interrupted by Ctrl-C, the
+    command line's process dies of SIGINT after its cleanup, as shells expect (status 130, and a
+    shell loop running it stops); called with explicit arguments it returns 130 instead."""
+    code = command(argv)
+    if code == EXIT_CODE and argv is None:
+        exit_by_sigint()
+    return code
+
+
+def command(argv) -> int:
     try:
         args = parse(argv)
     except KeyboardInterrupt:

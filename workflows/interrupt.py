@@ -10,14 +10,19 @@ Two things stand in the way, and this module holds what removes them:
   `Tuner.restore(...)` (wrong here: rerunning the command resumes). Its handler also stays
   installed after fit() returns, so a Ctrl-C in the analysis that follows was swallowed and the
   command exited 0. workflows/tune_runner.py sets TUNE_DISABLE_SIGINT_HANDLER=1.
-- A few steps must not be cut in half: starting a local Ray (its processes would outlive the
-  driver), stopping it, and writing the tables and meta.json together. `deferred()` holds a
-  Ctrl-C until such a step ends (seconds at most), then raises it.
+- A few steps must not be cut in half: stopping a local Ray (cut short, its processes could
+  outlive the driver), and writing the tables and meta.json together. `deferred()` holds a
+  Ctrl-C until such a step ends (a second or two), then raises it. Starting Ray is not held
+  (it took 27 s on a loaded machine): what it started is stopped or dies with the driver.
+
+The command line then ends by SIGINT itself (`exit_by_sigint`), as shells expect.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 
 EXIT_CODE = 130            # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
@@ -50,3 +55,15 @@ def deferred():
         signal.signal(signal.SIGINT, previous)
     if caught and previous not in (signal.SIG_IGN, None):
         raise KeyboardInterrupt
+
+
+def exit_by_sigint():
+    """End this process by SIGINT, as a shell expects of a command stopped by Ctrl-C: the shell
+    reports status 130, and a shell loop or script running the command stops too (one that
+    exit()s with 130 instead lets `for s in a b; do saddlescape run ...; done` go on to the next
+    sweep; https://www.cons.org/cracauer/sigint.html). Call it after every cleanup."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
+    sys.exit(EXIT_CODE)                 # where SIGINT cannot end a process (not POSIX)

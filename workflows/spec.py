@@ -134,7 +134,10 @@ def sweeps_from_mapping(data: dict, name: str = "notebook", max_cells: int = DEF
     """A sweeps file given as a mapping (the Python API): a whole file ({defaults, sweeps}), or one
     sweep's block ({description, method, parameters}), which is then called `name` (or its W&B
     `name`)."""
-    return expand_file(data, "spec", None, max_cells, stem=name)
+    sweeps = expand_file(data, "spec", None, max_cells, stem=name)
+    for sweep in sweeps.values():        # a block given as a mapping is the API's usual form: no note
+        sweep.notes = [n for n in sweep.notes if "W&B's shape" not in n]
+    return sweeps
 
 
 def file_shape(data, where: str, stem: str | None = None) -> tuple[dict, list[str]]:

@@ -55,11 +55,11 @@ def connected(address: str | None, workers: int | None):
             if address:
                 ray.init(address=address, **common)
             else:
-                # A Ctrl-C waits for the local Ray to be up (seconds), then stops it below: cut in
-                # half, its processes could outlive the command.
-                with deferred():
-                    ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False,
-                             dashboard_host="127.0.0.1", **common)
+                # A Ctrl-C in here is not held until Ray is up (that took 27 s on a loaded machine):
+                # the shutdown below stops what ray.init registered, and Ray's kernel fate-sharing
+                # (PR_SET_PDEATHSIG) ends what it had started before (tests/test_interrupt.py).
+                ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False,
+                         dashboard_host="127.0.0.1", **common)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         yield min(cpus, workers) if workers else cpus
     finally:
