@@ -369,3 +369,21 @@ def test_the_readme_example_validates():
     assert names.count("pytorch_optimizer.Lion") == 2 and "torch.optim.NAdam" in names
     nadam = next(c["optimizer"] for c in cells if c["optimizer"]["name"] == "torch.optim.NAdam")
     assert nadam["betas"] == (0.9, 0.999)
+
+
+def test_update_returns_the_step_apply_takes():
+    """The optax-style update (x untouched, the step returned) agrees with apply (x in place)."""
+    x0, grads = problem_data()
+    for name in ("torch.optim.Adam", "pytorch_optimizer.Lamb"):
+        component = get_optimizer(name)
+        applied, updated = component.factory(component.validate({"lr": 0.01}), None), \
+            component.factory(component.validate({"lr": 0.01}), None)
+        x, y = x0.clone(), x0.clone()
+        state_a, state_u = applied.init(x), updated.init(y)
+        for t in range(5):
+            state_a = applied.apply(grads[t].clone(), state_a, x)
+            before = y.clone()
+            step, state_u = updated.update(grads[t].clone(), state_u, y)
+            assert torch.equal(y, before)
+            y.add_(step)
+        torch.testing.assert_close(y, x, rtol=1e-12, atol=1e-12)
