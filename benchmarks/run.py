@@ -134,10 +134,8 @@ def _jax_row(peer, optimizer: str, runs: int, d: int, budget: int, repeats: int,
     cell = normalize_cell({"problem": saddle(d), "optimizer": {"name": optimizer}, "seeds": runs, "budget": budget})
     # What the JAX reference reads: the same problem and hyperparameters, saddlescape's defaults.
     peer_cell = {key: cell[key] for key in ("problem", "optimizer", "seeds", "budget")}
-    # Noise drawn per block degenerates to per step once a block is one step (large R·d). --quick
-    # times only the placement that won every such cell of the full runs: per block where it can.
-    placements = ["block", "step"] if jax_reference.block_steps("block", runs, d, budget) > 1 else ["step"]
-    placements = placements[:1] if quick else placements
+    # --quick times only the placement that won most cells of the full runs: noise per block.
+    placements = ["block"] if quick else ["block", "step"]
     compiled = {noise: peer.compile(peer_cell, noise) for noise in placements}
     simulate({**cell, "budget": 3})                                  # warm the allocator
     engine, jax_rates = [], {noise: [] for noise in placements}
