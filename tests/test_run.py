@@ -52,8 +52,10 @@ def test_results_layout_schema_and_meta(local_ray, tmp_path):
     assert set(rows["problem.name"]) == {"quadratic_saddle", "staib_toy"}
     traces = pd.read_parquet(results / "traces.parquet")
     assert set(traces.columns) == {"cell_id", "seed", "step", "loss"} and set(traces.cell_id) == set(cells.cell_id)
-    for key in ("sweep", "yaml", "hash", "versions", "git_commit", "started", "finished", "cells", "run"):
+    for key in ("sweep", "yaml", "hash", "versions", "git_commit", "started", "finished", "cells", "run",
+                "definition", "definition_hash", "overrides"):
         assert key in meta
+    assert meta["interrupted"] is False and meta["interrupted_during"] is None and meta["overrides"] == []
     assert meta["cells"] == {"computed_this_run": 6, "reused": 0, "total": 6, "done": 6, "failed": 0, "missing": 0}
     assert meta["versions"]["torch"].startswith("2.13.0") and meta["versions"]["ray"] == "2.60.0"
     assert not list(results.rglob("*.tmp-*"))                          # every write was atomic
@@ -92,7 +94,8 @@ def test_the_smoke_sweep_runs_and_its_report_has_every_table_and_figure(local_ra
     for table in ("cells.csv", "comparison.csv", "exponents.csv", "fits.csv"):
         assert (analysis / table).stat().st_size > 0, table
     figures = {p.name for p in (analysis / "figures").glob("*.png")}
-    assert {"escape_vs_noise.png", "kaplan_meier_escape.png", "figure1_loss_traces.png"} <= figures
+    # escape_vs_<parameter> for each varied numeric parameter (analysis/figures.py): smoke varies anisotropy.
+    assert {"escape_vs_anisotropy.png", "kaplan_meier_escape.png", "figure1_loss_traces.png"} <= figures
     report = (analysis / "report.md").read_text()
     assert "## What was run" in report and "smoke" in report
     assert all(f"figures/{name}" in report for name in figures)

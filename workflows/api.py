@@ -8,7 +8,10 @@
     result.analyze()     # report.md with its tables and figures
 
 It is what `saddlescape run` does (the CLI calls `execute` below): the same store, the same
-resume (a second call computes nothing), the same meta.json. `backend="ray"` (the default) runs
+resume (a second call computes nothing), the same meta.json, the same refusal of a results
+folder written by a definition whose cells would drop out of its tables (workflows/definition.py;
+allow_changed=True proceeds), and the same Ctrl-C: every finished cell kept, then
+SweepInterrupted (a KeyboardInterrupt) raised. `backend="ray"` (the default) runs
 the cells as Ray Tune trials on an embedded local Ray or the cluster at `address`;
 `backend="local"` runs them one after another in this process, without Ray: for sweeps of
 seconds, tests, and optimizers or problems defined in the notebook itself (registered with
@@ -35,7 +38,7 @@ from . import yaml12
 from .cell import cell_id
 from .definition import Verdict, compare, definition_hash
 from .interrupt import SweepInterrupted, deferred
-from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweeps_from_mapping
+from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
 from .store import Store
 
 BACKENDS = ("ray", "local")
@@ -95,6 +98,12 @@ def resolve_sweep(spec_or_path, sweep: str | None, max_cells: int = DEFAULT_MAX_
     if isinstance(spec_or_path, dict):
         sweeps = sweeps_from_mapping(spec_or_path, sweep or "notebook", max_cells=max_cells)
     else:
+        if sweep is None:                 # a file of one sweep needs no name; choose before expanding
+            names = sweep_names(spec_or_path)
+            if len(names) != 1:
+                raise SweepError(f"{spec_or_path}: defines {len(names)} sweeps, which one? allowed: --sweep NAME, "
+                                 f"one of {', '.join(names)}")
+            sweep = names[0]
         sweeps = load_sweeps(spec_or_path, only=sweep, max_cells=max_cells, overrides=overrides)
     if sweep is None:
         if len(sweeps) != 1:
@@ -123,13 +132,36 @@ def plan(sweep: Sweep, storage: str, allow_changed: bool = False) -> Plan:
     # Absolute: Tune runs each trial in a directory of its own, where a relative path would
     # point somewhere else.
     storage = storage if "://" in storage else os.path.abspath(storage)
-    store = Store(storage, sweep.name)
+    store = open_store(storage, sweep.name)
     cells = {cell_id(c): c for c in sweep.cells}
-    verdict = compare(store, sweep, cells, allow_changed)
+    try:
+        verdict = compare(store, sweep, cells, allow_changed)
+    except OSError as e:                  # a remote store that cannot be read (credentials, network)
+        raise SweepError(f"--storage {storage}: cannot be read ({e}); allowed: a local path or a "
+                         "pyarrow filesystem URI this machine can read and write") from None
     if verdict.kind == "refused":
         raise SweepError(verdict.message)
     done = store.done(cells)
     return Plan(storage, store, cells, done, [c for k, c in cells.items() if k not in done], verdict)
+
+
+def open_store(storage: str, name: str) -> Store:
+    """The sweep's store, refused in one line (before anything is written) when `storage` cannot
+    hold it: a URI pyarrow does not know, a local path under a file or where nothing may be written."""
+    try:
+        store = Store(storage, name)
+    except (ValueError, OSError) as e:    # pyarrow's ArrowInvalid is a ValueError
+        raise SweepError(f"--storage {storage!r} is not a results root ({e}); allowed: a local path or a pyarrow "
+                         "filesystem URI (s3://bucket/prefix, gs://...)") from None
+    if store.local:
+        existing = Path(store.base)
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            what = "a file" if existing.is_file() else "not writable"
+            raise SweepError(f"--storage {storage}: {existing} is {what}; allowed: a directory this user can "
+                             "write (created where missing)")
+    return store
 
 
 def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | None = None,

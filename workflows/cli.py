@@ -247,6 +247,8 @@ def command(argv) -> int:
     except BrokenPipeError:                 # `saddlescape run ... --dry-run | head`: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:                    # the storage could not be written (full, read-only, gone)
+        return fail(f"cannot write the results: {e}; the cells stored so far are kept, rerun to resume", 1)
 
 
 if __name__ == "__main__":

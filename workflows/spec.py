@@ -130,6 +130,12 @@ def load_sweeps(path, only: str | None = None, max_cells: int = DEFAULT_MAX_CELL
     return expand_file(load_yaml(path), str(path), only, max_cells, overrides, stem=Path(str(path)).stem)
 
 
+def sweep_names(path) -> list[str]:
+    """The names of the file's sweeps, without expanding them."""
+    data, _ = file_shape(load_yaml(path), str(path), Path(str(path)).stem)
+    return [str(name) for name in data["sweeps"]]
+
+
 def sweeps_from_mapping(data: dict, name: str = "notebook", max_cells: int = DEFAULT_MAX_CELLS) -> dict[str, Sweep]:
     """A sweeps file given as a mapping (the Python API): a whole file ({defaults, sweeps}), or one
     sweep's block ({description, method, parameters}), which is then called `name` (or its W&B
