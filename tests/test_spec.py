@@ -164,3 +164,12 @@ def test_the_shipped_sweeps_validate(capsys):
     assert any(math.isclose(c["optimizer"]["beta2"], 1 - c["optimizer"]["lr"] ** (2 / 3)) for c in beta2)
     assert any(c["optimizer"]["beta2"] == 0.999 for c in beta2)
     assert len(sweeps["smoke"].cells) <= 8
+
+
+def test_the_readme_run_settings_table_lists_every_run_setting():
+    from workflows.settings import RUN_SCHEMA
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("Run settings (a cell's keys besides", 1)[1].split("\n\n", 2)[1]
+    documented = [line.split("|")[1].strip().strip("`") for line in table.splitlines()[2:]]
+    assert documented == list(RUN_SCHEMA)
