@@ -19,7 +19,8 @@ from .survival import duration_pairs, summarize_cells
 # varies within one optimizer tells its variants apart (adam's beta1, precond_sgd's target).
 COVARIATE_HYPERPARAMETERS = ("optimizer.name", "optimizer.lr", "optimizer.beta2", "optimizer.eps")
 # Per-run columns that are the durations' own (summarised by survival, not by quantiles).
-DURATION_COLUMNS = ("seed", "escaped", "escape_step", "final_step", "sosp_reached", "sosp_step")
+DURATION_COLUMNS = ("seed", "escaped", "escape_step", "final_step", "sosp_reached", "sosp_step", "gap_reached",
+                    "gap_step")
 SPREAD = (0.1, 0.9)
 
 

@@ -38,8 +38,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 from .design import (axis_label, axis_values, format_value, independent, is_beta, is_function_of, short_name,
                      sort_values, varies)
 from .design import variant_settings
-from .palette import MARKERS, THEORY_STYLE, lighter, palette, shade
-from .survival import DURATIONS, RESTRICTED
+from .palette import MARKERS, THEORY_STYLE, lighter, palette, shade, split_label
+from .survival import DURATION_TITLES, DURATIONS, RESTRICTED
 from .theory import follows_paper_rule, minimum_loss
 
 DEFAULT_DPI = 150
@@ -144,7 +144,9 @@ def _log_axis(values) -> bool:
 def _value_ticks(ax, values, log):
     """Ticks at the values themselves where there are few (no overlapping minor labels)."""
     values = np.unique(np.asarray(values, float))
-    if len(values) <= 7:
+    values = values[np.isfinite(values)]
+    crowded = log and len(values) > 1 and np.min(np.diff(np.log10(values))) < 0.4
+    if len(values) <= 7 and not crowded:
         ax.xaxis.set_major_locator(FixedLocator(values))
         ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -208,6 +210,8 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
     x_values = axis_values(data, plan.x)
     log_x = _log_axis(x_values)
     markers = {str(v): MARKERS[i] for i, v in enumerate(sort_values(data[plan.marker]))} if plan.marker else {}
+    # Without a marker parameter, variants of one optimizer (two shades of a hue) also differ in marker.
+    variant_marker = {} if plan.marker else sibling_markers(data["optimizer"].unique())
     used = {"bound": False, "theory": False, "rule": False}
     shown = np.concatenate([data[c].to_numpy(float) for c in (measure.y, measure.theory, measure.lo, measure.hi)
                             if c and c in data])
@@ -226,7 +230,7 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
     for ax, (values, part) in zip(axes.flat, panels):
         for (optimizer, marker_value), line in _series(part, plan):
             color = colors[optimizer]
-            shape = markers.get(str(marker_value), "o")
+            shape = markers.get(str(marker_value), variant_marker.get(optimizer, "o"))
             xs, ys = axis_values(line, plan.x), line[measure.y].to_numpy(float)
             order = np.argsort(xs)
             xs, line, ys = xs[order], line.iloc[order], ys[order]
@@ -236,6 +240,11 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
                 ax.plot(xs[hollow], ys[hollow], linestyle="", marker=shape, markersize=8, markerfacecolor="white",
                         markeredgecolor=color, markeredgewidth=1.5, zorder=4)
                 used["bound"] = True
+            if "artefact" in line and line["artefact"].any():
+                bad = line["artefact"].to_numpy(bool)
+                ax.plot(xs[bad], ys[bad], linestyle="", marker="x", markersize=10, color="#d62728",
+                        markeredgewidth=2, zorder=6)
+                used["artefact"] = True
             if measure.lo and not plan.averaged:
                 lo, hi = line[measure.lo].to_numpy(float), line[measure.hi].to_numpy(float)
                 ok = np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
@@ -244,8 +253,8 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
             if measure.theory and measure.theory in line:
                 theory = line[measure.theory].to_numpy(float)
                 ok = np.isfinite(theory) & (theory > 0)
-                if ok.sum() >= 1:
-                    ax.plot(xs[ok], theory[ok], color=lighter(color), zorder=1,
+                if ok.sum() >= 1:          # on top: where theory and measurement agree, dashes inside the line
+                    ax.plot(xs[ok], theory[ok], color=lighter(color), zorder=5,
                             marker="_" if ok.sum() == 1 else None, markersize=12, **THEORY_STYLE)
                     used["theory"] = True
             if is_beta(plan.x) and short_name(plan.x) == "beta2" and "optimizer.lr" in line:
@@ -256,6 +265,9 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
                     used["rule"] = True
         if measure.reference_line is not None:
             ax.axhline(measure.reference_line, color="0.4", linewidth=0.9, linestyle=":", zorder=0)
+        if measure.bound and part[measure.bound].any() and "budget" in part and part["budget"].nunique() == 1:
+            ax.axhline(float(part["budget"].iloc[0]), color="0.5", linewidth=0.9, linestyle=":", zorder=0)
+            used["budget"] = True
         ax.set_title(_describe(plan.facets, values), fontsize=9)
         ax.grid(True, which="major", alpha=0.25)
         _log_ticks(ax.yaxis, y_span)
@@ -270,8 +282,8 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
         if visible:
             visible[-1].set_xlabel(axis_label(plan.x))
             visible[-1].xaxis.set_tick_params(labelbottom=True)
-    own = own_settings or {}
-    handles = [Line2D([], [], color=colors[o], marker="o", linewidth=1.6,
+    own = {k: ", ".join(p for p in v.split(", ") if not p.startswith("eps=")) for k, v in (own_settings or {}).items()}
+    handles = [Line2D([], [], color=colors[o], marker=variant_marker.get(o, "o"), linewidth=1.6,
                       label=o + (f" ({own[o]})" if own.get(o) and "(" not in o else f", {own[o]}" if own.get(o) else ""))
                for o in sorted(data["optimizer"].unique(), key=str)]
     if plan.marker:
@@ -280,6 +292,11 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
     if used["theory"]:
         handles.append(Line2D([], [], color=lighter("#444444"), label="closed form (median), dashed, lighter\n"
                               "in each method's colour", **THEORY_STYLE))
+    if used.get("artefact"):
+        handles.append(Line2D([], [], color="#d62728", marker="x", markeredgewidth=2, linestyle="",
+                              label="artefact of the set-up\n(see Sanity flags)"))
+    if used.get("budget"):
+        handles.append(Line2D([], [], color="0.5", linewidth=0.9, linestyle=":", label="the budget (censoring)"))
     if used["bound"]:
         handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="",
                               label=measure.bound_label))
@@ -352,14 +369,22 @@ def speedup_heatmap(comparisons: pd.DataFrame, settings: list[str], numeric: set
     diverging colour scale for all panels centred at 1 (log scale: 2x and 0.5x equally far)."""
     table = comparisons[comparisons["flag"] == ""]
     candidates = [c for c in settings if c in numeric and c in table and table[c].nunique() > 1]
-    axes_columns = [c for c in candidates if table.dropna(subset=candidates[:2])[c].nunique() > 1][:2]
-    table = table.dropna(subset=axes_columns)
-    if len(axes_columns) < 2:
-        return None, "fewer than two numeric settings vary among the comparisons"
-    x, y = axes_columns
-    candidates = [c for c in settings if c in table and c not in axes_columns and varies(table[c])]
-    rest = [c for c in independent(table.assign(optimizer=table["variant"]), axes_columns + candidates)[0]
-            if c not in axes_columns]
+    # The two axes that leave the fewest panels (each panel a grid over them).
+    choices = []
+    for i, x in enumerate(candidates):
+        for y in candidates[i + 1:]:
+            part = table.dropna(subset=[x, y])
+            if part[x].nunique() < 2 or part[y].nunique() < 2:
+                continue
+            others = [c for c in settings if c in part and c not in (x, y) and varies(part[c])]
+            rest = [c for c in independent(part.assign(optimizer=part["variant"]), [x, y] + others)[0]
+                    if c not in (x, y)]
+            count = len(_sorted_groups(part, ["variant", "reference"] + rest))
+            choices.append((count, -part[x].nunique() * part[y].nunique(), x, y, rest))
+    if not choices:
+        return None, "fewer than two numeric settings vary together among the comparisons"
+    _, _, x, y, rest = min(choices, key=lambda c: c[:2])
+    table = table.dropna(subset=[x, y])
     panels = _sorted_groups(table, ["variant", "reference"] + rest)
     if len(panels) > MAX_PANELS:
         return None, (f"{len(panels)} panels (one per variant, reference and value of "
@@ -439,6 +464,14 @@ def forest_plot(comparisons: pd.DataFrame, settings: list[str], colors, path: Pa
     return save(fig, path, caption), ""
 
 
+def sibling_markers(labels) -> dict:
+    """{label: marker}: 'o' for an optimizer's only variant; its variants, in sorted order, o s D ^ ..."""
+    by_name = {}
+    for label in sorted(map(str, labels)):
+        by_name.setdefault(split_label(label)[0], []).append(label)
+    return {label: MARKERS[i % len(MARKERS)] for group in by_name.values() for i, label in enumerate(group)}
+
+
 def _label_columns(cells: pd.DataFrame, varied: list[str]) -> list[str]:
     """The swept parameters that tell these cells apart (one of two that determine each other)."""
     return independent(cells, [c for c in varied if c in cells], given=())[0]
@@ -516,12 +549,14 @@ def loss_traces(traces: pd.DataFrame, cells: pd.DataFrame, varied, colors, path:
         labels = _label_columns(own, [c for c in varied if c != "problem.name"])
         ordered = _sorted_groups(own, labels) if labels else [((), own)]
         shades = np.linspace(1.5, 0.55, len(ordered)) if len(ordered) > 1 else [1.0]
-        for factor, (values, group) in zip(shades, ordered):
+        for i, (factor, (values, group)) in enumerate(zip(shades, ordered)):
             for cell in group["cell_id"]:
                 line = data[data["cell_id"] == cell].sort_values("step")
                 color = shade(colors[variant], factor)
-                ax.plot(line["step"], line["q50"], color=color, label=_describe(labels, values) or variant)
-                ax.fill_between(line["step"], line["q10"], line["q90"], color=color, alpha=0.12)
+                # shades of one hue are hard to tell apart: each line also gets its own marker
+                ax.plot(line["step"], line["q50"], color=color, label=_describe(labels, values) or variant,
+                        marker=MARKERS[i % len(MARKERS)], markersize=4, markevery=max(1, len(line) // 8))
+                ax.fill_between(line["step"], line["q10"], line["q90"], color=color, alpha=0.08)
         floor = minimum_loss(_problem_params(own.iloc[0]))
         if np.isfinite(floor):
             ax.axhline(floor, color="k", linestyle=":", label="minimum loss")
@@ -556,7 +591,7 @@ class Saver:
 
 
 def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: int = DEFAULT_DPI,
-                 formats=DEFAULT_FORMATS, settings=()):
+                 formats=DEFAULT_FORMATS, settings=(), artefacts=frozenset()):
     """Every figure that applies: ([(path, caption)], [(file, why it was not drawn)]). Each job
     returns ((path, caption), "") or (None, why); a figure that fails is listed with its error,
     never a crash of the report."""
@@ -567,7 +602,7 @@ def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: i
         colors.update({k: v for k, v in palette(pd.concat([comparisons["variant"], comparisons["reference"]])).items()
                        if k not in colors})
     numeric = set(design.numeric)
-    frame = cells.copy()
+    frame = cells.assign(artefact=cells["cell_id"].isin(list(artefacts)))
     for name in DURATIONS:
         if f"{name}_kind" in frame:
             frame[f"{name}_bound"] = frame[f"{name}_kind"].eq(RESTRICTED)
@@ -579,7 +614,7 @@ def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: i
             continue
         for x in design.numeric:
             stem = f"{name}_vs_{_stem(x)}"
-            title = f"{'Escape' if name == 'escape' else name.upper()} time against {axis_label(x)}"
+            title = f"{DURATION_TITLES.get(name, name)} against {axis_label(x)}"
             jobs.append((stem, lambda p, x=x, name=name, title=title: _line_job(
                 frame, design.varied, x, escape_measure(name), numeric, colors, title, fixed, p, save, own)))
     settings = [c for c in settings if c not in design.determined]

@@ -79,11 +79,12 @@ def check_rows(rows: pd.DataFrame, where: str = "rows") -> tuple[pd.DataFrame, l
         raise ValueError(f"{where}: no rows; a results table needs at least one row (one per seed per cell)")
     rows = rows.copy(deep=False)
     notes = []
-    for flag in ("escaped", "diverged", "sosp_reached"):
+    for flag in ("escaped", "diverged", "sosp_reached", "gap_reached"):
         if flag in rows and rows[flag].dtype != bool:
             missing = rows[flag].isna()
             # SOSP tracking may be on in some cells only: there both of its columns are missing.
-            optional = flag == "sosp_reached" and "sosp_step" in rows and rows.loc[missing, "sosp_step"].isna().all()
+            step = flag.replace("_reached", "_step")
+            optional = flag != "escaped" and flag != "diverged" and step in rows and rows.loc[missing, step].isna().all()
             if missing.any() and not optional:
                 raise ValueError(f"{where}: column {flag} has missing values; allowed: true or false")
             if not missing.any():

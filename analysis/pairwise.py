@@ -123,8 +123,10 @@ def setting_columns(cells: pd.DataFrame, varied: list[str], variant_columns: lis
 
 
 def compare_pairs(rows: pd.DataFrame, cells: pd.DataFrame, pairs, settings: list[str],
-                  artefacts: set = frozenset()) -> pd.DataFrame:
-    """One row per matched pair of cells; see the module docstring for every column."""
+                  artefacts: set = frozenset(), own_settings: dict | None = None) -> pd.DataFrame:
+    """One row per matched pair of cells; see the module docstring for every column. `own_settings`:
+    {variant label: 'lr=0.01'}, each side's parameters set per variant (analysis.design.variant_settings)."""
+    own_settings = own_settings or {}
     out = []
     duration = rows.groupby("cell_id", observed=True, sort=False).indices
     steps, escaped = rows["escape_step"].to_numpy(float), rows["escaped"].to_numpy(bool)
@@ -169,6 +171,7 @@ def compare_pairs(rows: pd.DataFrame, cells: pd.DataFrame, pairs, settings: list
                 "predicted_speedup": pair.get("predicted_median_b", np.nan) / pair.get("predicted_median_a", np.nan)
                 if "predicted_median_a" in pair else np.nan,
                 "variant_runs": len(at_a), "reference_runs": len(at_b),
+                "variant_settings": own_settings.get(variant, ""), "reference_settings": own_settings.get(reference, ""),
                 "flag": "artefact" if cell_a in artefacts or cell_b in artefacts else "",
                 "variant_cell": cell_a, "reference_cell": cell_b})
             out.append(record)

@@ -12,7 +12,7 @@ import pandas as pd
 from .cells import cell_table, per_run_columns
 from .compare import compare_cells, compare_exponents, figure1_check, sgd_slope_check, summarize_cell_verdicts, \
     with_predictions
-from .design import sweep_design
+from .design import sweep_design, variant_settings
 from .figures import DEFAULT_DPI, DEFAULT_FORMATS, draw_figures
 from .load import load_results
 from .pairwise import choose_pairs, compare_pairs, setting_columns
@@ -64,7 +64,7 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
         reference = (results.meta.get("analysis") or {}).get("reference")
     pairs, how, pair_notes = choose_pairs(cells["optimizer"].unique(), reference)
     settings = setting_columns(cells, design.varied, design.variant)
-    comparisons = compare_pairs(rows, cells, pairs, settings, artefacts)
+    comparisons = compare_pairs(rows, cells, pairs, settings, artefacts, variant_settings(cells, design.per_variant))
     figure1 = figure1_check(cells)
 
     tables = {"cells.csv": cells, "sanity.csv": flags, "comparison.csv": comparison,
@@ -74,7 +74,7 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
         if len(table):
             table.to_csv(out / name, index=False)
     figures, skipped = draw_figures(rows, cells, results.traces, comparisons, design, out / "figures", dpi=dpi,
-                                    formats=formats, settings=settings)
+                                    formats=formats, settings=settings, artefacts=artefacts)
     notes = [*pair_notes]
     if pairs and comparisons.empty:
         notes.append(f"No pair of variants shares a setting ({how}): nothing was compared.")

@@ -282,7 +282,11 @@ def pairwise_verdicts(comparisons: pd.DataFrame, how: str, varied) -> list[str]:
         counts = ok["finding"].value_counts()
         described = ", ".join(f"{k} in {v}" for k, v in counts.items())
         exact = ok[ok["bound"] == "="]
-        text = f"**{variant} vs {reference}** on {problem}, {_count(len(part), 'matched setting')}"
+        text = f"**{variant} vs {reference}** on {problem}"
+        own = [f"{who} at {where}" for who, where in ((variant, part["variant_settings"].iloc[0]),
+                                                      (reference, part["reference_settings"].iloc[0])) if where]
+        text += f" ({'; '.join(own)})" if own else ""
+        text += f", {_count(len(part), 'matched setting')}"
         settings = _ranges(part, [c for c in varied if c in part and c != "problem.name"])
         text += f" ({settings})" if settings else ""
         text += f": {described}" if described else ""
@@ -357,7 +361,8 @@ def comparisons_preview(comparisons: pd.DataFrame, varied: list[str]) -> pd.Data
     if comparisons.empty:
         return comparisons
     columns = [c for c in varied if c in comparisons and c != "problem.name"]
-    table = comparisons[["problem", "variant", "reference", *columns, "variant_median", "reference_median",
+    own = [c for c in ("variant_settings", "reference_settings") if (comparisons[c] != "").any()]
+    table = comparisons[["problem", "variant", "reference", *columns, *own, "variant_median", "reference_median",
                          "speedup", "speedup_lo", "speedup_hi", "bound", "predicted_speedup", "logrank_q", "finding"]]
     table = sort_cells(table, ["problem", "reference", "variant", *columns])
     return table.rename(columns={c: short_name(c) for c in columns})
@@ -376,8 +381,15 @@ def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparis
     exponent_columns = [c for c in ("group", "covariate", "exponent", "lo", "hi", "theory", "theory_cells",
                                     "theory_local", "theory_regime", "verdict") if c in exponent_check]
     informative = comparison[comparison["verdict"].isin(["holds", "close", "fails"])] if len(comparison) else comparison
-    worst = informative.assign(off=np.abs(np.log(informative["ratio"]))).sort_values("off", ascending=False) \
-        if len(informative) else informative
+    worst = informative
+    if len(informative):
+        settings = [c for c in design.independent if c in cells and c != "problem.name"]
+        worst = (informative.assign(off=np.abs(np.log(informative["ratio"])))
+                 .sort_values("off", ascending=False).drop(columns=["off"])
+                 .join(cells[settings].rename(columns=short_name), on="cell_id"))
+        first = ["problem", "optimizer", *[short_name(c) for c in settings]]
+        worst = worst[first + [c for c in worst.columns if c not in first and c not in ("cell_id", "theory_note")]
+                      + ["theory_note"]]
     title = meta.get("sweep") if meta else (Path(str(source)).name if not str(source).startswith("<") else "rows")
     sections = [
         f"# Saddle escape analysis: {title}\n",
@@ -413,8 +425,7 @@ def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparis
     sections.append("## Theory against measurement, cell by cell\n\n"
                     + markdown_table(summary, full_table="comparison_summary.csv")
                     + "\nThe informative cells farthest from the prediction:\n\n" + markdown_table(
-                        worst.drop(columns=["off", "cell_id"]) if len(worst) else worst, max_rows=10,
-                        full_table="comparison.csv"))
+                        worst, max_rows=10, full_table="comparison.csv"))
     sections.append("## Scaling laws (censored log-normal AFT fits)\n\n"
                     "log tau = c + sum_j a_j log x_j + sigma * noise, fitted with the censored runs in it, per problem "
                     "and optimizer variant (artefact cells left out); `theory` is the closed form's slope over the "

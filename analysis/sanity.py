@@ -60,6 +60,8 @@ def first_step_length(cells: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         [lr / np.sqrt(1 - beta2), lr * (1 - beta1) / np.sqrt(1 - beta2), lr, lr], np.nan)
     length = np.where(name == "sgd", np.where(projection, lr * sigma * np.sqrt(k), lr * total_noise),
                       per_coordinate * np.sqrt(coordinates))
+    per_coordinate_text = [f" = {p:.3g} per coordinate, over {c:g} coordinates" if np.isfinite(p) and np.isfinite(c)
+                           else "" for p, c in zip(per_coordinate, coordinates)]
     formula = np.select(
         [(name == "sgd") & ~projection, name == "sgd", name == "rmsprop", (name == "adam") & ~corrected,
          name.isin(["adam", "amsgrad", "adagrad", "precond_sgd"])],
@@ -67,6 +69,7 @@ def first_step_length(cells: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
          "rmsprop's un-bias-corrected first step lr/sqrt(1-beta2) per coordinate",
          "adam's un-bias-corrected first step lr*(1-beta1)/sqrt(1-beta2) per coordinate",
          "lr per coordinate"], "")
+    formula = np.char.add(formula.astype(str), np.array(per_coordinate_text, dtype=str))
     return pd.Series(length, index=cells.index), pd.Series(formula, index=cells.index)
 
 

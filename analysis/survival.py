@@ -27,7 +27,11 @@ from scipy import stats
 DURATIONS = {
     "escape": ("escape_step", "escaped"),
     "sosp": ("sosp_step", "sosp_reached"),
+    "gap": ("gap_step", "gap_reached"),
 }
+# How a report names each duration.
+DURATION_TITLES = {"escape": "Escape time", "sosp": "Time to a second-order stationary point",
+                   "gap": "Time to f - f_min <= gap_epsilon"}
 RESTRICTED = "restricted mean <= budget"
 
 
@@ -66,7 +70,7 @@ def summarize_cells(rows: pd.DataFrame, name: str = "escape") -> pd.DataFrame:
     budget, mean/sd (+ _lo, _hi; only where no run was censored), and the headline `<name>_time`
     (+ _lo, _hi) with `<name>_kind` saying which of mean / median / restricted mean it is."""
     duration, event = DURATIONS[name]
-    every_cell = rows["cell_id"].astype(object).unique()
+    every_cell = pd.Index(rows["cell_id"].astype(object).unique()).sort_values()
     # A duration some cells do not record (SOSP tracking off in them) is summarised where recorded.
     rows = rows[rows[duration].notna() & rows[event].notna()]
     rows = rows.assign(**{event: rows[event].astype(bool)})

@@ -83,6 +83,19 @@ def synthetic_rows(lrs=(1e-3, 3e-3, 1e-2), sigmas=(1e-2, 1e-1, 1.0), seeds=100, 
             continue
         if column.name in families:
             columns.update(families[column.name])
-        else:
+        elif column.name in values:
             columns[column.name] = values[column.name]
+        else:                  # a column declared after this generator was written: a plausible value
+            columns[column.name] = _generic(column, escaped, steps, rng)
     return pd.DataFrame(columns)
+
+
+def _generic(column, escaped, steps, rng):
+    """A value of the declared type: per run, one that differs between runs; per cell, missing."""
+    if column.scope == "cell":
+        return np.nan
+    if column.dtype == "bool":
+        return escaped
+    if column.dtype == "int64":
+        return steps
+    return rng.random(len(steps))
