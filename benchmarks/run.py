@@ -18,9 +18,11 @@ Engine and floor run on one thread, as one Ray Tune trial does. `--only jax,floo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -142,7 +144,8 @@ def _jax_row(peer, optimizer: str, runs: int, d: int, budget: int, repeats: int,
     for repeat in range(repeats):
         result = simulate(cell)
         if result.rows.escaped.any():
-            raise RuntimeError(f"{optimizer} {runs} x {d}: a seed escaped the flat cell; the rate would not be a full budget's")
+            raise RuntimeError(f"{optimizer} {runs} x {d}: a seed escaped the flat cell, so not every seed "
+                               "ran every step")
         engine.append(runs * budget / result.seconds)
         for noise in placements:
             answer = peer.run(peer_cell, noise, seed=repeat + 1)
@@ -152,7 +155,8 @@ def _jax_row(peer, optimizer: str, runs: int, d: int, budget: int, repeats: int,
     noise = max(placements, key=lambda n: statistics.median(jax_rates[n]))
     best, ours = statistics.median(jax_rates[noise]), statistics.median(engine)
     return {"optimizer": optimizer, "seeds": runs, "dim": d, "steps": budget,
-            "saddlescape": ours, "saddlescape_spread": _spread(engine), "jax": best, "jax_spread": _spread(jax_rates[noise]),
+            "saddlescape": ours, "saddlescape_spread": _spread(engine),
+            "jax": best, "jax_spread": _spread(jax_rates[noise]),
             "ratio": ours / best, "jax_noise": noise, "jax_compile_s": compiled[noise]["compile_seconds"],
             "jax_block_steps": compiled[noise]["block_steps"], "engine_rates": engine, "jax_rates": jax_rates,
             "jax_compile": compiled}
@@ -266,6 +270,49 @@ def table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+def print_jax(jax: dict):
+    print(f"jax {jax['jax']} on core {jax['core']}, XLA_FLAGS={jax['xla_flags']!r}; cell: quadratic_saddle, "
+          f"curvature 1e-6, escape_radius 1e3 (no seed escapes: every seed runs every step); medians of "
+          f"{jax['repeats']} alternate runs, spread ± half the range; ratio = saddlescape / JAX; compile time apart")
+    print(table(jax["rows"], ["optimizer", "seeds", "dim", "steps", "saddlescape", "saddlescape_spread",
+                              "jax", "jax_spread", "ratio", "jax_noise", "jax_compile_s"]))
+
+
+def print_sweep(sweep: dict, sweeps: tuple[str, ...]):
+    rows = [{"sweep": s, "workers": w, **{k: sweep[s]["workers"][w][k] for k in
+                                          ("cells", "wall_seconds", "ray_start_seconds", "tune_seconds",
+                                           "engine_seconds", "tune_overhead_share")}}
+            for s in sweeps for w in (1, 2)]
+    print(table(rows, list(rows[0])))
+    for s in sweeps:
+        print(f"{s}: 2 workers over 1: {sweep[s]['speedup_2_over_1_wall']:.2f}x wall, "
+              f"{sweep[s]['speedup_2_over_1_tune']:.2f}x in Tune")
+    print(f"Tune's fixed cost (worker start): {sweep['tune_fixed_seconds']:.1f} s; "
+          f"consolidation {sweep['consolidate_seconds_per_cell'] * 1e3:.1f} ms per cell")
+
+
+class Clock:
+    """Wall and CPU seconds (this process and its waited-for children: not Ray's daemons) per
+    section, so that a run on a loaded machine still tells what each section costs."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    @staticmethod
+    def _now():
+        cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                     resource.getrusage(resource.RUSAGE_CHILDREN)))
+        return time.perf_counter(), cpu
+
+    @contextlib.contextmanager
+    def section(self, name: str):
+        wall, cpu = self._now()
+        yield
+        wall_end, cpu_end = self._now()
+        self.seconds[name] = {"wall": wall_end - wall, "cpu": cpu_end - cpu}
+        print(f"({name}: {wall_end - wall:.0f} s wall, {cpu_end - cpu:.0f} s CPU)", flush=True)
+
+
 def sections(value: str) -> tuple[str, ...]:
     chosen = tuple(v.strip() for v in value.split(",") if v.strip())
     unknown = [v for v in chosen if v not in SECTIONS]
@@ -286,48 +333,39 @@ def main():
     results = {"machine": {"cpus": torch.get_num_threads(), "platform": platform.platform(),
                            "processor": platform.processor(), "torch": torch.__version__,
                            "date": time.strftime("%Y-%m-%d")}}
+    clock = Clock()
     if "loop" in only:
-        print("1. engine against a per-seed torch.optim loop (seed-steps per second, one thread)")
-        results["engine_vs_loop"] = bench_engine_vs_loop(args.quick)
-        print(table(results["engine_vs_loop"], ["optimizer", "dim", "seeds", "engine_seed_steps_per_s",
-                                                "loop_seed_steps_per_s", "speedup"]))
+        with clock.section("loop"):
+            print("1. engine against a per-seed torch.optim loop (seed-steps per second, one thread)")
+            results["engine_vs_loop"] = bench_engine_vs_loop(args.quick)
+            print(table(results["engine_vs_loop"], ["optimizer", "dim", "seeds", "engine_seed_steps_per_s",
+                                                    "loop_seed_steps_per_s", "speedup"]))
     if "jax" in only:
-        print("\n2. engine against the JAX reference (seed-steps per second, both on one core, alternately)")
-        results["jax"] = bench_jax(args.quick)
-        if results["jax"] is not None:
-            jax = results["jax"]
-            print(f"jax {jax['jax']} on core {jax['core']}, XLA_FLAGS={jax['xla_flags']!r}; cell: "
-                  f"quadratic_saddle, curvature 1e-6, escape_radius 1e3 (no seed escapes: every seed runs "
-                  f"every step); medians of {jax['repeats']} alternate runs, spread ± half the range; "
-                  f"ratio = saddlescape / JAX; compile time apart")
-            print(table(jax["rows"], ["optimizer", "seeds", "dim", "steps", "saddlescape", "saddlescape_spread",
-                                      "jax", "jax_spread", "ratio", "jax_noise", "jax_compile_s"]))
+        with clock.section("jax"):
+            print("\n2. engine against the JAX reference (seed-steps per second, both on one core, alternately)")
+            results["jax"] = bench_jax(args.quick)
+            if results["jax"] is not None:
+                print_jax(results["jax"])
     if "floor" in only:
-        print("\n3. engine against the floor (state traffic + normal samples)")
-        results["floor"] = bench_floor(args.quick)
-        print(f"bandwidth {results['floor']['bandwidth_GB_per_s']:.1f} GB/s, "
-              f"normals {results['floor']['normals_M_per_s']:.0f} M/s")
-        print(table(results["floor"]["rows"], ["optimizer", "seeds", "dim", "ns_per_coordinate_step", "floor_ns",
-                                               "gap"]))
+        with clock.section("floor"):
+            print("\n3. engine against the floor (state traffic + normal samples)")
+            results["floor"] = bench_floor(args.quick)
+            print(f"bandwidth {results['floor']['bandwidth_GB_per_s']:.1f} GB/s, "
+                  f"normals {results['floor']['normals_M_per_s']:.0f} M/s")
+            print(table(results["floor"]["rows"], ["optimizer", "seeds", "dim", "ns_per_coordinate_step",
+                                                   "floor_ns", "gap"]))
     with tempfile.TemporaryDirectory() as tmp:
         if "sweep" in only:
-            sweeps = ("quick",) if args.quick else ("quick", SCALING_SWEEP)
-            print(f"\n4. sweep overhead on the embedded local Ray: {', '.join(sweeps)}")
-            results["sweep"] = bench_sweep_overhead(Path(tmp), sweeps)
-            rows = [{"sweep": s, "workers": w, **{k: results["sweep"][s]["workers"][w][k] for k in
-                                                  ("cells", "wall_seconds", "ray_start_seconds", "tune_seconds",
-                                                   "engine_seconds", "tune_overhead_share")}}
-                    for s in sweeps for w in (1, 2)]
-            print(table(rows, list(rows[0])))
-            for s in sweeps:
-                print(f"{s}: 2 workers over 1: {results['sweep'][s]['speedup_2_over_1_wall']:.2f}x wall, "
-                      f"{results['sweep'][s]['speedup_2_over_1_tune']:.2f}x in Tune")
-            print(f"Tune's fixed cost (worker start): {results['sweep']['tune_fixed_seconds']:.1f} s; "
-                  f"consolidation {results['sweep']['consolidate_seconds_per_cell'] * 1e3:.1f} ms per cell")
+            with clock.section("sweep"):
+                sweeps = ("quick",) if args.quick else ("quick", SCALING_SWEEP)
+                print(f"\n4. sweep overhead on the embedded local Ray: {', '.join(sweeps)}")
+                results["sweep"] = bench_sweep_overhead(Path(tmp), sweeps)
+                print_sweep(results["sweep"], sweeps)
         if "analysis" in only:
-            print("\n5. analyze on 10^6 rows")
-            results["analysis"] = measure_analysis(Path(tmp) / "analysis")
-            print(f"{results['analysis']['seconds']:.1f} s, peak {results['analysis']['peak_GiB']:.2f} GiB")
+            with clock.section("analysis"):
+                print("\n5. analyze on 10^6 rows")
+                results["analysis"] = measure_analysis(Path(tmp) / "analysis")
+                print(f"{results['analysis']['seconds']:.1f} s, peak {results['analysis']['peak_GiB']:.2f} GiB")
     if "scale" in only:
         print("\n6. scale-out of the study sweeps (from each cell's measured engine time)")
         if "sweep" not in results:
@@ -336,6 +374,7 @@ def main():
             results["scale_out"] = bench_scale_out(results["sweep"])
             print(table(results["scale_out"], ["sweep", "cells", "workers", "estimated_wall_s", "longest_cell_s",
                                                "limit"]))
+    results["section_seconds"] = clock.seconds
     Path(args.out).write_text(json.dumps(results, indent=2, default=str))
     print(f"\nwritten: {args.out}")
 
