@@ -245,7 +245,7 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
             raise SweepError(f"{where}: samples={samples} is over --max-cells {max_cells}; "
                              f"allowed: at most {max_cells}")
         seed = block.get("random_seed", 0)
-        if not isinstance(seed, (int, str)) or isinstance(seed, bool):
+        if not isinstance(seed, int) or isinstance(seed, bool):
             raise SweepError(f"{where}: random_seed={seed!r} is not allowed; allowed: an integer")
         rng = random.Random(seed)
         raw_cells = [_sample(where, base, specs, top, rng, max_cells) for _ in range(samples)]
