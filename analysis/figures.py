@@ -405,8 +405,8 @@ def speedup_heatmap(comparisons: pd.DataFrame, settings: list[str], numeric: set
         for _, row in part.iterrows():
             i, j = ys.index(row[y]), xs.index(row[x])
             grid[i, j] = np.log10(row["speedup"])
-            text = ("" if row["bound"] == "=" else row["bound"]) + f"{row['speedup']:.3g}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+            text = ("" if row["bound"] == "=" else row["bound"]) + _compact(row["speedup"])
+            ax.text(j, i, text, ha="center", va="center", fontsize=7 if len(xs) <= 6 else 6,
                     color="white" if abs(grid[i, j]) > 0.6 * limit else "black")
         image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdBu", norm=norm, aspect="auto", origin="lower")
         ax.set_facecolor("0.85")
@@ -428,6 +428,13 @@ def speedup_heatmap(comparisons: pd.DataFrame, settings: list[str], numeric: set
                "blue where the variant escapes sooner, red where later; >= / <=: one side censored past half (a "
                "bound); grey: not compared.")
     return save(fig, path, caption), ""
+
+
+def _compact(value: float) -> str:
+    """3 significant digits in at most 4 characters: 0.938, 12.4, 973, 1.4k, 14k."""
+    if not np.isfinite(value):
+        return "inf" if value > 0 else ""
+    return f"{value / 1000:.2g}k" if value >= 1000 else f"{value:.3g}"
 
 
 def forest_plot(comparisons: pd.DataFrame, settings: list[str], colors, path: Path, save):
@@ -584,7 +591,8 @@ class Saver:
 
     def __call__(self, fig: Figure, path: Path, caption: str):
         for i, fmt in enumerate(self.formats):
-            fig.savefig(path.with_suffix("." + fmt), dpi=self.dpi, bbox_inches="tight")
+            # constrained layout already fits titles and outside legends: no second, "tight" pass
+            fig.savefig(path.with_suffix("." + fmt), dpi=self.dpi)
             if i == 0:              # the layout is settled: the other formats need not solve it again
                 fig.set_layout_engine("none")
         return path.with_suffix("." + self.formats[0]), caption
