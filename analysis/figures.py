@@ -22,6 +22,7 @@ Figures are matplotlib Figure objects (Agg), never pyplot: nothing global change
 """
 from __future__ import annotations
 
+import re
 import textwrap
 import warnings
 from dataclasses import dataclass, field
@@ -268,7 +269,7 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
         if measure.bound and part[measure.bound].any() and "budget" in part and part["budget"].nunique() == 1:
             ax.axhline(float(part["budget"].iloc[0]), color="0.5", linewidth=0.9, linestyle=":", zorder=0)
             used["budget"] = True
-        ax.set_title(_describe(plan.facets, values), fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(_describe(plan.facets, values), 44)), fontsize=9)
         ax.grid(True, which="major", alpha=0.25)
         _log_ticks(ax.yaxis, y_span)
         _value_ticks(ax, x_values, log_x)
@@ -282,9 +283,12 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
         if visible:
             visible[-1].set_xlabel(axis_label(plan.x))
             visible[-1].xaxis.set_tick_params(labelbottom=True)
-    own = {k: ", ".join(p for p in v.split(", ") if not p.startswith("eps=")) for k, v in (own_settings or {}).items()}
+    # Each line's own numeric settings (each optimizer's lr where each has its own), not flags or eps.
+    own = {k: ", ".join(p for p in v.split(", ") if not p.startswith("eps=") and not p.endswith(("=true", "=false"))
+                        and re.search(r"=-?[0-9.]", p))
+           for k, v in (own_settings or {}).items()}
     handles = [Line2D([], [], color=colors[o], marker=variant_marker.get(o, "o"), linewidth=1.6,
-                      label=o + (f" ({own[o]})" if own.get(o) and "(" not in o else f", {own[o]}" if own.get(o) else ""))
+                      label=o + (f": {own[o]}" if own.get(o) else ""))
                for o in sorted(data["optimizer"].unique(), key=str)]
     if plan.marker:
         handles += [Line2D([], [], color="0.3", marker=m, linestyle="", label=f"{short_name(plan.marker)}={v}")
@@ -622,6 +626,10 @@ def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: i
             continue
         for x in design.numeric:
             stem = f"{name}_vs_{_stem(x)}"
+            if x in design.determined:
+                jobs.append((stem, lambda p, x=x: (None, f"{axis_label(x)} {design.determined[x]}: no line has "
+                                                         "two values of it once that is fixed")))
+                continue
             title = f"{DURATION_TITLES.get(name, name)} against {axis_label(x)}"
             jobs.append((stem, lambda p, x=x, name=name, title=title: _line_job(
                 frame, design.varied, x, escape_measure(name), numeric, colors, title, fixed, p, save, own)))
@@ -632,7 +640,7 @@ def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: i
         varied = list(settings) + (["reference"] if table["reference"].nunique() > 1 else [])
         lines = [x for x in settings if x in numeric and x in table and table[x].nunique() > 1]
         if lines:
-            x = lines[0]
+            x = max(lines, key=lambda c: table[c].nunique())         # the longest lines
             jobs.append((f"speedup_vs_{_stem(x)}", lambda p, x=x: _line_job(
                 table, varied, x, speedup_measure(), numeric, colors,
                 f"Speed-up over {' / '.join(sorted(table['reference'].unique()))} against {axis_label(x)}", fixed, p,

@@ -239,6 +239,11 @@ def exponent_verdicts(check: pd.DataFrame) -> list[str]:
             sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)}; "
                              "no theory to compare.")
             continue
+        if row.verdict.startswith("not tested"):
+            sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)}; the "
+                             f"quadratic saddle's local exponent would be {reference:.3g} ({row.theory_regime}), but this "
+                             "problem has no closed form: **not tested**.")
+            continue
         sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)} "
                          f"against {source}, {reference:.3g}: **{row.verdict}**.")
     return sentences
