@@ -107,9 +107,11 @@ def simulate(cell: dict, *, reference: bool = False) -> Result:
         if cell["inject_fault"] == "raise":
             raise RuntimeError(f"injected fault in cell {cell_id(cell)} at step {t}")
         keep = record.drop_finished()                                 # finished runs leave the batch
-        if keep is not None and compiled is None:
+        if keep is not None and compiled is not None:
+            compiled.compact(keep)
+        elif keep is not None:
             x, state = x[keep], select_runs(state, keep)
-    record.close(compiled.batch(record) if compiled is not None else x)
+    record.close(compiled.batch() if compiled is not None else x)
 
     rows = row_table(cell, problem, record)
     rows["cnc_constant"] = cnc_constant(problem, cell["cnc_samples"], seed)

@@ -3,10 +3,9 @@
 The reference loop of workflows/engine.py costs about ten tensor operations per step; at the
 sizes most cells have (64–1024 seeds, d = 2–10) each costs microseconds of Python and dispatch,
 whatever the arithmetic. Here a whole block of steps (the steps whose noise was drawn in one
-call) runs as one compiled loop over the runs, each run stepping on its own until the block
-ends or it finishes: the same equations, the same noise (drawn by the problem's own torch code),
-the same escape and divergence tests and the same bookkeeping, at a few nanoseconds per
-coordinate-step instead of microseconds per step.
+call) runs as one compiled call (workflows/_block_kernel.py): the same equations, the same noise
+(drawn by the problem's own torch code), the same escape and divergence tests and the same
+bookkeeping, at nanoseconds per coordinate-step instead of microseconds per step.
 
 What it covers (`compiled_block`, else None and the engine runs its reference loop):
     problems     quadratic_saddle (every option), staib_toy
@@ -36,6 +35,7 @@ NORM, PROJECTION, COORDINATE = range(3)
 # dtype of the iterates: what torch's kernels cast their double scalars to.
 LR, NEG_LR, STEP_SIZE, BIAS2_SQRT, BETA2, ONE_MINUS_BETA2 = range(6)
 N_STEP_COLUMNS = 6
+MAX_BLOCK = 1 << 16            # more steps than any block has (workflows/engine.py: MAX_BLOCK_STEPS)
 
 
 def compiled_block(cell: dict, problem, hp: dict):
@@ -54,8 +54,8 @@ def compiled_block(cell: dict, problem, hp: dict):
 
 
 class CompiledBlock:
-    """The state of every run as numpy arrays over all seeds (rows of finished runs are simply no
-    longer stepped), and one call of the compiled kernel per block of steps."""
+    """The batch's state as numpy arrays [J, d] (compacted with the batch at block ends, as the
+    reference compacts its tensors), and one call of the compiled kernel per block of steps."""
 
     def __init__(self, cell: dict, problem, hp: dict):
         from optimizers.schedules import Schedule
@@ -90,8 +90,8 @@ class CompiledBlock:
             self.staib_b = p.b.numpy()
             self.escape, self.basis = COORDINATE, np.zeros((1, 1), f)
         # diag Σ (for proportional noise Σ at distance ℓ; the kernel scales it by (‖x‖/ℓ)²).
-        self.noise_var = torch.diagonal(problem.Sigma if problem.name == "quadratic_saddle"
-                                        else problem.noise_cov()).to(problem.saddle.dtype).numpy()
+        self.noise_var = np.ascontiguousarray(torch.diagonal(
+            problem.Sigma if problem.name == "quadratic_saddle" else problem.noise_cov()).to(problem.saddle.dtype).numpy())
         self.track = bool(cell["tracking_error"])
         if self.code == PRECOND:
             from optimizers.precond_sgd import fixed_preconditioner
@@ -102,8 +102,17 @@ class CompiledBlock:
             self.full, self.A = False, np.zeros((1, 1), f)
 
     def init(self, x: torch.Tensor):
-        self.x = x.numpy()                    # the engine's tensor, stepped in place
-        runs = len(self.x)
+        """The batch's state: x (at first the engine's tensor itself) and the optimizer's, as
+        numpy arrays [J, d] that shrink with the batch (compact)."""
+        self.x = x.numpy()
+        runs, d = self.x.shape
+        # The diagonal Hessian and the noise's std tiled over the batch's coordinates: the fused
+        # loop goes over all of them as one flat array.
+        self.eigs_tiled, self.std_tiled = np.tile(self.eigs, runs), np.tile(self.noise_std, runs)
+        self.fused = (self.kind == QUADRATIC and self.scale_noise and self.quartic == 0 and self.noise_length == 0
+                      and not self.rotated and not self.track
+                      and (self.code in (SGD, RMSPROP) or (self.code == MOMENTUM and not self.hp["nesterov"])
+                           or (self.code == ADAM and self.hp["bias_correction"])))
         self.track_sum = np.zeros(runs, np.float64)
         self.track_count = np.zeros(runs, np.int64)
         self.track_at_escape = np.full(runs, np.nan, np.float64)
@@ -112,6 +121,17 @@ class CompiledBlock:
         self.s3 = zeros() if self.code == AMSGRAD else np.zeros((1, 1), self.dtype)
         if self.code == ADAGRAD:
             self.s1[:] = self.hp["initial_accumulator"]
+        f = self.dtype
+        self.events = (np.zeros((runs, 3), np.int64), np.zeros((runs, d), f), np.zeros((runs, d), f))
+        self.no_noise, self.no_indices = np.zeros((1, 1, 1), f), np.zeros((1, 1), np.int64)
+        self.constant = None
+
+    def compact(self, keep: torch.Tensor):
+        """The runs in `keep` (a mask over the batch) stay; the others leave, as in the reference."""
+        keep = keep.numpy()
+        self.x, self.s1, self.s2 = self.x[keep], self.s1[keep], self.s2[keep]
+        if self.s3.shape[0] > 1:
+            self.s3 = self.s3[keep]
 
     def step_columns(self, t0: int, steps: int) -> np.ndarray:
         """[steps, N_STEP_COLUMNS]: the hyperparameters of steps t0+1 … t0+steps (η_t and β₂_t from
@@ -149,31 +169,37 @@ class CompiledBlock:
     def run(self, t0: int, noise: torch.Tensor, record, gap) -> int:
         """Steps t0+1 … t0+len(noise) for the runs of the batch; their events go to `record` (and
         the gap's to `gap`, a metrics.GapTracker). Returns the last step."""
-        steps, J, d = len(noise), record.batch_size, self.x.shape[1]
-        f = self.dtype
-        event_step = np.zeros((J, 3), np.int64)          # escape, divergence, finish (0: none)
-        x_escape, x_final = np.zeros((J, d), f), np.zeros((J, d), f)
-        t = np.arange(t0 + 1, t0 + steps + 1)
-        trace_at = np.array([record.trace_index.get(int(s), -1) for s in t], np.int64) \
-            if record.trace_index else np.full(steps, -1, np.int64)
-        tail_at = np.where(t >= record.tail_start, t - record.tail_start, -1).astype(np.int64)
+        steps, J = len(noise), record.batch_size
+        if self.constant is None:                         # what does not change from block to block
+            self.constant = self.constants(record, gap)
+        flags, fixed, gap_values, never = self.constant
+        event_step, x_escape, x_final = self.events[0][:J], self.events[1][:J], self.events[2][:J]
+        event_step[:] = 0                                 # escape, divergence, finish step (0: none)
+        trace_at, tail_at = never[:steps], never[:steps]
+        if record.trace_index or t0 + steps >= record.tail_start:
+            t = np.arange(t0 + 1, t0 + steps + 1)
+            trace_at = np.array([record.trace_index.get(int(s), -1) for s in t], np.int64)
+            tail_at = np.where(t >= record.tail_start, t - record.tail_start, -1).astype(np.int64)
         noise_array = noise.numpy()
-        flags = np.array([self.kind, self.code, self.escape, self.rotated, self.scale_noise, self.full,
-                          record.keep_escaped, gap.on, self.track], np.int64)
-        gap_values = np.array([gap.minimum_loss if gap.on else 0.0, gap.epsilon], np.float64)
+        staib = noise_array.dtype == np.int64             # staib_toy draws indices of b_i
         _kernel()(
-            flags, self.eigs, self.H, self.Q, self.noise_std, self.noise_var, self.quartic, self.noise_length,
-            self.staib_b,
-            self.basis, self.A, self.step_columns(t0, steps), self.fixed_columns(),
+            flags, self.eigs, self.eigs_tiled, self.std_tiled, self.H, self.Q, self.noise_std, self.noise_var,
+            self.quartic, self.noise_length, self.staib_b, self.basis, self.A, self.step_columns(t0, steps), fixed,
             self.x, self.s1, self.s2, self.s3, record.active.numpy(),
-            noise_array if noise_array.dtype != np.int64 else np.zeros((1, 1, 1), f),
-            noise_array if noise_array.dtype == np.int64 else np.zeros((1, 1), np.int64),
+            self.no_noise if staib else noise_array, noise_array if staib else self.no_indices,
             record.threshold.numpy(), record.done.numpy(), record.escaped.numpy(),
-            f(record.radius), f(record.divergence_radius), t0,
+            self.dtype(record.radius), self.dtype(record.divergence_radius), t0,
             gap_values, gap.reached.numpy(), gap.step.numpy(), self.track_sum, self.track_count, self.track_at_escape,
             event_step, x_escape, x_final, trace_at, tail_at, record.trace.numpy(), record.tail.numpy())
         self.apply_events(event_step, x_escape, x_final, record)
         return t0 + steps
+
+    def constants(self, record, gap):
+        flags = np.array([self.kind, self.code, self.escape, self.rotated, self.scale_noise, self.full,
+                          record.keep_escaped, gap.on, self.track, self.fused], np.int64)
+        gap_values = np.array([gap.minimum_loss if gap.on else 0.0, gap.epsilon], np.float64)
+        never = np.full(MAX_BLOCK, -1, np.int64)          # no step of the block on the trace or in the tail
+        return flags, self.fixed_columns(), gap_values, never
 
     def apply_events(self, event_step, x_escape, x_final, record):
         """The block's escapes, divergences and finishes, through the record's own bookkeeping (the
@@ -191,9 +217,9 @@ class CompiledBlock:
             rows["tracking_error_mean"] = self.track_sum / self.track_count
         rows["tracking_error_at_escape"] = self.track_at_escape
 
-    def batch(self, record) -> torch.Tensor:
+    def batch(self) -> torch.Tensor:
         """The iterates of the runs still in the batch."""
-        return torch.from_numpy(self.x[record.active.numpy()])
+        return torch.from_numpy(self.x)
 
 
 _COMPILED = None
