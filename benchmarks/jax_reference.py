@@ -8,11 +8,13 @@ step (‖x‖ ≥ escape_radius), right-censored at the budget where it never es
 (workflows/engine.py) records it.
 
 The loop, all inside `jax.jit`: a `lax.while_loop` over blocks of steps that stops once every
-seed has escaped (or the budget is spent), each block a `lax.scan` over its steps. The noise
-comes from `jax.random` (threefry keys, one per block by `fold_in`), either drawn for the whole
-block at the block's start (`noise="block"`: one [steps, R, d] generator call) or at every step
-inside the scan (`noise="step"`). Which is faster depends on the size: benchmarks/run.py times
-both (alternately, with the engine) and keeps the faster, as a strong user would.
+seed has escaped (or the budget is spent), each block a `lax.scan` over its steps that tests
+‖x‖² ≥ r² after every step. The noise comes from `jax.random` (threefry; a key per block by
+`fold_in`), either drawn for the whole block at the block's start (`noise="block"`: one
+[steps, R, d] generator call, at least 2 steps) or at every step inside the scan (`noise="step"`:
+a second `fold_in` per step). Which is faster depends on the size and the optimizer:
+benchmarks/run.py times both (alternately, with the engine) and keeps the faster, as a strong
+user would.
 
     .venv/bin/python benchmarks/jax_reference.py --serve    (the worker benchmarks/run.py starts)
 
