@@ -130,7 +130,8 @@ def test_a_failing_cell_is_retried_recorded_and_rerun_alone(local_ray, tmp_path,
     assert len(rows(storage, "f")) == 2 * 64                                 # the rest completed
     stamps = {p.name: p.stat().st_mtime_ns for p in (storage / "f" / "parts").iterdir()}
     assert main(args) == 1                                      # the rerun retries only the failed cells
-    assert meta(storage, "f")["cells"]["computed_this_run"] == 2
+    assert meta(storage, "f")["cells"]["attempted_this_run"] == 2
+    assert meta(storage, "f")["cells"]["computed_this_run"] == 0                # and they fail again
     assert stamps == {p.name: p.stat().st_mtime_ns for p in (storage / "f" / "parts").iterdir()}
 
 

@@ -56,7 +56,8 @@ def test_results_layout_schema_and_meta(local_ray, tmp_path):
                 "definition", "definition_hash", "overrides"):
         assert key in meta
     assert meta["interrupted"] is False and meta["interrupted_during"] is None and meta["overrides"] == []
-    assert meta["cells"] == {"computed_this_run": 6, "reused": 0, "total": 6, "done": 6, "failed": 0, "missing": 0}
+    assert meta["cells"] == {"computed_this_run": 6, "attempted_this_run": 6, "reused": 0, "total": 6, "done": 6,
+                             "failed": 0, "missing": 0}
     assert meta["versions"]["torch"].startswith("2.13.0") and meta["versions"]["ray"] == "2.60.0"
     assert not list(results.rglob("*.tmp-*"))                          # every write was atomic
 

@@ -239,7 +239,8 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
         "started": started, "finished": now(),
         "interrupted": interrupted is not None, "interrupted_during": interrupted,
         "definition_change": p.verdict.message or None,
-        "cells": {"computed_this_run": len(computed), "reused": len(done)},
+        # computed: cells that got results in this run; attempted: the cells it set out to run.
+        "cells": {"computed_this_run": len(computed), "attempted_this_run": len(todo), "reused": len(done)},
         "run": run,
     }
     try:
