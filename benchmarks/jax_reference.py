@@ -32,8 +32,10 @@ import subprocess
 import sys
 import time
 
-# XLA's CPU client reads its flags once, when jax starts: intra-op work on the calling thread.
-ONE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+# Read once, when jax starts: Eigen's intra-op thread pool off. (TensorFlow's
+# intra_op_parallelism_threads is no XLA flag: XLA ignores it bare and aborts on it with "--".)
+# One core is what the process affinity of one_core() guarantees, whatever threads XLA starts.
+ONE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false"
 BLOCK_ELEMENTS = 1 << 16          # noise drawn per block (noise="block"): 256 KiB of float32, in L2
 STEP_NOISE_BLOCK = 100            # steps per scan when the noise is drawn inside it
 SUPPORTED = {"noise_alignment": "aligned", "rotate_hessian": False, "noise_dist": "gaussian",
