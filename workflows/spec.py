@@ -532,8 +532,13 @@ def _components(where, kind: str, defaults: dict, specs: dict, top: dict, pick, 
         for field in layer:
             if not any(field in schema_of(n) for n in names):
                 allowed = sorted({k for n in names for k in schema_of(n)})
+                # The components' own parameters first; the step-size schedule's, which every
+                # optimizer takes, once after them.
+                own = sorted({k for n in names for k in registry.get(n).own_schema})
+                shared = [k for k in allowed if k not in own]
+                listed = ", ".join(own) + (f" (and the step-size schedule's: {', '.join(shared)})" if shared else "")
                 raise SweepError(f"{where}: {kind}.{field} is not a parameter of {', '.join(names)}"
-                                 f"{did_you_mean(field, allowed)}; allowed: {', '.join(allowed)}")
+                                 f"{did_you_mean(field, allowed)}; allowed: {listed}")
     return out
 
 
@@ -556,13 +561,17 @@ def _product(where, kind, name, schema, fields: dict, pick, room: int) -> list[d
     for combo in itertools.product(*choices):
         component = {"name": name, **dict(zip(keys, combo))}
         filled = {k: p.default for k, p in schema.items()} | component
-        for field, value in component.items():
+        for field, value in list(component.items()):
             if isinstance(value, dict) and "rule" in value:
                 try:
                     component[field] = RULES[f"{kind}.{field}"][value["rule"]](filled)
                 except (KeyError, TypeError, ValueError, OverflowError):
                     raise SweepError(f"{where}: {kind}.{field}={value!r} cannot be derived for {name}; "
                                      f"allowed: a rule whose inputs are numbers") from None
+                if (kind, field, value["rule"]) == ("optimizer", "beta2", "paper") and "beta2_rule" in schema:
+                    # Under a step-size schedule the rule is evaluated at every step (beta2 above
+                    # is its value at step 1); under a constant step it is that one value.
+                    component["beta2_rule"] = "paper"
         out.append(component)
     return out
 
