@@ -101,3 +101,16 @@ def test_compiled_and_reference_agree_under_schedules(schedule, optimizer):
     columns = ["escaped", "escape_step", "diverged", "final_step"]
     assert slow.rows.escaped.any()
     assert fast.rows[columns].equals(slow.rows[columns])
+
+
+def test_a_schedule_reaches_a_torch_optim_class_through_the_adapter():
+    """torch.optim.SGD under inverse_sqrt through the adapter steps as the built-in sgd under the
+    same schedule: the same escape steps, seed for seed."""
+    base = {"problem": {"name": "quadratic_saddle", "dim": 2, "anisotropy": 10}, "seeds": 32, "budget": 3000}
+    schedule = {"lr": 0.05, "lr_schedule": "inverse_sqrt"}
+    ours = simulate({**base, "optimizer": {"name": "sgd", **schedule}}, reference=True).rows
+    theirs = simulate({**base, "optimizer": {"name": "torch.optim.SGD", **schedule}}).rows
+    assert ours.escaped.any()
+    assert (ours.escape_step.to_numpy() == theirs.escape_step.to_numpy()).all()
+    constant = simulate({**base, "optimizer": {"name": "torch.optim.SGD", "lr": 0.05}}).rows
+    assert (constant.escape_step.to_numpy() != theirs.escape_step.to_numpy()).any()
