@@ -155,7 +155,7 @@ def _value_ticks(ax, values, log):
             for label in ax.get_xticklabels():
                 label.set_rotation(30)
     elif log:
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        _log_ticks(ax.xaxis, values.max() / values.min())
 
 
 def _log_ticks(axis, span: float):
@@ -163,7 +163,8 @@ def _log_ticks(axis, span: float):
     numbers); no labelled minor ticks."""
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if span < 100 else (1.0,)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
+    # No minor ticks: on shared log axes their artists were most of a figure's drawing time.
+    axis.set_minor_locator(NullLocator())
 
 
 def fixed_title(frame: pd.DataFrame, fixed: dict, exclude=()) -> str:
@@ -200,7 +201,9 @@ class Measure:
 def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: str, path: Path, save,
                 own_settings: dict | None = None) -> tuple:
     """Draw a Plan; returns save()'s (path, caption)."""
-    data = plan.data
+    needed = [plan.x, "optimizer", plan.marker, *plan.facets, *plan.averaged, *plan.follows, measure.y, measure.lo,
+              measure.hi, measure.theory, measure.bound, "artefact", "optimizer.lr", "budget"]
+    data = plan.data[list(dict.fromkeys(c for c in needed if c and c in plan.data))]     # a lean table to draw
     panels = _sorted_groups(data, plan.facets)
     rows, columns = _grid(len(panels))
     width = max(3.4 * columns + 2.2, 7.5)
@@ -337,20 +340,20 @@ def _series(part: pd.DataFrame, plan: Plan):
 
 
 def _geometric_mean(line: pd.DataFrame, x: str) -> pd.DataFrame:
-    numeric = [c for c in line.columns if c != x and pd.api.types.is_numeric_dtype(line[c])
-               and line[c].dtype != bool]
-    out = []
-    for _, group in line.groupby(x, sort=True):
-        row = group.iloc[0].copy()
-        for c in numeric:
-            values = group[c].to_numpy(float)
-            with np.errstate(all="ignore"):
-                row[c] = float(np.exp(np.mean(np.log(values)))) if (values > 0).all() else float(np.mean(values))
-        for c in group.columns:
-            if group[c].dtype == bool:
-                row[c] = bool(group[c].any())
-        out.append(row)
-    return pd.DataFrame(out)
+    """One row per x: numeric columns by their geometric mean (arithmetic where a value is not
+    positive), flags by any, everything else from the first cell."""
+    groups = line.groupby(x, sort=True)
+    out = groups.first()
+    numeric = [c for c in line.columns if c != x and pd.api.types.is_numeric_dtype(line[c]) and line[c].dtype != bool]
+    values = line[numeric].astype(float)
+    positive = (values > 0).groupby(line[x]).all()
+    with np.errstate(all="ignore"):
+        geometric = np.exp(np.log(values.where(values > 0)).groupby(line[x]).mean())
+    out[numeric] = geometric.where(positive, values.groupby(line[x]).mean())
+    flags = [c for c in line.columns if c != x and line[c].dtype == bool]
+    if flags:
+        out[flags] = line[flags].groupby(line[x]).any()
+    return out.reset_index()
 
 
 def escape_measure(name: str = "escape") -> Measure:
@@ -640,7 +643,7 @@ def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: i
         varied = list(settings) + (["reference"] if table["reference"].nunique() > 1 else [])
         lines = [x for x in settings if x in numeric and x in table and table[x].nunique() > 1]
         if lines:
-            x = max(lines, key=lambda c: table[c].nunique())         # the longest lines
+            x = max(lines, key=lambda c: _points_on_lines(table, varied, c, numeric))
             jobs.append((f"speedup_vs_{_stem(x)}", lambda p, x=x: _line_job(
                 table, varied, x, speedup_measure(), numeric, colors,
                 f"Speed-up over {' / '.join(sorted(table['reference'].unique()))} against {axis_label(x)}", fixed, p,
@@ -668,6 +671,17 @@ def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: i
         else:
             drawn.append(result)
     return drawn, skipped
+
+
+def _points_on_lines(frame, varied, x, numeric) -> int:
+    """How many points of `frame` lie on lines of two or more points when x is `x`: the x that shows
+    the most of the table as lines (the first of equals)."""
+    plan, _ = plan_axis(frame, varied, x, "speedup", numeric)
+    if plan is None:
+        return 0
+    keys = ["optimizer"] + [plan.data[c].astype(str) for c in plan.facets + ([plan.marker] if plan.marker else [])]
+    sizes = plan.data.groupby(keys)[x].transform("nunique")
+    return int((sizes >= 2).sum())
 
 
 def _line_job(frame, varied, x, measure, numeric, colors, title, fixed, path, save, own=None):
