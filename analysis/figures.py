@@ -204,6 +204,8 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
     needed = [plan.x, "optimizer", plan.marker, *plan.facets, *plan.averaged, *plan.follows, measure.y, measure.lo,
               measure.hi, measure.theory, measure.bound, "artefact", "optimizer.lr", "budget"]
     data = plan.data[list(dict.fromkeys(c for c in needed if c and c in plan.data))]     # a lean table to draw
+    if plan.averaged:            # one point per (panel, line, x): the averaged parameters pooled, once
+        data = _geometric_mean(data, ["optimizer", *([plan.marker] if plan.marker else []), *plan.facets, plan.x])
     panels = _sorted_groups(data, plan.facets)
     rows, columns = _grid(len(panels))
     width = max(3.4 * columns + 2.2, 7.5)
@@ -330,30 +332,30 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
 
 
 def _series(part: pd.DataFrame, plan: Plan):
-    """((optimizer, marker value), cells) per line; with parameters averaged, one point per x."""
+    """((optimizer, marker value), cells) per line (averaged parameters are already pooled)."""
     keys = ["optimizer"] + ([plan.marker] if plan.marker else [])
     for values, line in _sorted_groups(part, keys):
-        key = (values[0], values[1] if plan.marker else None)
-        if plan.averaged:
-            line = _geometric_mean(line, plan.x)
-        yield key, line
+        yield (values[0], values[1] if plan.marker else None), line
 
 
-def _geometric_mean(line: pd.DataFrame, x: str) -> pd.DataFrame:
-    """One row per x: numeric columns by their geometric mean (arithmetic where a value is not
-    positive), flags by any, everything else from the first cell."""
-    groups = line.groupby(x, sort=True)
-    out = groups.first()
-    numeric = [c for c in line.columns if c != x and pd.api.types.is_numeric_dtype(line[c]) and line[c].dtype != bool]
-    values = line[numeric].astype(float)
-    positive = (values > 0).groupby(line[x]).all()
+def _geometric_mean(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per combination of `keys`: numeric columns by their geometric mean (arithmetic where a
+    value is not positive), flags by any, everything else from the first row."""
+    group_keys = [frame[k].astype(str) for k in keys]
+    groups = frame.groupby(group_keys, sort=False)
+    out = groups.first().reset_index(drop=True)
+    numeric = [c for c in frame.columns if c not in keys and pd.api.types.is_numeric_dtype(frame[c])
+               and frame[c].dtype != bool]
+    values = frame[numeric].astype(float)
+    positive = (values > 0).groupby(group_keys, sort=False).all().reset_index(drop=True)
     with np.errstate(all="ignore"):
-        geometric = np.exp(np.log(values.where(values > 0)).groupby(line[x]).mean())
-    out[numeric] = geometric.where(positive, values.groupby(line[x]).mean())
-    flags = [c for c in line.columns if c != x and line[c].dtype == bool]
+        geometric = np.exp(np.log(values.where(values > 0)).groupby(group_keys, sort=False).mean()).reset_index(drop=True)
+    arithmetic = values.groupby(group_keys, sort=False).mean().reset_index(drop=True)
+    out[numeric] = geometric.where(positive, arithmetic)
+    flags = [c for c in frame.columns if c not in keys and frame[c].dtype == bool]
     if flags:
-        out[flags] = line[flags].groupby(line[x]).any()
-    return out.reset_index()
+        out[flags] = frame[flags].groupby(group_keys, sort=False).any().reset_index(drop=True)
+    return out
 
 
 def escape_measure(name: str = "escape") -> Measure:
