@@ -608,7 +608,7 @@ class Saver:
 
 
 def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: int = DEFAULT_DPI,
-                 formats=DEFAULT_FORMATS, settings=(), artefacts=frozenset()):
+                 formats=DEFAULT_FORMATS, settings=(), artefacts=None):
     """Every figure that applies: ([(path, caption)], [(file, why it was not drawn)]). Each job
     returns ((path, caption), "") or (None, why); a figure that fails is listed with its error,
     never a crash of the report."""
@@ -619,7 +619,8 @@ def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: i
         colors.update({k: v for k, v in palette(pd.concat([comparisons["variant"], comparisons["reference"]])).items()
                        if k not in colors})
     numeric = set(design.numeric)
-    frame = cells.assign(artefact=cells["cell_id"].isin(list(artefacts)))
+    artefacts = artefacts or {}          # duration -> its artefact cells (analysis.sanity)
+    frame = cells.copy()
     for name in DURATIONS:
         if f"{name}_kind" in frame:
             frame[f"{name}_bound"] = frame[f"{name}_kind"].eq(RESTRICTED)
@@ -636,8 +637,9 @@ def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: i
                                                          "two values of it once that is fixed")))
                 continue
             title = f"{DURATION_TITLES.get(name, name)} against {axis_label(x)}"
-            jobs.append((stem, lambda p, x=x, name=name, title=title: _line_job(
-                frame, design.varied, x, escape_measure(name), numeric, colors, title, fixed, p, save, own)))
+            marked = frame.assign(artefact=frame["cell_id"].isin(list(artefacts.get(name, ()))))
+            jobs.append((stem, lambda p, x=x, name=name, title=title, marked=marked: _line_job(
+                marked, design.varied, x, escape_measure(name), numeric, colors, title, fixed, p, save, own)))
     settings = [c for c in settings if c not in design.determined]
     if len(comparisons):
         table = comparisons.assign(optimizer=comparisons["variant"], is_bound=comparisons["bound"] != "=")

@@ -102,7 +102,8 @@ def km_medians(duration: np.ndarray, event: np.ndarray, index: np.ndarray) -> np
     product's factors are (1 − e_j/(n − j)); over a tied time they telescope to KM's (1 − d/n)."""
     e = event[index].astype(float)
     n = index.shape[1]
-    log_s = np.cumsum(np.log1p(-e / (n - np.arange(n))), axis=1)
+    with np.errstate(divide="ignore"):              # the last run an event: S = 0, log S = -inf
+        log_s = np.cumsum(np.log1p(-e / (n - np.arange(n))), axis=1)
     below = log_s <= np.log(0.5) + 1e-12
     return np.where(below.any(axis=1), duration[index][np.arange(len(index)), below.argmax(axis=1)], np.inf)
 

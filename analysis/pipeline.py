@@ -52,7 +52,7 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
     comparison = compare_cells(cells, artefacts)
     summary = summarize_cell_verdicts(comparison) if len(comparison) else pd.DataFrame(
         columns=["problem", "optimizer", "theory_model", "cells", "holds", "close", "fails"])
-    fitted = [fit_scaling(rows, cells, name, exclude=artefacts) for name in duration_pairs(rows)]
+    fitted = [fit_scaling(rows, cells, name, exclude=artefact_cells(flags, name)) for name in duration_pairs(rows)]
     exponents = pd.concat([e for e, _ in fitted], ignore_index=True)
     fits = pd.concat([q for _, q in fitted], ignore_index=True)
     escape_exponents = exponents[exponents["duration"] == "escape"] if len(exponents) else exponents
@@ -74,7 +74,8 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
         if len(table):
             table.to_csv(out / name, index=False)
     figures, skipped = draw_figures(rows, cells, results.traces, comparisons, design, out / "figures", dpi=dpi,
-                                    formats=formats, settings=settings, artefacts=artefacts)
+                                    formats=formats, settings=settings,
+                                    artefacts={name: artefact_cells(flags, name) for name in duration_pairs(rows)})
     notes = [*pair_notes]
     if pairs and comparisons.empty:
         notes.append(f"No pair of variants shares a setting ({how}): nothing was compared.")

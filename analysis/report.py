@@ -160,11 +160,12 @@ def sanity_section(flags: pd.DataFrame, cells: pd.DataFrame, varied: list[str]) 
                 f"no median escape is within {FEW_STEPS} steps, no run diverged"
                 + (", no SOSP test passes at step 0" if "sosp_n_events" in cells else "") + ".\n")
     lines = []
-    for (flag, severity), part in flags.groupby(["flag", "severity"], sort=False):
+    for (flag, severity, affects), part in flags.groupby(["flag", "severity", "affects"], sort=False):
         variants = ", ".join(sort_values(cells.loc[part["cell_id"], "optimizer"]))
-        action = ("left out of the theory verdicts and the scaling fits, marked in the comparisons"
-                  if severity == ARTEFACT else "kept (a caution)")
-        lines.append(f"- **{flag}** ({severity}): {len(part)} cells ({variants}); {action}. For example: "
+        action = ("kept (a caution)" if severity != ARTEFACT else
+                  "left out of the theory verdicts and the scaling fits, marked in the comparisons"
+                  if affects == "escape" else f"left out of the {affects} fits (their escape times are kept)")
+        lines.append(f"- **{flag}** ({severity}): {_count(len(part), 'cell')} ({variants}); {action}. For example: "
                      f"{part['why'].iloc[0]}.")
     table = flags.join(_cell_settings(cells, varied), on="cell_id")
     table = sort_cells(table, ["severity", "flag", "problem", "optimizer"] + [short_name(c) for c in varied])

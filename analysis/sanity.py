@@ -20,7 +20,8 @@ explain it, why:
     diverged runs        some runs diverged (censored where they blew up; a caution)
 
 Artefact cells are kept in every table, marked, and left out of the theory verdicts and the
-scaling fits (the report says how many).
+scaling fits of the duration they affect (`affects`: escape, or sosp for the SOSP test; the report
+says how many).
 """
 from __future__ import annotations
 
@@ -99,9 +100,9 @@ def sanity_flags(rows: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     median = _float(cells, "escape_median")
     found = []
 
-    def flag(mask, name, severity, why):
+    def flag(mask, name, severity, why, affects="escape"):
         for cell in cells.index[np.asarray(mask, bool)]:
-            found.append({"cell_id": cell, "flag": name, "severity": severity, "why": why(cell)})
+            found.append({"cell_id": cell, "flag": name, "severity": severity, "affects": affects, "why": why(cell)})
 
     beyond = offset >= radius
     flag(beyond, "start beyond r", ARTEFACT, lambda c: (
@@ -123,11 +124,16 @@ def sanity_flags(rows: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
         at_start = at_start.reindex(cells.index).fillna(0.0)
         eps, rho = _float(cells, "sosp_epsilon"), _float(cells, "sosp_rho", 1.0)
         gamma = _float(cells, "curvature")
-        flag(at_start >= STEP_ONE_SHARE, "SOSP at step 0", ARTEFACT, lambda c: (
-            f"{at_start[c]:.0%} of runs pass the SOSP test at step 0"
-            + (f": sqrt(rho*eps) = {np.sqrt(rho[c] * eps[c]):.3g} >= curvature {gamma[c]:.3g}, so the saddle's "
-               "negative eigenvalue passes as >= -sqrt(rho*eps)" if np.sqrt(rho[c] * eps[c]) >= gamma[c] else
-               ": the start already meets the test; the time to an SOSP measures nothing")))
+        def sosp_why(c):
+            head = f"{at_start[c]:.0%} of runs pass the SOSP test at step 0"
+            if not gamma[c] > 1e-12:
+                return head + (": the start has no negative curvature (curvature 0): it is itself a second-order "
+                               "stationary point, so the time to an SOSP measures nothing (the escape time is kept)")
+            if np.sqrt(rho[c] * eps[c]) >= gamma[c]:
+                return head + (f": sqrt(rho*eps) = {np.sqrt(rho[c] * eps[c]):.3g} >= curvature {gamma[c]:.3g}, so the "
+                               "saddle's negative eigenvalue passes as >= -sqrt(rho*eps)")
+            return head + ": the start already meets the test; the time to an SOSP measures nothing"
+        flag(at_start >= STEP_ONE_SHARE, "SOSP at step 0", ARTEFACT, sosp_why, affects="sosp")
     artefact = set(r["cell_id"] for r in found)
     few = (median <= FEW_STEPS) & ~cells.index.isin(list(artefact))
     flag(few, "within a few steps", CAUTION, lambda c: (
@@ -135,9 +141,9 @@ def sanity_flags(rows: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     diverged = groups["diverged"].sum().reindex(cells.index).fillna(0) if "diverged" in rows else 0 * share_one
     flag(diverged > 0, "diverged runs", CAUTION, lambda c: (
         f"{int(diverged[c])} of {int(cells.loc[c, 'runs'])} runs diverged (censored at the step they blew up)"))
-    return pd.DataFrame(found, columns=["cell_id", "flag", "severity", "why"])
+    return pd.DataFrame(found, columns=["cell_id", "flag", "severity", "affects", "why"])
 
 
-def artefact_cells(flags: pd.DataFrame) -> set:
-    """Cells whose escape time is an artefact (left out of verdicts and fits)."""
-    return set(flags.loc[flags["severity"] == ARTEFACT, "cell_id"])
+def artefact_cells(flags: pd.DataFrame, duration: str = "escape") -> set:
+    """Cells whose `duration` (escape, sosp) is an artefact (left out of verdicts and fits)."""
+    return set(flags.loc[(flags["severity"] == ARTEFACT) & (flags["affects"] == duration), "cell_id"])
