@@ -35,7 +35,6 @@ from typing import Callable
 import pandas as pd
 
 from . import yaml12
-from .cell import cell_id
 from .definition import Verdict, compare, definition_hash
 from .interrupt import SweepInterrupted, deferred
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
@@ -128,6 +127,8 @@ class Plan:
 
 def plan(sweep: Sweep, storage: str, allow_changed: bool = False) -> Plan:
     """Raises SweepError when the store holds results of a definition this one may not share."""
+    from .cell import cell_id
+
     storage = str(storage)
     # Absolute: Tune runs each trial in a directory of its own, where a relative path would
     # point somewhere else.

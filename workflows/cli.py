@@ -18,7 +18,6 @@ from pathlib import Path
 
 from . import plan as plan_
 from .api import BACKENDS, execute, plan, resolve_sweep
-from .cell import cell_id
 from .interrupt import EXIT_CODE, RESUME, SweepInterrupted, exit_by_sigint
 from .spec import DEFAULT_MAX_CELLS, SweepError, load_sweeps
 from .store import Store
@@ -90,6 +89,8 @@ def cmd_run(args) -> int:
             result.store.mark_analysis_stale(counts, "the analysis was interrupted")
             return interrupted("analysis")
     if counts["failed"] or counts["missing"]:
+        from .cell import cell_id
+
         for key, record in result.store.failures().items():
             if key in {cell_id(c) for c in sweep.cells}:
                 echo(f"  failed cell {key}: {record['error'].splitlines()[0]}")

@@ -13,7 +13,6 @@ import math
 
 import pandas as pd
 
-from .cell import flatten_cell
 from .packing import estimated_seconds
 
 RAY_FIXED_SECONDS = 6.0            # Ray's start + Tune's worker start, measured on 2 cores (README)
@@ -57,6 +56,8 @@ def varying_table(cells: list[dict], stored: set[str] | None = None, ids: list[s
                   limit: int = 40) -> tuple[list[str], list[str]]:
     """(the settings every cell shares, among the usual ones; the table of what varies, as lines).
     `stored`/`ids`: cell ids already stored, and each cell's id, for a `stored` column."""
+    from .cell import flatten_cell
+
     frame = pd.DataFrame([flatten_cell(c) for c in cells])
     text = frame.astype(str)
 

@@ -45,8 +45,8 @@ from pathlib import Path
 import yaml
 
 from . import distributions, overrides as overrides_
-from .cell import RUN_SCHEMA, cell_id, normalize_cell
 from .registry import registry as registry_of
+from .settings import RUN_SCHEMA
 from .suggest import did_you_mean
 from .yaml12 import SweepLoader  # noqa: F401  (the loader a sweep file is read with)
 
@@ -249,6 +249,8 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
             raise SweepError(f"{where}: random_seed={seed!r} is not allowed; allowed: an integer")
         rng = random.Random(seed)
         raw_cells = [_sample(where, base, specs, top, rng, max_cells) for _ in range(samples)]
+
+    from .cell import cell_id, normalize_cell      # torch (through the components): only here
 
     cells, seen = [], set()
     for raw in raw_cells:
