@@ -122,7 +122,8 @@ def summarize_cell_verdicts(comparison: pd.DataFrame) -> pd.DataFrame:
 def _local_theory(part: pd.DataFrame) -> tuple[dict, str]:
     """docs/theory.md's table of local exponents at the group's centre (geometric means)."""
     inputs = ("optimizer.lr", "curvature", "sigma_escape", "escape_radius")
-    if not all(k in part for k in inputs) or part[list(inputs)].isna().any().any():
+    if not all(k in part for k in inputs) or part[list(inputs)].isna().any().any() or \
+            (part[list(inputs)].astype(float) <= 0).any().any():      # σ₁ = 0 at a zero saddle: no local law
         return {}, ""
     optimizer = part["optimizer.name"].iloc[0]
     centre = {k: float(np.exp(np.log(part[k].astype(float)).mean())) for k in
