@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from lifelines import KaplanMeierFitter
+from PIL import Image
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -604,7 +605,17 @@ class Saver:
             fig.savefig(path.with_suffix("." + fmt), dpi=self.dpi)
             if i == 0:              # the layout is settled: the other formats need not solve it again
                 fig.set_layout_engine("none")
+            if fmt == "png":
+                _palette_png(path.with_suffix(".png"))
         return path.with_suffix("." + self.formats[0]), caption
+
+
+def _palette_png(path: Path):
+    """Rewrite a PNG with an adaptive 256-colour palette (no dithering): about a third of the size, and
+    lines, markers and text unchanged to the eye (published reports are committed to git)."""
+    with Image.open(path) as image:
+        quantized = image.convert("RGB").quantize(256, dither=Image.Dither.NONE)
+    quantized.save(path, optimize=True)
 
 
 def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: int = DEFAULT_DPI,
