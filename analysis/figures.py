@@ -416,8 +416,10 @@ def speedup_heatmap(comparisons: pd.DataFrame, settings: list[str], numeric: set
             i, j = ys.index(row[y]), xs.index(row[x])
             grid[i, j] = np.log10(row["speedup"])
             text = ("" if row["bound"] == "=" else row["bound"]) + _compact(row["speedup"])
+            # A slow-down is written in red even where its colour is pale next to large speed-ups.
             ax.text(j, i, text, ha="center", va="center", fontsize=7 if len(xs) <= 6 else 6,
-                    color="white" if abs(grid[i, j]) > 0.6 * limit else "black")
+                    color="white" if abs(grid[i, j]) > 0.6 * limit else "#b2182b" if row["speedup"] < 1 else "black",
+                    fontweight="bold" if row["speedup"] < 1 else "normal")
         image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdBu", norm=norm, aspect="auto", origin="lower")
         ax.set_facecolor("0.85")
         ax.set_xticks(range(len(xs)), [format_value(v) for v in xs], rotation=45, fontsize=8)
@@ -435,8 +437,8 @@ def speedup_heatmap(comparisons: pd.DataFrame, settings: list[str], numeric: set
     title = f"Speed-up over the reference across {axis_label(x)} and {axis_label(y)}"
     fig.suptitle(title, fontsize=11)
     caption = (f"{title}: ratio of KM medians, one diverging colour scale for every panel, centred at 1 (white), "
-               "blue where the variant escapes sooner, red where later; >= / <=: one side censored past half (a "
-               "bound); grey: not compared.")
+               "blue where the variant escapes sooner, red where later (slow-downs also written in bold red); "
+               ">= / <=: one side censored past half (a bound); grey: not compared.")
     return save(fig, path, caption), ""
 
 
@@ -499,7 +501,7 @@ def kaplan_meier_curves(rows, cells, varied, colors, path, save, name="escape"):
     the range of their median times, labelled by the swept values; one panel per variant, all variants."""
     duration, event = DURATIONS[name]
     variants = sorted(cells["optimizer"].unique(), key=str)
-    n_rows, columns = _grid(len(variants))
+    n_rows, columns = (2, 2) if len(variants) == 4 else _grid(len(variants))     # KM panels want height
     fig = Figure(figsize=(4.3 * columns, 5.4 * n_rows), layout="constrained")
     axes = fig.subplots(n_rows, columns, squeeze=False, sharex=True, sharey=True)
     for ax in axes.flat[len(variants):]:
