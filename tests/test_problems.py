@@ -112,8 +112,9 @@ def test_bad_parameters_raise_a_clear_error(spec, message):
     assert message in str(err.value)
 
 
-def test_yaml_style_numeric_strings_are_numbers():
-    assert validate_problem({"name": "quadratic_saddle", "noise_scale": "1e-3"})["noise_scale"] == 1e-3
+def test_quoted_numbers_are_strings_and_refused():
+    with pytest.raises(ValueError, match="is a string; allowed: a number"):     # YAML 1.2: a quoted number is text
+        validate_problem({"name": "quadratic_saddle", "noise_scale": "1e-3"})
 
 
 def test_every_problem_is_registered_under_its_name():

@@ -10,6 +10,7 @@ imports nothing of theirs.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -56,15 +57,22 @@ def _coerce(owner: str, key: str, value: Any, p: Param) -> Any:
         if not isinstance(value, int):
             raise ValueError(f"{where} is not an integer; allowed: an integer {p.allowed}")
         return value
-    # float. YAML 1.1 reads `1e-3` (no dot) as a string: accept numeric strings, nothing else.
+    # float. Sweep files are read as YAML 1.2 (workflows/yaml12.py): `1e-3` is a number, and a
+    # quoted "0.001" is a string someone meant as one, which is refused, not guessed at.
     if isinstance(value, str):
         try:
-            value = float(value)
+            float(value)
         except ValueError:
             raise ValueError(f"{where} is not a number; allowed: a number {p.allowed}") from None
+        raise ValueError(f"{where} is a string; allowed: a number {p.allowed} (written without quotes)")
     if not isinstance(value, (int, float)):
         raise ValueError(f"{where} is not a number; allowed: a number {p.allowed}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:                            # an integer of hundreds of digits
+        digits = str(value).lstrip("-")
+        raise ValueError(f"{owner}: {key}={str(value)[:12]}... ({len(digits)} digits) is too large; "
+                         f"allowed: a number below {sys.float_info.max:.2g}") from None
     if not math.isfinite(value):
         raise ValueError(f"{where} is not finite; allowed: a number {p.allowed}")
     return value
