@@ -256,10 +256,6 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
     for raw in raw_cells:
         try:
             cell = normalize_cell(raw)
-        except OverflowError:                # an integer no float can hold, given for a real number
-            key, value = _too_large(raw)
-            raise SweepError(f"{where}: {key}={str(value)[:12]}... ({len(str(value))} digits) is too large; "
-                             f"allowed: a number below {sys.float_info.max:.3g}") from None
         except ValueError as e:
             hint = f"; {SEEDS_HINT}" if re.search(r"\bseeds=", str(e)) and "values" in _spec_of("seeds", base, specs, top) \
                 else ""
@@ -276,15 +272,6 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
     return Sweep(name, str(block.get("description", "")).strip(), cells, definition,
                  _analysis_settings(where, block.get("analysis")), notes, [o.text for o in given])
 
-
-def _too_large(raw: dict) -> tuple[str, int]:
-    """The first value of a cell that is an integer beyond floating point, and its key."""
-    for key, value in raw.items():
-        inner = value.items() if isinstance(value, dict) else [(None, value)]
-        for field, v in inner:
-            if isinstance(v, int) and abs(v) > sys.float_info.max:
-                return (f"{key}.{field}" if field else key), v
-    return "a value", 0
 
 
 def _spec_of(key: str, *layers) -> dict:
