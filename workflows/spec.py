@@ -38,7 +38,6 @@ import itertools
 import math
 import random
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
