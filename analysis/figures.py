@@ -216,7 +216,8 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
         ax.set_visible(False)
     x_values = axis_values(data, plan.x)
     log_x = _log_axis(x_values)
-    markers = {str(v): MARKERS[i] for i, v in enumerate(sort_values(data[plan.marker]))} if plan.marker else {}
+    marker_values = sort_values(data[plan.marker]) if plan.marker else []
+    markers = {str(v): MARKERS[i] for i, v in enumerate(marker_values)}
     # Without a marker parameter, variants of one optimizer (two shades of a hue) also differ in marker.
     variant_marker = {} if plan.marker else sibling_markers(data["optimizer"].unique())
     used = {"bound": False, "theory": False, "rule": False}
@@ -297,8 +298,8 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
                       label=o + (f": {own[o]}" if own.get(o) else ""))
                for o in sorted(data["optimizer"].unique(), key=str)]
     if plan.marker:
-        handles += [Line2D([], [], color="0.3", marker=m, linestyle="", label=f"{short_name(plan.marker)}={v}")
-                    for v, m in markers.items()]
+        handles += [Line2D([], [], color="0.3", marker=markers[str(v)], linestyle="",
+                           label=f"{short_name(plan.marker)}={format_value(v)}") for v in marker_values]
     if used["theory"]:
         handles.append(Line2D([], [], color=lighter("#444444"), label="closed form (median), dashed, lighter\n"
                               "in each method's colour", **THEORY_STYLE))
@@ -454,7 +455,7 @@ def forest_plot(comparisons: pd.DataFrame, settings: list[str], colors, path: Pa
     table = comparisons.copy()
     if len(table) > MAX_FOREST_ROWS:
         return None, f"{len(table)} comparisons are too many rows for one forest plot (at most {MAX_FOREST_ROWS})"
-    shown = [c for c in settings if c in table and varies(table[c])]
+    shown = [c for c in settings if c in table and table[c].notna().any()]       # where each comparison was made
     labels = [f"{r['variant']} vs {r['reference']}" + (": " + _describe(shown, [r[c] for c in shown]) if shown else "")
               for _, r in table.iterrows()]
     fig = Figure(figsize=(7.5, 0.38 * len(table) + 1.6), layout="constrained")
@@ -471,6 +472,9 @@ def forest_plot(comparisons: pd.DataFrame, settings: list[str], colors, path: Pa
             ax.plot([row["predicted_speedup"]], [yi], marker="|", markersize=12, color=lighter(color))
     ax.axvline(1.0, color="0.4", linestyle=":")
     ax.set_xscale("log")
+    values = table[["speedup", "speedup_lo", "speedup_hi", "predicted_speedup"]].to_numpy(float)
+    values = values[np.isfinite(values) & (values > 0)]
+    _log_ticks(ax.xaxis, max(values.max(), 1) / min(values.min(), 1) if len(values) else 10)
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel("speed-up tau_ref / tau (KM medians; > 1: faster than the reference)")
     ax.set_title("Pairwise comparisons: speed-up with 95% bootstrap interval", fontsize=10)
