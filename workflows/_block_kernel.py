@@ -103,12 +103,13 @@ def update(code, x, s1, s2, s3, j, k, g, steps, i, fixed):
 
 
 @njit(cache=True)
-def fused_steps(code, x, s1, s2, noise, i, eigs, noise_std, steps, fixed):
+def fused_steps(code, x, s1, s2, noise, i, eigs, noise_std, preconditioner, steps, fixed):
     """Step i of the whole batch for the common cell: quadratic_saddle with a diagonal Hessian,
-    unit noise per coordinate, no quartic, and sgd, momentum, rmsprop or bias-corrected adam.
-    One flat loop per optimizer over every coordinate of every run, without a branch inside:
-    the loop the compiler vectorises. eigs and noise_std arrive tiled to the batch's length.
-    The same expressions as `update` and the general path."""
+    unit noise per coordinate, no quartic, and sgd, momentum, rmsprop, bias-corrected adam or the
+    diagonal ideal preconditioner. One flat loop per optimizer over every coordinate of every
+    run, without a branch inside: the loop the compiler vectorises. eigs, noise_std and the
+    preconditioner arrive tiled to the batch's length. The same expressions as `update` and the
+    general path."""
     n = x.size
     X, S1, S2, Z = x.reshape(n), s1.reshape(n), s2.reshape(n), noise[i].reshape(n)
     neg_lr = steps[i, NEG_LR]
@@ -116,6 +117,10 @@ def fused_steps(code, x, s1, s2, noise, i, eigs, noise_std, steps, fixed):
         for e in range(n):
             g = fma(Z[e], noise_std[e], X[e] * eigs[e], X)
             X[e] = X[e] + g * neg_lr
+    elif code == PRECOND:
+        for e in range(n):
+            g = fma(Z[e], noise_std[e], X[e] * eigs[e], X)
+            X[e] = X[e] + (g * preconditioner[e]) * neg_lr
     elif code == ADAM:
         b1, c1, eps = fixed[BETA1], fixed[ONE_MINUS_BETA1], fixed[EPS]
         b2, c2 = steps[i, BETA2], steps[i, ONE_MINUS_BETA2]
@@ -242,7 +247,7 @@ def tracking_error(code, fixed, steps, i, s1, s2, s3, full_gradient, noise_var, 
 
 
 @njit(cache=True)
-def step_block(flags, eigs, eigs_tiled, std_tiled, H, Q, noise_std, noise_var, quartic, noise_length, staib_b,
+def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, noise_std, noise_var, quartic, noise_length, staib_b,
                basis, A, steps, fixed, x, s1, s2, s3, rows, noise, indices,
                threshold, done, escaped, radius, divergence_radius, t0,
                gap, gap_reached, gap_step, track_sum, track_count, track_at_escape,
@@ -263,7 +268,8 @@ def step_block(flags, eigs, eigs_tiled, std_tiled, H, Q, noise_std, noise_var, q
     for i in range(steps.shape[0]):
         t = t0 + i + 1
         if fused:
-            fused_steps(code, x, s1, s2, noise, i, eigs_tiled[:n], std_tiled[:n], steps, fixed)
+            fused_steps(code, x, s1, s2, noise, i, eigs_tiled[:n], std_tiled[:n], preconditioner_tiled[:n], steps,
+                        fixed)
         else:
             general_steps(kind, code, rotated, scale_noise, full, x, s1, s2, s3, noise, indices, i, eigs, H,
                           noise_std, quartic, noise_length, staib_b, A, steps, fixed, g, full_gradient, factor)

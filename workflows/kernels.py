@@ -109,9 +109,12 @@ class CompiledBlock:
         # The diagonal Hessian and the noise's std tiled over the batch's coordinates: the fused
         # loop goes over all of them as one flat array.
         self.eigs_tiled, self.std_tiled = np.tile(self.eigs, runs), np.tile(self.noise_std, runs)
+        self.preconditioner_tiled = np.tile(self.A[0], runs) if self.code == PRECOND and not self.full \
+            else self.std_tiled
         self.fused = (self.kind == QUADRATIC and self.scale_noise and self.quartic == 0 and self.noise_length == 0
                       and not self.rotated and not self.track
                       and (self.code in (SGD, RMSPROP) or (self.code == MOMENTUM and not self.hp["nesterov"])
+                           or (self.code == PRECOND and not self.full)
                            or (self.code == ADAM and self.hp["bias_correction"])))
         self.track_sum = np.zeros(runs, np.float64)
         self.track_count = np.zeros(runs, np.int64)
@@ -183,8 +186,8 @@ class CompiledBlock:
         noise_array = noise.numpy()
         staib = noise_array.dtype == np.int64             # staib_toy draws indices of b_i
         _kernel()(
-            flags, self.eigs, self.eigs_tiled, self.std_tiled, self.H, self.Q, self.noise_std, self.noise_var,
-            self.quartic, self.noise_length, self.staib_b, self.basis, self.A, self.step_columns(t0, steps), fixed,
+            flags, self.eigs, self.eigs_tiled, self.std_tiled, self.preconditioner_tiled, self.H, self.Q,
+            self.noise_std, self.noise_var, self.quartic, self.noise_length, self.staib_b, self.basis, self.A, self.step_columns(t0, steps), fixed,
             self.x, self.s1, self.s2, self.s3, record.active.numpy(),
             self.no_noise if staib else noise_array, noise_array if staib else self.no_indices,
             record.threshold.numpy(), record.done.numpy(), record.escaped.numpy(),
