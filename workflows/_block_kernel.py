@@ -247,8 +247,8 @@ def tracking_error(code, fixed, steps, i, s1, s2, s3, full_gradient, noise_var, 
 
 
 @njit(cache=True)
-def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, noise_std, noise_var, quartic, noise_length, staib_b,
-               basis, A, steps, fixed, x, s1, s2, s3, rows, noise, indices,
+def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, noise_std, noise_var, quartic,
+               noise_length, staib_b, basis, A, steps, fixed, x, s1, s2, s3, rows, noise, indices,
                threshold, done, escaped, radius, divergence_radius, t0,
                gap, gap_reached, gap_step, track_sum, track_count, track_at_escape,
                event_step, x_escape, x_final, trace_at, tail_at, trace, tail):

@@ -90,8 +90,8 @@ class CompiledBlock:
             self.staib_b = p.b.numpy()
             self.escape, self.basis = COORDINATE, np.zeros((1, 1), f)
         # diag Σ (for proportional noise Σ at distance ℓ; the kernel scales it by (‖x‖/ℓ)²).
-        self.noise_var = np.ascontiguousarray(torch.diagonal(
-            problem.Sigma if problem.name == "quadratic_saddle" else problem.noise_cov()).to(problem.saddle.dtype).numpy())
+        cov = problem.Sigma if problem.name == "quadratic_saddle" else problem.noise_cov()
+        self.noise_var = np.ascontiguousarray(torch.diagonal(cov).to(problem.saddle.dtype).numpy())
         self.track = bool(cell["tracking_error"])
         if self.code == PRECOND:
             from optimizers.precond_sgd import fixed_preconditioner
@@ -187,7 +187,8 @@ class CompiledBlock:
         staib = noise_array.dtype == np.int64             # staib_toy draws indices of b_i
         _kernel()(
             flags, self.eigs, self.eigs_tiled, self.std_tiled, self.preconditioner_tiled, self.H, self.Q,
-            self.noise_std, self.noise_var, self.quartic, self.noise_length, self.staib_b, self.basis, self.A, self.step_columns(t0, steps), fixed,
+            self.noise_std, self.noise_var, self.quartic, self.noise_length, self.staib_b, self.basis, self.A,
+            self.step_columns(t0, steps), fixed,
             self.x, self.s1, self.s2, self.s3, record.active.numpy(),
             self.no_noise if staib else noise_array, noise_array if staib else self.no_indices,
             record.threshold.numpy(), record.done.numpy(), record.escaped.numpy(),
