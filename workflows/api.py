@@ -7,6 +7,8 @@
     result.path          # where they are stored (results/smoke)
     result.analyze()     # report.md with its tables and figures
 
+    run_sweep("sweeps.yaml", "smoke", track="mlflow")   # every stored cell also an MLflow run
+
 It is what `saddlescape run` does (the CLI calls `execute` below): the same store, the same
 resume (a second call computes nothing), the same meta.json, the same refusal of a results
 folder written by a definition whose cells would drop out of its tables (workflows/definition.py;
@@ -52,6 +54,7 @@ class SweepResult:
     meta: dict
     counts: dict
     store: Store = field(repr=False)
+    tracking: object = field(default=None, repr=False)   # the trackers' session (workflows/tracking.py)
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -62,18 +65,22 @@ class SweepResult:
         return self.store.read_table("cells.parquet")
 
     def analyze(self, out_dir=None):
-        """The report (analysis.analyze) of these results; returns report.md's path."""
+        """The report (analysis.analyze) of these results; returns report.md's path. Run with
+        `track=`, the report and its figures also go to the tracker (MLflow: the parent run)."""
         from analysis import analyze
         if not self.store.local:
             raise ValueError(f"analyze: {self.path} is remote; allowed: a local results directory "
                              "(or use `saddlescape analyze`, which copies it)")
-        return analyze(self.store.base, out_dir)
+        report = analyze(self.store.base, out_dir)
+        if self.tracking is not None:
+            self.tracking.add_report(str(Path(report).parent))
+        return report
 
 
 def run_sweep(spec_or_path, sweep: str | None = None, *, storage=None, workers: int | None = None,
               address: str | None = None, backend: str = "ray", max_failures: int = 2,
               max_cells: int = DEFAULT_MAX_CELLS, echo: Callable[[str], None] | None = None,
-              allow_changed: bool = False) -> SweepResult:
+              allow_changed: bool = False, track=None) -> SweepResult:
     """Run one sweep (only its cells not stored yet) and return its tables.
 
     spec_or_path: a sweeps file (path), or a mapping: a whole file ({defaults, sweeps}) or one
@@ -84,13 +91,17 @@ def run_sweep(spec_or_path, sweep: str | None = None, *, storage=None, workers: 
     backend: "ray" (Ray Tune trials) or "local" (in this process, no Ray).
     allow_changed: proceed when the stored results were written by a definition whose stored
         cells would drop out of the tables (workflows/definition.py); default: refuse.
+    track: "mlflow", "tensorboard" or both (a list): every stored cell also goes to that
+        experiment tracker (workflows/tracking.py), as with `saddlescape run --track`; a tracker
+        that fails is one warning on stderr, never an exception.
     Raises SweepError (a ValueError) on a bad spec, with one line naming what is wrong, before
     anything is written; SweepInterrupted (a KeyboardInterrupt) on Ctrl-C, after keeping every
     finished cell (calling run_sweep again resumes).
     """
     chosen = resolve_sweep(spec_or_path, sweep, max_cells)
     return execute(chosen, storage or "results", backend=backend, workers=workers, address=address,
-                   max_failures=max_failures, echo=echo or (lambda line: None), allow_changed=allow_changed)
+                   max_failures=max_failures, echo=echo or (lambda line: None), allow_changed=allow_changed,
+                   track=track)
 
 
 def resolve_sweep(spec_or_path, sweep: str | None, max_cells: int = DEFAULT_MAX_CELLS, overrides=()) -> Sweep:
@@ -167,16 +178,21 @@ def open_store(storage: str, name: str) -> Store:
 
 def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | None = None,
             address: str | None = None, max_failures: int = 2, echo=print, allow_changed: bool = False,
-            note: Callable[[str], None] | None = None) -> SweepResult:
+            note: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
+            track=()) -> SweepResult:
     """Compute the sweep's missing cells on `backend`, consolidate its tables, write meta.json.
 
     Refuses (SweepError, nothing written) a store written by a definition whose stored cells
     would drop out of the tables, unless `allow_changed`. On Ctrl-C: stops the cells in flight,
     writes the tables of every finished cell and a meta.json that says `interrupted`, and raises
-    SweepInterrupted (with the result). `note`: where one-line notes go (default: stderr)."""
+    SweepInterrupted (with the result). `note`, `warn`: where one-line notes and warnings go
+    (default: stderr). `track`: experiment trackers that get every stored cell
+    (workflows/tracking.py); refused (SweepError, nothing written) when unknown or not installed."""
     if backend not in BACKENDS:
         raise SweepError(f"backend={backend!r} is not known; allowed: {', '.join(BACKENDS)}")
     note = note or (lambda line: print(f"note: {line}", file=sys.stderr, flush=True))
+    warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
+    trackers = check_trackers(track)
     p = plan(sweep, storage, allow_changed)
     store, cells, done, todo = p.store, p.cells, p.done, p.todo
     for line in [*sweep.notes, p.verdict.message]:
@@ -186,6 +202,8 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
         store.delete(f"failed/{key}.json")        # about to be retried: count its attempts afresh
     started = now()
     echo(f"sweep {sweep.name}: {len(cells)} cells, {len(done)} already stored, {len(todo)} to run -> {store.uri}")
+    session = open_tracking(trackers, sweep, store, echo, note, warn)
+    on_cell = session.cell_stored if session else None     # each cell as it is stored, from the driver
     run = {"backend": backend, "workers": 0, "ray_start_seconds": 0.0, "tune_seconds": 0.0, "engine_seconds": 0.0,
            "address": address or os.environ.get("RAY_ADDRESS") if backend == "ray" else None}
     stage = None                                  # where a Ctrl-C came, if one did
@@ -203,7 +221,7 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
                 echo(f"  {len(packs)} trials on {n_workers} workers")
                 run.update(workers=n_workers, ray_start_seconds=round(t1 - t0, 3))
                 engine = tune_runner.run_packs(packs, p.root, sweep.name, workers=n_workers,
-                                               max_failures=max_failures, echo=echo)
+                                               max_failures=max_failures, echo=echo, on_cell=on_cell)
                 t2 = time.perf_counter()
             # Parallel efficiency: engine time over the workers' wall time while Tune ran; the rest
             # is Tune's per-trial overhead and idle workers at the end.
@@ -214,7 +232,7 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
 
             stage = "cells"
             t1 = time.perf_counter()
-            engine = run_cells(todo, store, max_failures=max_failures, echo=echo)
+            engine = run_cells(todo, store, max_failures=max_failures, echo=echo, on_cell=on_cell)
             run.update(workers=1, engine_seconds=round(engine, 3), local_seconds=round(time.perf_counter() - t1, 3))
         stage = None
     except KeyboardInterrupt:
@@ -224,6 +242,8 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
     try:
         tables = store.collect(cells)
     except KeyboardInterrupt:
+        if session is not None:
+            session.finish(set(done), None, {}, "KILLED", interrupted=True)
         raise SweepInterrupted("consolidation") from None       # the stored tables are as they were
     computed = tables.done - done.keys()
     if interrupted:
@@ -250,10 +270,43 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
     except KeyboardInterrupt:
         interrupted = interrupted or "consolidation"
     counts = tables.counts
-    result = SweepResult(store.uri, {**meta, "cells": {**meta["cells"], **counts}}, counts, store)
+    result = SweepResult(store.uri, {**meta, "cells": {**meta["cells"], **counts}}, counts, store, session)
+    if session is not None:
+        status = "KILLED" if interrupted else "FAILED" if counts["failed"] else "FINISHED"
+        try:
+            session.finish(tables.done, result.meta, result.meta["cells"], status,
+                           interrupted=interrupted is not None)
+        except KeyboardInterrupt:               # Ctrl-C while the last cells were being tracked
+            interrupted = interrupted or "tracking"
     if interrupted:
         raise SweepInterrupted(interrupted, result)
     return result
+
+
+def check_trackers(track) -> tuple:
+    """The experiment trackers asked for; SweepError (one line, before anything is written) when
+    one is unknown or its library is missing. Without trackers nothing of tracking is imported."""
+    if not track:
+        return ()
+    from .tracking import TrackingError, check
+
+    try:
+        return check(track)
+    except TrackingError as e:
+        raise SweepError(str(e)) from None
+
+
+def open_tracking(trackers: tuple, sweep: Sweep, store: Store, echo, note, warn):
+    """The tracking session of this run (None without trackers): its trackers open in their own
+    thread while the sweep starts."""
+    if not trackers:
+        return None
+    from .tracking import Session
+
+    tags = {"sweep": sweep.name, "definition_hash": definition_hash(sweep.definition),
+            "saddlescape_version": str(_version("saddlescape")), "git_commit": str(git_commit()),
+            "results": store.uri}
+    return Session(trackers, store, sweep.name, sweep.description, tags, "run", echo, note, warn)
 
 
 def now() -> str:

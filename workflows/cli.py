@@ -2,8 +2,9 @@
 
     saddlescape validate sweeps.yaml [--sweep NAME [KEY=VALUE ...]]
     saddlescape run sweeps.yaml --sweep quick [KEY=VALUE ...] [--dry-run] [--workers N] [--address ADDR]
-                    [--storage URI] [--backend local] [--allow-changed]
+                    [--storage URI] [--backend local] [--allow-changed] [--track mlflow|tensorboard]
     saddlescape analyze results/quick
+    saddlescape track results/quick --to mlflow|tensorboard
 
 Exit codes: 0 done; 1 some cells failed (the rest are stored); 2 bad input (nothing written);
 130 interrupted by Ctrl-C (every finished cell kept: rerun the same command to resume).
@@ -17,9 +18,10 @@ import tempfile
 from pathlib import Path
 
 from . import plan as plan_
-from .api import BACKENDS, execute, plan, resolve_sweep
+from .api import BACKENDS, check_trackers, execute, plan, resolve_sweep
 from .interrupt import EXIT_CODE, RESUME, SweepInterrupted, exit_by_sigint
 from .spec import DEFAULT_MAX_CELLS, SweepError, load_sweeps
+from .tracking import TRACKERS
 from .store import Store
 
 
@@ -60,12 +62,14 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    check_trackers(args.track)                    # a missing library: one line, before anything else
     sweep = resolve_sweep(args.sweeps, args.sweep, args.max_cells, overrides=args.overrides)
     if args.dry_run:
         return dry_run(sweep, args)
     try:
         result = execute(sweep, args.storage, backend=args.backend, workers=args.workers, address=args.address,
-                         max_failures=args.max_failures, echo=echo, allow_changed=args.allow_changed, note=note)
+                         max_failures=args.max_failures, echo=echo, allow_changed=args.allow_changed, note=note,
+                         warn=warn, track=args.track)
     except SweepInterrupted as stop:
         if stop.result is not None:
             counts = stop.result.counts
@@ -88,6 +92,15 @@ def cmd_run(args) -> int:
         except KeyboardInterrupt:
             result.store.mark_analysis_stale(counts, "the analysis was interrupted")
             return interrupted("analysis")
+        if result.tracking is not None:
+            from .tracking import local_copy
+
+            try:
+                with local_copy(result.store, "analysis") as analysis:
+                    if analysis:
+                        result.tracking.add_report(analysis)
+            except KeyboardInterrupt:
+                return interrupted("tracking the report")
     if counts["failed"] or counts["missing"]:
         from .cell import cell_id
 
@@ -147,6 +160,20 @@ def analyze_store(store: Store) -> str:
         return f"{store.uri}/analysis/{Path(report).name}"
 
 
+def cmd_track(args) -> int:
+    """The stored cells of a results directory (or URI) not yet in the trackers; exit 1 where a
+    tracker failed (the results are untouched)."""
+    from .tracking import TrackingError, track_stored
+
+    try:
+        complete = track_stored(args.path, args.to, echo=echo, note=note, warn=warn)
+    except TrackingError as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        return interrupted("tracking")
+    return 0 if complete else 1
+
+
 def cmd_analyze(args) -> int:
     from analysis import analyze
 
@@ -196,8 +223,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--allow-changed", action="store_true",
                    help="run even though the stored results were written by a definition whose cells would "
                         "drop out of the tables (keeps the cells still in the grid)")
+    r.add_argument("--track", action="append", choices=TRACKERS, default=None, metavar="TRACKER",
+                   help="also record every stored cell in an experiment tracker: mlflow (MLFLOW_TRACKING_URI) or "
+                        "tensorboard (HParams under results/<sweep>/tensorboard); may be given twice; "
+                        "needs the tracking extra")
     a = sub.add_parser("analyze", help="fits, figures and report.md for a results directory")
     a.add_argument("path", help="results/<sweep> or a rows.parquet")
+    t = sub.add_parser("track", help="record the stored cells of a results directory in an experiment tracker "
+                                     "(those not recorded yet)")
+    t.add_argument("path", help="results/<sweep>: a local path or a pyarrow URI (s3://bucket/prefix/<sweep>)")
+    t.add_argument("--to", action="append", choices=TRACKERS, required=True, metavar="TRACKER",
+                   help="mlflow or tensorboard; may be given twice")
     return p
 
 
@@ -240,7 +276,8 @@ def command(argv) -> int:
             return fail(f"--{flag.replace('_', '-')}={value} is out of range; allowed: "
                         f"{'>= 0' if flag == 'max_failures' else '>= 1'}")
     try:
-        return {"validate": cmd_validate, "run": cmd_run, "analyze": cmd_analyze}[args.command](args)
+        return {"validate": cmd_validate, "run": cmd_run, "analyze": cmd_analyze,
+                "track": cmd_track}[args.command](args)
     except SweepError as e:
         return fail(str(e))
     except KeyboardInterrupt:               # before the sweep started (reading, validating): nothing written

@@ -40,14 +40,19 @@ def compute_and_store(cell: dict, store: Store) -> Outcome:
     return Outcome(key, result.seconds, False, None)
 
 
-def run_cells(cells: list[dict], store: Store, *, max_failures: int = 2, echo=print, every: float = 2.0) -> float:
-    """Every cell in turn; returns the summed engine seconds. Progress lines as the Ray runner's."""
+def run_cells(cells: list[dict], store: Store, *, max_failures: int = 2, echo=print, every: float = 2.0,
+              on_cell=None) -> float:
+    """Every cell in turn; returns the summed engine seconds. Progress lines as the Ray runner's.
+    `on_cell(cell_id)`: told of each cell once it is stored, as the Ray runner's Progress tells
+    it (the experiment trackers, workflows/tracking.py)."""
     start, last, engine, finished = time.monotonic(), 0.0, 0.0, 0
     for cell in cells:
         for _attempt in range(max_failures + 1):
             outcome = compute_and_store(cell, store)
             if outcome.error is None:
                 break
+        if outcome.error is None and on_cell is not None:
+            on_cell(outcome.cell_id)
         engine += outcome.engine_seconds
         finished += 1
         now = time.monotonic()

@@ -108,10 +108,12 @@ def start_worker():
 
 
 class Progress(tune.Callback):
-    """Cells done / total, elapsed time, and an estimate of the time left."""
+    """Cells done / total, elapsed time, and an estimate of the time left. `on_cell(cell_id)`:
+    told of each cell once it is stored (the experiment trackers, workflows/tracking.py; it only
+    queues the cell, so Tune's loop never waits for a tracker)."""
 
-    def __init__(self, total: int, echo, every: float = 2.0):
-        self.total, self.echo, self.every = total, echo, every
+    def __init__(self, total: int, echo, every: float = 2.0, on_cell=None):
+        self.total, self.echo, self.every, self.on_cell = total, echo, every, on_cell
         self.done: set[str] = set()
         self.engine_seconds = 0.0
         self.start = time.monotonic()
@@ -121,6 +123,8 @@ class Progress(tune.Callback):
         if result.get("cell_done") and result["cell_id"] not in self.done:
             self.done.add(result["cell_id"])
             self.engine_seconds += result.get("engine_seconds", 0.0)
+            if self.on_cell is not None:
+                self.on_cell(result["cell_id"])
         now = time.monotonic()
         if now - self.last >= self.every or len(self.done) == self.total:
             self.last = now
@@ -134,12 +138,13 @@ class Progress(tune.Callback):
 
 
 def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, workers: int, max_failures: int,
-              echo=print) -> float:
+              echo=print, on_cell=None) -> float:
     """Run every pack as a Tune trial; returns the summed engine seconds of the cells run.
-    Failures are left in the store (failed/<cell_id>.json) for the caller to report."""
+    Failures are left in the store (failed/<cell_id>.json) for the caller to report.
+    `on_cell(cell_id)`: called on the driver as each cell is stored (Progress)."""
     store = Store(store_root, sweep)
     total = sum(len(p) for p in packs)
-    progress = Progress(total, echo)
+    progress = Progress(total, echo, on_cell=on_cell)
     trainable = tune.with_resources(
         tune.with_parameters(run_pack, packs=packs, registrations=local_registrations()), TRIAL_RESOURCES)
     tuner = tune.Tuner(
