@@ -71,7 +71,9 @@ def summarize_cells(rows: pd.DataFrame, name: str = "escape") -> pd.DataFrame:
     (+ _lo, _hi) with `<name>_kind` saying which of mean / median / restricted mean it is."""
     duration, event = DURATIONS[name]
     every_cell = pd.Index(rows["cell_id"].astype(object).unique()).sort_values()
-    # A duration some cells do not record (SOSP tracking off in them) is summarised where recorded.
+    # A duration some cells do not record (SOSP tracking off in them) is summarised where recorded;
+    # only the columns needed are kept (a filtered copy of every column cost 0.6 GiB at 10⁶ rows).
+    rows = rows[[c for c in ("cell_id", duration, event, "budget") if c in rows]]
     rows = rows[rows[duration].notna() & rows[event].notna()]
     rows = rows.assign(**{event: rows[event].astype(bool)})
     groups = rows.groupby(rows["cell_id"].astype(object), observed=True, sort=True)
