@@ -31,15 +31,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from lifelines import KaplanMeierFitter
-from PIL import Image
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
+from matplotlib.ticker import (
+    FixedLocator,
+    FuncFormatter,
+    LogLocator,
+    NullLocator,
+)
+from PIL import Image
 
-from .design import (axis_label, axis_values, format_value, independent, is_beta, is_function_of, short_name,
-                     sort_values, varies)
-from .design import variant_settings
+from .design import (
+    axis_label,
+    axis_values,
+    format_value,
+    independent,
+    is_beta,
+    is_function_of,
+    short_name,
+    sort_values,
+    variant_settings,
+    varies,
+)
 from .palette import MARKERS, THEORY_STYLE, lighter, palette, shade, split_label
 from .survival import DURATION_TITLES, DURATIONS, RESTRICTED
 from .theory import follows_paper_rule, minimum_loss

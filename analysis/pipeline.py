@@ -10,8 +10,14 @@ from pathlib import Path
 import pandas as pd
 
 from .cells import cell_table, per_run_columns
-from .compare import compare_cells, compare_exponents, figure1_check, sgd_slope_check, summarize_cell_verdicts, \
-    with_predictions
+from .compare import (
+    compare_cells,
+    compare_exponents,
+    figure1_check,
+    sgd_slope_check,
+    summarize_cell_verdicts,
+    with_predictions,
+)
 from .design import sweep_design, variant_settings
 from .figures import DEFAULT_DPI, DEFAULT_FORMATS, draw_figures
 from .load import load_results

@@ -22,7 +22,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .theory import follows_paper_rule, linear_escape, sign_regime_escape_time, two_regime_escape
+from .theory import (
+    follows_paper_rule,
+    linear_escape,
+    sign_regime_escape_time,
+    two_regime_escape,
+)
 
 CLOSED_FORM_PROBLEMS = ("quadratic_saddle", "staib_toy")
 CLOSED_FORM_OPTIMIZERS = ("sgd", "precond_sgd", "rmsprop", "adam")
@@ -53,7 +58,7 @@ def _column(frame, name, default):
 
 
 def _predict_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    get = lambda name, default=np.nan: _column(cells, name, default)        # noqa: E731
+    get = lambda name, default=np.nan: _column(cells, name, default)
     problem, optimizer = get("problem.name", "").astype(str), get("optimizer.name", "").astype(str)
     lr, gamma = get("optimizer.lr").astype(float), get("curvature").astype(float)
     sigma, radius = get("sigma_escape").astype(float), get("escape_radius").astype(float)
@@ -68,7 +73,7 @@ def _predict_cells(cells: pd.DataFrame) -> pd.DataFrame:
     with np.errstate(all="ignore"):
         linear = linear_escape(lr, gamma, sigma, radius, k, fixed_p)
         two_regime = two_regime_escape(lr, gamma, sigma, radius, k, eps)
-        pick = lambda a, b: np.where(composite, b, a)                       # noqa: E731
+        pick = lambda a, b: np.where(composite, b, a)
         budget = get("budget").astype(float)
         out = pd.DataFrame({
             "predicted_mean": pick(linear.mean, two_regime.mean),

@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .compare import ARTEFACT, CLOSE_EXPONENT, CLOSE_FRACTION, CLOSE_RATIO, UNINFORMATIVE
+from .compare import (
+    ARTEFACT,
+    CLOSE_EXPONENT,
+    CLOSE_FRACTION,
+    CLOSE_RATIO,
+    UNINFORMATIVE,
+)
 from .design import format_value, is_numeric, short_name, sort_values, variant_settings
 from .pairwise import ALPHA, BOOTSTRAP
 from .sanity import FEW_STEPS
@@ -299,7 +305,7 @@ def pairwise_verdicts(comparisons: pd.DataFrame, how: str, varied) -> list[str]:
         if len(exact):
             best = exact.loc[exact["speedup"].idxmax()]
             worst = exact.loc[exact["speedup"].idxmin()]
-            at = lambda r: ", ".join(f"{short_name(c)} {format_value(r[c])}" for c in varied   # noqa: E731
+            at = lambda r: ", ".join(f"{short_name(c)} {format_value(r[c])}" for c in varied
                                      if c in r and pd.notna(r[c]) and c != "problem.name")
             text += (f"; speed-up {worst['speedup']:.3g} [{worst['speedup_lo']:.3g}, {worst['speedup_hi']:.3g}]"
                      + (f" (at {at(worst)})" if at(worst) else "")

@@ -66,9 +66,7 @@ def split_columns(rows: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
         scope = declared_scope(column)
         if scope == "run":
             run.append(column)
-        elif scope == "cell" or column == "cell_id":
-            cell.append(column)
-        elif _constant_within_cells(rows, column):
+        elif scope == "cell" or column == "cell_id" or _constant_within_cells(rows, column):
             cell.append(column)
         else:
             undeclared.append(column)

@@ -318,7 +318,24 @@ def minimum_loss(problem: dict):
     return np.nan
 
 
-__all__ = ["EULER_C", "ChiLaw", "EscapeTime", "OffsetLaw", "linear_escape", "sgd_escape_time", "sgd_escape_median",
-           "sgd_escape_sd", "preconditioned_escape_time", "ideal_escape_time", "sign_regime_escape_time",
-           "two_regime_escape", "lambda_prime", "sign_crossover", "paper_beta2", "follows_paper_rule",
-           "local_exponents", "SIGN_REGIME_EXPONENTS", "minimum_loss"]
+__all__ = [
+    "EULER_C",
+    "SIGN_REGIME_EXPONENTS",
+    "ChiLaw",
+    "EscapeTime",
+    "OffsetLaw",
+    "follows_paper_rule",
+    "ideal_escape_time",
+    "lambda_prime",
+    "linear_escape",
+    "local_exponents",
+    "minimum_loss",
+    "paper_beta2",
+    "preconditioned_escape_time",
+    "sgd_escape_median",
+    "sgd_escape_sd",
+    "sgd_escape_time",
+    "sign_crossover",
+    "sign_regime_escape_time",
+    "two_regime_escape",
+]
