@@ -295,8 +295,9 @@ def pairwise_verdicts(comparisons: pd.DataFrame, how: str, varied) -> list[str]:
         described = ", ".join(f"{k} in {v}" for k, v in counts.items())
         exact = ok[ok["bound"] == "="]
         text = f"**{variant} vs {reference}** on {problem}"
-        own = [f"{who} at {where}" for who, where in ((variant, part["variant_settings"].iloc[0]),
-                                                      (reference, part["reference_settings"].iloc[0])) if where]
+        own = [f"{who} at {where}" for who, where in ((variant, _own_text(part["variant_settings"].iloc[0])),
+                                                      (reference, _own_text(part["reference_settings"].iloc[0])))
+               if where]
         text += f" ({'; '.join(own)})" if own else ""
         text += f", {_count(len(part), 'matched setting')}"
         settings = _ranges(part, [c for c in varied if c in part and c != "problem.name"])
@@ -315,6 +316,12 @@ def pairwise_verdicts(comparisons: pd.DataFrame, how: str, varied) -> list[str]:
             text += f"; {len(part) - len(ok)} comparisons involve an artefact cell (Sanity flags)"
         sentences.append(text + ".")
     return sentences
+
+
+def _own_text(settings: str) -> str:
+    """A variant's own numeric settings for a sentence ('lr=0.01'): not eps, not flags (they are in the table)."""
+    return ", ".join(p for p in settings.split(", ") if p and not p.startswith("eps=")
+                     and not p.endswith(("=true", "=false")))
 
 
 def figure1_verdicts(check: pd.DataFrame) -> list[str]:
