@@ -57,7 +57,8 @@ def check(track, key: str = "--track") -> tuple[str, ...]:
         missing = [lib for lib in LIBRARIES[name] if importlib.util.find_spec(lib) is None]
         if missing:
             raise TrackingError(f"{key} {name}: the {' and '.join(missing)} package is not installed; allowed: "
-                                f"install the tracking extra ({INSTALL}), or run without {key}")
+                                f"install the tracking extra ({INSTALL})"
+                                + (f", or run without {key}" if key == "--track" else ""))
     return tuple(name for name in TRACKERS if name in asked)
 
 
@@ -425,8 +426,7 @@ class Session:
     def _failed(self, tracker, error: Exception):
         if tracker.name in self.errors:
             return
-        first = (str(error).strip().splitlines() or [""])[0][:300]
-        self.errors[tracker.name] = f"{type(error).__name__}: {first}"
+        self.errors[tracker.name] = reason(error)
         self.warn(f"{tracker.name}: tracking stopped ({self.errors[tracker.name]}); the sweep goes on and "
                   "its results are stored as always")
 
@@ -499,6 +499,21 @@ class Session:
         finally:
             for logger, drop in filters:
                 logger.removeFilter(drop)
+
+
+def reason(error: Exception) -> str:
+    """A tracker's failure in a few words: MLflow's HTTP errors spell out urllib3's whole retry
+    history on one line."""
+    text = (str(error).strip().splitlines() or [""])[0]
+    request = re.match(r"API request to (\S+) failed with exception (.*)", text)
+    if request:
+        url, cause = request.groups()
+        cause = ("no connection" if re.search(r"NewConnectionError|Connection refused|RemoteDisconnected|"
+                                              r"ConnectionResetError|Connection aborted", cause)
+                 else "no answer (timed out)" if re.search(r"[Tt]imed? ?out", cause) else cause)
+        text = f"{url}: {cause}"
+    text = text if len(text) <= 200 else text[:199] + "…"
+    return f"{type(error).__name__}: {text}"
 
 
 class _ThreadFilter(logging.Filter):

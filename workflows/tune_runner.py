@@ -119,6 +119,11 @@ class Progress(tune.Callback):
         self.start = time.monotonic()
         self.last = 0.0
 
+    def __getstate__(self):
+        # Tune pickles its callbacks with the experiment's state (for Tuner.restore); the hook
+        # holds the trackers' thread and stays in this process, with the callback Tune runs.
+        return {**self.__dict__, "on_cell": None}
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get("cell_done") and result["cell_id"] not in self.done:
             self.done.add(result["cell_id"])

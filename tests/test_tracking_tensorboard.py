@@ -1,0 +1,158 @@
+"""`--track tensorboard` (issue 16): one HParams session per stored cell under
+results/<sweep>/tensorboard/<cell_id>/, read back with TensorBoard's own event reader
+(EventAccumulator) and through a real `tensorboard` server's HParams API (what its HParams tab
+shows); nothing written twice; `saddlescape track` writes what is missing, from a path or a URI."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from raycluster import BIN, free_ports, kill_session
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata
+from tracked import assert_metrics_match, expected_metrics, sweep_cells
+
+from workflows.cli import main
+
+pytestmark = pytest.mark.slow
+SWEEP = """
+sweeps:
+  rich:
+    description: every optional summary, and a list-valued parameter (torch's betas)
+    parameters:
+      problem: {name: quadratic_saddle, dim: 2, anisotropy: {values: [1, 10]}, quartic: 1.0}
+      optimizer:
+        values:
+          - {name: adam, lr: 0.01, beta1: 0.0}
+          - {name: torch.optim.Adam, lr: 0.01}
+      sosp_epsilon: {values: [0.0, 0.05]}
+      seeds: 16
+      budget: 1500
+      run_to_budget: true
+      tail_steps: 50
+      gap_epsilon: 0.05
+"""
+
+
+def sessions(logdir: Path) -> dict[str, EventAccumulator]:
+    """cell folder -> its events, read by TensorBoard's reader."""
+    out = {}
+    for folder in sorted(p for p in logdir.iterdir() if p.is_dir()):
+        events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        events.Reload()
+        out[folder.name] = events
+    return out
+
+
+def hparam(value):
+    kind = value.WhichOneof("kind")
+    return getattr(value, kind)
+
+
+def expected_hparams(flat: dict) -> dict:
+    """As tensorboardX's hparams() writes them: numbers as float64, None left out."""
+    return {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+            for k, v in flat.items() if v is not None}
+
+
+def files(logdir: Path) -> dict[str, float]:
+    return {str(p.relative_to(logdir)): p.stat().st_mtime for p in logdir.rglob("*") if p.is_file()}
+
+
+def test_each_stored_cell_is_one_hparams_session_with_its_parameters_and_summary(tmp_path):
+    (tmp_path / "rich.yaml").write_text(SWEEP)
+    run = ["run", str(tmp_path / "rich.yaml"), "--storage", str(tmp_path), "--backend", "local", "--no-analyze",
+           "--track", "tensorboard"]
+    assert main(run) == 0
+    results, logdir = tmp_path / "rich", tmp_path / "rich" / "tensorboard"
+    rows, cells = pd.read_parquet(results / "rows.parquet"), pd.read_parquet(results / "cells.parquet").set_index("cell_id")
+    expected = sweep_cells(tmp_path / "rich.yaml", "rich")
+    found = sessions(logdir)
+    assert sorted(found) == sorted(expected) and len(expected) == 8
+    for key, events in found.items():
+        assert len(list((logdir / key).iterdir())) == 1                   # one event file
+        content = events.PluginTagToContent(metadata.PLUGIN_NAME)
+        # A session start and end, and no experiment summary (TensorBoard would read only the first).
+        assert set(content) == {metadata.SESSION_START_INFO_TAG, metadata.SESSION_END_INFO_TAG}
+        start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+        assert {k: hparam(v) for k, v in start.hparams.items()} == expected_hparams(expected[key])
+        assert "optimizer.betas[0]" in start.hparams or expected[key]["optimizer.name"] == "adam"
+        end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+        assert end.status == 1                                            # STATUS_SUCCESS
+        scalars = {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
+        assert all(len(points) == 1 for points in scalars.values())
+        # Event files hold float32 scalars.
+        assert_metrics_match({tag: points[0].value for tag, points in scalars.items()},
+                             expected_metrics(rows[rows.cell_id == key], cells.loc[key]),
+                             rows[rows.cell_id == key], rel=1e-6, where=key)
+    names = set().union(*(e.Tags()["scalars"] for e in found.values()))
+    assert {"sosp_step_km_median", "gap_step_km_median", "tail_loss_q90_median", "escaped_fraction"} <= names
+
+    # Again: nothing written; `track` rewrites only a cell whose folder is gone, from a path or a URI.
+    before = files(logdir)
+    assert main(run) == 0
+    assert files(logdir) == before
+    gone = sorted(found)[0]
+    for f in (logdir / gone).iterdir():
+        f.unlink()
+    (logdir / gone).rmdir()
+    assert main(["track", f"file://{results}", "--to", "tensorboard"]) == 0
+    after = files(logdir)
+    assert {k: v for k, v in after.items() if not k.startswith(gone)} == {
+        k: v for k, v in before.items() if not k.startswith(gone)}
+    assert len([k for k in after if k.startswith(gone + "/")]) == 1
+    assert sorted(sessions(logdir)) == sorted(expected)
+    assert main(["track", str(results), "--to", "tensorboard"]) == 0
+    assert files(logdir) == after
+
+    # What TensorBoard's HParams tab shows: one session group per cell, its metrics as columns.
+    groups = hparams_tab(logdir, len(expected))
+    assert sorted(g["name"] for g in groups) == sorted(expected)
+    for group in groups:
+        key = group["name"]
+        assert group["hparams"]["optimizer.name"] == expected[key]["optimizer.name"]
+        assert group["hparams"]["problem.anisotropy"] == expected[key]["problem.anisotropy"]
+        shown = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+        assert shown["escaped_fraction"] == pytest.approx(rows[rows.cell_id == key].escaped.mean(), rel=1e-6)
+
+
+def hparams_tab(logdir: Path, sessions: int, timeout: float = 120) -> list[dict]:
+    """The session groups of a real `tensorboard --logdir` (its HParams plugin's API), in its own
+    session on 127.0.0.1, stopped by SIGTERM to its group, then SIGKILL of exactly that session."""
+    port = free_ports(1)[0]
+    proc = subprocess.Popen([str(BIN / "tensorboard"), "--logdir", str(logdir), "--host", "127.0.0.1",
+                             "--port", str(port), "--reload_interval", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    body = json.dumps({"experimentName": "", "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN"],
+                       "colParams": [], "startIndex": 0, "sliceSize": 1000}).encode()
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            assert proc.poll() is None, "tensorboard exited"
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/session_groups",
+                                                 data=body, headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    groups = json.loads(answer.read()).get("sessionGroups", [])
+                if len(groups) >= sessions:          # the first answers may come before every folder is read
+                    return groups
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"tensorboard did not show {sessions} HParams sessions within {timeout} s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        kill_session(proc.pid)
+        proc.wait()
