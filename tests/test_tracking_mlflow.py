@@ -162,6 +162,9 @@ def test_each_stored_cell_is_one_run_with_its_parameters_summary_and_a_parent_wi
         local_ray, tracking_uri, tmp_path, capsys):
     results = tmp_path / "smoke"
     assert main(["run", SWEEPS, "--sweep", "smoke", "--storage", str(tmp_path), "--track", "mlflow"]) == 0
+    out = capsys.readouterr().out
+    assert "tracking: mlflow: 6 cells tracked now, 0 were already" in out
+    assert "not tracked yet" not in out            # each as Tune reported it stored, none left for the end
     client = MlflowClient(tracking_uri)
     runs = check_cell_runs(client, "smoke", SWEEPS, results)
     (parent,) = runs_of(client, "smoke", str(results), "sweep")
@@ -201,8 +204,9 @@ def test_every_summary_and_a_list_valued_parameter(tracking_uri, tmp_path):
 
 def test_a_server_killed_mid_sweep_costs_no_result_is_one_warning_and_track_catches_up(
         server, tracking_uri, tmp_path, capsys):
-    """24 cells (the smoke sweep at four seeds), --backend local; the server is killed once the
-    first cell is tracked (its run FINISHED in the server's database)."""
+    """24 cells (the smoke sweep at four other seeds than the first test's: a cell is one run per
+    experiment, wherever it is stored), --backend local; the server is killed once the first cell
+    is tracked (its run FINISHED in the server's database)."""
     results = str(tmp_path / "smoke")
     killed = {}
 
@@ -219,7 +223,7 @@ def test_a_server_killed_mid_sweep_costs_no_result_is_one_warning_and_track_catc
     killer = threading.Thread(target=kill_after_first_cell, daemon=True)
     killer.start()
     try:
-        code = main(["run", SWEEPS, "--sweep", "smoke", "seed=0,1,2,3", "--storage", str(tmp_path), "--backend",
+        code = main(["run", SWEEPS, "--sweep", "smoke", "seed=1,2,3,4", "--storage", str(tmp_path), "--backend",
                      "local", "--no-analyze", "--track", "mlflow"])
     finally:
         killed["stop"] = True

@@ -1,13 +1,15 @@
 """`--track tensorboard` (issue 16): one HParams session per stored cell under
 results/<sweep>/tensorboard/<cell_id>/, read back with TensorBoard's own event reader
 (EventAccumulator) and through a real `tensorboard` server's HParams API (what its HParams tab
-shows); nothing written twice; `saddlescape track` writes what is missing, from a path or a URI."""
+shows); nothing written twice; `saddlescape track` writes what is missing, from a path or a URI;
+Ctrl-C with a tracker behaves as without one."""
 from __future__ import annotations
 
 import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -22,6 +24,7 @@ from tracked import assert_metrics_match, expected_metrics, sweep_cells
 from workflows.cli import main
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
 SWEEP = """
 sweeps:
   rich:
@@ -156,3 +159,62 @@ def hparams_tab(logdir: Path, sessions: int, timeout: float = 120) -> list[dict]
                 pass
         kill_session(proc.pid)
         proc.wait()
+
+
+INTERRUPTED = """
+sweeps:
+  r:
+    parameters:
+      problem: {name: quadratic_saddle, dim: 10}
+      problem.anisotropy: {values: [1, 10, 100, 1000]}
+      optimizer.name: {values: [sgd, adam]}
+      optimizer.lr: {values: [0.001, 0.003]}
+      seeds: 128
+      budget: 20000
+"""
+
+
+def test_ctrl_c_with_a_tracker_stops_as_without_and_the_rerun_tracks_the_rest(tmp_path):
+    """SIGINT to the driver's process group among the cells (--backend local): it still dies of
+    SIGINT within seconds with the resume advice, never a tracker's traceback; no cell is in
+    TensorBoard that is not stored; rerunning the same command tracks every cell."""
+    (tmp_path / "r.yaml").write_text(INTERRUPTED)
+    args = [sys.executable, "-m", "workflows", "run", str(tmp_path / "r.yaml"), "--storage", str(tmp_path),
+            "--backend", "local", "--no-analyze", "--track", "tensorboard"]
+    parts, logdir = tmp_path / "r" / "parts", tmp_path / "r" / "tensorboard"
+
+    def stored():
+        return {p.name.removesuffix(".parquet") for p in parts.glob("*.parquet")} if parts.exists() else set()
+
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(stored()) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stdout.read()
+        start = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        out = proc.communicate(timeout=120)[0]
+        seconds = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_session(proc.pid)
+        proc.wait()
+    assert proc.returncode == -signal.SIGINT, out
+    assert "interrupted: rerun the same command to resume (stopped during cells)" in out, out
+    assert "Traceback" not in out and "warning:" not in out, out
+    assert seconds < 30, out
+    kept = stored()
+    assert len(kept) < 16
+    tracked = {p.name for p in logdir.iterdir()} if logdir.exists() else set()
+    assert tracked <= kept
+    if tracked != kept:
+        assert f"note: tensorboard: {len(kept - tracked)} of the {len(kept)} stored cells not tracked (interrupted)" \
+            in out, out
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert {p.name for p in logdir.iterdir()} == stored() and len(stored()) == 16
+    print(f"stopped {seconds:.1f} s after SIGINT with {len(kept)} cells stored, {len(tracked)} tracked; the rerun "
+          "tracked the rest")
