@@ -79,6 +79,7 @@ class Plan:
     marker: str | None = None
     averaged: list = field(default_factory=list)
     follows: list = field(default_factory=list)
+    determined: dict = field(default_factory=dict)     # parameters that follow the shown ones (for the title)
 
 
 def plan_axis(frame: pd.DataFrame, varied: list[str], x: str, y: str, numeric: set) -> tuple[Plan | None, str]:
@@ -336,6 +337,7 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
             notes.append(f"{short_name(column)} follows lr (beta2 = 1 - lr^(2/3), the paper's rule)")
         else:
             notes.append(f"{short_name(column)} follows the parameters shown")
+    notes += [f"{short_name(column)} {text}" for column, text in plan.determined.items()]
     heading = title + ("; " + "; ".join(notes) if notes else "")
     wrap = int(width * 11)
     fig.suptitle("\n".join(textwrap.wrap(heading, wrap) + textwrap.wrap(fixed, wrap)), fontsize=10)
@@ -670,7 +672,8 @@ def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: i
             title = f"{DURATION_TITLES.get(name, name)} against {axis_label(x)}"
             marked = frame.assign(artefact=frame["cell_id"].isin(list(artefacts.get(name, ()))))
             jobs.append((stem, lambda p, x=x, name=name, title=title, marked=marked: _line_job(
-                marked, design.varied, x, escape_measure(name), numeric, colors, title, fixed, p, save, own)))
+                marked, design.independent, x, escape_measure(name), numeric, colors, title, fixed, p, save, own,
+                design.determined)))
     settings = [c for c in settings if c not in design.determined]
     if len(comparisons):
         table = comparisons.assign(optimizer=comparisons["variant"], is_bound=comparisons["bound"] != "=")
@@ -719,9 +722,13 @@ def _points_on_lines(frame, varied, x, numeric) -> int:
     return int((sizes >= 2).sum())
 
 
-def _line_job(frame, varied, x, measure, numeric, colors, title, fixed, path, save, own=None):
+def _line_job(frame, varied, x, measure, numeric, colors, title, fixed, path, save, own=None, determined=None):
+    """`varied`: the parameters that vary on their own; `determined`: {parameter: 'follows ...'} for those that
+    follow them (named in the title where they vary among the cells drawn, never a facet or an axis)."""
     plan, why = plan_axis(frame, varied, x, measure.y, numeric)
     if plan is None:
         return None, why
+    plan.determined = {c: text for c, text in (determined or {}).items()
+                       if c in plan.data and varies(plan.data[c]) and c not in plan.follows}
     return line_figure(plan, measure, colors, title, fixed_title(plan.data, fixed, exclude=[x]), path, save,
                        own), ""
