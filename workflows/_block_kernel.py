@@ -102,44 +102,53 @@ def update(code, x, s1, s2, s3, j, k, g, steps, i, fixed):
             x[j, k] = x[j, k] + (g / denom) * neg_lr
 
 
+@njit(cache=True, inline="always")
+def diagonal_gradient(X, e, eigs, quartic_terms, quartic):
+    """x·eigs, + (λ‖x‖²)·x with a quartic (quartic_terms: λ‖x‖² of each coordinate's run): the
+    general path's order. The branch is the same for every e: the compiler hoists it."""
+    if quartic:
+        return X[e] * eigs[e] + quartic_terms[e] * X[e]
+    return X[e] * eigs[e]
+
+
 @njit(cache=True)
-def fused_steps(code, x, s1, s2, noise, i, eigs, noise_std, preconditioner, steps, fixed):
-    """Step i of the whole batch for the common cell: quadratic_saddle with a diagonal Hessian,
-    unit noise per coordinate, no quartic, and sgd, momentum, rmsprop, bias-corrected adam or the
-    diagonal ideal preconditioner. One flat loop per optimizer over every coordinate of every
-    run, without a branch inside: the loop the compiler vectorises. eigs, noise_std and the
-    preconditioner arrive tiled to the batch's length. The same expressions as `update` and the
-    general path."""
+def fused_steps(code, x, s1, s2, noise, i, eigs, noise_std, preconditioner, quartic_terms, quartic, steps, fixed):
+    """Step i of the whole batch for the common cell: quadratic_saddle with a diagonal Hessian
+    (a quartic allowed), unit noise per coordinate, and sgd, momentum, rmsprop, bias-corrected
+    adam or the diagonal ideal preconditioner. One flat loop per optimizer over every coordinate
+    of every run, without a branch that changes inside it: the loop the compiler vectorises. eigs,
+    noise_std, the preconditioner and the quartic's λ‖x‖² arrive tiled to the batch's length.
+    The same expressions as `update` and the general path."""
     n = x.size
     X, S1, S2, Z = x.reshape(n), s1.reshape(n), s2.reshape(n), noise[i].reshape(n)
     neg_lr = steps[i, NEG_LR]
     if code == SGD:
         for e in range(n):
-            g = fma(Z[e], noise_std[e], X[e] * eigs[e], X)
+            g = fma(Z[e], noise_std[e], diagonal_gradient(X, e, eigs, quartic_terms, quartic), X)
             X[e] = X[e] + g * neg_lr
     elif code == PRECOND:
         for e in range(n):
-            g = fma(Z[e], noise_std[e], X[e] * eigs[e], X)
+            g = fma(Z[e], noise_std[e], diagonal_gradient(X, e, eigs, quartic_terms, quartic), X)
             X[e] = X[e] + (g * preconditioner[e]) * neg_lr
     elif code == ADAM:
         b1, c1, eps = fixed[BETA1], fixed[ONE_MINUS_BETA1], fixed[EPS]
         b2, c2 = steps[i, BETA2], steps[i, ONE_MINUS_BETA2]
         step_size, bias2_sqrt = steps[i, STEP_SIZE], steps[i, BIAS2_SQRT]
         for e in range(n):
-            g = fma(Z[e], noise_std[e], X[e] * eigs[e], X)
+            g = fma(Z[e], noise_std[e], diagonal_gradient(X, e, eigs, quartic_terms, quartic), X)
             S1[e] = S1[e] * b1 + g * c1
             S2[e] = S2[e] * b2 + g * g * c2
             X[e] = X[e] - step_size * S1[e] / (math.sqrt(S2[e]) / bias2_sqrt + eps)
     elif code == RMSPROP:
         b2, c2, eps = steps[i, BETA2], steps[i, ONE_MINUS_BETA2], fixed[EPS]
         for e in range(n):
-            g = fma(Z[e], noise_std[e], X[e] * eigs[e], X)
+            g = fma(Z[e], noise_std[e], diagonal_gradient(X, e, eigs, quartic_terms, quartic), X)
             S1[e] = fma(c2 * g, g, S1[e] * b2, X)
             X[e] = X[e] + (g / (math.sqrt(S1[e]) + eps)) * neg_lr
     else:                                             # heavy-ball momentum
         mu = fixed[MU]
         for e in range(n):
-            g = fma(Z[e], noise_std[e], X[e] * eigs[e], X)
+            g = fma(Z[e], noise_std[e], diagonal_gradient(X, e, eigs, quartic_terms, quartic), X)
             S1[e] = S1[e] * mu + g
             X[e] = X[e] + S1[e] * neg_lr
 
@@ -265,11 +274,19 @@ def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, n
     full_gradient = np.empty((J, d), x.dtype)
     factor = np.empty(J, x.dtype)
     n = J * d
+    quartic_terms = np.zeros(n, x.dtype)
     for i in range(steps.shape[0]):
         t = t0 + i + 1
         if fused:
-            fused_steps(code, x, s1, s2, noise, i, eigs_tiled[:n], std_tiled[:n], preconditioner_tiled[:n], steps,
-                        fixed)
+            if quartic != 0:                              # λ‖x‖² of each run, before the step
+                for j in range(J):
+                    squared = x[j, 0] * x[j, 0]
+                    for k in range(1, d):
+                        squared += x[j, k] * x[j, k]
+                    for k in range(d):
+                        quartic_terms[j * d + k] = quartic * squared
+            fused_steps(code, x, s1, s2, noise, i, eigs_tiled[:n], std_tiled[:n], preconditioner_tiled[:n],
+                        quartic_terms, quartic != 0, steps, fixed)
         else:
             general_steps(kind, code, rotated, scale_noise, full, x, s1, s2, s3, noise, indices, i, eigs, H,
                           noise_std, quartic, noise_length, staib_b, A, steps, fixed, g, full_gradient, factor)

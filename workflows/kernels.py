@@ -111,7 +111,7 @@ class CompiledBlock:
         self.eigs_tiled, self.std_tiled = np.tile(self.eigs, runs), np.tile(self.noise_std, runs)
         self.preconditioner_tiled = np.tile(self.A[0], runs) if self.code == PRECOND and not self.full \
             else self.std_tiled
-        self.fused = (self.kind == QUADRATIC and self.scale_noise and self.quartic == 0 and self.noise_length == 0
+        self.fused = (self.kind == QUADRATIC and self.scale_noise and self.noise_length == 0
                       and not self.rotated and not self.track
                       and (self.code in (SGD, RMSPROP) or (self.code == MOMENTUM and not self.hp["nesterov"])
                            or (self.code == PRECOND and not self.full)
