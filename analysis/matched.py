@@ -69,3 +69,33 @@ def verdicts(table: pd.DataFrame, name: str) -> list[str]:
         sentences.append(f"{problem}, time to {what} at eps = {epsilon:g}, each optimizer at its best step size "
                          f"(KM median steps [95% interval]): {shown}{verdict}.")
     return sentences
+
+
+def matched_figure(table: pd.DataFrame, name: str, colors: dict, path, save):
+    """Time to the accuracy ε at each optimizer's best step size against ε, one panel per problem."""
+    from matplotlib.figure import Figure
+
+    problems = sorted(table["problem"].unique())
+    fig = Figure(figsize=(5.2 * len(problems), 4.3), layout="constrained")
+    axes = fig.subplots(1, len(problems), squeeze=False)[0]
+    for ax, problem in zip(axes, problems):
+        part = table[table["problem"] == problem]
+        for optimizer, own in part.groupby("optimizer", sort=True):
+            own = own.sort_values("epsilon")
+            color = colors.get(optimizer, "#555555")
+            done = own[~own["censored"]]
+            ax.errorbar(done["epsilon"], done["median"], yerr=[done["median"] - done["median_lo"],
+                                                               (done["median_hi"] - done["median"]).clip(lower=0)],
+                        fmt="-o", color=color, capsize=3, label=optimizer)
+            for r in done.itertuples(index=False):
+                ax.annotate(f"lr {r.best_lr:g}", (r.epsilon, r.median), fontsize=6, color=color,
+                            xytext=(3, 3), textcoords="offset points")
+        ax.set(xscale="log", yscale="log", xlabel="epsilon", title=problem,
+               ylabel="steps (KM median [95%], each at its best lr)")
+        ax.invert_xaxis()                       # smaller epsilon: more accuracy, to the right
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    what = "f - f_min <= epsilon" if name == "gap" else "an (epsilon, sqrt(rho epsilon))-SOSP"
+    fig.suptitle(f"Time to {what}, each optimizer at its own best step size")
+    caption = (f"Time to {what} against epsilon (more accuracy to the right), each optimizer at the step size with "
+               "the smallest KM median for that epsilon (labelled), with the median's 95% interval.")
+    return save(fig, path, caption)

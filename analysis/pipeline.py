@@ -19,17 +19,19 @@ from .compare import (
     with_predictions,
 )
 from .design import sweep_design, variant_settings
-from .figures import DEFAULT_DPI, DEFAULT_FORMATS, draw_figures
+from . import matched, tracking
+from .figures import DEFAULT_DPI, DEFAULT_FORMATS, Saver, draw_figures
 from .load import load_results
 from .pairwise import choose_pairs, compare_pairs, setting_columns
 from .report import write_report
 from .sanity import artefact_cells, sanity_flags
 from .scaling import fit_scaling
 from .schema import split_columns
+from .palette import palette
 from .survival import duration_pairs
 
 TABLES = ("cells.csv", "sanity.csv", "comparison.csv", "comparison_summary.csv", "comparisons.csv", "exponents.csv",
-          "fits.csv", "figure1.csv")
+          "fits.csv", "figure1.csv", "tracking.csv", "tracking_scaling.csv", "matched_gap.csv", "matched_sosp.csv")
 
 
 def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAULT_FORMATS, reference=None) -> Path:
@@ -72,16 +74,34 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
     settings = setting_columns(cells, design.varied, design.variant)
     comparisons = compare_pairs(rows, cells, pairs, settings, artefacts, variant_settings(cells, design.per_variant))
     figure1 = figure1_check(cells)
+    # Questions some sweeps ask: the β₂ that tracks E[g²|x] best at each step size (tracking_error),
+    # and each optimizer at its own best step size for a given accuracy (gap_epsilon, sosp_epsilon).
+    best = tracking.best_beta2(rows) if tracking.has_tracking(rows) else pd.DataFrame()
+    scaling = tracking.beta2_scaling(best) if len(best) else pd.DataFrame()
+    matched_tables = {name: matched.matched_accuracy(cells, name) for name in matched.matched_durations(cells)}
 
     tables = {"cells.csv": cells, "sanity.csv": flags, "comparison.csv": comparison,
               "comparison_summary.csv": summary, "comparisons.csv": comparisons, "exponents.csv": exponent_check,
-              "fits.csv": fits, "figure1.csv": figure1}
+              "fits.csv": fits, "figure1.csv": figure1,
+              "tracking.csv": best.drop(columns=["replicates"], errors="ignore"), "tracking_scaling.csv": scaling,
+              **{f"matched_{name}.csv": table for name, table in matched_tables.items()}}
     for name, table in tables.items():
         if len(table):
             table.to_csv(out / name, index=False)
     figures, skipped = draw_figures(rows, cells, results.traces, comparisons, design, out / "figures", dpi=dpi,
                                     formats=formats, settings=settings,
                                     artefacts={name: artefact_cells(flags, name) for name in duration_pairs(rows)})
+    save, colors = Saver(dpi, formats), palette(cells["optimizer.name"].astype(str).unique())
+    colors.update(palette(cells["optimizer"].unique()))
+    extra = [("tracking_error", lambda p: tracking.tracking_figure(rows, best, scaling, colors, p, save))] \
+        if len(best) else []
+    extra += [(f"matched_{name}", lambda p, name=name, table=table: matched.matched_figure(table, name, colors, p, save))
+              for name, table in matched_tables.items() if len(table)]
+    for stem, draw in extra:
+        try:
+            figures.append(draw(out / "figures" / f"{stem}.png"))
+        except Exception as error:                      # a figure never stops the report
+            skipped.append((f"{stem}.png", f"failed: {type(error).__name__}: {error}"))
     notes = [*pair_notes]
     if pairs and comparisons.empty:
         notes.append(f"No pair of variants shares a setting ({how}): nothing was compared.")
@@ -99,4 +119,27 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
                         exponent_check=exponent_check, fits=fits, comparisons=comparisons, pair_how=how,
                         figure1=figure1, sgd_slope=sgd_slope_check(cells, artefacts), figures=figures,
                         skipped_figures=skipped, notes=notes, design=design, flags=flags,
-                        per_run=per_run_columns(cells), load_notes=results.notes)
+                        per_run=per_run_columns(cells), load_notes=results.notes,
+                        questions=question_sections(best, scaling, matched_tables))
+
+
+def question_sections(best, scaling, matched_tables) -> list[tuple[str, list[str], str]]:
+    """(heading, finding sentences, table section) for the questions the sweep asks, if any."""
+    from .report import markdown_table
+
+    out = []
+    if len(best):
+        shown = best[["optimizer.name", "optimizer.lr", "best_1-beta2", "best_lo", "best_hi", "at_edge", "min_error",
+                       "rule_1-beta2", "error_at_rule"]]
+        out.append(("The preconditioner's tracking error", tracking.verdicts(scaling),
+                    "Per optimizer and step size: the 1 - beta2 minimising the mean tracking error over the escape "
+                    "phase [95% bootstrap interval over runs], the error there and at the paper's rule "
+                    "1 - beta2 = lr^(2/3).\n\n" + markdown_table(shown, full_table="tracking.csv")
+                    + "\nThe power law 1 - beta2* = c lr^p:\n\n" + markdown_table(scaling, full_table="tracking_scaling.csv")))
+    for name, table in matched_tables.items():
+        title = "f - f_min <= eps" if name == "gap" else "an (eps, sqrt(rho eps))-SOSP"
+        out.append((f"At matched accuracy: time to {title}", matched.verdicts(table, name),
+                    "Each optimizer at the step size with the smallest KM median for each eps (`lrs_tried`: among "
+                    "how many; choosing the best of several favours the winner a little).\n\n"
+                    + markdown_table(table, full_table=f"matched_{name}.csv")))
+    return out

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .recursion import recursion_escape
 from .theory import (
     follows_paper_rule,
     linear_escape,
@@ -95,6 +96,14 @@ def _predict_cells(cells: pd.DataFrame) -> pd.DataFrame:
         from_offset = np.asarray((offset > 0) & (offset < radius) & ~composite & dim.notna())
         if from_offset.any():
             _offset_predictions(out, from_offset, lr, gamma, sigma, radius, k, fixed_p, offset, dim, budget)
+        stable_alpha = get("problem.stable_alpha", 2.0).astype(float)
+        stable = np.asarray((get("problem.noise_dist", "gaussian") == "alpha_stable") & ~composite & (k == 1))
+        if stable.any():
+            _stable_predictions(out, stable, lr, gamma, sigma, radius, fixed_p, stable_alpha, budget)
+        schedule = get("optimizer.lr_schedule", "constant").astype(str)
+        scheduled = np.asarray((schedule != "constant") & ~composite & (offset == 0) & (k == 1))
+        if scheduled.any():
+            _schedule_predictions(out, scheduled, cells, gamma, sigma, radius, fixed_p, budget)
 
     model = np.select(
         [optimizer == "sgd", (optimizer == "precond_sgd") & ~composite, sign_only,
@@ -103,6 +112,8 @@ def _predict_cells(cells: pd.DataFrame) -> pd.DataFrame:
          "sign regime: tau = r/lr", "ideal preconditioner (noise-dominated, gamma*r <= sigma1)",
          "two-regime composite: ideal, then sign"],
         "")
+    model = np.where(stable, np.char.add(model.astype(str), ", alpha-stable W"), model)
+    model = np.where(scheduled, np.char.add(model.astype(str), ", time-varying step (numerical)"), model)
     reason = _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alpha, form, target,
                              few_steps, offset, dim, composite)
     model = np.where(np.asarray(offset > 0) & (reason == ""), np.char.add(model.astype(str), ", from a start offset"),
@@ -131,6 +142,41 @@ def _offset_predictions(out, where, lr, gamma, sigma, radius, k, fixed_p, offset
         out.loc[merged.index, column] = merged[column].to_numpy()
 
 
+def _stable_predictions(out, where, lr, gamma, sigma, radius, fixed_p, stable_alpha, budget):
+    """α-stable noise: the linear recursion's W is α-stable (analysis.theory.StableLaw). Its tail is
+    a power law, so the restricted mean (an integral to the budget) is not computed."""
+    law = linear_escape(lr[where], gamma[where], sigma[where], radius[where], p_escape=np.asarray(fixed_p)[where],
+                        stable_alpha=stable_alpha[where])
+    out.loc[where, "predicted_mean"] = law.mean
+    out.loc[where, "predicted_median"] = law.median
+    out.loc[where, "predicted_sd"] = law.sd
+    out.loc[where, "predicted_escape_fraction"] = law.probability_by(budget[where])
+    out.loc[where, "predicted_restricted_mean"] = np.nan
+
+
+def _schedule_predictions(out, where, cells, gamma, sigma, radius, fixed_p, budget):
+    """A step-size schedule: the escape-time law of the time-varying recursion, evaluated step by
+    step (analysis.recursion), once per distinct cell."""
+    from workflows.schedules import SCHEDULE_SCHEMA, learning_rates
+
+    for index in cells.index[where]:
+        cell = cells.loc[index]
+        hp = {"lr": float(cell["optimizer.lr"])}
+        for key, param in SCHEDULE_SCHEMA.items():
+            value = cell.get(f"optimizer.{key}", param.default)
+            hp[key] = param.default if value is None or (isinstance(value, float) and np.isnan(value)) else value
+        steps = int(budget[index])
+        position = cells.index.get_loc(index)
+        p = np.asarray(fixed_p)[position]
+        law = recursion_escape(learning_rates(hp, np.arange(1, steps + 1), steps) * p, gamma[index], sigma[index],
+                               radius[index])
+        out.loc[index, "predicted_mean"] = law.mean
+        out.loc[index, "predicted_median"] = law.median
+        out.loc[index, "predicted_sd"] = np.nan
+        out.loc[index, "predicted_escape_fraction"] = law.escape_fraction
+        out.loc[index, "predicted_restricted_mean"] = law.restricted_mean
+
+
 def _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alpha, form, target,
                     few_steps, offset, dim, composite) -> np.ndarray:
     """The first reason each cell has no closed form, or ''."""
@@ -146,11 +192,22 @@ def _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alph
     with np.errstate(all="ignore"):
         beyond_minima = quadratic & (quartic > 0) & (radius >= np.sqrt(gamma / quartic))
         unstable = fixed_step & (lr * other_p * lam_max >= 2)
+    noise_dist = get("problem.noise_dist", "gaussian").astype(str)
+    scheduled = get("optimizer.lr_schedule", "constant").astype(str) != "constant"
     checks = [
         (~problem.isin(CLOSED_FORM_PROBLEMS),
          "no closed form for problem " + problem + " (docs/theory.md covers quadratic saddles)"),
         (~optimizer.isin(CLOSED_FORM_OPTIMIZERS),
          "no closed form for optimizer " + optimizer + " (covered: sgd, precond_sgd, rmsprop, adam)"),
+        (get("problem.noise_model", "additive") == "proportional",
+         "proportional noise (it vanishes at the saddle): no closed form; escape is driven by the start offset"),
+        ((noise_dist == "alpha_stable") & composite,
+         "alpha-stable noise with an adaptive method: no closed form (the second-moment estimate has none)"),
+        ((noise_dist == "alpha_stable") & (get("problem.n_negative", 1).astype(float) > 1),
+         "alpha-stable noise with several escape directions: the norm of stable coordinates has no closed form"),
+        ((noise_dist == "alpha_stable") & (offset > 0), "alpha-stable noise from a start offset: no closed form"),
+        (scheduled & composite, "a step-size schedule with an adaptive method: no closed form"),
+        (scheduled & (offset > 0), "a step-size schedule from a start offset: not evaluated"),
         (~((lr > 0) & (gamma > 0) & (sigma > 0) & (radius > 0)),
          "needs lr, curvature, sigma_escape, escape_radius > 0 (sigma_escape = 0: never leaves the saddle)"),
         (offset >= radius, "start_offset >= escape_radius: every run starts escaped (escape at step 1 by construction)"),

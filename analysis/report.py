@@ -389,7 +389,7 @@ def comparisons_preview(comparisons: pd.DataFrame, varied: list[str]) -> pd.Data
 
 def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparison, summary, exponent_check,
                  fits, comparisons, pair_how, figure1, sgd_slope, figures, skipped_figures, notes, design, flags,
-                 per_run, load_notes=()) -> Path:
+                 per_run, load_notes=(), questions=()) -> Path:
     link = theory_link(path.parent)
     varied = design.varied
     no_prediction = cells.loc[cells["predicted_mean"].isna(), "theory_note"].value_counts() \
@@ -423,9 +423,11 @@ def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparis
                                                                         no_prediction) + sgd_slope_verdict(sgd_slope)),
                 ("Which method is faster", pairwise_verdicts(comparisons, pair_how, design.independent)),
                 ("Scaling exponents against the theory", exponent_verdicts(exponent_check)),
-                ("The paper's Figure 1", figure1_verdicts(figure1)))
+                ("The paper's Figure 1", figure1_verdicts(figure1)),
+                *((heading, found) for heading, found, _ in questions))
             if sentences),
     ]
+    sections += [f"## {heading}\n\n{table}" for heading, _, table in questions]
     if len(comparisons):
         sections.append("## Pairwise comparisons\n\n" + f"{pair_how[0].upper() + pair_how[1:]}. speed-up = "
                         "reference median / variant median; [lo, hi]: 95% bootstrap interval over runs; bound: `=` "

@@ -137,6 +137,41 @@ class OffsetLaw:
 
 
 @dataclass(frozen=True)
+class StableLaw:
+    """ρ = |W|/C for symmetric α-stable noise (docs/theory.md, "Noise beyond the Gaussian"): the
+    linear recursion's W = Σ_s η σ₁ S_s a^(−(s+1)) of α-stable steps S (the engine's: scaled so that
+    α = 2 is N(0, 1), problems/noise.py) is α-stable itself, of scale C = (ησ₁/√2)/(a^α − 1)^(1/α);
+    ρ is |X| for X of characteristic function exp(−|t|^α), whose log-moments are known exactly
+    (Zolotarev): E ln|X| = γ_Euler (1/α − 1), var ln|X| = (π²/12)(1 + 2/α²). One escape direction."""
+    alpha: np.ndarray
+    k: np.ndarray = 1.0
+
+    def mean_log(self):
+        return np.euler_gamma * (1 / np.asarray(self.alpha, float) - 1)
+
+    def var_log(self):
+        return np.pi**2 / 12 * (1 + 2 / np.asarray(self.alpha, float) ** 2)
+
+    def cdf(self, z):
+        alpha, z = np.broadcast_arrays(np.asarray(self.alpha, float), np.asarray(z, float))
+        return np.vectorize(lambda a, v: 2 * stats.levy_stable.cdf(v, a, 0.0) - 1 if v > 0 else 0.0)(alpha, z)
+
+    def ppf(self, p):
+        alpha, p = np.broadcast_arrays(np.asarray(self.alpha, float), np.asarray(p, float))
+        return np.vectorize(lambda a, q: stats.levy_stable.ppf((1 + q) / 2, a, 0.0))(alpha, p)
+
+    def upper(self):
+        return np.nan                  # the tail is a power law: no z beyond which cdf is 1
+
+
+def stable_scale(lr, curvature, sigma_escape, stable_alpha):
+    """C = (η σ₁/√2) / (a^α − 1)^(1/α), a = 1 + ηγ: the scale of W under α-stable steps."""
+    a = 1 + np.asarray(lr, float) * np.asarray(curvature, float)
+    alpha = np.asarray(stable_alpha, float)
+    return np.asarray(lr, float) * np.asarray(sigma_escape, float) / np.sqrt(2) / (a**alpha - 1) ** (1 / alpha)
+
+
+@dataclass(frozen=True)
 class EscapeTime:
     """τ = delay + ln(radius/(s·ρ)) / log_a: the linear recursion's escape time to `radius`, plus a
     deterministic `delay` (the sign-regime travel of the two-regime composite); ρ follows `law`
@@ -206,13 +241,18 @@ def _integral_cdf_over_z(c, law):
 
 
 def linear_escape(lr, curvature, sigma_escape, escape_radius=1.0, n_negative=1, p_escape=1.0,
-                  start_offset=0.0, dim=None, discrete=True):
+                  start_offset=0.0, dim=None, discrete=True, stable_alpha=None):
     """The escape time of x ← (1 + η p₁ γ) x + η p₁ σ₁ ξ: SGD (p₁ = 1) or a fixed preconditioner
     whose entry along the escape direction is p₁ (the noise std keeps σ₁, the step becomes η p₁).
     `start_offset` > 0: started at that distance in a uniformly random direction of `dim`
-    dimensions (default: all of it along the escape directions)."""
+    dimensions (default: all of it along the escape directions). `stable_alpha`: ξ symmetric
+    α-stable (σ₁ then a scale; one escape direction, from the saddle): StableLaw."""
     step = np.asarray(lr, dtype=float) * np.asarray(p_escape, dtype=float)
     gamma, sigma = np.asarray(curvature, dtype=float), np.asarray(sigma_escape, dtype=float)
+    if stable_alpha is not None:
+        return EscapeTime(np.log1p(step * gamma), stable_scale(step, gamma, sigma, stable_alpha),
+                          np.asarray(escape_radius, float), StableLaw(np.asarray(stable_alpha, float)),
+                          discrete=discrete)
     s = np.sqrt(step * sigma**2 / (gamma * (2 + step * gamma)))
     k = np.asarray(n_negative, float)
     offset = np.asarray(start_offset, float)
@@ -323,6 +363,8 @@ __all__ = [
     "SIGN_REGIME_EXPONENTS",
     "ChiLaw",
     "EscapeTime",
+    "StableLaw",
+    "stable_scale",
     "OffsetLaw",
     "follows_paper_rule",
     "ideal_escape_time",

@@ -119,3 +119,57 @@ def verdicts(scaling: pd.DataFrame) -> list[str]:
             f"[{row.constant_lo:.3g}, {row.constant_hi:.3g}] (the rule: 1: "
             f"**{'inside' if row.rule_constant_inside else 'outside'}**); 95% bootstrap intervals over runs.")
     return sentences
+
+
+def tracking_figure(rows: pd.DataFrame, best: pd.DataFrame, scaling: pd.DataFrame, colors: dict, path, save):
+    """Left, per optimizer: the mean tracking error against 1 − β₂, a line per step size (darker:
+    larger), the best 1 − β₂ (star) and the rule's η^(2/3) (open circle) on each. Right: the best
+    1 − β₂ against η with its 95% interval, the fitted power law (solid) and the rule (dashed)."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from .palette import shade
+
+    data = rows[rows[COLUMN].notna()].assign(memory=lambda f: 1 - f["optimizer.beta2"].astype(float))
+    optimizers = sorted(data["optimizer.name"].astype(str).unique())
+    fig = Figure(figsize=(11, 4.2 * len(optimizers)), layout="constrained")
+    axes = fig.subplots(len(optimizers), 2, squeeze=False)
+    for (left, right), name in zip(axes, optimizers):
+        color = colors.get(name, "#555555")
+        own = data[data["optimizer.name"].astype(str) == name]
+        lrs = sorted(own["optimizer.lr"].unique())
+        for i, lr in enumerate(lrs):
+            curve = own[own["optimizer.lr"] == lr].groupby("memory")[COLUMN].mean()
+            tint = shade(color, float(np.interp(i, [0, max(len(lrs) - 1, 1)], [1.6, 0.6])))
+            left.plot(curve.index, curve.to_numpy(), marker="o", ms=3, color=tint, label=f"lr {lr:g}")
+            mark = best[(best["optimizer.name"].astype(str) == name) & (best["optimizer.lr"] == lr)]
+            if len(mark):
+                m = mark.iloc[0]
+                left.plot([m["best_1-beta2"]], [m["min_error"]], marker="*", ms=12, color=tint, mec="black")
+                left.plot([m["rule_1-beta2"]], [m["error_at_rule"]], marker="o", ms=8, mfc="none", color="black")
+        left.set(xscale="log", yscale="log", xlabel="1 - beta2", ylabel="mean tracking error (escape phase)",
+                 title=f"{name}: error against 1 - beta2")
+        handles, labels = left.get_legend_handles_labels()
+        handles += [Line2D([], [], marker="*", ms=10, color="grey", mec="black", ls=""),
+                    Line2D([], [], marker="o", ms=7, mfc="none", color="black", ls="")]
+        labels += ["minimum", "the rule lr^(2/3)"]
+        left.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+        own_best = best[best["optimizer.name"].astype(str) == name].sort_values("optimizer.lr")
+        lr = own_best["optimizer.lr"].to_numpy(float)
+        right.errorbar(lr, own_best["best_1-beta2"], yerr=[own_best["best_1-beta2"] - own_best["best_lo"],
+                                                           own_best["best_hi"] - own_best["best_1-beta2"]],
+                       fmt="o", color=color, capsize=3, label="best 1 - beta2 [95%]")
+        grid = np.geomspace(lr.min(), lr.max(), 50)
+        right.plot(grid, grid ** RULE_EXPONENT, "--", color="grey", label="the rule: lr^(2/3)")
+        fit = scaling[scaling["optimizer"] == name]
+        if len(fit):
+            f = fit.iloc[0]
+            right.plot(grid, f["constant"] * grid ** f["exponent"], "-", color=color,
+                       label=f"fit: {f['constant']:.2g} lr^{f['exponent']:.2f}")
+        right.set(xscale="log", yscale="log", xlabel="lr", ylabel="1 - beta2", title=f"{name}: the best 1 - beta2")
+        right.legend(fontsize=7)
+    fig.suptitle("The preconditioner's tracking error ||v - E[g^2|x]|| / ||E[g^2|x]|| over the escape phase")
+    caption = ("Tracking error of the second-moment estimate, mean over runs, against 1 - beta2 per step size; its "
+               "minimiser (parabola in log(1 - beta2) through the grid's three lowest points) with a 95% bootstrap "
+               "interval over runs, the fitted power law, and the paper's rule 1 - beta2 = lr^(2/3).")
+    return save(fig, path, caption)

@@ -1,4 +1,4 @@
-"""Step-size schedules (optimizers/schedules.py): the step sizes against torch.optim.lr_scheduler,
+"""Step-size schedules (workflows/schedules.py): the step sizes against torch.optim.lr_scheduler,
 SGD under η_t = η/√t against a Monte Carlo of the scalar recursion and against its escape-time
 formula (analysis/recursion.py), the β₂ rule evaluated per step, and the compiled block against
 the reference loop under every schedule."""
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from analysis.recursion import monte_carlo_escape, recursion_escape
-from optimizers.schedules import learning_rates, paper_beta2
+from workflows.schedules import learning_rates, paper_beta2
 from workflows import normalize_cell, simulate
 
 BUDGET = 200

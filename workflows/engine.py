@@ -35,7 +35,6 @@ import pandas as pd
 import torch
 
 from optimizers import select_runs
-from optimizers.schedules import Schedule
 from problems import make_problem
 
 from .cell import cell_id, flatten_cell, normalize_cell
@@ -43,6 +42,7 @@ from .kernels import compiled_block
 from .metrics import GapTracker, SOSPTracker, cnc_constant
 from .registry import get_optimizer
 from .runs import TAIL_QUANTILES, RunRecord
+from .schedules import Schedule
 
 NOISE_BLOCK_ELEMENTS = 1 << 18   # per block: big enough to amortise the call, small enough for cache
 MAX_BLOCK_STEPS = 64

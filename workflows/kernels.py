@@ -58,7 +58,7 @@ class CompiledBlock:
     reference compacts its tensors), and one call of the compiled kernel per block of steps."""
 
     def __init__(self, cell: dict, problem, hp: dict):
-        from optimizers.schedules import Schedule
+        from .schedules import Schedule
 
         self.cell, self.problem, self.hp = cell, problem, hp
         self.schedule, self.beta2_power = Schedule(hp, cell["budget"]), 1.0

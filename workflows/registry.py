@@ -58,13 +58,13 @@ class Component:
     extra: Mapping[str, Any] = field(default_factory=dict)  # origin-specific facts (the adapter's mode, ...)
 
     def __post_init__(self):
-        # Every optimizer also takes a step-size schedule (optimizers/schedules.py): its schema is
+        # Every optimizer also takes a step-size schedule (workflows/schedules.py): its schema is
         # its own parameters and the schedule's, where a name is not its own already (schedulefree
         # classes have a warmup_steps of their own: the name is theirs).
         own = dict(self.schema)
         object.__setattr__(self, "own_schema", own)
         if self.kind == "optimizer":
-            from optimizers.schedules import SCHEDULE_SCHEMA
+            from .schedules import SCHEDULE_SCHEMA
             object.__setattr__(self, "schema", {**own, **{k: p for k, p in SCHEDULE_SCHEMA.items() if k not in own}})
 
     def validate(self, params: dict) -> dict:
@@ -75,7 +75,7 @@ class Component:
         out = self.validate_params(own) if self.validate_params is not None else resolve(owner, self.own_schema, own)
         if not schedule:
             return out
-        from optimizers.schedules import canonical
+        from .schedules import canonical
         timing = resolve(owner, schedule, {k: v for k, v in params.items() if k in schedule})
         if timing.get("beta2_rule", "none") != "none" and "beta2" not in out:
             raise ValueError(f"{owner}: beta2_rule={timing['beta2_rule']!r} is not allowed: it sets a beta2 this "

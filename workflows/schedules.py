@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from workflows.params import Param, at_least, choice, non_negative
+from .params import Param, at_least, choice, non_negative
 
 SCHEDULES = ("constant", "inverse_sqrt", "cosine", "linear_warmup", "step")
 SCHEDULE_SCHEMA: dict[str, Param] = {
