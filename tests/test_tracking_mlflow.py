@@ -293,3 +293,24 @@ def test_without_mlflow_track_is_one_line_and_nothing_is_written(tmp_path, monke
     with pytest.raises(SweepError, match="allowed: mlflow, tensorboard"):
         run_sweep(SWEEPS, "smoke", storage=str(tmp_path), backend="local", track="wandb")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_more_params_than_a_request_takes_a_long_value_and_bracketed_names(tracking_uri):
+    """MLflow's limits: 100 params a request, 6000 characters a value, no [ ] in names."""
+    from workflows.tracking import CellRecord, MlflowTracker
+
+    tracker = MlflowTracker()
+    tracker.open("limits", "MLflow's limits", {"sweep": "limits"}, "test", echo=lambda line: None)
+    params = {**{f"problem.spectrum[{i}]": float(i) for i in range(250)}, "problem.note": "x" * 7000,
+              "problem.name": "p", "optimizer.name": "sgd"}
+    now = time.time()
+    tracker.log_cell(CellRecord("c0ffee0000000000", params, {"escaped_fraction": 0.5}, now - 1.5, now))
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("limits").experiment_id],
+                                "tags.cell_id = 'c0ffee0000000000'")
+    assert len(run.data.params) == 253
+    assert run.data.params["problem.spectrum.249"] == "249.0"
+    assert len(run.data.params["problem.note"]) == 6000 and run.data.params["problem.note"].endswith("…")
+    assert run.data.tags["truncated_params"] == "problem.note"
+    assert run.data.metrics == {"escaped_fraction": 0.5}
+    assert run.info.status == "FINISHED" and abs(run.info.end_time - run.info.start_time - 1500) <= 1

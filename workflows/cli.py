@@ -21,8 +21,8 @@ from . import plan as plan_
 from .api import BACKENDS, check_trackers, execute, plan, resolve_sweep
 from .interrupt import EXIT_CODE, RESUME, SweepInterrupted, exit_by_sigint
 from .spec import DEFAULT_MAX_CELLS, SweepError, load_sweeps
-from .tracking import TRACKERS
 from .store import Store
+from .tracking import TRACKERS
 
 
 def echo(line: str):

@@ -50,6 +50,8 @@ def check(track, key: str = "--track") -> tuple[str, ...]:
     value and what is allowed when one is unknown or its library is missing. Imports nothing."""
     if track is None or track == "" or track == ():
         return ()
+    if not isinstance(track, (str, list, tuple, set)):
+        raise TrackingError(f"{key}={track!r} is not a tracker; allowed: {' or '.join(TRACKERS)}, or a list of them")
     asked = [track] if isinstance(track, str) else list(track)
     for name in asked:
         if name not in TRACKERS:
@@ -256,13 +258,14 @@ class MlflowTracker:
     def log_cell(self, record: CellRecord):
         from mlflow.entities import Metric, Param, RunTag
 
-        params = {}
+        params, truncated = {}, []
         for column, value in record.params.items():
             name = mlflow_name(column)
             if name in params:
                 raise ValueError(f"params {column!r} and another column are both {name!r} in MLflow")
             params[name] = mlflow_value(value)
-        truncated = sorted(name for name, value in params.items() if value.endswith("…"))
+            if len(str(value)) > MLFLOW_VALUE_LENGTH:
+                truncated.append(name)
         stamp = int(record.stored * 1000)
         label = f"{record.params.get('optimizer.name')} {record.params.get('problem.name')} {record.cell_id}"
         run = self.client.create_run(self.experiment_id, start_time=int(record.started * 1000), run_name=label,
@@ -311,7 +314,6 @@ class TensorboardTracker:
 
     def open(self, sweep: str, description: str, tags: dict, command: str, echo):
         import pyarrow.fs as pafs
-
         import tensorboardX  # noqa: F401  (loaded here, in the tracking thread, not per cell)
 
         selector = pafs.FileSelector(self.store.path(TENSORBOARD_DIR), recursive=True, allow_not_found=True)
