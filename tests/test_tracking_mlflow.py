@@ -190,16 +190,25 @@ def test_each_stored_cell_is_one_run_with_its_parameters_summary_and_a_parent_wi
     assert len(second) == 1 and second[0].data.metrics["cells_logged"] == 0
 
 
-def test_every_summary_and_a_list_valued_parameter(tracking_uri, tmp_path):
-    """SOSP, gap and tail metrics; `optimizer.betas[0]` is the param `optimizer.betas.0` ([ is refused)."""
+def test_from_python_every_summary_a_list_valued_parameter_and_the_report(tracking_uri, tmp_path):
+    """run_sweep(track="mlflow") as the CLI: SOSP, gap and tail metrics; `optimizer.betas[0]` is the
+    param `optimizer.betas.0` ([ is refused); result.analyze() attaches the report to the parent run."""
+    from workflows import run_sweep
+
     (tmp_path / "rich.yaml").write_text(RICH)
-    assert main(["run", str(tmp_path / "rich.yaml"), "--storage", str(tmp_path), "--backend", "local",
-                 "--no-analyze", "--track", "mlflow"]) == 0
-    runs = check_cell_runs(MlflowClient(tracking_uri), "rich", str(tmp_path / "rich.yaml"), tmp_path / "rich")
+    result = run_sweep(str(tmp_path / "rich.yaml"), storage=str(tmp_path), backend="local", track="mlflow")
+    client = MlflowClient(tracking_uri)
+    runs = check_cell_runs(client, "rich", str(tmp_path / "rich.yaml"), tmp_path / "rich")
     names = set().union(*(r.data.metrics for r in runs))
     for name in ("sosp_reached_fraction", "gap_step_km_median", "tail_gap_q90_median", "final_min_eig_median"):
         assert name in names
     assert any("optimizer.betas.0" in r.data.params for r in runs)
+    (parent,) = runs_of(client, "rich", str(tmp_path / "rich"), "sweep")
+    assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["meta.json"]
+    report = Path(result.analyze())
+    assert "analysis/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "analysis")}
+    logged = client.download_artifacts(parent.info.run_id, "analysis/report.md", str(tmp_path / "down"))
+    assert Path(logged).read_text() == report.read_text()
 
 
 def test_a_server_killed_mid_sweep_costs_no_result_is_one_warning_and_track_catches_up(
