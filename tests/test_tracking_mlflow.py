@@ -239,6 +239,7 @@ def test_a_server_killed_mid_sweep_costs_no_result_is_one_warning_and_track_catc
         killer.join()
     out, err = capsys.readouterr()
     assert "at" in killed, "the first cell was never tracked"
+    assert "tracking: mlflow experiment 'smoke'" in out            # it was up when the sweep started
     assert code == 0
     cells = pd.read_parquet(tmp_path / "smoke" / "cells.parquet")
     assert len(cells) == 24 and (cells.status == "ok").all()
@@ -270,9 +271,9 @@ def test_a_tracker_that_is_down_from_the_start_changes_neither_the_results_nor_t
     args = ["run", SWEEPS, "--sweep", "smoke", "inject_fault=none,raise", "--backend", "local", "--no-analyze",
             "--max-failures", "0"]
     plain = subprocess.run(
-        [sys.executable, "-c", "import sys; from workflows.cli import main; code = main(sys.argv[1:]); "
-         "sys.exit(100 + code if {'mlflow', 'tensorboardX'} & set(sys.modules) else code)",
-         *args, "--storage", str(tmp_path / "plain")], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", ("import sys; from workflows.cli import main; code = main(sys.argv[1:]); "
+                                "sys.exit(100 + code if {'mlflow', 'tensorboardX'} & set(sys.modules) else code)"),
+         *args, "--storage", str(tmp_path / "plain")], capture_output=True, text=True, timeout=600, check=False,
         cwd=Path(SWEEPS).parent)
     assert plain.returncode == 1, plain.stderr
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_ports(1)[0]}")

@@ -102,7 +102,7 @@ def test_each_stored_cell_is_one_hparams_session_with_its_parameters_and_summary
     before = files(logdir)
     assert main(run) == 0
     assert files(logdir) == before
-    gone = sorted(found)[0]
+    gone = min(found)
     for f in (logdir / gone).iterdir():
         f.unlink()
     (logdir / gone).rmdir()
@@ -215,7 +215,7 @@ def test_ctrl_c_with_a_tracker_stops_as_without_and_the_rerun_tracks_the_rest(tm
     if tracked != kept:
         assert f"note: tensorboard: {len(kept - tracked)} of the {len(kept)} stored cells not tracked (interrupted)" \
             in out, out
-    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert rerun.returncode == 0, rerun.stderr
     assert {p.name for p in logdir.iterdir()} == stored() and len(stored()) == 8
     print(f"stopped {seconds:.1f} s after SIGINT with {len(kept)} cells stored, {len(tracked)} tracked; the rerun "

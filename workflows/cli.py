@@ -1,4 +1,4 @@
-"""The command line: validate, run and analyze sweeps.
+"""The command line: validate, run, analyze and track sweeps.
 
     saddlescape validate sweeps.yaml [--sweep NAME [KEY=VALUE ...]]
     saddlescape run sweeps.yaml --sweep quick [KEY=VALUE ...] [--dry-run] [--workers N] [--address ADDR]

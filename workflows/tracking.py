@@ -32,8 +32,8 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 TRACKERS = ("mlflow", "tensorboard")
 LIBRARIES = {"mlflow": ("mlflow",), "tensorboard": ("tensorboardX",)}
