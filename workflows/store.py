@@ -26,7 +26,6 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-
 META_KEY = b"saddlescape"
 
 
