@@ -58,6 +58,10 @@ def cmd_validate(args) -> int:
         warning = plan_.warning(name, sweep.cells, sweep.seed_steps, workers)
         if warning:
             warn(warning)
+    from .registry import registered_lines        # what a sweep may name (plugins load here)
+
+    for line in registered_lines():
+        echo(line)
     return 0
 
 
@@ -178,11 +182,18 @@ def cmd_analyze(args) -> int:
     from analysis import analyze
 
     try:
-        report = analyze(args.path)
+        report = analyze(args.path, dpi=args.dpi, formats=tuple(args.format.split(",")))
     except (ValueError, FileNotFoundError) as e:   # a results table that is not one
         return fail(str(e))
     echo(f"report: {report}")
     return 0
+
+
+def figure_formats(text: str) -> str:
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    if not formats or any(f not in ("png", "pdf", "svg") for f in formats):
+        raise argparse.ArgumentTypeError(f"--format={text!r} is not allowed; allowed: png, pdf, svg, comma-separated")
+    return ",".join(formats)
 
 
 OVERRIDES_HELP = ("overrides of the sweep's parameters, Hydra-style: key=value (one value), key=v1,v2 (a grid), "
@@ -229,6 +240,9 @@ def parser() -> argparse.ArgumentParser:
                         "needs the tracking extra")
     a = sub.add_parser("analyze", help="fits, figures and report.md for a results directory")
     a.add_argument("path", help="results/<sweep> or a rows.parquet")
+    a.add_argument("--dpi", type=int, default=150, help="resolution of the PNG figures (default 150)")
+    a.add_argument("--format", default="png,pdf", type=figure_formats,
+                   help="figure formats, comma-separated, among png, pdf, svg (default png,pdf)")
     t = sub.add_parser("track", help="record the stored cells of a results directory in an experiment tracker "
                                      "(those not recorded yet)")
     t.add_argument("path", help="results/<sweep>: a local path or a pyarrow URI (s3://bucket/prefix/<sweep>)")
@@ -270,11 +284,10 @@ def command(argv) -> int:
         args = parse(argv)
     except KeyboardInterrupt:
         return interrupted("start")
-    for flag in ("max_cells", "workers", "max_failures"):
+    for flag, lowest in (("max_cells", 1), ("workers", 1), ("max_failures", 0), ("dpi", 10)):
         value = getattr(args, flag, None)
-        if value is not None and value < (0 if flag == "max_failures" else 1):
-            return fail(f"--{flag.replace('_', '-')}={value} is out of range; allowed: "
-                        f"{'>= 0' if flag == 'max_failures' else '>= 1'}")
+        if value is not None and value < lowest:
+            return fail(f"--{flag.replace('_', '-')}={value} is out of range; allowed: >= {lowest}")
     try:
         return {"validate": cmd_validate, "run": cmd_run, "analyze": cmd_analyze,
                 "track": cmd_track}[args.command](args)
