@@ -99,7 +99,8 @@ def markdown_table() -> str:
     lines = ["| column | per | unit | meaning |", "|---|---|---|---|"]
     for c in COLUMNS:
         when = f" (with `{c.present}`)" if c.present else ""
-        lines.append(f"| `{c.name}` | {c.scope} | {c.unit} | {c.meaning}{when} |")
+        meaning = c.meaning.replace("|", "\\|")            # a pipe would end the table's cell
+        lines.append(f"| `{c.name}` | {c.scope} | {c.unit} | {meaning}{when} |")
     return "\n".join(lines) + "\n"
 
 
