@@ -129,12 +129,13 @@ def question_sections(best, scaling, matched_tables) -> list[tuple[str, list[str
 
     out = []
     if len(best):
-        shown = best[["optimizer.name", "optimizer.lr", "best_1-beta2", "best_lo", "best_hi", "at_edge", "min_error",
-                       "rule_1-beta2", "error_at_rule"]]
+        shown = best[["optimizer.name", "optimizer.lr", "best_1-beta2", "best_lo", "best_hi", "at_edge", "determined",
+                       "min_error", "rule_1-beta2", "error_at_rule"]]
         out.append(("The preconditioner's tracking error", tracking.verdicts(scaling),
                     "Per optimizer and step size: the 1 - beta2 minimising the mean tracking error over the escape "
-                    "phase [95% bootstrap interval over runs], the error there and at the paper's rule "
-                    "1 - beta2 = lr^(2/3).\n\n" + markdown_table(shown, full_table="tracking.csv")
+                    "phase [95% bootstrap interval over runs] (`determined`: the interval spans at most a factor "
+                    f"{tracking.DETERMINED:g}; where the error is flat in beta2 the minimiser is noise and is left out "
+                    "of the power law), the error there and at the paper's rule 1 - beta2 = lr^(2/3).\n\n" + markdown_table(shown, full_table="tracking.csv")
                     + "\nThe power law 1 - beta2* = c lr^p:\n\n" + markdown_table(scaling, full_table="tracking_scaling.csv")))
     for name, table in matched_tables.items():
         title = "f - f_min <= eps" if name == "gap" else "an (eps, sqrt(rho eps))-SOSP"

@@ -24,6 +24,9 @@ import pandas as pd
 COLUMN = "tracking_error_mean"
 BOOTSTRAP = 200
 RULE_EXPONENT, RULE_CONSTANT = 2 / 3, 1.0
+# A minimiser is determined when its bootstrap interval spans at most this factor: where the error
+# is nearly flat in β₂ (an escape phase of a few steps, shorter than any memory), the argmin is noise.
+DETERMINED = 3.0
 
 
 def has_tracking(rows: pd.DataFrame) -> bool:
@@ -64,7 +67,7 @@ def best_beta2(rows: pd.DataFrame, bootstrap: int = BOOTSTRAP, seed: int = 0) ->
     data["log_memory"] = np.log1p(-data["optimizer.beta2"].astype(float))
     keys = _groups(data)
     out = []
-    for key, scan in data.groupby(keys, observed=True, sort=True):
+    for key, scan in data.groupby(keys, observed=True, sort=True, dropna=False):
         per_cell = [(lm, part[COLUMN].to_numpy(float)) for lm, part in scan.groupby("log_memory", sort=True)]
         x = np.array([lm for lm, _ in per_cell])
         means = np.array([v.mean() for _, v in per_cell])
@@ -78,7 +81,8 @@ def best_beta2(rows: pd.DataFrame, bootstrap: int = BOOTSTRAP, seed: int = 0) ->
         rule = np.log(lr) * RULE_EXPONENT
         out.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,))),
                     "best_1-beta2": np.exp(best), "best_lo": np.exp(lo), "best_hi": np.exp(hi),
-                    "at_edge": at_edge, "min_error": float(np.nanmin(means)),
+                    "at_edge": at_edge, "determined": bool(np.exp(hi - lo) <= DETERMINED),
+                    "min_error": float(np.nanmin(means)),
                     "rule_1-beta2": np.exp(rule), "error_at_rule": float(np.interp(rule, x, means)),
                     "cells": len(per_cell), "runs": int(sum(len(v) for _, v in per_cell)),
                     "replicates": np.exp(np.array(replicates))})
@@ -86,11 +90,12 @@ def best_beta2(rows: pd.DataFrame, bootstrap: int = BOOTSTRAP, seed: int = 0) ->
 
 
 def beta2_scaling(best: pd.DataFrame) -> pd.DataFrame:
-    """Per (problem, optimizer): log(1 − β₂*) = log c + p log lr over its step sizes (scans at an
-    edge of the β₂ grid left out), with 95% bootstrap intervals from the replicated minimisers."""
+    """Per (problem, optimizer): log(1 − β₂*) = log c + p log lr over its step sizes (scans whose
+    minimiser is at an edge of the β₂ grid or not determined left out), with 95% bootstrap
+    intervals from the replicated minimisers."""
     out = []
     for (problem, optimizer), part in best.groupby(["problem.name", "optimizer.name"], observed=True, sort=True):
-        part = part[~part["at_edge"]]
+        part = part[~part["at_edge"] & part["determined"]]
         if part["optimizer.lr"].nunique() < 3:
             continue
         log_lr = np.log(part["optimizer.lr"].to_numpy(float))
@@ -101,6 +106,7 @@ def beta2_scaling(best: pd.DataFrame) -> pd.DataFrame:
         p_lo, p_hi = np.percentile(fits[:, 0], [2.5, 97.5])
         c_lo, c_hi = np.exp(np.percentile(fits[:, 1], [2.5, 97.5]))
         out.append({"problem": problem, "optimizer": optimizer, "lrs": len(part),
+                    "lr_range": f"{part['optimizer.lr'].min():g}-{part['optimizer.lr'].max():g}",
                     "exponent": fit[0], "exponent_lo": p_lo, "exponent_hi": p_hi,
                     "constant": float(np.exp(fit[1])), "constant_lo": c_lo, "constant_hi": c_hi,
                     "rule_exponent_inside": bool(p_lo <= RULE_EXPONENT <= p_hi),
@@ -113,7 +119,8 @@ def verdicts(scaling: pd.DataFrame) -> list[str]:
     for row in scaling.itertuples(index=False):
         sentences.append(
             f"**{row.optimizer} on {row.problem}**, the 1 - beta2 that minimises the mean tracking error over "
-            f"the escape phase, against lr over {row.lrs} step sizes: 1 - beta2* = c * lr^p with p = "
+            f"the escape phase, against lr over {row.lrs} step sizes ({row.lr_range}; those whose minimiser is "
+            f"determined): 1 - beta2* = c * lr^p with p = "
             f"{row.exponent:.3g} [{row.exponent_lo:.3g}, {row.exponent_hi:.3g}] (the rule: 2/3: "
             f"**{'inside' if row.rule_exponent_inside else 'outside'}** the interval) and c = {row.constant:.3g} "
             f"[{row.constant_lo:.3g}, {row.constant_hi:.3g}] (the rule: 1: "
