@@ -42,8 +42,11 @@ def matched_accuracy(cells: pd.DataFrame, name: str) -> pd.DataFrame:
         ranked = part.assign(_m=part[median].replace(np.nan, np.inf),
                              _h=part[hi].replace(np.nan, np.inf)).sort_values(["_m", "_h", "optimizer.lr"])
         best = ranked.iloc[0]
+        tried = part["optimizer.lr"]
         rows.append({**dict(zip(keys, key)), "duration": DURATIONS[name][0], "best_lr": best["optimizer.lr"],
-                     "lrs_tried": part["optimizer.lr"].nunique(), "median": best[median], "median_lo": best[lo],
+                     "lrs_tried": tried.nunique(), "lr_range": f"{tried.min():g}-{tried.max():g}",
+                     # the best at an end of the step sizes tried: a better one may lie beyond it
+                     "best_at_edge": best["optimizer.lr"] in (tried.min(), tried.max()), "median": best[median], "median_lo": best[lo],
                      "median_hi": best[hi], "reached": best[events] / best["runs"],
                      "censored": not np.isfinite(best[median])})
     return pd.DataFrame(rows).rename(columns={target: "epsilon"})
@@ -56,7 +59,8 @@ def verdicts(table: pd.DataFrame, name: str) -> list[str]:
     for (problem, epsilon), part in table.groupby(["problem", "epsilon"], sort=True):
         shown = "; ".join(
             f"{r.optimizer} {('> ' + format(r.median_hi, '.4g')) if r.censored else format(r.median, '.4g')}"
-            + ("" if r.censored else f" [{r.median_lo:.4g}, {r.median_hi:.4g}]") + f" (lr {r.best_lr:g})"
+            + ("" if r.censored else f" [{r.median_lo:.4g}, {r.median_hi:.4g}]") + f" (lr {r.best_lr:g}"
+            + (", at the end of those tried" if r.best_at_edge else "") + ")"
             for r in part.sort_values("median").itertuples(index=False))
         finite = part[~part["censored"]].sort_values("median")
         verdict = ""
