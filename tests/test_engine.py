@@ -132,6 +132,6 @@ def test_bad_cells_raise_a_clear_error(cell, message):
 
 def test_equivalent_spellings_share_a_cell_id():
     a = {"problem": {"name": "quadratic_saddle"}, "optimizer": {"name": "sgd"}}
-    b = {"problem": {"name": "quadratic_saddle", "dim": 10}, "optimizer": {"name": "sgd", "lr": "1e-2"},
+    b = {"problem": {"name": "quadratic_saddle", "dim": 10}, "optimizer": {"name": "sgd", "lr": 1e-2},
          "seeds": 256}
     assert normalize_cell(a) == normalize_cell(b) and cell_id(a) == cell_id(b)
