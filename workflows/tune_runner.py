@@ -38,6 +38,10 @@ from .store import Store  # noqa: E402
 
 TRIAL_RESOURCES = {"cpu": 1}
 logging.getLogger("ray.tune").setLevel(logging.WARNING)   # no "Wrote the latest version..." lines
+# A failed trial is reported once, as one line per failed cell (workflows/cli.py), from the store's
+# failure records; Tune's controller would also log each attempt's full remote traceback.
+for _name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 
 @contextlib.contextmanager
