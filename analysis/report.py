@@ -156,8 +156,16 @@ def what_was_run(rows, cells, meta, cell_status, source, design, notes) -> str:
     return text
 
 
+def _settings(varied: list[str]) -> list[str]:
+    """The flag table's setting columns, each once: 'problem' and 'optimizer' are labels of their
+    own, and a sweep that varies the problem or optimizer lists them among the varied too."""
+    return list(dict.fromkeys(["problem", "optimizer"] + [short_name(c) for c in varied]))
+
+
 def _cell_settings(cells: pd.DataFrame, varied: list[str]) -> pd.DataFrame:
-    return cells[["problem", "optimizer"] + [c for c in varied if c in cells]].rename(columns=short_name)
+    columns = list(dict.fromkeys(["problem", "optimizer"] + [c for c in varied if c in cells]))
+    frame = cells[columns].rename(columns=short_name)
+    return frame.loc[:, ~frame.columns.duplicated()]
 
 
 def sanity_section(flags: pd.DataFrame, cells: pd.DataFrame, varied: list[str]) -> str:
@@ -174,9 +182,8 @@ def sanity_section(flags: pd.DataFrame, cells: pd.DataFrame, varied: list[str]) 
         lines.append(f"- **{flag}** ({severity}): {_count(len(part), 'cell')} ({variants}); {action}. For example: "
                      f"{part['why'].iloc[0]}.")
     table = flags.join(_cell_settings(cells, varied), on="cell_id")
-    table = sort_cells(table, ["severity", "flag", "problem", "optimizer"] + [short_name(c) for c in varied])
-    columns = ["problem", "optimizer"] + [short_name(c) for c in varied if short_name(c) in table] + \
-        ["flag", "severity", "why"]
+    table = sort_cells(table, ["severity", "flag"] + _settings(varied))
+    columns = [c for c in _settings(varied) if c in table] + ["flag", "severity", "why"]
     return "\n".join(lines) + "\n\n" + markdown_table(table[columns], full_table="sanity.csv")
 
 

@@ -355,3 +355,17 @@ def test_every_link_of_a_report_stays_inside_the_repository(paper_rule_report):
     assert any(link.endswith("docs/theory.md") for link in links)
     for link in links:
         assert "shared" not in link and (report.parent / link).exists(), link
+
+
+def test_a_flagged_cell_of_a_sweep_that_varies_the_problem_is_listed_once_per_setting():
+    """A sweep varying the problem itself (matched_sosp: a toy saddle and matrix factorization) has
+    'problem' among its varied columns as well as as a label: the flag table must not repeat it."""
+    from analysis.report import sanity_section
+
+    cells = pd.DataFrame({"problem": ["quadratic_saddle", "matrix_factorization"], "optimizer": ["sgd", "sgd"],
+                          "optimizer.lr": [0.1, 0.3]}, index=pd.Index(["a", "b"], name="cell_id"))
+    flags = pd.DataFrame({"cell_id": ["b"], "flag": ["escape at step 1"], "severity": ["artefact"],
+                          "affects": ["escape"], "why": ["every run starts beyond r"]})
+    text = sanity_section(flags, cells, ["problem", "optimizer.lr"])
+    header = next(line for line in text.splitlines() if line.startswith("| problem"))
+    assert header.count("problem") == 1 and "lr" in header and "matrix_factorization" in text
