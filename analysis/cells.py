@@ -35,13 +35,27 @@ def method_labels(cells: pd.DataFrame) -> pd.Series:
     like any other."""
     labels = cells["optimizer.name"].astype(str)
     for name, part in cells.groupby("optimizer.name", observed=True):
-        varying = [c for c in part.columns if c.startswith("optimizer.") and c not in COVARIATE_HYPERPARAMETERS
-                   and not _is_beta2(c) and part[c].astype(str).nunique(dropna=True) > 1]
+        varying = _distinguishing(part)
         if varying:
             labels[part.index] = [f"{name} (" + ", ".join(f"{c.split('.', 1)[1]}={_format(v)}" for c, v in
                                                          zip(varying, values) if pd.notna(v)) + ")"
                                   for values in part[varying].itertuples(index=False)]
     return labels
+
+
+def _distinguishing(part: pd.DataFrame) -> list[str]:
+    """The hyperparameters that vary among one optimizer's cells, less those the others determine:
+    a sweep over `lr_schedule` also varies `warmup_steps`, `final_lr`, ... (each schedule keeps only
+    its own; the rest are reset to their defaults), and a label 'adam (lr_schedule=cosine,
+    final_lr=0.0001, warmup_steps=1, ...)' names what was not swept."""
+    varying = [c for c in part.columns if c.startswith("optimizer.") and c not in COVARIATE_HYPERPARAMETERS
+               and not _is_beta2(c) and part[c].astype(str).nunique(dropna=True) > 1]
+    text = part[varying].astype(str)
+    for column in reversed(list(varying)):
+        rest = [c for c in varying if c != column]
+        if rest and (text.groupby(rest, sort=False)[column].nunique() <= 1).all():
+            varying.remove(column)                # the other varied hyperparameters fix it
+    return varying
 
 
 def _is_beta2(column: str) -> bool:
@@ -53,8 +67,7 @@ def variant_columns(cells: pd.DataFrame) -> list[str]:
     """The hyperparameters that method_labels puts in a label (they tell variants apart)."""
     columns = []
     for _, part in cells.groupby("optimizer.name", observed=True):
-        columns += [c for c in part.columns if c.startswith("optimizer.") and c not in COVARIATE_HYPERPARAMETERS
-                    and not _is_beta2(c) and part[c].astype(str).nunique(dropna=True) > 1 and c not in columns]
+        columns += [c for c in _distinguishing(part) if c not in columns]
     return columns
 
 

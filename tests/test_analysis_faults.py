@@ -369,3 +369,19 @@ def test_a_flagged_cell_of_a_sweep_that_varies_the_problem_is_listed_once_per_se
     text = sanity_section(flags, cells, ["problem", "optimizer.lr"])
     header = next(line for line in text.splitlines() if line.startswith("| problem"))
     assert header.count("problem") == 1 and "lr" in header and "matrix_factorization" in text
+
+
+def test_a_label_names_what_was_swept_not_what_it_implies():
+    """Sweeping lr_schedule also varies each schedule's own settings (the others are reset to
+    their defaults); the label names the schedule only. Two settings varied independently both stay."""
+    from analysis.cells import method_labels
+
+    cells = pd.DataFrame({"optimizer.name": ["adam"] * 3, "optimizer.lr": [0.01] * 3,
+                          "optimizer.lr_schedule": ["constant", "cosine", "linear_warmup"],
+                          "optimizer.final_lr": [0.0, 1e-4, 0.0], "optimizer.warmup_steps": [1, 1, 500]})
+    assert list(method_labels(cells)) == ["adam (lr_schedule=constant)", "adam (lr_schedule=cosine)",
+                                          "adam (lr_schedule=linear_warmup)"]
+    crossed = pd.DataFrame({"optimizer.name": ["adam"] * 4, "optimizer.beta1": [0.0, 0.0, 0.9, 0.9],
+                            "optimizer.weight_decay": [0.0, 0.1, 0.0, 0.1]})
+    assert list(method_labels(crossed)) == [f"adam (beta1={b}, weight_decay={w})"
+                                            for b, w in (("0", "0"), ("0", "0.1"), ("0.9", "0"), ("0.9", "0.1"))]
