@@ -604,8 +604,10 @@ def loss_traces(traces: pd.DataFrame, cells: pd.DataFrame, varied, colors, path:
         ax.set_xlabel("iteration (log)")
         ax.set_ylabel("loss")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
-    fig.suptitle("Loss against iteration (the paper's Figure 1)", fontsize=11)
-    caption = ("Loss against iteration (the paper's Figure 1): median over runs, band 10-90%, one panel per variant "
+    # The paper plots loss against iteration in its Figures 1 and 2; which one a sweep repeats is
+    # the sweep's to say (its description), not the figure's.
+    fig.suptitle("Loss against iteration: median over runs, band 10-90%", fontsize=11)
+    caption = ("Loss against iteration (as the paper plots it): median over runs, band 10-90%, one panel per variant "
                "in its colour, one line per cell (lighter: the smaller value); dotted: the local minimum's loss.")
     return save(fig, path, caption), ""
 
