@@ -57,7 +57,7 @@ def measured_vs_predicted(c: pd.DataFrame) -> pd.DataFrame:
     against the predicted median where some runs were censored but the median was reached, and
     nothing where the median itself is censored (`compared` = 'censored': excluded from counts)."""
     full = c.escape_mean.notna()
-    median = ~full & c.escape_median.notna()
+    median = ~full & np.isfinite(c.escape_median)            # a censored median is stored as inf
     out = c.assign(
         compared=np.select([full, median], ["mean", "median"], "censored"),
         measured=np.select([full, median], [c.escape_mean, c.escape_median], np.nan),
@@ -86,7 +86,7 @@ def median_interval(values: np.ndarray) -> tuple[float, float, float]:
 def q1():
     c = measured_vs_predicted(cells("stepsize"))
     sgd = c[c.optimizer == "sgd"].copy()
-    sgd["lr*curvature"] = sgd["optimizer.lr"] * sgd["curvature"]
+    sgd["lr*curvature"] = (sgd["optimizer.lr"] * sgd["curvature"]).map(lambda v: float(f"{v:.6g}"))
     print("## Q1. SGD's closed form\n")
     tests("SGD's escape time on quadratic_saddle against the linear-recursion closed form with the "
           "whole-step correction (docs/theory.md §2-3), over lr·γ from 1e-5 to 1; each cell's mean against "
@@ -243,7 +243,7 @@ def q4():
     c["median tail gap [95%]"] = c.cell_id.map(lambda i: "{:.4g} [{:.4g}, {:.4g}]".format(*gaps[i]))
     for measure in ("escape time [95%]", "median tail gap [95%]"):
         pivot = c.pivot_table(index=["optimizer", "problem.anisotropy", "optimizer.lr"], columns="beta2",
-                              values=measure, aggfunc="first")
+                              values=measure, aggfunc="first").fillna("(the rule)")
         print(f"{measure}:\n")
         print(show(pivot.reset_index()))
         print()
@@ -396,8 +396,9 @@ def q8():
                             "naive": a["optimizer.lr"] / (lr_s * sigma) if sigma > 0 else np.nan})
     pairs = pd.DataFrame(out)
     duplicated = pairs.duplicated(["sweep", "config", "sgd_median", "adaptive_median", "speedup_pred"])
+    dropped = ", ".join(f"{p.sweep} {p.config} {p.adaptive}" for p in pairs[duplicated].itertuples()) or "none"
     print(f"{len(pairs)} (problem, adaptive) pairs; {int(duplicated.sum())} repeat another pair's numbers exactly "
-          f"and are dropped: {', '.join(pairs[duplicated].apply(lambda p: f'{p.sweep} {p.config} {p.adaptive}', axis=1))}.\n")
+          f"and are dropped ({dropped}).\n")
     pairs = pairs[~duplicated]
     shown = pairs.assign(speedup=[(">" if cen else "") + f"{v:.3g}" for v, cen in zip(pairs.speedup, pairs.sgd_censored)])
     print(show(shown.drop(columns=["sgd_censored"])))
@@ -448,10 +449,10 @@ def q9():
         print(f"(a) SGD under schedules: {len(compared)} of {len(sgd)} cells compared (the rest censored), "
               f"measured/predicted {compared.ratio.min():.3f} to {compared.ratio.max():.3f}:\n")
         print(show(sgd[["optimizer.lr_schedule", "optimizer.lr", "escaped_fraction", "escape time [95%]", "compared",
-                        "predicted", "ratio"]].sort_values(["optimizer.lr_schedule", "optimizer.lr"])))
+                        "measured", "predicted", "ratio"]].sort_values(["optimizer.lr_schedule", "optimizer.lr"])))
         print()
         print("Adaptive methods (β2 from the rule at every step) under the same schedules:\n")
-        print(show(s[s["optimizer.name"] != "sgd"].pivot_table(index=["optimizer.lr"], columns=["optimizer", "optimizer.lr_schedule"],
+        print(show(s[s["optimizer.name"] != "sgd"].pivot_table(index=["optimizer.lr"], columns=["optimizer.name", "optimizer.lr_schedule"],
                                                                values="escape time [95%]", aggfunc="first").T.reset_index()))
         print()
     try:
@@ -495,7 +496,7 @@ def q10():
         except FileNotFoundError:
             print(f"{sweep}: results missing\n")
             continue
-        t["median [95%]"] = [f"> {hi:.4g} (censored)" if cen else f"{m:.4g} [{lo:.4g}, {hi:.4g}]"
+        t["median [95%]"] = ["censored (fewer than half reached ε)" if cen else f"{m:.4g} [{lo:.4g}, {hi:.4g}]"
                              for m, lo, hi, cen in zip(t["median"], t.median_lo, t.median_hi, t.censored)]
         print(f"{sweep}:\n")
         print(show(t[["problem", "epsilon", "optimizer", "best_lr", "best_at_edge", "reached", "median [95%]"]]
