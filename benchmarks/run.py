@@ -8,6 +8,8 @@
    the `bench` extra (pip install -e '.[bench]');
 3. the engine against the floor: the memory traffic of the optimizer state plus the normal
    samples, at the bandwidth and generator rate measured in the same run;
+3b. optimizer classes named by class path (torch.optim.Adam, pytorch_optimizer.Lion, Lamb,
+   Prodigy: batched or stepped per seed, benchmarks/adapter_speed.py) against the built-in adam;
 4. the sweep overhead of Ray Tune on the `quick` sweep, with 1 and 2 workers;
 5. `analyze` on 10⁶ rows: time and peak memory;
 6. the scale-out of the study's sweeps to 1, 8 and 64 workers, from the measured costs.
@@ -35,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import jax_reference  # noqa: E402
+from benchmarks import adapter_speed, jax_reference  # noqa: E402
 from benchmarks.analysis_million_rows import measure as measure_analysis  # noqa: E402
 from problems import make_problem  # noqa: E402
 from workflows import normalize_cell, simulate  # noqa: E402
@@ -52,7 +54,7 @@ SCALING_SWEEP = "ideal_precond"     # a sweep with minutes of work, for 1 agains
 # The JAX comparison: issue 14's small cells (3000 steps, as its table) and two at R·d ≥ 10⁶.
 JAX_SMALL = ((64, 10), (256, 4), (1024, 2), (1024, 10))
 JAX_LARGE = ((16384, 100), (65536, 16))
-SECTIONS = ("loop", "jax", "floor", "sweep", "analysis", "scale")
+SECTIONS = ("loop", "jax", "floor", "adapter", "sweep", "analysis", "scale")
 
 
 def saddle(d: int) -> dict:
@@ -354,6 +356,18 @@ def main():
                   f"normals {results['floor']['normals_M_per_s']:.0f} M/s")
             print(table(results["floor"]["rows"], ["optimizer", "seeds", "dim", "ns_per_coordinate_step",
                                                    "floor_ns", "gap"]))
+    if "adapter" in only:
+        with clock.section("adapter"):
+            print("\n3b. optimizer classes by class path (the torch.optim adapter) against the built-in adam, "
+                  f"R = {adapter_speed.RUNS}, d = {adapter_speed.DIM}, seed-steps per second")
+            try:
+                results["adapter"] = adapter_speed.measure(args.quick, repeats=3 if args.quick else 5)
+            except ValueError as error:           # an ecosystem package missing: the `optimizers` extra
+                print(f"skipped: {error}; pip install -e '.[optimizers]' (or make bench)")
+                results["adapter"] = None
+        if results.get("adapter"):
+            print(table(results["adapter"], ["optimizer", "mode", "seed_steps_per_s", "min", "max",
+                                             "vs_builtin_adam", "probe_seconds"]))
     with tempfile.TemporaryDirectory() as tmp:
         if "sweep" in only:
             with clock.section("sweep"):
