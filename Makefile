@@ -13,9 +13,9 @@ $(CORE): pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $(CORE)
 
-# The tests exercise every optional feature: ecosystem optimizers, trackers, the notebook.
+# The tests exercise every optional feature: ecosystem optimizers, trackers, the notebook, the JAX peer.
 $(TEST): $(CORE)
-	$(PY) -m pip install --quiet -e '.[test,optimizers,tracking,notebook]'
+	$(PY) -m pip install --quiet -e '.[test,optimizers,tracking,notebook,bench]'
 	touch $(TEST)
 
 $(BENCH): $(CORE)

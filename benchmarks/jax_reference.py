@@ -105,10 +105,20 @@ def optimizer_fns(optimizer: dict):
     1−β₁), v as RMSprop, x ← x − η/(1−β₁ᵗ) · m/(√v/√(1−β₂ᵗ) + ε)). t counts from 1."""
     import jax.numpy as jnp
 
+    from workflows.schedules import SCHEDULE_SCHEMA
+
     name = optimizer.get("name")
     if name not in OPTIMIZER_DEFAULTS:
         raise ValueError(f"optimizer.name={name!r}: the JAX reference implements {sorted(OPTIMIZER_DEFAULTS)}")
     hp = {**OPTIMIZER_DEFAULTS[name], **{k: v for k, v in optimizer.items() if k != "name"}}
+    # A normalised cell carries every optimizer's step-size schedule at its defaults (a constant
+    # step, no per-step beta2 rule): those are what this reference computes; any other is refused.
+    for key, param in SCHEDULE_SCHEMA.items():
+        if key in hp:
+            if hp[key] != param.default:
+                raise ValueError(f"optimizer.{key}={hp[key]!r}: the JAX reference implements "
+                                 f"{key}={param.default!r} only")
+            del hp[key]
     unknown = set(hp) - set(OPTIMIZER_DEFAULTS[name])
     if unknown:
         raise ValueError(f"optimizer keys {sorted(unknown)}: not known to the JAX reference's {name}")

@@ -80,3 +80,18 @@ def test_the_flat_benchmark_cell_censors_every_seed_at_the_budget():
 def test_a_configuration_the_reference_lacks_is_refused_by_name(problem, key):
     with pytest.raises(ValueError, match=key):
         jax_reference.problem_arrays({"name": "quadratic_saddle", **problem})
+
+
+def test_the_reference_takes_a_normalised_cell_and_refuses_a_schedule_it_does_not_implement():
+    """benchmarks/run.py sends normalised cells, which carry every optimizer's step-size schedule
+    at its defaults (a constant step): the reference computes exactly that, and refuses others."""
+    from workflows.cell import normalize_cell
+
+    for optimizer in LRS:
+        cell = normalize_cell(escaping_cell(optimizer))
+        assert cell["optimizer"]["lr_schedule"] == "constant"
+        jax_reference.optimizer_fns(cell["optimizer"])
+    scheduled = normalize_cell({**escaping_cell("sgd"), "optimizer": {"name": "sgd", "lr": 0.01,
+                                                                      "lr_schedule": "inverse_sqrt"}})
+    with pytest.raises(ValueError, match="lr_schedule='inverse_sqrt'"):
+        jax_reference.optimizer_fns(scheduled["optimizer"])
