@@ -8,6 +8,7 @@ float32: they agree to float32's resolution of the loss."""
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from workflows import simulate
 
@@ -108,3 +109,21 @@ def test_proportional_noise_agrees(optimizer):
     fast, slow = both(cell)
     assert slow.rows.escaped.any()
     assert fast.rows[OUTCOMES].equals(slow.rows[OUTCOMES])
+
+
+def test_the_compiled_block_is_used_only_where_it_is_the_faster_path():
+    """Up to MAX_COMPILED_COORDINATES seeds × dim the compiled block runs the cell; above it the
+    reference loop's vectorised torch kernels are faster (workflows/kernels.py gives the figures)."""
+    from problems import make_problem
+    from workflows.cell import normalize_cell
+    from workflows.kernels import MAX_COMPILED_COORDINATES, compiled_block
+
+    def chosen(seeds, dim):
+        cell = normalize_cell({"problem": {"name": "quadratic_saddle", "dim": dim},
+                               "optimizer": {"name": "adam", "lr": 1e-3}, "seeds": seeds})
+        problem = make_problem(cell["problem"], seed=0, dtype=torch.float32)
+        hp = {k: v for k, v in cell["optimizer"].items() if k != "name"}
+        return compiled_block(cell, problem, hp) is not None
+
+    assert chosen(1024, 10) and chosen(MAX_COMPILED_COORDINATES // 16, 16)
+    assert not chosen(MAX_COMPILED_COORDINATES // 16 + 1, 16) and not chosen(16384, 100)
