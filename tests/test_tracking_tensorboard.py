@@ -19,29 +19,13 @@ import pytest
 from raycluster import BIN, free_ports, kill_session
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
-from tracked import assert_metrics_match, expected_metrics, sweep_cells
+from tracked import assert_metrics_match, expected_metrics, rich_sweep, sweep_cells
 
 from workflows.cli import main
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-SWEEP = """
-sweeps:
-  rich:
-    description: every optional summary, and a list-valued parameter (torch's betas)
-    parameters:
-      problem: {name: quadratic_saddle, dim: 2, anisotropy: {values: [1, 10]}, quartic: 1.0}
-      optimizer:
-        values:
-          - {name: adam, lr: 0.01, beta1: 0.0}
-          - {name: torch.optim.Adam, lr: 0.01}
-      sosp_epsilon: {values: [0.0, 0.05]}
-      seeds: 16
-      budget: 1500
-      run_to_budget: true
-      tail_steps: 50
-      gap_epsilon: 0.05
-"""
+SWEEP = rich_sweep("{values: [1, 10]}")
 
 
 def sessions(logdir: Path) -> dict[str, EventAccumulator]:

@@ -23,6 +23,28 @@ CELL_NUMBERS = ("curvature", "sigma_escape", "escape_radius", "noise_anisotropy"
 DURATIONS = (("escape_step", "escaped"), ("sosp_step", "sosp_reached"), ("gap_step", "gap_reached"))
 
 
+def rich_sweep(anisotropy: str) -> str:
+    """The trackers' test sweep `rich`: every optional summary (SOSP, gap, tail, per-run values)
+    and a list-valued parameter (torch's betas); `anisotropy` as YAML (a value or `{values: [...]}`)."""
+    return f"""
+sweeps:
+  rich:
+    description: every optional summary, and a list-valued parameter (torch's betas)
+    parameters:
+      problem: {{name: quadratic_saddle, dim: 2, anisotropy: {anisotropy}, quartic: 1.0}}
+      optimizer:
+        values:
+          - {{name: adam, lr: 0.01, beta1: 0.0}}
+          - {{name: torch.optim.Adam, lr: 0.01}}
+      sosp_epsilon: {{values: [0.0, 0.05]}}
+      seeds: 16
+      budget: 1500
+      run_to_budget: true
+      tail_steps: 50
+      gap_epsilon: 0.05
+"""
+
+
 def sweep_cells(path, name) -> dict[str, dict]:
     """cell_id -> flattened cell, for every cell of the sweep."""
     return {cell_id(c): flatten_cell(c) for c in load_sweeps(path, only=name)[name].cells}
