@@ -57,8 +57,12 @@ class MlflowServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mlflow server exited: {(self.root / 'server.log').read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as answer:
-                    if answer.status == 200:
+                # Ready means the tracking API answers, not only /health: the tracker's first request
+                # then meets a server that serves it.
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as answer, \
+                        urllib.request.urlopen(f"{self.uri}/api/2.0/mlflow/experiments/search?max_results=1",
+                                               timeout=max(5.0, deadline - time.time())) as api:
+                    if answer.status == 200 and api.status == 200:
                         return
             except OSError:
                 pass
@@ -146,8 +150,9 @@ def test_each_stored_cell_is_one_run_with_its_parameters_summary_and_a_parent_wi
         local_ray, tracking_uri, tmp_path, capsys):
     results = tmp_path / "smoke"
     assert main(["run", SWEEPS, "--sweep", "smoke", "--storage", str(tmp_path), "--track", "mlflow"]) == 0
-    out = capsys.readouterr().out
-    assert "tracking: mlflow: 6 cells tracked now, 0 were already" in out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "tracking: mlflow: 6 cells tracked now, 0 were already" in out, captured.err
     assert "not tracked yet" not in out            # each as Tune reported it stored, none left for the end
     client = MlflowClient(tracking_uri)
     runs = check_cell_runs(client, "smoke", SWEEPS, results)
