@@ -277,3 +277,20 @@ def test_tune_leaves_no_sigint_handler_behind(local_ray, tmp_path):
     path.write_text(textwrap.dedent(SWEEP).replace("seeds: 128", "seeds: 4").replace("20000", "50"))
     assert main(["run", str(path), "--sweep", "r", "--storage", str(tmp_path / "s"), "--no-analyze"]) == 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_inside_an_extension_modules_import_is_still_a_ctrl_c():
+    """A KeyboardInterrupt during a C extension's initialisation surfaces as an ImportError caused
+    by it (seen in CI: scipy's HiGHS module, Ctrl-C during the analysis's imports); `surfaced`
+    turns it back into the KeyboardInterrupt the CLI handles. Other errors pass unchanged."""
+    from workflows.interrupt import surfaced
+
+    with pytest.raises(KeyboardInterrupt):
+        with surfaced():
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as e:
+                raise ImportError("initialization failed") from e
+    with pytest.raises(ImportError, match="no module"):
+        with surfaced():
+            raise ImportError("no module")

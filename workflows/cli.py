@@ -146,7 +146,10 @@ def dry_run(sweep, args) -> int:
 
 
 def analyze_store(store: Store) -> str:
-    from analysis import analyze
+    from .interrupt import surfaced
+
+    with surfaced():                                    # scipy's extensions load here
+        from analysis import analyze
 
     if store.local:
         return str(analyze(store.base))

@@ -57,6 +57,22 @@ def deferred():
         raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def surfaced():
+    """A Ctrl-C that lands while a C extension module initialises (scipy's, during the analysis's
+    imports) comes out of the import as that module's ImportError ("initialization failed"), the
+    KeyboardInterrupt only its cause: raise it as the KeyboardInterrupt it is."""
+    try:
+        yield
+    except Exception as error:                          # noqa: BLE001 - re-raised unless interrupted
+        cause = error
+        while cause is not None and not isinstance(cause, KeyboardInterrupt):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise KeyboardInterrupt from error
+
+
 def exit_by_sigint():
     """End this process by SIGINT, as a shell expects of a command stopped by Ctrl-C: the shell
     reports status 130, and a shell loop or script running the command stops too (one that
