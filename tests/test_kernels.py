@@ -83,6 +83,19 @@ def test_divergence_agrees():
     assert fast.rows[OUTCOMES].equals(slow.rows[OUTCOMES])
 
 
+@pytest.mark.parametrize("optimizer", [{"name": "rmsprop", "eps": 0.0}, {"name": "adagrad", "eps": 0.0,
+                                                                         "initial_accumulator": 0.0}])
+def test_a_division_by_zero_diverges_as_in_torch(optimizer):
+    """eps = 0 and a zero gradient (no noise, at the saddle): g/(√v + ε) is 0/0. torch gives NaN and
+    the run diverges at step 1; the compiled block must too (it raised ZeroDivisionError, numba's
+    Python error model, before it used IEEE division)."""
+    cell = {"problem": {"name": "quadratic_saddle", "dim": 2, "noise_scale": 0.0}, "optimizer": optimizer,
+            "seeds": 4, "budget": 10}
+    fast, slow = both(cell)
+    assert slow.rows.diverged.all() and (slow.rows.final_step == 1).all()
+    assert fast.rows[OUTCOMES].equals(slow.rows[OUTCOMES])
+
+
 def test_float64_cells_agree():
     cell = {"problem": quadratic(), "optimizer": {"name": "adam", "lr": 0.003}, "seeds": 64, "budget": 3000,
             "dtype": "float64"}

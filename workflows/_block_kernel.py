@@ -20,6 +20,11 @@ round a·b + c once, which `np.float64(a) * np.float64(b) + np.float64(c)` round
 iterates' dtype does too (a product of two floats is exact in double; the one rounding left is
 the cast's). numba's float() of a float32 stays a float32: np.float64 it is; and the rounding
 back goes through `cast` (np.float32 for float32 cells, a no-op for float64 ones).
+
+Division is IEEE's (error_model="numpy"): x/0 is ±inf or NaN, as in torch, where numba's default
+raises ZeroDivisionError; the run then diverges as in the reference. It is also what lets the
+compiler vectorise the adaptive updates (a division that may raise is a branch): adam's fused step
+went from 4.4 to 1.2 ns per coordinate at 1024 × 2.
 """
 from __future__ import annotations
 
@@ -48,13 +53,13 @@ def _cast(value, like):
     return lambda value, like: np.float64(value)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def fma(a, b, c, like):
     """a·b + c rounded once to `like`'s dtype (torch's vectorised fused multiply-add)."""
     return cast(np.float64(a) * np.float64(b) + np.float64(c), like)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def update(code, x, s1, s2, s3, j, k, g, steps, i, fixed):
     """The optimizer's update of coordinate (j, k) (g its stochastic gradient, already
     preconditioned for PRECOND): x and the state s1, s2, s3 in place."""
@@ -102,7 +107,7 @@ def update(code, x, s1, s2, s3, j, k, g, steps, i, fixed):
             x[j, k] = x[j, k] + (g / denom) * neg_lr
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def diagonal_gradient(X, e, eigs, quartic_terms, quartic):
     """x·eigs, + (λ‖x‖²)·x with a quartic (quartic_terms: λ‖x‖² of each coordinate's run): the
     general path's order. The branch is the same for every e: the compiler hoists it."""
@@ -111,7 +116,7 @@ def diagonal_gradient(X, e, eigs, quartic_terms, quartic):
     return X[e] * eigs[e]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fused_steps(code, x, s1, s2, noise, i, eigs, noise_std, preconditioner, quartic_terms, quartic, steps, fixed):
     """Step i of the whole batch for the common cell: quadratic_saddle with a diagonal Hessian
     (a quartic allowed), unit noise per coordinate, and sgd, momentum, rmsprop, bias-corrected
@@ -153,7 +158,7 @@ def fused_steps(code, x, s1, s2, noise, i, eigs, noise_std, preconditioner, quar
             X[e] = X[e] + S1[e] * neg_lr
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def general_steps(kind, code, rotated, scale_noise, full, x, s1, s2, s3, noise, indices, i, eigs, H, noise_std,
                   quartic, noise_length, staib_b, A, steps, fixed, g, full_gradient, factor):
     """Step i of the whole batch, run by run, for every other cell: a rotated Hessian (x H), a
@@ -197,7 +202,7 @@ def general_steps(kind, code, rotated, scale_noise, full, x, s1, s2, s3, noise, 
             update(code, x, s1, s2, s3, j, k, gk, steps, i, fixed)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def loss(kind, rotated, eigs, Q, quartic, x, j):
     """f(x_j), summed in double."""
     d = x.shape[1]
@@ -223,7 +228,7 @@ def loss(kind, rotated, eigs, Q, quartic, x, j):
     return total
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def projected_distance(escape, basis, x, j):
     """‖x_j‖ within the escape subspace (projection) or |x_j[1]| (staib_toy's coordinate)."""
     if escape == COORDINATE:
@@ -237,7 +242,7 @@ def projected_distance(escape, basis, x, j):
     return math.sqrt(squared)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def tracking_error(code, fixed, steps, i, s1, s2, s3, full_gradient, noise_var, factor, j):
     """‖v − E[g²|x]‖ / ‖E[g²|x]‖ for run j: v the second-moment estimate the update divides by
     (RMSProp's v; Adam's and AMSGrad's v̂ = v / (1 − β₂ᵗ), their max for AMSGrad), E[g²|x] =
@@ -255,7 +260,7 @@ def tracking_error(code, fixed, steps, i, s1, s2, s3, full_gradient, noise_var, 
     return math.sqrt(num / den) if den > 0 else np.nan
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, noise_std, noise_var, quartic,
                noise_length, staib_b, basis, A, steps, fixed, x, s1, s2, s3, rows, noise, indices,
                threshold, done, escaped, radius, divergence_radius, t0,
@@ -275,6 +280,9 @@ def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, n
     factor = np.empty(J, x.dtype)
     n = J * d
     quartic_terms = np.zeros(n, x.dtype)
+    # ‖x‖² < (1 − 2⁻²⁰)·threshold² (in double) implies √‖x‖² < threshold after the iterates' own
+    # rounding of the square root (relative error ≤ 2⁻²⁴ in float32): the same test, decided early.
+    clearly_below = 1.0 - 2.0 ** -20
     for i in range(steps.shape[0]):
         t = t0 + i + 1
         if fused:
@@ -290,13 +298,19 @@ def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, n
         else:
             general_steps(kind, code, rotated, scale_noise, full, x, s1, s2, s3, noise, indices, i, eigs, H,
                           noise_std, quartic, noise_length, staib_b, A, steps, fixed, g, full_gradient, factor)
+        # A step with nothing to record but events (no gap, tracking, trace or tail) and the norm
+        # as escape measure: a run whose ‖x‖² is clearly below its threshold² has no event, and is
+        # passed over without the square root and the bookkeeping below.
+        quiet = escape == NORM and not gap_on and not track_on and trace_at[i] < 0 and tail_at[i] < 0
         for j in range(J):
             if done[j]:
                 continue
-            r = rows[j]
             squared = x[j, 0] * x[j, 0]                   # ‖x‖², in order (the reference's norm)
             for k in range(1, d):
                 squared += x[j, k] * x[j, k]
+            if quiet and np.float64(squared) < clearly_below * np.float64(threshold[j]) * np.float64(threshold[j]):
+                continue
+            r = rows[j]
             size = math.sqrt(squared)
             distance = size if escape == NORM else projected_distance(escape, basis, x, j)
             error = np.nan
