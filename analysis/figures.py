@@ -642,12 +642,10 @@ def _palette_png(path: Path):
     quantized.save(path, optimize=True)
 
 
-def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: int = DEFAULT_DPI,
-                 formats=DEFAULT_FORMATS, settings=(), artefacts=None):
-    """Every figure that applies: ([(path, caption)], [(file, why it was not drawn)]). Each job
-    returns ((path, caption), "") or (None, why); a figure that fails is listed with its error,
-    never a crash of the report."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def figure_jobs(rows, cells, traces, comparisons, design, dpi: int = DEFAULT_DPI, formats=DEFAULT_FORMATS,
+                settings=(), artefacts=None) -> list:
+    """Every figure that applies, as jobs [(stem, draw)] for analysis.drawing.draw_all: draw(path)
+    returns ((path, caption), "") or (None, why it was not drawn)."""
     save = Saver(dpi, formats)
     colors = palette(cells["optimizer"])
     if len(comparisons):
@@ -698,19 +696,7 @@ def draw_figures(rows, cells, traces, comparisons, design, out_dir: Path, dpi: i
                 rows, cells, design.varied, colors, p, save, name)))
     if traces is not None and len(traces):
         jobs.append(("figure1_loss_traces", lambda p: loss_traces(traces, cells, design.varied, colors, p, save)))
-    drawn, skipped = [], []
-    for stem, draw in jobs:
-        try:
-            result = draw(out_dir / f"{stem}.png")
-        except Exception as error:                      # a figure never stops the report
-            skipped.append((f"{stem}.png", f"failed: {type(error).__name__}: {error}"))
-            continue
-        result, why = result
-        if result is None:
-            skipped.append((f"{stem}.png", why))
-        else:
-            drawn.append(result)
-    return drawn, skipped
+    return jobs
 
 
 def _points_on_lines(frame, varied, x, numeric) -> int:

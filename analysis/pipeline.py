@@ -20,7 +20,8 @@ from .compare import (
 )
 from .design import sweep_design, variant_settings
 from . import matched, tracking
-from .figures import DEFAULT_DPI, DEFAULT_FORMATS, Saver, draw_figures
+from .drawing import Drawing
+from .figures import DEFAULT_DPI, DEFAULT_FORMATS, Saver, figure_jobs
 from .load import load_results
 from .pairwise import choose_pairs, compare_pairs, setting_columns
 from .report import write_report
@@ -60,14 +61,6 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
     comparison = compare_cells(cells, artefacts)
     summary = summarize_cell_verdicts(comparison) if len(comparison) else pd.DataFrame(
         columns=["problem", "optimizer", "theory_model", "cells", "holds", "close", "fails"])
-    fitted = [fit_scaling(rows, cells, name, exclude=artefact_cells(flags, name)) for name in duration_pairs(rows)]
-    exponents = pd.concat([e for e, _ in fitted], ignore_index=True)
-    fits = pd.concat([q for _, q in fitted], ignore_index=True)
-    escape_exponents = exponents[exponents["duration"] == "escape"] if len(exponents) else exponents
-    exponent_check = compare_exponents(escape_exponents, cells, exclude=artefacts)
-    if len(exponents):     # exponents of other durations (no theory) are kept alongside
-        other_durations = exponents[exponents["duration"] != "escape"]
-        exponent_check = pd.concat([exponent_check, other_durations], ignore_index=True)
     if reference is None and results.meta:
         reference = (results.meta.get("analysis") or {}).get("reference")
     pairs, how, pair_notes = choose_pairs(cells["optimizer"].unique(), reference)
@@ -80,6 +73,27 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
     scaling = tracking.beta2_scaling(best) if len(best) else pd.DataFrame()
     matched_tables = {name: matched.matched_accuracy(cells, name) for name in matched.matched_durations(cells)}
 
+    jobs = figure_jobs(rows, cells, results.traces, comparisons, design, dpi=dpi, formats=formats, settings=settings,
+                       artefacts={name: artefact_cells(flags, name) for name in duration_pairs(rows)})
+    save, colors = Saver(dpi, formats), palette(cells["optimizer.name"].astype(str).unique())
+    colors.update(palette(cells["optimizer"].unique()))
+    if len(best):
+        jobs.append(("tracking_error", lambda p: (tracking.tracking_figure(rows, best, scaling, colors, p, save), "")))
+    jobs += [(f"matched_{name}", lambda p, name=name, table=table: (matched.matched_figure(table, name, colors, p, save),
+                                                                    "")) for name, table in matched_tables.items() if len(table)]
+    # The figures are drawn (in parallel where the platform forks) while the scaling laws are fitted;
+    # the loss traces and the survival curves take longest: they start first.
+    with Drawing(jobs, out / "figures", first=("figure1_loss_traces", "kaplan_meier_")) as drawing:
+        fitted = [fit_scaling(rows, cells, name, exclude=artefact_cells(flags, name)) for name in duration_pairs(rows)]
+        exponents = pd.concat([e for e, _ in fitted], ignore_index=True)
+        fits = pd.concat([q for _, q in fitted], ignore_index=True)
+        escape_exponents = exponents[exponents["duration"] == "escape"] if len(exponents) else exponents
+        exponent_check = compare_exponents(escape_exponents, cells, exclude=artefacts)
+        if len(exponents):     # exponents of other durations (no theory) are kept alongside
+            other_durations = exponents[exponents["duration"] != "escape"]
+            exponent_check = pd.concat([exponent_check, other_durations], ignore_index=True)
+        figures, skipped = drawing.result()
+
     tables = {"cells.csv": cells, "sanity.csv": flags, "comparison.csv": comparison,
               "comparison_summary.csv": summary, "comparisons.csv": comparisons, "exponents.csv": exponent_check,
               "fits.csv": fits, "figure1.csv": figure1,
@@ -88,20 +102,6 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
     for name, table in tables.items():
         if len(table):
             table.to_csv(out / name, index=False)
-    figures, skipped = draw_figures(rows, cells, results.traces, comparisons, design, out / "figures", dpi=dpi,
-                                    formats=formats, settings=settings,
-                                    artefacts={name: artefact_cells(flags, name) for name in duration_pairs(rows)})
-    save, colors = Saver(dpi, formats), palette(cells["optimizer.name"].astype(str).unique())
-    colors.update(palette(cells["optimizer"].unique()))
-    extra = [("tracking_error", lambda p: tracking.tracking_figure(rows, best, scaling, colors, p, save))] \
-        if len(best) else []
-    extra += [(f"matched_{name}", lambda p, name=name, table=table: matched.matched_figure(table, name, colors, p, save))
-              for name, table in matched_tables.items() if len(table)]
-    for stem, draw in extra:
-        try:
-            figures.append(draw(out / "figures" / f"{stem}.png"))
-        except Exception as error:                      # a figure never stops the report
-            skipped.append((f"{stem}.png", f"failed: {type(error).__name__}: {error}"))
     notes = [*pair_notes]
     if pairs and comparisons.empty:
         notes.append(f"No pair of variants shares a setting ({how}): nothing was compared.")

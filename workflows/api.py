@@ -210,11 +210,13 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
     try:
         if todo and backend == "ray":
             stage = "ray start"
-            from . import tune_runner            # Ray only when there is work for it
+            from . import ray_session            # Ray only when there is work for it
             from .packing import pack_cells
 
             t0 = time.perf_counter()
-            with tune_runner.connected(address, workers) as n_workers:
+            runner = ray_session.prefetch(f"{__package__}.tune_runner")    # Ray Tune, while Ray starts
+            with ray_session.connected(address, workers) as n_workers:
+                tune_runner = runner.module()
                 t1 = time.perf_counter()
                 stage = "cells"
                 packs = pack_cells(todo, n_workers)

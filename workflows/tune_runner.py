@@ -1,4 +1,4 @@
-"""All of saddlescape's Ray: connecting, and running packs of cells as Ray Tune trials.
+"""Running packs of cells as Ray Tune trials (connecting to Ray: workflows/ray_session.py).
 
 The trainable is a thin function of its config (a pack of cells): it runs each cell with the
 engine and writes each cell's rows to the store as soon as they exist, so a crash of the
@@ -8,30 +8,15 @@ says (the retry skips the cells already stored), and what still fails is recorde
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 import time
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no internet to report usage to
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, not Tune's tables
-# Ctrl-C is ours (workflows/interrupt.py): Tune's own SIGINT handler ends fit() "gracefully",
-# advises Tuner.restore (wrong here: rerunning the command resumes) and stays installed after
-# fit() returns, swallowing a later Ctrl-C. Without it, Ctrl-C is a KeyboardInterrupt in fit().
-# Read by Tune at every fit(), so set here, before any.
-os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-if "ray" not in sys.modules:
-    # Token authentication, explicitly (Ray 2.60's default for a new local Ray; a client of an
-    # existing cluster needs it said). Ray reads it once, at import: set later, the driver and
-    # the cluster would disagree.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+from .ray_session import connected  # noqa: F401  (first: it sets Ray's environment before Ray is imported)
 
-import ray  # noqa: E402
 from ray import tune  # noqa: E402
 
 from .cell import cell_id  # noqa: E402
-from .interrupt import deferred  # noqa: E402
 from .local_runner import compute_and_store  # noqa: E402
 from .registry import local_registrations  # noqa: E402
 from .store import Store  # noqa: E402
@@ -42,34 +27,14 @@ logging.getLogger("ray.tune").setLevel(logging.WARNING)   # no "Wrote the latest
 # failure records; Tune's controller would also log each attempt's full remote traceback.
 for _name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
     logging.getLogger(_name).setLevel(logging.CRITICAL)
+if os.environ.get("RAY_USAGE_STATS_ENABLED") == "0":
+    # Tune's fit() counts the callbacks it is given for Ray's usage statistics, and imports the
+    # mlflow, wandb and comet integrations to do so (ray.air._internal.usage.tag_callbacks): with
+    # mlflow installed (the tracking extra) that is 1.6 s of every run's driver, for statistics
+    # that are switched off. Not counted when they are off.
+    from ray.air._internal import usage as _air_usage  # noqa: E402
 
-
-@contextlib.contextmanager
-def connected(address: str | None, workers: int | None):
-    """An existing cluster when an address is given (or RAY_ADDRESS is set), else an embedded
-    local Ray on `workers` cores; one already initialised in this process is used as it is.
-    A bare ray.init() is never used: it would attach to whatever cluster a stale
-    current-cluster file names. Yields the number of trials to run at once; shuts down only
-    what it started."""
-    started = not ray.is_initialized()
-    try:
-        if started:
-            address = address or os.environ.get("RAY_ADDRESS")
-            common = dict(logging_level=logging.WARNING, log_to_driver=False)
-            if address:
-                ray.init(address=address, **common)
-            else:
-                # A Ctrl-C in here is not held until Ray is up (that took 27 s on a loaded machine):
-                # the shutdown below stops what ray.init registered, and Ray's kernel fate-sharing
-                # (PR_SET_PDEATHSIG) ends what it had started before (tests/test_interrupt.py).
-                ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False,
-                         dashboard_host="127.0.0.1", **common)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        yield min(cpus, workers) if workers else cpus
-    finally:
-        if started:
-            with deferred():                  # a second Ctrl-C does not cut the shutdown short
-                ray.shutdown()
+    _air_usage.tag_callbacks = lambda callbacks: False
 
 
 class CellFailures(RuntimeError):
