@@ -125,11 +125,12 @@ def test_proportional_noise_agrees(optimizer):
 
 
 def test_the_compiled_block_is_used_only_where_it_is_the_faster_path():
-    """Up to MAX_COMPILED_COORDINATES seeds × dim the compiled block runs the cell; above it the
-    reference loop's vectorised torch kernels are faster (workflows/kernels.py gives the figures)."""
+    """Up to MAX_COMPILED_COORDINATES seeds × dim, or in at most MAX_WIDE_DIM dimensions, the compiled
+    block runs the cell; beyond both the reference loop's torch kernels are faster (workflows/kernels.py
+    gives the figures)."""
     from problems import make_problem
     from workflows.cell import normalize_cell
-    from workflows.kernels import MAX_COMPILED_COORDINATES, compiled_block
+    from workflows.kernels import MAX_COMPILED_COORDINATES, MAX_WIDE_DIM, compiled_block
 
     def chosen(seeds, dim):
         cell = normalize_cell({"problem": {"name": "quadratic_saddle", "dim": dim},
@@ -138,5 +139,5 @@ def test_the_compiled_block_is_used_only_where_it_is_the_faster_path():
         hp = {k: v for k, v in cell["optimizer"].items() if k != "name"}
         return compiled_block(cell, problem, hp) is not None
 
-    assert chosen(1024, 10) and chosen(MAX_COMPILED_COORDINATES // 16, 16)
-    assert not chosen(MAX_COMPILED_COORDINATES // 16 + 1, 16) and not chosen(16384, 100)
+    assert chosen(1024, 10) and chosen(MAX_COMPILED_COORDINATES // 32, 32) and chosen(262144, MAX_WIDE_DIM)
+    assert not chosen(MAX_COMPILED_COORDINATES // 32 + 1, 32) and not chosen(16384, 100)

@@ -11,7 +11,8 @@ What it covers (`compiled_block`, else None and the engine runs its reference lo
     problems     quadratic_saddle (every option), staib_toy
     optimizers   sgd, momentum, rmsprop, adam, amsgrad, adagrad, precond_sgd (target noise)
     cells        without SOSP tracking (λ_min needs the Hessian's eigenvalues), of at most
-                 MAX_COMPILED_COORDINATES seeds × dim (above it torch's vectorised kernels win)
+                 MAX_COMPILED_COORDINATES seeds × dim or at most MAX_WIDE_DIM dimensions
+                 (beyond both, the reference loop's torch kernels win)
 
 How it agrees with the reference (tests/test_kernels.py): the arithmetic is float32 (or the
 cell's dtype) in the order torch's kernels use — torch.optim.Adam(fused=True)'s vector lanes for
@@ -37,19 +38,23 @@ NORM, PROJECTION, COORDINATE = range(3)
 LR, NEG_LR, STEP_SIZE, BIAS2_SQRT, BETA2, ONE_MINUS_BETA2 = range(6)
 N_STEP_COLUMNS = 6
 MAX_BLOCK = 1 << 16            # more steps than any block has (workflows/engine.py: MAX_BLOCK_STEPS)
-# Above this many coordinates (seeds × dim) the reference loop's torch kernels are faster: they
-# are vectorised over the batch (Adam's fused kernel), while this loop keeps torch's exact
-# operation order one element at a time. Measured alternately on one thread (2 cores, loaded):
-# adam 4096 × 10: 7.9e6 compiled against 8.1e6 reference seed-steps/s; 16384 × 10: 6.9e6 against
-# 1.16e7; 16384 × 100: 7.5e5 against 1.3e6; sgd and rmsprop cross over at about the same size.
+# Above this many coordinates (seeds × dim), and in more than MAX_WIDE_DIM dimensions, the
+# reference loop's torch kernels are faster: each run's norm is a sum in torch's order, one
+# element at a time here, and at that size the step and the escape test each stream the batch
+# from memory. Few dimensions keep the compiled block ahead at any batch size. Medians of 5
+# alternate runs on one thread (seed-steps/s, compiled against reference): at d ≤ 16, adam
+# 65536 × 16 7.4e6 against 6.8e6, sgd 262144 × 4 1.52e7 against 1.33e7, rmsprop 16384 × 10 1.31e7
+# against 9.0e6; above, sgd 16384 × 100 1.05e6 against 1.17e6, adam 1024 × 1000 7.9e4 against
+# 9.4e4 (before the fused loops vectorised, adam 16384 × 10 was already 6.9e6 against 1.16e7).
 MAX_COMPILED_COORDINATES = 1 << 16
+MAX_WIDE_DIM = 16
 
 
 def compiled_block(cell: dict, problem, hp: dict):
     """A CompiledBlock for this cell, or None where the reference loop must run it."""
     if cell["sosp_epsilon"] > 0 or problem.name not in ("quadratic_saddle", "staib_toy"):
         return None
-    if cell["seeds"] * problem.dim > MAX_COMPILED_COORDINATES:
+    if cell["seeds"] * problem.dim > MAX_COMPILED_COORDINATES and problem.dim > MAX_WIDE_DIM:
         return None
     name = cell["optimizer"]["name"]
     if name not in OPTIMIZER_CODES or (name == "precond_sgd" and (hp["target"] != "noise"
