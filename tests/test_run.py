@@ -124,3 +124,13 @@ def test_tune_does_not_import_the_trackers_to_count_callbacks_when_usage_statist
     env = {k: v for k, v in os.environ.items() if k != "RAY_USAGE_STATS_ENABLED"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_prefetched_module_is_the_module_and_a_failed_prefetch_fails_as_an_ordinary_import():
+    import json as json_module
+
+    from workflows.prefetch import prefetch
+
+    assert prefetch("json").module() is json_module
+    with pytest.raises(ModuleNotFoundError, match="no_such_module_here"):
+        prefetch("no_such_module_here").module()

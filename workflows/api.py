@@ -212,12 +212,13 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
             stage = "ray start"
             from . import ray_session            # Ray only when there is work for it
             from .packing import pack_cells
+            from .prefetch import prefetch
 
             t0 = time.perf_counter()
-            runner = ray_session.prefetch(f"{__package__}.tune_runner")    # Ray Tune, while Ray starts
+            runner = prefetch(f"{__package__}.tune_runner")    # Ray Tune, while Ray starts
             with ray_session.connected(address, workers) as n_workers:
                 tune_runner = runner.module()
-                t1 = time.perf_counter()
+                t1 = time.perf_counter()          # "Ray start": Ray up and Ray Tune imported
                 stage = "cells"
                 packs = pack_cells(todo, n_workers)
                 echo(f"  {len(packs)} trials on {n_workers} workers")

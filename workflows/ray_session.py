@@ -1,15 +1,14 @@
 """Connecting to Ray: the embedded local Ray, or a cluster. Light on purpose (Ray itself, not
 Ray Tune): the driver starts Ray with it while Ray Tune and the engine are imported beside it
-(`prefetch`), which on this project's 2-core machine hid 1.2–2.3 s of imports behind Ray's start.
+(workflows/prefetch.py), which on this project's 2-core machine hid 1.2–2.3 s of imports behind
+Ray's start.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import sys
-import threading
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no internet to report usage to
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, not Tune's tables
@@ -55,25 +54,3 @@ def connected(address: str | None, workers: int | None):
         if started:
             with deferred():                  # a second Ctrl-C does not cut the shutdown short
                 ray.shutdown()
-
-
-
-class prefetch:
-    """Imports `module` in a background thread (Ray's start spends most of its time waiting for
-    the processes it starts); `.module()` waits for it and returns it. Should the background import
-    fail, `.module()` imports it again in the caller's thread, so that an error is the ordinary one."""
-
-    def __init__(self, module: str):
-        self.name = module
-        self.thread = threading.Thread(target=self._import, name=f"import {module}", daemon=True)
-        self.thread.start()
-
-    def _import(self):
-        try:
-            importlib.import_module(self.name)
-        except BaseException:                 # noqa: BLE001 (imported again, in the caller's thread)
-            pass
-
-    def module(self):
-        self.thread.join()
-        return importlib.import_module(self.name)
