@@ -37,6 +37,7 @@ NORM, PROJECTION, COORDINATE = range(3)
 # dtype of the iterates: what torch's kernels cast their double scalars to.
 LR, NEG_LR, STEP_SIZE, BIAS2_SQRT, BETA2, ONE_MINUS_BETA2 = range(6)
 N_STEP_COLUMNS = 6
+COLUMN_CHUNK = 4096            # steps whose columns are computed at once (step_columns)
 MAX_BLOCK = 1 << 16            # more steps than any block has (workflows/engine.py: MAX_BLOCK_STEPS)
 # Above this many coordinates (seeds × dim), and in more than MAX_WIDE_DIM dimensions, the
 # reference loop's torch kernels are faster: each run's norm is a sum in torch's order, one
@@ -76,6 +77,7 @@ class CompiledBlock:
 
         self.cell, self.problem, self.hp = cell, problem, hp
         self.schedule, self.beta2_power = Schedule(hp, cell["budget"]), 1.0
+        self.chunk_start, self.chunk = 0, np.zeros((0, N_STEP_COLUMNS))
         self.name = cell["optimizer"]["name"]
         self.code = OPTIMIZER_CODES[self.name]
         self.dtype = np.float32 if cell["dtype"] == "float32" else np.float64
@@ -151,10 +153,22 @@ class CompiledBlock:
             self.s3 = self.s3[keep]
 
     def step_columns(self, t0: int, steps: int) -> np.ndarray:
-        """[steps, N_STEP_COLUMNS]: the hyperparameters of steps t0+1 … t0+steps (η_t and β₂_t from
-        the schedule), as torch's kernels compute them in double and cast them to the iterates'
-        dtype. Adam's bias corrections: 1 − β₁ᵗ, and 1 − β₂ᵗ as the fused kernel has it for a
-        fixed β₂, 1 − Π_s β₂ₛ for one that follows the schedule."""
+        """[steps, N_STEP_COLUMNS]: the hyperparameters of steps t0+1 … t0+steps. Every column is a
+        function of its own step alone, except Π_s β₂ₛ under a scheduled β₂ rule (a running product,
+        kept block by block as the reference loop does): those are computed for COLUMN_CHUNK steps
+        at once and sliced, the same numbers at a fraction of the per-block cost."""
+        if self.schedule.rule and self.schedule.on:
+            return self.compute_columns(t0, steps)
+        if not (self.chunk_start <= t0 and t0 + steps <= self.chunk_start + len(self.chunk)):
+            self.chunk_start = t0
+            self.chunk = self.compute_columns(t0, max(steps, min(COLUMN_CHUNK, self.cell["budget"] - t0)))
+        return self.chunk[t0 - self.chunk_start:t0 - self.chunk_start + steps]
+
+    def compute_columns(self, t0: int, steps: int) -> np.ndarray:
+        """The columns of steps t0+1 … t0+steps (η_t and β₂_t from the schedule), as torch's kernels
+        compute them in double and cast them to the iterates' dtype. Adam's bias corrections:
+        1 − β₁ᵗ, and 1 − β₂ᵗ as the fused kernel has it for a fixed β₂, 1 − Π_s β₂ₛ for one that
+        follows the schedule."""
         hp = self.hp
         lrs, beta2 = self.schedule.block(t0, steps)
         out = np.zeros((steps, N_STEP_COLUMNS), np.float64)
