@@ -7,7 +7,8 @@
    both pinned to one core and measured alternately; skipped, with a line saying so, without
    the `bench` extra (pip install -e '.[bench]');
 3. the engine against the floor: the memory traffic of the optimizer state plus the normal
-   samples, at the bandwidth and generator rate measured in the same run;
+   samples, at the bandwidth and generator rate measured in the same run, on small cells
+   (R·d ≤ 10⁴) and large batches;
 3b. optimizer classes named by class path (torch.optim.Adam, pytorch_optimizer.Lion, Lamb,
    Prodigy: batched or stepped per seed, benchmarks/adapter_speed.py) against the built-in adam;
 4. the sweep overhead of Ray Tune on the `quick` sweep, with 1 and 2 workers;
@@ -185,14 +186,17 @@ def bench_floor(quick: bool) -> dict:
     bandwidth = 2 * 4 * n / best_time(lambda: b.copy_(a))            # bytes read + written per second
     generator = torch.Generator().manual_seed(0)
     normals = n / best_time(lambda: torch.randn(n, generator=generator, out=b))
-    shapes = [(16384, 100), (65536, 16)] + ([] if quick else [(1024, 1000)])
+    # Issue 14's small cells (R·d ≤ 10⁴, 3000 steps: set-up and per-block costs included, as in a
+    # sweep's cell) and large batches (R·d ≥ 10⁶).
+    shapes = [(size, 3000) for size in JAX_SMALL] + [(size, 60 if quick else 200) for size in
+                                                    [(16384, 100), (65536, 16)] + ([] if quick else [(1024, 1000)])]
     rows = []
     for optimizer in OPTIMIZERS:
         floor = STATE_BYTES[optimizer] / bandwidth + 1 / normals       # seconds per coordinate-step
-        for runs, d in shapes:
-            cell = {"problem": saddle(d), "optimizer": {"name": optimizer}, "seeds": runs, "budget": 60 if quick else 200}
+        for (runs, d), budget in shapes:
+            cell = {"problem": saddle(d), "optimizer": {"name": optimizer}, "seeds": runs, "budget": budget}
             simulate({**cell, "budget": 3})                                # warm the allocator
-            per = min(simulate(cell).seconds for _ in range(2)) / (runs * d * cell["budget"])
+            per = min(simulate(cell).seconds for _ in range(3)) / (runs * d * cell["budget"])
             rows.append({"optimizer": optimizer, "seeds": runs, "dim": d, "ns_per_coordinate_step": per * 1e9,
                          "floor_ns": floor * 1e9, "gap": per / floor})
     return {"bandwidth_GB_per_s": bandwidth / 1e9, "normals_M_per_s": normals / 1e6, "rows": rows}
