@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no internet to report usage to
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, not Tune's tables
@@ -34,7 +35,9 @@ def connected(address: str | None, workers: int | None):
     local Ray on `workers` cores; one already initialised in this process is used as it is.
     A bare ray.init() is never used: it would attach to whatever cluster a stale
     current-cluster file names. Yields the number of trials to run at once; shuts down only
-    what it started."""
+    what it started: at once after an error or a Ctrl-C, in the background after the work is
+    done (`shutting_down`)."""
+    finish_shutdown()                         # a Ray this process started before, still stopping
     started = not ray.is_initialized()
     try:
         if started:
@@ -55,7 +58,24 @@ def connected(address: str | None, workers: int | None):
                          **common)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         yield min(cpus, workers) if workers else cpus
-    finally:
+    except BaseException:
         if started:
             with deferred():                  # a second Ctrl-C does not cut the shutdown short
                 ray.shutdown()
+        raise
+    if started:
+        global shutting_down
+        # Ray's shutdown stops its processes one after the other, waiting for each (1.4 s here):
+        # meanwhile the driver consolidates the tables and writes the report. A non-daemon thread:
+        # the process ends only once it is done (workflows/cli.py: exit_now joins it).
+        shutting_down = threading.Thread(target=ray.shutdown, name="ray shutdown")
+        shutting_down.start()
+
+
+shutting_down: threading.Thread | None = None
+
+
+def finish_shutdown():
+    """Wait for the background shutdown of a Ray this process started, if one is under way."""
+    if shutting_down is not None:
+        shutting_down.join()
