@@ -270,6 +270,7 @@ def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, n
     Per run, event_step[j] gets the step of its escape, divergence and finish in this block (0:
     none), x_escape/x_final the iterates at its escape and at its end; threshold/done/escaped, the
     gap's and the tracking error's per-seed records are updated as the reference loop does.
+    Returns how many events (escapes, divergences, finishes) the block had.
     flags: kind, optimizer code, escape measure, rotated, scale_noise, full, keep_escaped, gap on,
     tracking on, fused. gap: [f_min, ε] (double)."""
     kind, code, escape, rotated, scale_noise, full = flags[0], flags[1], flags[2], flags[3], flags[4], flags[5]
@@ -283,6 +284,7 @@ def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, n
     # ‖x‖² < (1 − 2⁻²⁰)·threshold² (in double) implies √‖x‖² < threshold after the iterates' own
     # rounding of the square root (relative error ≤ 2⁻²⁴ in float32): the same test, decided early.
     clearly_below = 1.0 - 2.0 ** -20
+    events = 0                                            # entries of event_step set (returned)
     for i in range(steps.shape[0]):
         t = t0 + i + 1
         if fused:
@@ -322,12 +324,14 @@ def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, n
             if not (distance < threshold[j]) or (escape != NORM and not (size <= divergence_radius)):
                 if not (size <= divergence_radius):       # non-finite, or too far: diverged, done
                     event_step[j, 1] = t
+                    events += 1
                     x_final[j] = x[j]
                     done[j] = True
                     threshold[j] = np.inf
                     continue
                 if distance >= radius and not escaped[r]:
                     event_step[j, 0] = t
+                    events += 1
                     x_escape[j] = x[j]
                     escaped[r] = True
                     threshold[j] = divergence_radius
@@ -341,6 +345,7 @@ def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, n
                     event = True
             if event and not keep_escaped and escaped[r] and (not gap_on or gap_reached[r]):
                 event_step[j, 2] = t                      # finished: escaped, and at its gap where asked
+                events += 1
                 x_final[j] = x[j]
                 done[j] = True
                 continue
@@ -348,3 +353,4 @@ def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, n
                 trace[trace_at[i], r] = loss(kind, rotated, eigs, Q, quartic, x, j)
             if tail_at[i] >= 0:
                 tail[tail_at[i], r] = loss(kind, rotated, eigs, Q, quartic, x, j)
+    return events

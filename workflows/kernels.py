@@ -213,7 +213,7 @@ class CompiledBlock:
             tail_at = np.where(t >= record.tail_start, t - record.tail_start, -1).astype(np.int64)
         noise_array = noise.numpy()
         staib = noise_array.dtype == np.int64             # staib_toy draws indices of b_i
-        _kernel()(
+        events = _kernel()(
             flags, self.eigs, self.eigs_tiled, self.std_tiled, self.preconditioner_tiled, self.H, self.Q,
             self.noise_std, self.noise_var, self.quartic, self.noise_length, self.staib_b, self.basis, self.A,
             self.step_columns(t0, steps), fixed,
@@ -223,7 +223,8 @@ class CompiledBlock:
             self.dtype(record.radius), self.dtype(record.divergence_radius), t0,
             gap_values, gap.reached.numpy(), gap.step.numpy(), self.track_sum, self.track_count, self.track_at_escape,
             event_step, x_escape, x_final, trace_at, tail_at, record.trace.numpy(), record.tail.numpy())
-        self.apply_events(event_step, x_escape, x_final, record)
+        if events:                                        # most blocks have none
+            self.apply_events(event_step, x_escape, x_final, record)
         return t0 + steps
 
     def constants(self, record, gap):
