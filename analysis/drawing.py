@@ -101,6 +101,13 @@ def _draw(draw, path: Path):
 
 def _child(draw, path: Path, send):
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the parent's: it terminates the children
+    # Fresh stream objects on the same descriptors: had another thread of the parent been writing
+    # at the fork, the lock of the inherited ones would stay taken here, and a warning would hang.
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        try:
+            setattr(sys, name, open(os.dup(fd), "w", buffering=1, closefd=True))
+        except OSError:
+            pass
     send.send(_draw(draw, path))
     send.close()
 

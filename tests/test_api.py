@@ -1,8 +1,6 @@
 """The Python API (workflows.api.run_sweep): tables back, resume as the CLI does, the same rows
 in-process and through Ray, specs given as mappings, bad specs refused with one line."""
 import json
-import os
-import signal
 import textwrap
 
 import pandas as pd
@@ -98,41 +96,3 @@ def test_an_unknown_backend_is_one_line(tmp_path):
     with pytest.raises(SweepError, match="backend='dask' is not known; allowed: ray, local"):
         run_sweep(BLOCK, storage=tmp_path, backend="dask")
     assert not any(tmp_path.iterdir())
-
-
-def test_two_runs_in_one_process_each_start_and_stop_their_own_ray(tmp_path):
-    """After its work, the run's embedded Ray shuts down in the background (while the driver goes on
-    to the report); a second run in the same process waits for that, then starts its own Ray; the
-    process ends with every Ray process gone."""
-    import subprocess
-    import sys
-
-    code = textwrap.dedent(f"""
-        import ray
-        from workflows import ray_session
-        from workflows.api import run_sweep
-        block = {{"parameters": {{"problem": {{"name": "quadratic_saddle", "dim": 2}},
-                                  "optimizer": {{"name": "sgd", "lr": 0.05}}, "seeds": 8, "budget": 200}}}}
-        first = run_sweep(block, storage={str(tmp_path / 'first')!r}, backend="ray", workers=1, echo=lambda line: None)
-        assert ray_session.shutting_down is not None
-        second = run_sweep(block | {{"parameters": {{**block["parameters"], "seeds": 4}}}},
-                           storage={str(tmp_path / 'second')!r}, backend="ray", workers=1, echo=lambda line: None)
-        ray_session.finish_shutdown()
-        assert not ray.is_initialized()
-        print(len(first.rows), len(second.rows))
-        """)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)     # its own group: stopped as a whole below
-    try:
-        stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    assert proc.returncode == 0, stderr[-3000:]
-    assert stdout.split() == ["8", "4"]

@@ -9,10 +9,15 @@ import contextlib
 import logging
 import os
 import sys
-import threading
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no internet to report usage to
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, not Tune's tables
+# Tune's own per-trial logs (CSV, JSON and TensorBoard event files of each trial's reports) are not
+# saddlescape's results (the store's rows are), and their event files, blind to the cells'
+# parameters, cluttered `tensorboard --logdir results/<sweep>`. (Not for speed: the driver's import
+# of tensorboardX for them overlaps the trial workers' start; 3 alternate smoke runs each showed no
+# difference.)
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # Ctrl-C is ours (workflows/interrupt.py): Tune's own SIGINT handler ends fit() "gracefully",
 # advises Tuner.restore (wrong here: rerunning the command resumes) and stays installed after
 # fit() returns, swallowing a later Ctrl-C. Without it, Ctrl-C is a KeyboardInterrupt in fit().
@@ -35,9 +40,7 @@ def connected(address: str | None, workers: int | None):
     local Ray on `workers` cores; one already initialised in this process is used as it is.
     A bare ray.init() is never used: it would attach to whatever cluster a stale
     current-cluster file names. Yields the number of trials to run at once; shuts down only
-    what it started: at once after an error or a Ctrl-C, in the background after the work is
-    done (`shutting_down`)."""
-    finish_shutdown()                         # a Ray this process started before, still stopping
+    what it started."""
     started = not ray.is_initialized()
     try:
         if started:
@@ -58,24 +61,7 @@ def connected(address: str | None, workers: int | None):
                          **common)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         yield min(cpus, workers) if workers else cpus
-    except BaseException:
+    finally:
         if started:
             with deferred():                  # a second Ctrl-C does not cut the shutdown short
                 ray.shutdown()
-        raise
-    if started:
-        global shutting_down
-        # Ray's shutdown stops its processes one after the other, waiting for each (1.4 s here):
-        # meanwhile the driver consolidates the tables and writes the report. A non-daemon thread:
-        # the process ends only once it is done (workflows/cli.py: exit_now joins it).
-        shutting_down = threading.Thread(target=ray.shutdown, name="ray shutdown")
-        shutting_down.start()
-
-
-shutting_down: threading.Thread | None = None
-
-
-def finish_shutdown():
-    """Wait for the background shutdown of a Ray this process started, if one is under way."""
-    if shutting_down is not None:
-        shutting_down.join()
