@@ -294,3 +294,22 @@ def test_a_ctrl_c_inside_an_extension_modules_import_is_still_a_ctrl_c():
     with pytest.raises(ImportError, match="no module"):
         with surfaced():
             raise ImportError("no module")
+
+
+def test_a_ctrl_c_that_c_code_swallows_is_raised_when_the_block_ends():
+    """interrupt.noticed: C code may report a KeyboardInterrupt as "Exception ignored" and go on (a
+    Cython module's initialisation during `import ray` did); the Ctrl-C is raised all the same."""
+    import sys as sys_module
+
+    from workflows.interrupt import noticed
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with noticed():
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:                   # what the swallowing C code does with it
+                sys_module.stderr.write("Exception ignored: KeyboardInterrupt\n")
+            done.append("the block went on")
+    assert done == ["the block went on"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -38,7 +38,7 @@ import pandas as pd
 
 from . import yaml12
 from .definition import Verdict, compare, definition_hash
-from .interrupt import SweepInterrupted, deferred
+from .interrupt import SweepInterrupted, deferred, noticed
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
 from .store import Store
 
@@ -210,14 +210,16 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
     try:
         if todo and backend == "ray":
             stage = "ray start"
-            from . import ray_session            # Ray only when there is work for it
-            from .packing import pack_cells
-            from .prefetch import prefetch
+            with noticed():                       # a Ctrl-C during `import ray` is not lost
+                from . import ray_session        # Ray only when there is work for it
+                from .packing import pack_cells
+                from .prefetch import prefetch
 
             t0 = time.perf_counter()
             runner = prefetch(f"{__package__}.tune_runner")    # Ray Tune, while Ray starts
             with ray_session.connected(address, workers) as n_workers:
-                tune_runner = runner.module()
+                with noticed():
+                    tune_runner = runner.module()
                 t1 = time.perf_counter()          # "Ray start": Ray up and Ray Tune imported
                 stage = "cells"
                 packs = pack_cells(todo, n_workers)

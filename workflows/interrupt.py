@@ -58,6 +58,30 @@ def deferred():
 
 
 @contextlib.contextmanager
+def noticed():
+    """A Ctrl-C in the block raises KeyboardInterrupt as usual, and is also noted: should C code
+    swallow it (a Cython module's initialisation during `import ray` reports it as "Exception
+    ignored" and goes on; seen in a fresh-clone CI run of test_ctrl_c_while_ray_starts), it is
+    raised again when the block ends. Outside the main thread this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+
+    def handler(signum, frame):
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
 def surfaced():
     """A Ctrl-C that lands while a C extension module initialises (scipy's, during the analysis's
     imports) comes out of the import as that module's ImportError ("initialization failed"), the

@@ -12,12 +12,6 @@ import sys
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no internet to report usage to
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, not Tune's tables
-# Tune's own per-trial logs (CSV, JSON and TensorBoard event files of each trial's reports) are not
-# saddlescape's results (the store's rows are), and their event files, blind to the cells'
-# parameters, cluttered `tensorboard --logdir results/<sweep>`. (Not for speed: the driver's import
-# of tensorboardX for them overlaps the trial workers' start; 3 alternate smoke runs each showed no
-# difference.)
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # Ctrl-C is ours (workflows/interrupt.py): Tune's own SIGINT handler ends fit() "gracefully",
 # advises Tuner.restore (wrong here: rerunning the command resumes) and stays installed after
 # fit() returns, swallowing a later Ctrl-C. Without it, Ctrl-C is a KeyboardInterrupt in fit().
@@ -31,7 +25,7 @@ if "ray" not in sys.modules:
 
 import ray  # noqa: E402
 
-from .interrupt import deferred  # noqa: E402
+from .interrupt import deferred, noticed  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -47,7 +41,8 @@ def connected(address: str | None, workers: int | None):
             address = address or os.environ.get("RAY_ADDRESS")
             common = dict(logging_level=logging.WARNING, log_to_driver=False)
             if address:
-                ray.init(address=address, **common)
+                with noticed():
+                    ray.init(address=address, **common)
             else:
                 # A Ctrl-C in here is not held until Ray is up (that took 27 s on a loaded machine):
                 # the shutdown below stops what ray.init registered, and Ray's kernel fate-sharing
@@ -56,9 +51,10 @@ def connected(address: str | None, workers: int | None):
                 # (ray/tune/execution/class_cache.py), so they never use them, and starting them
                 # took CPU from everything else at start-up (smoke sweep, 3 alternate runs each:
                 # 16.5 against 18.3 s without its report).
-                ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False,
-                         dashboard_host="127.0.0.1", _system_config={"prestart_worker_first_driver": False},
-                         **common)
+                with noticed():
+                    ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False,
+                             dashboard_host="127.0.0.1", _system_config={"prestart_worker_first_driver": False},
+                             **common)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         yield min(cpus, workers) if workers else cpus
     finally:
