@@ -644,7 +644,7 @@ def _palette_png(path: Path):
 
 def figure_jobs(rows, cells, traces, comparisons, design, dpi: int = DEFAULT_DPI, formats=DEFAULT_FORMATS,
                 settings=(), artefacts=None) -> list:
-    """Every figure that applies, as jobs [(stem, draw)] for analysis.drawing.draw_all: draw(path)
+    """Every figure that applies, as jobs [(stem, draw)] for analysis.drawing.Drawing: draw(path)
     returns ((path, caption), "") or (None, why it was not drawn)."""
     save = Saver(dpi, formats)
     colors = palette(cells["optimizer"])

@@ -44,17 +44,8 @@ class SweepInterrupted(KeyboardInterrupt):
 def deferred():
     """Hold SIGINT until the block ends, then raise KeyboardInterrupt (once, however many came).
     Outside the main thread (where Python delivers signals) this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
+    with _sigint_noted(raise_at_once=False):
         yield
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught and previous not in (signal.SIG_IGN, None):
-        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -63,14 +54,25 @@ def noticed():
     swallow it (a Cython module's initialisation during `import ray` reports it as "Exception
     ignored" and goes on; seen in a fresh-clone CI run of test_ctrl_c_while_ray_starts), it is
     raised again when the block ends. Outside the main thread this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
+    with _sigint_noted(raise_at_once=True):
+        yield
+
+
+@contextlib.contextmanager
+def _sigint_noted(raise_at_once: bool):
+    """SIGINT noted in the block (and raised at once if asked); a noted one is raised as
+    KeyboardInterrupt when the block ends normally. Nothing changes where SIGINT is ignored (a
+    background job's) or cannot be handled here (outside the main thread)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
         yield
         return
     caught = []
 
     def handler(signum, frame):
         caught.append(signum)
-        raise KeyboardInterrupt
+        if raise_at_once:
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

@@ -153,10 +153,10 @@ class CompiledBlock:
             self.s3 = self.s3[keep]
 
     def step_columns(self, t0: int, steps: int) -> np.ndarray:
-        """[steps, N_STEP_COLUMNS]: the hyperparameters of steps t0+1 … t0+steps. Every column is a
-        function of its own step alone, except Π_s β₂ₛ under a scheduled β₂ rule (a running product,
-        kept block by block as the reference loop does): those are computed for COLUMN_CHUNK steps
-        at once and sliced, the same numbers at a fraction of the per-block cost."""
+        """[steps, N_STEP_COLUMNS]: the hyperparameters of steps t0+1 … t0+steps, computed for
+        COLUMN_CHUNK steps at once and sliced per block: each column is a function of its own step
+        alone, so the numbers are the same at a fraction of the per-block cost. Not under a scheduled
+        β₂ rule: its Π_s β₂ₛ is a running product, kept block by block as the reference loop does."""
         if self.schedule.rule and self.schedule.on:
             return self.compute_columns(t0, steps)
         if not (self.chunk_start <= t0 and t0 + steps <= self.chunk_start + len(self.chunk)):

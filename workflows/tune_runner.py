@@ -12,7 +12,7 @@ import logging
 import os
 import time
 
-from .ray_session import connected  # noqa: F401  (first: it sets Ray's environment before Ray is imported)
+from . import ray_session  # noqa: F401  (first: it sets Ray's environment before Ray is imported)
 
 from ray import tune  # noqa: E402
 
