@@ -27,6 +27,33 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+WORKER_PORTS = 200
+_worker_blocks: set[int] = set()
+
+
+def free_worker_ports() -> int:
+    """The first of WORKER_PORTS + 1 consecutive free ports for a node's workers, between Ray's
+    default worker ports (10002-19999, the embedded Ray's) and the kernel's ephemeral range
+    (from 32768, where `free_ports` and every other component's port come from), so the block
+    cannot take a port another component of this or any node was given. Blocks this process
+    handed out are not reused."""
+    import random
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        start = random.randrange(20000, ephemeral_low - WORKER_PORTS - 1, WORKER_PORTS + 1)
+        if start in _worker_blocks:
+            continue
+        try:
+            for port in range(start, start + WORKER_PORTS + 1):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _worker_blocks.add(start)
+        return start
+    raise RuntimeError("no block of free worker ports between 20000 and the ephemeral range")
+
+
 def session_members(sid: int) -> list[int]:
     """Processes of session `sid` (field 6 of /proc/PID/stat). Ray's workers get their own
     process groups but stay in the session of the process that started Ray."""
@@ -83,6 +110,7 @@ def ray_env() -> dict:
 class RayNode:
     def __init__(self, head_address: str | None = None, num_cpus: int = 2, temp_dir: str | None = None):
         ports = free_ports(9)
+        workers = free_worker_ports()
         self.port, self.dashboard_port = ports[0], ports[1]
         # Unix socket paths must stay short: a temp dir under /tmp, not pytest's long one.
         self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="rt", dir="/tmp")
@@ -90,12 +118,11 @@ class RayNode:
                 f"--node-manager-port={ports[2]}", f"--object-manager-port={ports[3]}",
                 f"--dashboard-agent-listen-port={ports[4]}", f"--dashboard-agent-grpc-port={ports[5]}",
                 f"--runtime-env-agent-port={ports[6]}", f"--metrics-export-port={ports[7]}",
-                f"--min-worker-port={ports[8] if ports[8] < 60000 else 20000}",
-                f"--max-worker-port={(ports[8] if ports[8] < 60000 else 20000) + 200}"]
+                f"--min-worker-port={workers}", f"--max-worker-port={workers + WORKER_PORTS}"]
         if head_address is None:
             args += ["--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
                      "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                     f"--ray-client-server-port={free_ports(1)[0]}", f"--temp-dir={self.temp_dir}"]
+                     f"--ray-client-server-port={ports[8]}", f"--temp-dir={self.temp_dir}"]
         else:
             args += [f"--address={head_address}", "--node-ip-address=127.0.0.1"]
         self.log = open(Path(self.temp_dir) / f"node-{self.port}.log", "w")
