@@ -284,6 +284,9 @@ def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, n
     # ‖x‖² < (1 − 2⁻²⁰)·threshold² (in double) implies √‖x‖² < threshold after the iterates' own
     # rounding of the square root (relative error ≤ 2⁻²⁴ in float32): the same test, decided early.
     clearly_below = 1.0 - 2.0 ** -20
+    squares = np.empty(J, x.dtype)                        # ‖x_j‖² of the quiet steps' pre-test
+    bound = np.empty(J)                                   # its bound: (1 − 2⁻²⁰)·threshold², ∞ when done
+    stale = True                                          # bound to be recomputed (thresholds changed)
     events = 0                                            # entries of event_step set (returned)
     for i in range(steps.shape[0]):
         t = t0 + i + 1
@@ -304,6 +307,26 @@ def step_block(flags, eigs, eigs_tiled, std_tiled, preconditioner_tiled, H, Q, n
         # as escape measure: a run whose ‖x‖² is clearly below its threshold² has no event, and is
         # passed over without the square root and the bookkeeping below.
         quiet = escape == NORM and not gap_on and not track_on and trace_at[i] < 0 and tail_at[i] < 0
+        if quiet:
+            # The whole batch at once first: every run's ‖x‖² (each summed in coordinate order,
+            # as below, but coordinate by coordinate over the runs: loops the compiler vectorises
+            # where d is small) and how many are not clearly below their bound. Most steps have
+            # none, and then the run-by-run loop below has nothing to do.
+            if stale:
+                for j in range(J):
+                    bound[j] = np.inf if done[j] else clearly_below * np.float64(threshold[j]) * np.float64(threshold[j])
+                stale = False
+            for j in range(J):
+                squares[j] = x[j, 0] * x[j, 0]
+            for k in range(1, d):
+                for j in range(J):
+                    squares[j] += x[j, k] * x[j, k]
+            near = 0
+            for j in range(J):
+                near += not (np.float64(squares[j]) < bound[j])     # NaN too: it diverged
+            if near == 0:
+                continue
+            stale = True                                  # the loop below may change thresholds
         for j in range(J):
             if done[j]:
                 continue
