@@ -128,6 +128,9 @@ def check_resume(storage: Path, args, kept: set[str]):
         rerun.cleanup()
     m = meta(storage)
     assert m["interrupted"] is False and m["cells"]["done"] == N_CELLS
+    if "--backend" not in args or "ray" in args:
+        # Its own embedded Ray: every trial ran on a worker started and warmed while Tune started.
+        assert m["run"]["trials"] >= 1 and m["run"]["warm_trials"] == m["run"]["trials"], m["run"]
     assert m["cells"]["reused"] == len(kept) and m["cells"]["computed_this_run"] == N_CELLS - len(kept)
     assert stamps == {name: (storage / "r" / "parts" / name).stat().st_mtime_ns for name in kept}
     rows = pd.read_parquet(storage / "r" / "rows.parquet")

@@ -225,12 +225,14 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
                 packs = pack_cells(todo, n_workers)
                 echo(f"  {len(packs)} trials on {n_workers} workers")
                 run.update(workers=n_workers, ray_start_seconds=round(t1 - t0, 3))
-                engine = tune_runner.run_packs(packs, p.root, sweep.name, workers=n_workers,
-                                               max_failures=max_failures, echo=echo, on_cell=on_cell)
+                progress = tune_runner.run_packs(packs, p.root, sweep.name, workers=n_workers,
+                                                 max_failures=max_failures, echo=echo, on_cell=on_cell)
+                engine = progress.engine_seconds
                 t2 = time.perf_counter()
             # Parallel efficiency: engine time over the workers' wall time while Tune ran; the rest
             # is Tune's per-trial overhead and idle workers at the end.
             run.update(tune_seconds=round(t2 - t1, 3), engine_seconds=round(engine, 3),
+                       trials=len(progress.trials), warm_trials=len(progress.warm_trials),
                        efficiency=round(engine / max((t2 - t1) * n_workers, 1e-9), 4))
         elif todo:
             from .local_runner import run_cells

@@ -17,6 +17,10 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, no
 # fit() returns, swallowing a later Ctrl-C. Without it, Ctrl-C is a KeyboardInterrupt in fit().
 # Read by Tune at every fit(), so set here, before any.
 os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+# Tune gives its trial actors this variable (for PyTorch Lightning) through a runtime_env, which
+# keeps them off the workers Ray starts ahead (workflows/tune_runner.py: inherited_environment);
+# set here, before Ray starts, the embedded Ray's workers inherit it instead.
+os.environ.setdefault("PL_DISABLE_FORK", "1")
 if "ray" not in sys.modules:
     # Token authentication, explicitly (Ray 2.60's default for a new local Ray; a client of an
     # existing cluster needs it said). Ray reads it once, at import: set later, the driver and
@@ -28,6 +32,15 @@ import ray  # noqa: E402
 from .interrupt import deferred, noticed  # noqa: E402
 
 
+_warm = False
+
+
+def warm_workers() -> bool:
+    """Whether this process is connected to the embedded local Ray it started, whose workers import
+    what a trial needs before they take one (workflows/warm_worker.py)."""
+    return _warm and ray.is_initialized()
+
+
 @contextlib.contextmanager
 def connected(address: str | None, workers: int | None):
     """An existing cluster when an address is given (or RAY_ADDRESS is set), else an embedded
@@ -35,6 +48,7 @@ def connected(address: str | None, workers: int | None):
     A bare ray.init() is never used: it would attach to whatever cluster a stale
     current-cluster file names. Yields the number of trials to run at once; shuts down only
     what it started."""
+    global _warm
     started = not ray.is_initialized()
     try:
         if started:
@@ -47,17 +61,19 @@ def connected(address: str | None, workers: int | None):
                 # A Ctrl-C in here is not held until Ray is up (that took 27 s on a loaded machine):
                 # the shutdown below stops what ray.init registered, and Ray's kernel fate-sharing
                 # (PR_SET_PDEATHSIG) ends what it had started before (tests/test_interrupt.py).
-                # No workers started ahead for the driver: Tune's trial actors carry a runtime_env
-                # (ray/tune/execution/class_cache.py), so they never use them, and starting them
-                # took CPU from everything else at start-up (smoke sweep, 3 alternate runs each:
-                # 16.5 against 18.3 s without its report).
+                # One worker per core is started as the driver connects, and each imports what a
+                # trial needs (workflows/warm_worker.py) while the driver starts Tune: the trials
+                # take these workers (workflows/tune_runner.py says how) and start at once.
                 with noticed():
                     ray.init(address="local", num_cpus=workers or os.cpu_count(), include_dashboard=False,
-                             dashboard_host="127.0.0.1", _system_config={"prestart_worker_first_driver": False},
+                             dashboard_host="127.0.0.1",
+                             _system_config={"preload_python_modules": [f"{__package__}.warm_worker"]},
                              **common)
+                _warm = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         yield min(cpus, workers) if workers else cpus
     finally:
         if started:
             with deferred():                  # a second Ctrl-C does not cut the shutdown short
                 ray.shutdown()
+            _warm = False

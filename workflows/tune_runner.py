@@ -8,16 +8,20 @@ says (the retry skips the cells already stored), and what still fails is recorde
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import time
 
 from . import ray_session  # noqa: F401  (first: it sets Ray's environment before Ray is imported)
 
 from ray import tune  # noqa: E402
+from ray.tune.execution import class_cache  # noqa: E402
 
 from .cell import cell_id  # noqa: E402
 from .local_runner import compute_and_store  # noqa: E402
+from .ray_session import warm_workers  # noqa: E402
 from .registry import local_registrations  # noqa: E402
 from .store import Store  # noqa: E402
 
@@ -48,6 +52,11 @@ def run_pack(config: dict, packs: list[list[dict]], registrations=None):
     `registrations`: the optimizers and problems the driver registered in its own process."""
     from .registry import adopt_registrations
 
+    # Whether this worker is one Ray started ahead and warmed (workflows/warm_worker.py), not one
+    # started for this trial: it began warming before Tune began. Both clocks are this machine's
+    # (a cluster's workers are not warmed).
+    warmed = sys.modules.get(f"{__package__}.warm_worker")
+    warm = int(warmed is not None and warmed.started_at < config["tune_started"])
     start_worker()
     adopt_registrations(registrations)
     store = Store(config["store_root"], config["sweep"])
@@ -56,12 +65,37 @@ def run_pack(config: dict, packs: list[list[dict]], registrations=None):
         outcome = compute_and_store(cell, store)
         if outcome.error is not None:
             failures[outcome.cell_id] = outcome.error
-            tune.report({"cell_id": outcome.cell_id, "cell_done": 0, "failed": 1})
+            tune.report({"cell_id": outcome.cell_id, "cell_done": 0, "failed": 1, "warm_worker": warm})
             continue
         tune.report({"cell_id": outcome.cell_id, "cell_done": 1, "engine_seconds": outcome.engine_seconds,
-                     "reused": int(outcome.reused)})
+                     "reused": int(outcome.reused), "warm_worker": warm})
     if failures:
         raise CellFailures("; ".join(f"cell {k}: {v}" for k, v in failures.items()))
+
+
+@contextlib.contextmanager
+def inherited_environment():
+    """Trial actors without a runtime_env, on the embedded local Ray whose workers were started and
+    warmed ahead (workflows/ray_session.py, workflows/warm_worker.py).
+
+    Ray's pool keys its workers by runtime_env: an actor with one never takes a worker started
+    ahead; it waits for a fresh process and its imports (3-4 s here, every worker, every sweep).
+    Tune gives each trial actor the environment variables it means to carry to other machines
+    (PL_DISABLE_FORK=1 for PyTorch Lightning, AWS credentials and Ray Train's variables where the
+    driver has them: ray/tune/execution/class_cache.py). On the embedded Ray every worker already
+    inherits the driver's environment (and PL_DISABLE_FORK, which ray_session sets), so there they
+    are left out of the actor's runtime_env; on a cluster Tune's defaults stand."""
+    if not warm_workers():
+        yield
+        return
+    defaults, propagated = dict(class_cache.DEFAULT_ENV_VARS), set(class_cache.ENV_VARS_TO_PROPAGATE)
+    class_cache.DEFAULT_ENV_VARS.clear()
+    class_cache.ENV_VARS_TO_PROPAGATE.clear()
+    try:
+        yield
+    finally:
+        class_cache.DEFAULT_ENV_VARS.update(defaults)
+        class_cache.ENV_VARS_TO_PROPAGATE.update(propagated)
 
 
 def start_worker():
@@ -84,6 +118,8 @@ class Progress(tune.Callback):
     def __init__(self, total: int, echo, every: float = 2.0, on_cell=None):
         self.total, self.echo, self.every, self.on_cell = total, echo, every, on_cell
         self.done: set[str] = set()
+        self.trials: set[str] = set()         # trials that reported, and those that ran on a warm worker
+        self.warm_trials: set[str] = set()
         self.engine_seconds = 0.0
         self.start = time.monotonic()
         self.last = 0.0
@@ -94,6 +130,9 @@ class Progress(tune.Callback):
         return {**self.__dict__, "on_cell": None}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.trials.add(trial.trial_id)
+        if result.get("warm_worker"):
+            self.warm_trials.add(trial.trial_id)
         if result.get("cell_done") and result["cell_id"] not in self.done:
             self.done.add(result["cell_id"])
             self.engine_seconds += result.get("engine_seconds", 0.0)
@@ -112,8 +151,10 @@ class Progress(tune.Callback):
 
 
 def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, workers: int, max_failures: int,
-              echo=print, on_cell=None) -> float:
-    """Run every pack as a Tune trial; returns the summed engine seconds of the cells run.
+              echo=print, on_cell=None) -> Progress:
+    """Run every pack as a Tune trial; returns the Progress: `engine_seconds` (summed over the
+    cells run), `trials` and `warm_trials` (the trial ids that reported, and those of them that
+    ran on a worker warmed ahead: workflows/warm_worker.py).
     Failures are left in the store (failed/<cell_id>.json) for the caller to report.
     `on_cell(cell_id)`: called on the driver as each cell is stored (Progress)."""
     store = Store(store_root, sweep)
@@ -123,14 +164,16 @@ def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, workers: 
         tune.with_parameters(run_pack, packs=packs, registrations=local_registrations()), TRIAL_RESOURCES)
     tuner = tune.Tuner(
         trainable,
-        param_space={"pack": tune.grid_search(list(range(len(packs)))), "store_root": store_root, "sweep": sweep},
+        param_space={"pack": tune.grid_search(list(range(len(packs)))), "store_root": store_root, "sweep": sweep,
+                     "tune_started": time.time()},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=workers),
         run_config=tune.RunConfig(
             name="_tune", storage_path=store.uri if not store.local else store.base,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             callbacks=[progress], verbose=0, log_to_file=True),
     )
-    grid = tuner.fit()
+    with inherited_environment():
+        grid = tuner.fit()
     # A trial that died without writing its failures (a killed worker): record them here.
     recorded = store.failures()
     for result in grid:
@@ -140,4 +183,4 @@ def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, workers: 
             key = cell_id(cell)
             if key not in recorded and store.part_info(key, cell["seeds"]) is None:
                 store.record_failure(cell, key, f"trial failed: {result.error}")
-    return progress.engine_seconds
+    return progress
