@@ -354,8 +354,28 @@ def test_a_dry_run_lists_what_varies_estimates_and_writes_nothing(tmp_path):
     header = next(line for line in out.splitlines() if line.strip().startswith("#"))
     assert header.split() == ["#", "problem.anisotropy", "optimizer.name", "optimizer.lr", "optimizer.beta2", "stored"]
     assert "in every cell: problem.name=quadratic_saddle, seeds=1024, budget=20000" in out
-    assert "wall <= " in out and "on 2 workers" in out
+    assert "<= 1.15e+09 seed-steps" in out and "wall about " in out and "on 2 workers" in out
+    assert "do not model" not in out      # quadratic saddles with built-in optimizers: modelled
     assert not storage.exists()
+
+
+def test_a_dry_run_names_the_cells_whose_cost_the_estimate_does_not_model(tmp_path, capsys):
+    """The time estimate is per-step costs measured on the synthetic saddles: a sweep with other
+    problems, SOSP checks or ecosystem optimizers is told so, with how many cells and which kinds."""
+    path = write(tmp_path, HEAD + textwrap.dedent("""
+        sweeps:
+          mixed:
+            parameters:
+              problem.name: {values: [quadratic_saddle, logistic_regression]}
+              optimizer.lr: 0.1
+        """))
+    assert main(["run", str(path), "--sweep", "mixed", "--dry-run", "--storage", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "1 of the 2 cells are of kinds the time estimate does not model (logistic_regression)" in out
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "*  " in out and "the time estimate does not model" in out
+    assert not (tmp_path / "r").exists()
 
 
 # --- 9. overrides ---------------------------------------------------------------------------------

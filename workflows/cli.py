@@ -47,17 +47,20 @@ def cmd_validate(args) -> int:
     workers = args.workers or os.cpu_count() or 1
     width = max(map(len, sweeps))
     echo(f"{args.sweeps}: {len(sweeps)} sweep{'s' if len(sweeps) > 1 else ''}, all valid "
-         f"(estimates: every seed to its budget, on {workers} workers)")
+         f"(estimates: every seed to its budget, on {workers} workers; seed-steps a bound, time rough)")
     for name, sweep in sweeps.items():
         for line in sweep.notes:
             note(line)
         summary = sweep.description if len(sweep.description) <= 50 else sweep.description[:47] + "..."
         wall = plan_.wall_seconds(sweep.cells, workers)
         echo(f"  {name:<{width}}  {len(sweep.cells):>6} cells  <= {sweep.seed_steps:.2e} seed-steps  "
-             f"<= {plan_.duration(wall):>9}  {summary}")
+             f"~ {plan_.duration(wall):>9}{'*' if plan_.unmodelled(sweep.cells) else ' '}  {summary}")
         warning = plan_.warning(name, sweep.cells, sweep.seed_steps, workers)
         if warning:
             warn(warning)
+    if any(plan_.unmodelled(sweep.cells) for sweep in sweeps.values()):
+        echo("  * some cells are of kinds the time estimate does not model (other problems than the "
+             "synthetic saddles, SOSP checks, ecosystem optimizers): they can take many times longer")
     from .registry import registered_lines        # what a sweep may name (plugins load here)
 
     for line in registered_lines():
@@ -136,9 +139,12 @@ def dry_run(sweep, args) -> int:
         echo("  " + line)
     wall = plan_.wall_seconds(p.todo, workers, args.backend)
     echo(f"  estimate for the {len(p.todo)} cells to run: <= {plan_.seed_steps(p.todo):.2e} seed-steps, "
-         f"<= {plan_.duration(plan_.engine_seconds(p.todo))} of engine time, wall <= {plan_.duration(wall)} on "
+         f"about {plan_.duration(plan_.engine_seconds(p.todo))} of engine time, wall about {plan_.duration(wall)} on "
          f"{1 if args.backend == 'local' else workers} worker{'s' if workers > 1 and args.backend != 'local' else ''} "
          "(every seed to its budget; most cells stop earlier)")
+    unmodelled = plan_.unmodelled(p.todo)
+    if unmodelled:
+        echo(f"  {unmodelled}")
     warning = plan_.warning(sweep.name, p.todo, plan_.seed_steps(p.todo), workers)
     if warning:
         warn(warning)

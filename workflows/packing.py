@@ -20,6 +20,20 @@ STEP_SECONDS = 40e-6
 COORDINATE_STEP_SECONDS = 3e-9
 
 
+# What the per-step costs were measured on: the built-in optimizers on the synthetic saddles.
+# Elsewhere a step costs many times more, and the estimate says so (workflows/plan.py): other
+# problems' gradients (the study's logistic_regression cells took up to 453x their estimate,
+# mlp_teacher_student 388x, matrix_factorization 38x), SOSP checks (up to 14x), and ecosystem
+# optimizers stepped per seed (pytorch_optimizer.Prodigy, 256 seeds: 43x).
+MODELLED_PROBLEMS = ("quadratic_saddle", "staib_toy")
+
+
+def cost_is_modelled(cell: dict) -> bool:
+    """Whether estimated_seconds models this cell's kind of step (see MODELLED_PROBLEMS)."""
+    return (cell["problem"]["name"] in MODELLED_PROBLEMS and not cell.get("sosp_epsilon")
+            and "." not in cell["optimizer"]["name"])
+
+
 def estimated_seconds(cell: dict) -> float:
     dim = cell["problem"].get("dim", 2)
     per_step = STEP_SECONDS + COORDINATE_STEP_SECONDS * cell["seeds"] * dim
