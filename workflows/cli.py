@@ -48,19 +48,22 @@ def cmd_validate(args) -> int:
     width = max(map(len, sweeps))
     echo(f"{args.sweeps}: {len(sweeps)} sweep{'s' if len(sweeps) > 1 else ''}, all valid "
          f"(estimates: every seed to its budget, on {workers} workers; seed-steps a bound, time rough)")
+    any_marked = False
     for name, sweep in sweeps.items():
         for line in sweep.notes:
             note(line)
         summary = sweep.description if len(sweep.description) <= 50 else sweep.description[:47] + "..."
         wall = plan_.wall_seconds(sweep.cells, workers)
+        marked = bool(plan_.unmodelled(sweep.cells))
+        any_marked = any_marked or marked
         echo(f"  {name:<{width}}  {len(sweep.cells):>6} cells  <= {sweep.seed_steps:.2e} seed-steps  "
-             f"~ {plan_.duration(wall):>9}{'*' if plan_.unmodelled(sweep.cells) else ' '}  {summary}")
+             f"~ {plan_.duration(wall):>9}{'*' if marked else ' '}  {summary}")
         warning = plan_.warning(name, sweep.cells, sweep.seed_steps, workers)
         if warning:
             warn(warning)
-    if any(plan_.unmodelled(sweep.cells) for sweep in sweeps.values()):
+    if any_marked:
         echo("  * some cells are of kinds the time estimate does not model (other problems than the "
-             "synthetic saddles, SOSP checks, ecosystem optimizers): they can take many times longer")
+             "synthetic saddles, SOSP checks, optimizers that are not built in): they can take many times longer")
     from .registry import registered_lines        # what a sweep may name (plugins load here)
 
     for line in registered_lines():

@@ -23,15 +23,24 @@ COORDINATE_STEP_SECONDS = 3e-9
 # What the per-step costs were measured on: the built-in optimizers on the synthetic saddles.
 # Elsewhere a step costs many times more, and the estimate says so (workflows/plan.py): other
 # problems' gradients (the study's logistic_regression cells took up to 453x their estimate,
-# mlp_teacher_student 388x, matrix_factorization 38x), SOSP checks (up to 14x), and ecosystem
-# optimizers stepped per seed (pytorch_optimizer.Prodigy, 256 seeds: 43x).
+# mlp_teacher_student 388x, matrix_factorization 38x), SOSP checks (up to 14x), and optimizers
+# that are not built in (pytorch_optimizer.Prodigy, stepped per seed, 256 seeds: 43x).
 MODELLED_PROBLEMS = ("quadratic_saddle", "staib_toy")
 
 
-def cost_is_modelled(cell: dict) -> bool:
-    """Whether estimated_seconds models this cell's kind of step (see MODELLED_PROBLEMS)."""
-    return (cell["problem"]["name"] in MODELLED_PROBLEMS and not cell.get("sosp_epsilon")
-            and "." not in cell["optimizer"]["name"])
+def unmodelled_kinds(cell: dict) -> list[str]:
+    """What in this cell's step estimated_seconds does not model (see MODELLED_PROBLEMS): the
+    problem (with "with SOSP checks" where it has them) and an optimizer that is not built in;
+    empty when the estimate models the cell."""
+    from .registry import REGISTRIES
+
+    problem, optimizer = cell["problem"]["name"], cell["optimizer"]["name"]
+    kinds = []
+    if problem not in MODELLED_PROBLEMS or cell.get("sosp_epsilon"):
+        kinds.append(problem + (" with SOSP checks" if cell.get("sosp_epsilon") else ""))
+    if optimizer not in REGISTRIES["optimizer"].builtins():
+        kinds.append(optimizer)
+    return kinds
 
 
 def estimated_seconds(cell: dict) -> float:

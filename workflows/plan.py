@@ -4,7 +4,7 @@ The cost of a cell is workflows/packing.estimated_seconds: a rough estimate of t
 if every seed ran to its budget, from per-step costs measured on the synthetic saddles. It is not
 a bound: most cells stop early (the quick sweep's cells took about a tenth of it), but a built-in
 adam cell that runs to its budget took 1.02x it, and kinds of step it does not model
-(packing.cost_is_modelled) take many times longer; those are counted and named. The seed-steps
+(packing.unmodelled_kinds) take many times longer; those are counted and named. The seed-steps
 are a bound (every seed to its budget). The wall time spreads the cells over the workers longest
 first, as the runner's packing does, and adds the fixed cost of a Ray run (a few seconds).
 """
@@ -15,7 +15,7 @@ import math
 
 import pandas as pd
 
-from .packing import cost_is_modelled, estimated_seconds
+from .packing import estimated_seconds, unmodelled_kinds
 
 RAY_FIXED_SECONDS = 6.0            # Ray's start + Tune's worker start, measured on 2 cores (README)
 ABSURD_SEED_STEPS = 1e12
@@ -97,11 +97,11 @@ def engine_seconds(cells: list[dict]) -> float:
 def unmodelled(cells: list[dict]) -> str:
     """'' when the estimate models every cell's kind of step, else a note naming how many do not
     and which problems and optimizers they use."""
-    others = [c for c in cells if not cost_is_modelled(c)]
+    per_cell = [unmodelled_kinds(c) for c in cells]
+    others = sum(1 for k in per_cell if k)
     if not others:
         return ""
-    kinds = sorted({c["problem"]["name"] + (" with SOSP checks" if c.get("sosp_epsilon") else "") for c in others}
-                   | {c["optimizer"]["name"] for c in others if "." in c["optimizer"]["name"]})
+    kinds = sorted({kind for k in per_cell for kind in k})
     shown = ", ".join(kinds[:4]) + (f" and {len(kinds) - 4} more" if len(kinds) > 4 else "")
-    return (f"{len(others)} of the {len(cells)} cells are of kinds the time estimate does not model "
+    return (f"{others} of the {len(cells)} cells are of kinds the time estimate does not model "
             f"({shown}): they can take many times longer")
