@@ -108,7 +108,8 @@ def ray_env() -> dict:
 
 
 class RayNode:
-    def __init__(self, head_address: str | None = None, num_cpus: int = 2, temp_dir: str | None = None):
+    def __init__(self, head_address: str | None = None, num_cpus: int = 2, temp_dir: str | None = None,
+                 env: dict | None = None):
         ports = free_ports(9)
         workers = free_worker_ports()
         self.port, self.dashboard_port = ports[0], ports[1]
@@ -126,7 +127,7 @@ class RayNode:
         else:
             args += [f"--address={head_address}", "--node-ip-address=127.0.0.1"]
         self.log = open(Path(self.temp_dir) / f"node-{self.port}.log", "w")
-        self.proc = subprocess.Popen(args, env=ray_env(), stdout=self.log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(args, env=env or ray_env(), stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     @property

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from gate import Gate
 from raycluster import kill_session, ray_env, session_members
 
 from workflows import run_sweep
@@ -30,7 +31,7 @@ SWEEP = """
 sweeps:
   r:
     parameters:
-      problem: {name: quadratic_saddle, dim: 10}
+      problem: {name: gated_saddle, dim: 10}
       problem.anisotropy: {values: [1, 10, 100, 1000]}
       optimizer.name: {values: [sgd, adam]}
       optimizer.lr: {values: [0.001, 0.003]}
@@ -45,9 +46,9 @@ class Driver:
     """`python -m workflows ARGS` in a session of its own, its output read line by line (or any
     command: `shell`)."""
 
-    def __init__(self, args, shell: str | None = None):
+    def __init__(self, args, gate: Gate, shell: str | None = None):
         command = ["bash", "-c", shell] if shell else [sys.executable, "-m", "workflows", *args]
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=ray_env(),
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=gate.env(ray_env()),
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
         self.lines: list[str] = []
@@ -110,6 +111,11 @@ def sweep_args(tmp_path):
     return storage, ["run", str(path), "--sweep", "r", "--storage", str(storage), "--no-analyze", "--workers", "2"]
 
 
+@pytest.fixture
+def gate(tmp_path):
+    return Gate(tmp_path / "gate")
+
+
 def interrupted_output_is_right(driver: Driver, stage: str):
     out = driver.output
     # Killed by SIGINT after its cleanup, as shells expect: a shell reports 130 and stops its loop.
@@ -118,10 +124,11 @@ def interrupted_output_is_right(driver: Driver, stage: str):
     assert "Tuner.restore" not in out and "Traceback" not in out, out
 
 
-def check_resume(storage: Path, args, kept: set[str]):
+def check_resume(storage: Path, args, kept: set[str], gate: Gate):
     """A rerun completes the sweep, computing only what the interruption left, never a kept cell again."""
     stamps = {name: (storage / "r" / "parts" / name).stat().st_mtime_ns for name in kept}
-    rerun = Driver(args)
+    gate.open()
+    rerun = Driver(args, gate)
     try:
         assert rerun.finish() == 0, rerun.output
     finally:
@@ -139,12 +146,13 @@ def check_resume(storage: Path, args, kept: set[str]):
 
 @pytest.mark.ray
 @pytest.mark.parametrize("backend", ["ray", "local"])
-def test_ctrl_c_among_the_cells_stops_keeps_and_resumes(sweep_args, backend):
+def test_ctrl_c_among_the_cells_stops_keeps_and_resumes(sweep_args, gate, backend):
     storage, args = sweep_args
     args = args + ["--backend", backend]
-    driver = Driver(args)
+    gate.admit(2)                                # two cells run; the next ones wait at the gate
+    driver = Driver(args, gate)
     try:
-        driver.wait_for(lambda: len(parts(storage)) >= 2)
+        driver.wait_for(lambda: len(parts(storage)) >= 2 and gate.tickets() >= 3)
         at_sigint = parts(storage)
         seconds = driver.interrupt()
         interrupted_output_is_right(driver, "cells")
@@ -160,18 +168,18 @@ def test_ctrl_c_among_the_cells_stops_keeps_and_resumes(sweep_args, backend):
     assert m["cells"]["missing"] == N_CELLS - len(kept)
     assert f"{len(kept)}/{N_CELLS} cells stored ({len(kept)} computed this run) before the interruption" in driver.output
     assert seconds < STOP_WITHIN
-    check_resume(storage, args, kept)
+    check_resume(storage, args, kept, gate)
     print(f"{backend}: stopped {seconds:.1f} s after SIGINT; {len(at_sigint)} cells stored at SIGINT, "
           f"{len(kept)} kept at exit; rerun computed the other {N_CELLS - len(kept)}")
 
 
 @pytest.mark.ray
 @pytest.mark.parametrize("moment", ["import", "init"])
-def test_ctrl_c_while_ray_starts(sweep_args, moment):
+def test_ctrl_c_while_ray_starts(sweep_args, gate, moment):
     """While Ray is imported, or once ray.init has started Ray's own processes (a Ctrl-C then
     waits for it to be up, and stops it: nothing of it outlives the command)."""
     storage, args = sweep_args
-    driver = Driver(args)
+    driver = Driver(args, gate)
     try:
         driver.wait_for(lambda: any(line.startswith("sweep r:") for line in driver.lines))
         if moment == "init":
@@ -189,16 +197,17 @@ def test_ctrl_c_while_ray_starts(sweep_args, moment):
 
 
 @pytest.mark.ray
-def test_ctrl_c_in_the_analysis(tmp_path):
+def test_ctrl_c_in_the_analysis(tmp_path, gate):
     path = tmp_path / "sweeps.yaml"
-    path.write_text(textwrap.dedent(SWEEP).replace("seeds: 128", "seeds: 8").replace("20000", "500\n      cnc_samples: 0"))
+    path.write_text(textwrap.dedent(SWEEP).replace("gated_saddle", "quadratic_saddle").replace("seeds: 128", "seeds: 8")
+                    .replace("20000", "500\n      cnc_samples: 0"))
     storage = tmp_path / "s"
     args = ["run", str(path), "--sweep", "r", "--storage", str(storage), "--backend", "local"]
     assert main(args + ["--no-analyze"]) == 0
-    driver = Driver(args)
+    driver = Driver(args, gate)
     try:
+        # Printed as the analysis begins; it then takes seconds (imports, fits, figures).
         driver.wait_for(lambda: any("cells stored" in line for line in driver.lines))
-        time.sleep(0.5)                                         # into the analysis
         seconds = driver.interrupt()
         interrupted_output_is_right(driver, "analysis")
     finally:
@@ -210,22 +219,25 @@ def test_ctrl_c_in_the_analysis(tmp_path):
     print(f"analysis: stopped {seconds:.1f} s after SIGINT")
 
 
-def test_ctrl_c_stops_a_shell_loop_of_sweeps_and_the_shell_sees_130(sweep_args):
+def test_ctrl_c_stops_a_shell_loop_of_sweeps_and_the_shell_sees_130(sweep_args, gate):
     """A shell waits for its command; if the command died of SIGINT the shell stops too, if it
     exit()ed (even with 130) the loop goes on to the next sweep."""
     storage, args = sweep_args
     command = " ".join([sys.executable, "-m", "workflows", *args, "--backend", "local"])
     script = f"{command}; echo status $?; for i in 1 2; do {command}; echo next sweep; done"
-    driver = Driver(None, shell=script)
+    gate.admit(1)
+    driver = Driver(None, gate, shell=script)
     try:
-        driver.wait_for(lambda: len(parts(storage)) >= 1)
-        os.kill(driver.proc.pid, 0)
+        # One cell stored, the second waiting at the gate: the first command is among the cells.
+        driver.wait_for(lambda: len(parts(storage)) >= 1 and gate.tickets() >= 2)
         inner = [p for p in session_members(driver.proc.pid) if p != driver.proc.pid]
         for pid in inner:                  # Ctrl-C reaching only the command: the shell reports 130
             os.kill(pid, signal.SIGINT)
         driver.wait_for(lambda: "status" in driver.output)
         assert "status 130" in driver.output, driver.output
-        driver.wait_for(lambda: len(parts(storage)) >= 3)
+        # The loop's first command: one more cell (ticket 2), then it waits at ticket 3.
+        gate.admit(3)
+        driver.wait_for(lambda: len(parts(storage)) >= 2 and gate.tickets() >= 4)
         driver.interrupt()                 # Ctrl-C to the whole group, in the loop: the loop stops
     finally:
         driver.cleanup()
@@ -277,7 +289,8 @@ def test_tune_leaves_no_sigint_handler_behind(local_ray, tmp_path):
     """The swallowed Ctrl-C: Tune's handler stayed installed after fit() returned, so a Ctrl-C in
     the analysis only set a flag. After a Ray run, SIGINT is Python's KeyboardInterrupt again."""
     path = tmp_path / "sweeps.yaml"
-    path.write_text(textwrap.dedent(SWEEP).replace("seeds: 128", "seeds: 4").replace("20000", "50"))
+    path.write_text(textwrap.dedent(SWEEP).replace("gated_saddle", "quadratic_saddle").replace("seeds: 128", "seeds: 4")
+                    .replace("20000", "50"))
     assert main(["run", str(path), "--sweep", "r", "--storage", str(tmp_path / "s"), "--no-analyze"]) == 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from gate import Gate
 from raycluster import BIN, free_ports, kill_session
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
@@ -151,7 +152,7 @@ INTERRUPTED = """
 sweeps:
   r:
     parameters:
-      problem: {name: quadratic_saddle, dim: 10}
+      problem: {name: gated_saddle, dim: 10}
       problem.anisotropy: {values: [1, 10, 100, 1000]}
       optimizer.name: {values: [sgd, adam]}
       optimizer.lr: 0.001
@@ -163,8 +164,12 @@ sweeps:
 def test_ctrl_c_with_a_tracker_stops_as_without_and_the_rerun_tracks_the_rest(tmp_path):
     """SIGINT to the driver's process group among the cells (--backend local): it still dies of
     SIGINT within seconds with the resume advice, never a tracker's traceback; no cell is in
-    TensorBoard that is not stored; rerunning the same command tracks every cell."""
+    TensorBoard that is not stored; rerunning the same command tracks every cell. Two cells run, the
+    rest wait at a gate (tests/gate.py) until the signal has landed."""
     (tmp_path / "r.yaml").write_text(INTERRUPTED)
+    gate = Gate(tmp_path / "gate")
+    gate.admit(2)
+    env = gate.env(dict(os.environ))
     args = [sys.executable, "-m", "workflows", "run", str(tmp_path / "r.yaml"), "--storage", str(tmp_path),
             "--backend", "local", "--no-analyze", "--track", "tensorboard"]
     parts, logdir = tmp_path / "r" / "parts", tmp_path / "r" / "tensorboard"
@@ -173,10 +178,10 @@ def test_ctrl_c_with_a_tracker_stops_as_without_and_the_rerun_tracks_the_rest(tm
         return {p.name.removesuffix(".parquet") for p in parts.glob("*.parquet")} if parts.exists() else set()
 
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 300
-        while len(stored()) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        while (len(stored()) < 2 or gate.tickets() < 3) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, proc.stdout.read()
         start = time.monotonic()
@@ -199,7 +204,8 @@ def test_ctrl_c_with_a_tracker_stops_as_without_and_the_rerun_tracks_the_rest(tm
     if tracked != kept:
         assert f"note: tensorboard: {len(kept - tracked)} of the {len(kept)} stored cells not tracked (interrupted)" \
             in out, out
-    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    gate.open()
+    rerun = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False, env=env)
     assert rerun.returncode == 0, rerun.stderr
     assert {p.name for p in logdir.iterdir()} == stored() and len(stored()) == 8
     print(f"stopped {seconds:.1f} s after SIGINT with {len(kept)} cells stored, {len(tracked)} tracked; the rerun "

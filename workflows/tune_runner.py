@@ -53,10 +53,10 @@ def run_pack(config: dict, packs: list[list[dict]], registrations=None):
     from .registry import adopt_registrations
 
     # Whether this worker is one Ray started ahead and warmed (workflows/warm_worker.py), not one
-    # started for this trial: it began warming before Tune began. Both clocks are this machine's
-    # (a cluster's workers are not warmed).
+    # started for this trial: its process was created before Tune began (a causal order, not a race
+    # with the worker's imports). Both clocks are this machine's (a cluster's workers are not warmed).
     warmed = sys.modules.get(f"{__package__}.warm_worker")
-    warm = int(warmed is not None and warmed.started_at < config["tune_started"])
+    warm = int(warmed is not None and warmed.process_started() < config["tune_started"])
     start_worker()
     adopt_registrations(registrations)
     store = Store(config["store_root"], config["sweep"])
@@ -165,7 +165,7 @@ def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, workers: 
     tuner = tune.Tuner(
         trainable,
         param_space={"pack": tune.grid_search(list(range(len(packs)))), "store_root": store_root, "sweep": sweep,
-                     "tune_started": time.time()},
+                     "tune_started": time.clock_gettime(time.CLOCK_BOOTTIME)},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=workers),
         run_config=tune.RunConfig(
             name="_tune", storage_path=store.uri if not store.local else store.base,
