@@ -141,22 +141,24 @@ def compare(store, sweep, cell_ids, allow_changed: bool = False, python: bool = 
     if not dropped:
         still = "its stored cell is" if kept == 1 else f"its {kept} stored cells are all"
         return Verdict("extension", f"{where}; {still} still in the grid", kept, 0, meta)
-    other = "" if random_ and "order" in what else " (another sweep of the same name?)"
+    # Another sweep of the same name is the likely cause only where no key or override explains it.
+    other = "" if (random_ and "order" in what) or "overrides" in what else " (another sweep of the same name?)"
     lost = ((f"none of its {dropped} stored cells is" if dropped > 1 else "its stored cell is not")
             + f" in this grid{other}" if not kept
             else f"{dropped} of its {kept + dropped} stored cells {'is' if dropped == 1 else 'are'} not in this grid")
     if allow_changed:
         return Verdict("changed", f"{where}; {lost}: kept {kept}, the other {dropped} stay on disk out of the "
                                   "tables", kept, dropped, meta)
+    keeps = f"keeps the {count(kept, 'cell')} still in the grid" if kept else "the tables then hold only the new cells"
     if python:
         unnamed = (" (every spec given to run_sweep without a name is called 'notebook')"
                    if getattr(sweep, "unnamed", False) else "")
         allowed = (f"the same definition or an extension of it; another name to keep both, "
                    f"run_sweep(spec, '<name>'){unnamed}, or another storage=; or allow_changed=True to "
-                   f"proceed (keeps the {count(kept, 'cell')} still in the grid)")
+                   f"proceed ({keeps})")
     else:
         allowed = (f"the same definition or an extension of it, --storage elsewhere to keep both, or {ALLOW_FLAG} "
-                   f"to proceed (keeps the {count(kept, 'cell')} still in the grid)")
+                   f"to proceed ({keeps})")
     return Verdict("refused", f"{where}; {lost} and would drop out of its tables; allowed: {allowed}",
                    kept, dropped, meta)
 
