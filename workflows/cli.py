@@ -280,7 +280,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     r.add_argument("--sweep", default=None, help="the sweep's name in the file (required when it has several)")
     r.add_argument("--storage", default="results",
-                   help="results root: a local path (default: results) or a pyarrow URI (s3://..., gs://...)")
+                   help="results root: a local path (default: results; ~ is your home directory) or a pyarrow URI "
+                        "(s3://..., gs://...)")
     r.add_argument("--address", default=None,
                    help="an existing Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
     r.add_argument("--workers", type=int, default=None, help="parallel trials (default: all cores)")

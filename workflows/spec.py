@@ -532,7 +532,10 @@ def _suggestable(registry) -> list[str]:
     cell could not step (optimizers/torch_adapter.usable)."""
     out = []
     for name in registry.names():
-        cls = registry.get(name).extra.get("cls")
+        try:
+            cls = registry.get(name).extra.get("cls")
+        except (ValueError, ImportError):
+            continue
         if cls is not None:
             from optimizers.torch_adapter import usable
 
