@@ -68,10 +68,14 @@ class SweepResult:
         """The report (analysis.analyze) of these results; returns report.md's path. Run with
         `track=`, the report and its figures also go to the tracker (MLflow: the parent run)."""
         from analysis import analyze
+
+        from .lock import sweep_lock
         if not self.store.local:
             raise ValueError(f"analyze: {self.path} is remote; allowed: a local results directory "
                              "(or use `saddlescape analyze`, which copies it)")
-        report = analyze(self.store.base, out_dir)
+        # Not while another run writes these tables or its own report (workflows/lock.py).
+        with sweep_lock(self.store, lambda line: print(f"note: {line}", file=sys.stderr, flush=True)):
+            report = analyze(self.store.base, out_dir)
         if self.tracking is not None:
             self.tracking.add_report(str(Path(report).parent))
         return report
@@ -98,10 +102,12 @@ def run_sweep(spec_or_path, sweep: str | None = None, *, storage=None, workers: 
     anything is written; SweepInterrupted (a KeyboardInterrupt) on Ctrl-C, after keeping every
     finished cell (calling run_sweep again resumes).
     """
+    from .lock import this_command
+
     chosen = resolve_sweep(spec_or_path, sweep, max_cells)
     return execute(chosen, storage or "results", backend=backend, workers=workers, address=address,
                    max_failures=max_failures, echo=echo or (lambda line: None), allow_changed=allow_changed,
-                   track=track)
+                   track=track, command=f"run_sweep in {this_command()}")
 
 
 def resolve_sweep(spec_or_path, sweep: str | None, max_cells: int = DEFAULT_MAX_CELLS, overrides=()) -> Sweep:
@@ -136,14 +142,18 @@ class Plan:
     verdict: Verdict             # how the sweep relates to the definition that wrote the store
 
 
+def absolute(storage) -> str:
+    """The results root, absolute where local: Tune runs each trial in a directory of its own,
+    where a relative path would point somewhere else."""
+    storage = str(storage)
+    return storage if "://" in storage else os.path.abspath(storage)
+
+
 def plan(sweep: Sweep, storage: str, allow_changed: bool = False) -> Plan:
     """Raises SweepError when the store holds results of a definition this one may not share."""
     from .cell import cell_id
 
-    storage = str(storage)
-    # Absolute: Tune runs each trial in a directory of its own, where a relative path would
-    # point somewhere else.
-    storage = storage if "://" in storage else os.path.abspath(storage)
+    storage = absolute(storage)
     store = open_store(storage, sweep.name)
     cells = {cell_id(c): c for c in sweep.cells}
     try:
@@ -179,20 +189,32 @@ def open_store(storage: str, name: str) -> Store:
 def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | None = None,
             address: str | None = None, max_failures: int = 2, echo=print, allow_changed: bool = False,
             note: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
-            track=()) -> SweepResult:
+            track=(), command: str | None = None) -> SweepResult:
     """Compute the sweep's missing cells on `backend`, consolidate its tables, write meta.json.
 
     Refuses (SweepError, nothing written) a store written by a definition whose stored cells
-    would drop out of the tables, unless `allow_changed`. On Ctrl-C: stops the cells in flight,
+    would drop out of the tables, unless `allow_changed`. Holds the sweep's folder from its plan
+    to its last table: a run of the same sweep into the same storage waits for it (one note),
+    then computes only what is still missing (workflows/lock.py; `command`: how this run is named
+    to such a run). On Ctrl-C: stops the cells in flight,
     writes the tables of every finished cell and a meta.json that says `interrupted`, and raises
     SweepInterrupted (with the result). `note`, `warn`: where one-line notes and warnings go
     (default: stderr). `track`: experiment trackers that get every stored cell
     (workflows/tracking.py); refused (SweepError, nothing written) when unknown or not installed."""
+    from .lock import sweep_lock
+
     if backend not in BACKENDS:
         raise SweepError(f"backend={backend!r} is not known; allowed: {', '.join(BACKENDS)}")
     note = note or (lambda line: print(f"note: {line}", file=sys.stderr, flush=True))
     warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
     trackers = check_trackers(track)
+    with sweep_lock(open_store(absolute(storage), sweep.name), note, command):
+        return _execute(sweep, storage, backend, workers, address, max_failures, echo, allow_changed, note, warn,
+                        trackers)
+
+
+def _execute(sweep: Sweep, storage: str, backend, workers, address, max_failures, echo, allow_changed, note, warn,
+             trackers) -> SweepResult:
     p = plan(sweep, storage, allow_changed)
     store, cells, done, todo = p.store, p.cells, p.done, p.todo
     for line in [*sweep.notes, p.verdict.message]:
