@@ -220,6 +220,10 @@ def _execute(sweep: Sweep, storage: str, backend, workers, address, max_failures
     for line in [*sweep.notes, p.verdict.message]:
         if line:
             note(line)
+    if todo and backend == "ray" and (address or os.environ.get("RAY_ADDRESS")):
+        from .ray_session import cluster_address
+
+        cluster_address(address)              # one line now, not minutes of Ray's retries later
     for key in cells.keys() - done.keys():
         store.delete(f"failed/{key}.json")        # about to be retried: count its attempts afresh
     started = now()
