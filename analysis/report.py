@@ -8,6 +8,7 @@ as agreement. Values are listed in their natural (numeric) order.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +28,21 @@ from .sanity import FEW_STEPS
 MAX_TABLE_ROWS = 40
 MAX_SENTENCES = 30           # past this many exponents, the findings summarise them
 THEORY_DOC = Path(__file__).resolve().parent.parent / "docs" / "theory.md"
+# The folder names Ray gives a job's uploaded working directory (`ray job submit --working-dir`),
+# under the cluster's temporary directory; Ray deletes it when no job uses it any more.
+RAY_PACKAGE_PREFIX = "_ray_pkg_"
 
 
 def theory_link(report_dir: Path) -> str:
-    """A relative link from the report to docs/theory.md in this repository."""
-    if THEORY_DOC.is_file():
-        return os.path.relpath(THEORY_DOC, Path(report_dir).resolve())
-    return "docs/theory.md"
+    """A link from the report to docs/theory.md: relative, to this repository's copy; where that copy
+    lies in a Ray job's uploaded working directory (which Ray deletes), theory.md is copied beside
+    the report (it links only within itself) and linked there."""
+    if not THEORY_DOC.is_file():
+        return "docs/theory.md"
+    if any(part.startswith(RAY_PACKAGE_PREFIX) for part in THEORY_DOC.parts):
+        shutil.copyfile(THEORY_DOC, Path(report_dir) / THEORY_DOC.name)
+        return THEORY_DOC.name
+    return os.path.relpath(THEORY_DOC, Path(report_dir).resolve())
 
 
 def how_measured(link: str) -> str:

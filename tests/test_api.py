@@ -5,8 +5,11 @@ import textwrap
 
 import pandas as pd
 import pytest
+import torch
 
+from problems.quadratic_saddle import QuadraticSaddle
 from workflows.api import run_sweep
+from workflows.registry import register_problem, unregister
 from workflows.spec import SweepError
 
 BLOCK = {
@@ -96,3 +99,35 @@ def test_an_unknown_backend_is_one_line(tmp_path):
     with pytest.raises(SweepError, match="backend='dask' is not known; allowed: ray, local"):
         run_sweep(BLOCK, storage=tmp_path, backend="dask")
     assert not any(tmp_path.iterdir())
+
+
+
+THREADS_SEEN: list[int] = []
+
+
+class ThreadsSeenSaddle(QuadraticSaddle):
+    """quadratic_saddle under another name, noting torch's intra-op threads as each cell builds it."""
+    name = "threads_seen_saddle"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        THREADS_SEEN.append(torch.get_num_threads())
+
+
+def test_the_local_backend_runs_its_cells_on_one_torch_thread_and_restores_the_callers(tmp_path):
+    # As a Ray trial does (workflows/tune_runner.py): torch's default of a thread per core made a
+    # loss-defined cell 6-9x slower on 2 busy cores. The conftest sets one thread for the tests;
+    # a notebook has torch's default, here two.
+    register_problem(ThreadsSeenSaddle)
+    THREADS_SEEN.clear()
+    torch.set_num_threads(2)
+    try:
+        spec = {"parameters": {"problem": {"value": {"name": "threads_seen_saddle", "dim": 2}},
+                               "optimizer": {"values": [{"name": "sgd", "lr": 0.05}, {"name": "adam", "lr": 0.01}]},
+                               "seeds": 4, "budget": 50}}
+        assert run_sweep(spec, storage=tmp_path, backend="local").counts["done"] == 2
+        assert THREADS_SEEN and set(THREADS_SEEN) == {1}
+        assert torch.get_num_threads() == 2                  # the caller's setting, back
+    finally:
+        torch.set_num_threads(1)
+        unregister("problem", ThreadsSeenSaddle.name)

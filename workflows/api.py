@@ -72,14 +72,17 @@ class SweepResult:
         from analysis import analyze
 
         from . import report_inputs
+        from .lock import sweep_lock
         if not self.store.local:
             raise ValueError(f"analyze: {self.path} is remote; allowed: a local results directory "
                              "(or use `saddlescape analyze`, which copies it)")
-        if out_dir is None:
-            report_inputs.forget(self.store)
-        report = analyze(self.store.base, None if out_dir is None else local_path(out_dir))
-        if out_dir is None:
-            report_inputs.record(self.store)
+        # Not while another run writes these tables or its own report (workflows/lock.py).
+        with sweep_lock(self.store, lambda line: print(f"note: {line}", file=sys.stderr, flush=True)):
+            if out_dir is None:
+                report_inputs.forget(self.store)
+            report = analyze(self.store.base, None if out_dir is None else local_path(out_dir))
+            if out_dir is None:
+                report_inputs.record(self.store)
         if self.tracking is not None:
             self.tracking.add_report(str(Path(report).parent))
         return report
@@ -106,10 +109,12 @@ def run_sweep(spec_or_path, sweep: str | None = None, *, storage=None, workers: 
     anything is written; SweepInterrupted (a KeyboardInterrupt) on Ctrl-C, after keeping every
     finished cell (calling run_sweep again resumes).
     """
+    from .lock import this_command
+
     chosen = resolve_sweep(spec_or_path, sweep, max_cells)
     return execute(chosen, storage or "results", backend=backend, workers=workers, address=address,
                    max_failures=max_failures, echo=echo or (lambda line: None), allow_changed=allow_changed,
-                   track=track, python=True)
+                   track=track, python=True, command=f"run_sweep in {this_command()}")
 
 
 def resolve_sweep(spec_or_path, sweep: str | None, max_cells: int = DEFAULT_MAX_CELLS, overrides=()) -> Sweep:
@@ -154,16 +159,21 @@ def local_path(path) -> str:
     return path if "://" in path else os.path.expanduser(path)
 
 
+def absolute(storage) -> str:
+    """The results root as people write it (`local_path`), absolute where local: Tune runs each
+    trial in a directory of its own, where a relative path would point somewhere else. The lock
+    and the plan both take their path from here."""
+    storage = local_path(storage)
+    return storage if "://" in storage else os.path.abspath(storage)
+
+
 def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool = False) -> Plan:
     """Raises SweepError when the store holds results of a definition this one may not share.
     `python`: errors name run_sweep's arguments (storage=) instead of the command line's."""
     from .cell import cell_id
 
     flag = "storage=" if python else "--storage "
-    # Absolute: Tune runs each trial in a directory of its own, where a relative path would
-    # point somewhere else.
-    storage = local_path(storage)
-    storage = storage if "://" in storage else os.path.abspath(storage)
+    storage = absolute(storage)
     store = open_store(storage, sweep.name, flag)
     cells = {cell_id(c): c for c in sweep.cells}
     try:
@@ -199,22 +209,37 @@ def open_store(storage: str, name: str, flag: str = "--storage ") -> Store:
 def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | None = None,
             address: str | None = None, max_failures: int = 2, echo=print, allow_changed: bool = False,
             note: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
-            track=(), python: bool = False) -> SweepResult:
+            track=(), python: bool = False, command: str | None = None) -> SweepResult:
     """Compute the sweep's missing cells on `backend`, consolidate its tables, write meta.json.
 
     Refuses (SweepError, nothing written) a store written by a definition whose stored cells
-    would drop out of the tables, unless `allow_changed`. On Ctrl-C: stops the cells in flight,
+    would drop out of the tables, unless `allow_changed`. Holds the sweep's folder from its plan
+    to its last table: a run of the same sweep into the same storage waits for it (one note),
+    then computes only what is still missing (workflows/lock.py; `command`: how this run is named
+    to such a run). On Ctrl-C: stops the cells in flight,
     writes the tables of every finished cell and a meta.json that says `interrupted`, and raises
     SweepInterrupted (with the result). `note`, `warn`: where one-line notes and warnings go
     (default: stderr). `track`: experiment trackers that get every stored cell
     (workflows/tracking.py); refused (SweepError, nothing written) when unknown or not installed.
     `python`: called by run_sweep (errors name its arguments). A sweep whose cells to run would
-    take more than a day, or more than 1e12 seed-steps, gets the warning `validate` gives, and runs."""
+    take more than a day, or more than 1e12 seed-steps, gets the warning `validate` gives, and runs.
+    One run at a time per sweep folder: another waits for it (workflows/lock.py); `command` says
+    who holds it."""
+    from .lock import sweep_lock
+
     if backend not in BACKENDS:
         raise SweepError(f"backend={backend!r} is not known; allowed: {', '.join(BACKENDS)}")
     note = note or (lambda line: print(f"note: {line}", file=sys.stderr, flush=True))
     warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
     trackers = check_trackers(track)
+    flag = "storage=" if python else "--storage "
+    with sweep_lock(open_store(absolute(storage), sweep.name, flag), note, command):
+        return _execute(sweep, storage, backend, workers, address, max_failures, echo, allow_changed, note, warn,
+                        trackers, python)
+
+
+def _execute(sweep: Sweep, storage: str, backend, workers, address, max_failures, echo, allow_changed, note, warn,
+             trackers, python) -> SweepResult:
     p = plan(sweep, storage, allow_changed, python)
     store, cells, done, todo = p.store, p.cells, p.done, p.todo
     for line in [*sweep.notes, p.verdict.message]:
@@ -222,6 +247,10 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
             note(line)
     for line in sweep.warnings:
         warn(line)
+    if todo and backend == "ray" and (address or os.environ.get("RAY_ADDRESS")):
+        from .ray_session import cluster_address
+
+        cluster_address(address)              # one line now, not minutes of Ray's retries later
 
     def warn_if_absurd(n_workers: int):
         """validate's warning of a sweep of days, for the cells this run computes on its workers."""

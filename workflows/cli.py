@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import plan as plan_
 from . import report_inputs
-from .api import BACKENDS, check_trackers, execute, local_path, plan, resolve_sweep
+from .api import BACKENDS, absolute, check_trackers, execute, local_path, open_store, plan, resolve_sweep
 from .interrupt import EXIT_CODE, RESUME, SweepInterrupted, exit_by_sigint
 from .spec import DEFAULT_MAX_CELLS, NeedsExtra, SweepError, load_sweeps, sweep_names
 from .store import Store
@@ -104,6 +104,15 @@ def cmd_run(args) -> int:
     sweep = resolve_sweep(args.sweeps, args.sweep, args.max_cells, overrides=args.overrides)
     if args.dry_run:
         return dry_run(sweep, args)
+    from .lock import sweep_lock
+
+    # The folder is held through the analysis too: a run waiting for it would otherwise write its
+    # tables, and then its report, while this one writes its report (workflows/lock.py).
+    with sweep_lock(open_store(absolute(args.storage), sweep.name), note):
+        return run_and_report(sweep, args)
+
+
+def run_and_report(sweep, args) -> int:
     try:
         result = execute(sweep, args.storage, backend=args.backend, workers=args.workers, address=args.address,
                          max_failures=args.max_failures, echo=echo, allow_changed=args.allow_changed, note=note,

@@ -4,9 +4,16 @@ Tune trainable (workflows/tune_runner.py).
 
 A cell that raises is recorded in the store (failed/<cell_id>.json) and retried up to
 `max_failures` times, as Tune retries a failed trial; the other cells go on.
+
+The cells run on one torch thread, as each Ray trial does (workflows/tune_runner.py): torch's
+default of one intra-op thread per core made the README's loss-defined digits example take
+26-39 s on 2 busy cores against 3.8-4.5 s on one thread (the threads contend with the cell's
+own small operations and with everything else on the machine). The caller's setting is restored
+afterwards (a notebook keeps its own).
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from typing import NamedTuple
@@ -14,6 +21,21 @@ from typing import NamedTuple
 from . import progress
 from .cell import cell_id
 from .store import Store
+
+TRIAL_THREADS = 1            # torch intra-op threads of a cell, on either backend: a cell owns one core
+
+
+@contextlib.contextmanager
+def trial_threads():
+    """torch's intra-op threads set to TRIAL_THREADS for the block, then restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(TRIAL_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Outcome(NamedTuple):
@@ -43,9 +65,15 @@ def compute_and_store(cell: dict, store: Store) -> Outcome:
 
 def run_cells(cells: list[dict], store: Store, *, max_failures: int = 2, echo=print, every: float = 2.0,
               on_cell=None) -> float:
-    """Every cell in turn; returns the summed engine seconds. Progress lines as the Ray runner's.
+    """Every cell in turn, on TRIAL_THREADS torch threads (the caller's setting restored after);
+    returns the summed engine seconds. Progress lines as the Ray runner's.
     `on_cell(cell_id)`: told of each cell once it is stored, as the Ray runner's Progress tells
     it (the experiment trackers, workflows/tracking.py)."""
+    with trial_threads():
+        return _run_cells(cells, store, max_failures, echo, every, on_cell)
+
+
+def _run_cells(cells, store, max_failures, echo, every, on_cell) -> float:
     start, last, engine, finished, first_at = time.monotonic(), 0.0, 0.0, 0, None
     for cell in cells:
         for _attempt in range(max_failures + 1):

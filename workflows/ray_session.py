@@ -8,7 +8,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
+import threading
+from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no internet to report usage to
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, not Tune's tables
@@ -30,6 +33,11 @@ if "ray" not in sys.modules:
 import ray  # noqa: E402
 
 from .interrupt import deferred, noticed  # noqa: E402
+from .spec import SweepError  # noqa: E402
+
+CONNECT_SECONDS = 5.0       # a TCP connection to the cluster's address, then its GCS's first answer:
+ANSWER_SECONDS = 10.0       # a live head answers in milliseconds; Ray itself waits 20-40 s, and retries
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"
 
 
 _warm = False
@@ -39,6 +47,171 @@ def warm_workers() -> bool:
     """Whether this process is connected to the embedded local Ray it started, whose workers import
     what a trial needs before they take one (workflows/warm_worker.py)."""
     return _warm and ray.is_initialized()
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The cluster a run of the Ray backend connects to: `address` (--address), else RAY_ADDRESS,
+    else None (an embedded local Ray; so is "local"), checked before anything is written or
+    started. Raises SweepError, one line naming the address and where it came from, within
+    seconds, where Ray would hang for minutes printing its own lines or end in a traceback:
+
+    - nothing listens there (connection refused, or no answer in CONNECT_SECONDS), or what
+      listens is not a Ray head (no GCS answer in ANSWER_SECONDS);
+    - the cluster wants a token this client lacks or holds another one;
+    - an address of another shape: the dashboard's http://HOST:8265 (what `ray job submit` takes),
+      a host without its port, "auto" with no cluster on this machine.
+    Ray Client addresses (ray://HOST:PORT) get the connection check; Ray Client's own answer
+    about tokens comes from ray.init (`connected` turns it into one line too)."""
+    given, source = (address, "--address") if address else (os.environ.get("RAY_ADDRESS"), "RAY_ADDRESS")
+    given = (given or "").strip()
+    if not given or given == "local":
+        return None
+    where = f"{source} {given}" if source == "--address" else f"{source}={given}"
+    allowed = ("allowed: a running Ray head's HOST:PORT (`ray start --head` prints it; 6379 by default), "
+               "ray://HOST:PORT (Ray Client) or auto, or no address for an embedded local Ray")
+    from ray._common.network_utils import parse_address
+    from ray._private import services
+
+    scheme, _, rest = given.partition("://") if "://" in given else ("", "", given)
+    if scheme and scheme != "ray":
+        hint = " (the dashboard's address, which `ray job submit` takes)" if scheme in ("http", "https") else ""
+        raise SweepError(f"{where}: not a Ray cluster address{hint}; {allowed}")
+    if given == "auto":
+        try:
+            rest = services.canonicalize_bootstrap_address(given)
+        except ConnectionError:
+            raise SweepError(f"{where}: no Ray cluster was started on this machine; {allowed}") from None
+    parsed = parse_address(rest)
+    if parsed is None or not parsed[1].isdigit():
+        raise SweepError(f"{where}: not HOST:PORT; {allowed}")
+    host, port = parsed[0].strip("[]"), int(parsed[1])
+    # Ray connects to this machine's network address for a loopback one (unless told it is on one
+    # machine only): probe what Ray will use.
+    target = host if scheme else services.resolve_ip_for_localhost(host)
+    refused = _unreachable(target, port)
+    if refused and target != host and not _unreachable(host, port):
+        _check_gcs(f"{host}:{port}", where, allowed)          # a Ray head there? Else that is the one line.
+        raise SweepError(
+            f"{where}: the Ray head there listens on loopback only, and Ray connects to {target}:{port} for "
+            f"{host}:{port}, where nothing answers ({refused}); allowed: {LOOPBACK_SWITCH} in this environment "
+            "too, as for the head (README, On a Ray cluster)")
+    if refused:
+        raise SweepError(f"{where}: no Ray cluster answers there ({refused}); {allowed}")
+    if not scheme:
+        _check_gcs(f"{target}:{port}", where, allowed)
+    return given
+
+
+def _unreachable(host: str, port: int) -> str | None:
+    """Why a TCP connection to host:port fails, or None when it opens."""
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_SECONDS):
+            return None
+    except socket.timeout:
+        return f"no answer in {CONNECT_SECONDS:g} s"
+    except OSError as e:
+        return (e.strerror or str(e)).lower()
+
+
+# An HTTP/2 client's first bytes (RFC 9113, 3.4), then an empty SETTINGS frame.
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _speaks_http2(host: str, port: int) -> bool:
+    """Whether the server at host:port answers as gRPC servers do (a GCS is one): with an HTTP/2
+    SETTINGS frame. Ray's dashboard (HTTP/1), the usual wrong port, does not; Ray's own client
+    would wait 40 s on it."""
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_SECONDS) as connection:
+            connection.sendall(HTTP2_PREFACE)
+            head = b""
+            while len(head) < 9:
+                chunk = connection.recv(9 - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    except OSError:
+        return False
+    return len(head) == 9 and head[3] == 4          # frame type 4: SETTINGS
+
+
+def _check_gcs(address: str, where: str, allowed: str):
+    """Ask the head's GCS for its cluster id, as ray.init's first step does, with a deadline (Ray's
+    own client waits 40 s and retries) and Ray's C++ warnings kept off the terminal."""
+    host, _, port = address.rpartition(":")
+    if not _speaks_http2(host.strip("[]"), int(port)):
+        raise SweepError(f"{where}: what listens there is not a Ray head (it does not speak gRPC: the dashboard's port, for one); "
+                         f"{allowed}")
+    try:
+        from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+        from ray._raylet import GcsClient
+        from ray.exceptions import AuthenticationError
+    except ImportError:                     # another Ray: its ray.init is then the only check
+        return
+    with_token = ("allowed: the cluster's token, in the file RAY_AUTH_TOKEN_PATH names, in RAY_AUTH_TOKEN or in "
+                  "~/.ray/auth_token, with RAY_AUTH_MODE=token (README, On a Ray cluster)")
+    try:
+        # What ray.init checks first. Token mode without a token must stop here: Ray's C++ client
+        # would end the whole process (exit 1, nothing said) when it finds none.
+        ensure_token_if_auth_enabled(None, create_token_if_missing=False)
+    except AuthenticationError:
+        raise SweepError(f"{where}: this client uses token authentication (RAY_AUTH_MODE=token, saddlescape's "
+                         f"default) but {token_situation()}; {with_token}") from None
+    outcome: list = []
+
+    def ask():
+        try:
+            GcsClient(address=address).cluster_id
+            outcome.append(None)
+        except Exception as e:              # noqa: BLE001 - reported below
+            outcome.append(e)
+
+    with _stderr_silenced():
+        asking = threading.Thread(target=ask, daemon=True, name="saddlescape-gcs-check")
+        asking.start()
+        asking.join(ANSWER_SECONDS)
+    if not outcome:
+        raise SweepError(f"{where}: something listens there but no Ray head answered in {ANSWER_SECONDS:g} s; "
+                         f"{allowed}")
+    error = outcome[0]
+    if isinstance(error, AuthenticationError):
+        raise SweepError(f"{where}: the cluster wants a token and refuses this client's: {token_situation()}; "
+                         f"{with_token}")
+    if error is not None:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise SweepError(f"{where}: no Ray head answered ({first}); {allowed}")
+
+
+def token_situation() -> str:
+    """Which token this client would send, in words (never the token)."""
+    mode = os.environ.get("RAY_AUTH_MODE", "")
+    if mode.lower() != "token":
+        return f"RAY_AUTH_MODE={mode or '(unset)'} here, so none is sent"
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "it sends the one in RAY_AUTH_TOKEN, which is not the cluster's"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        found = Path(path).expanduser().is_file()
+        return (f"it sends the one in RAY_AUTH_TOKEN_PATH={path}, which is not the cluster's" if found
+                else f"RAY_AUTH_TOKEN_PATH={path} names no file, so it has no token")
+    default = Path.home() / ".ray" / "auth_token"
+    return (f"it sends the one in {default}, which is not the cluster's" if default.is_file()
+            else "it has no token (no RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 to /dev/null for the block (Ray's C++ client writes there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @contextlib.contextmanager
@@ -53,10 +226,22 @@ def connected(address: str | None, workers: int | None):
     try:
         if started:
             address = address or os.environ.get("RAY_ADDRESS")
+            address = None if address in ("", "local") else address
             common = dict(logging_level=logging.WARNING, log_to_driver=False)
             if address:
-                with noticed():
-                    ray.init(address=address, **common)
+                from ray.exceptions import AuthenticationError
+
+                try:
+                    with noticed():
+                        ray.init(address=address, **common)
+                except (AuthenticationError, ConnectionError) as e:
+                    # Checked before (cluster_address); what a Ray Client address or a head that
+                    # changed meanwhile still gives: one line, not Ray's traceback.
+                    cause = e
+                    while cause.__cause__ is not None and not isinstance(cause, AuthenticationError):
+                        cause = cause.__cause__
+                    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+                    raise SweepError(f"cannot connect to the Ray cluster at {address}: {first}") from None
             else:
                 # A Ctrl-C in here is not held until Ray is up (that took 27 s on a loaded machine):
                 # the shutdown below stops what ray.init registered, and Ray's kernel fate-sharing

@@ -21,12 +21,12 @@ from ray.tune.execution import class_cache  # noqa: E402
 
 from . import progress  # noqa: E402
 from .cell import cell_id  # noqa: E402
-from .local_runner import compute_and_store  # noqa: E402
+from .local_runner import TRIAL_THREADS, compute_and_store  # noqa: E402
 from .ray_session import warm_workers  # noqa: E402
 from .registry import local_registrations  # noqa: E402
 from .store import Store  # noqa: E402
 
-TRIAL_RESOURCES = {"cpu": 1}
+TRIAL_RESOURCES = {"cpu": TRIAL_THREADS}
 logging.getLogger("ray.tune").setLevel(logging.WARNING)   # no "Wrote the latest version..." lines
 # A failed trial is reported once, as one line per failed cell (workflows/cli.py), from the store's
 # failure records; Tune's controller would also log each attempt's full remote traceback.
@@ -107,7 +107,7 @@ def start_worker():
 
     from .engine import keep_freed_memory
 
-    torch.set_num_threads(TRIAL_RESOURCES["cpu"])
+    torch.set_num_threads(TRIAL_THREADS)
     keep_freed_memory()
 
 
