@@ -18,10 +18,12 @@ from .compare import (
     CLOSE_EXPONENT,
     CLOSE_FRACTION,
     CLOSE_RATIO,
+    NO_VERDICT,
     UNINFORMATIVE,
 )
 from .design import format_value, is_numeric, short_name, sort_values, variant_settings
 from .pairwise import ALPHA, BOOTSTRAP
+from .scaling import MAX_EXPONENT_WIDTH
 from .sanity import FEW_STEPS
 
 MAX_TABLE_ROWS = 40
@@ -54,8 +56,15 @@ on the fraction that escaped (Wilson interval). Verdicts per cell: **holds** = t
 inside the measured 95% interval; **close** = outside it but within {CLOSE_RATIO:.0%} (a fraction:
 within {CLOSE_FRACTION:g}); **fails** = neither; **{UNINFORMATIVE}** = no run escaped and the theory
 expected most not to either (both say only "longer than the budget": no evidence either way);
-**{ARTEFACT}** = the cell's escape time is an artefact of its set-up (Sanity flags). Exponents: holds
-= inside the fitted interval, close = within {CLOSE_EXPONENT:g}.
+**{ARTEFACT}** = the cell's escape time is an artefact of its set-up (Sanity flags).
+
+Scaling exponents: **holds** = the theory's exponent lies inside the fitted 95% interval; **close**
+= outside it but within {CLOSE_EXPONENT:.0%} of the theory's exponent (relative, as for escape times:
+0.22 against 0.156 is 41% off and fails); **fails** = neither. **{NO_VERDICT}** where the fit cannot
+carry one: fewer cells with an escape than the fit's location parameters (intercept and exponents;
+a cell where no run escaped only bounds the law from one side), a warning from lifelines during
+the fit (quoted with the fit), or a 95% interval wider than {MAX_EXPONENT_WIDTH:g} (it cannot tell
+exponents half a unit apart).
 """
 
 
@@ -249,17 +258,39 @@ def exponent_verdicts(check: pd.DataFrame) -> list[str]:
         reference = row.theory if np.isfinite(row.theory) else row.theory_local
         source = f"the closed form's slope over {row.theory_cells} cells" if np.isfinite(row.theory) else \
             f"the local exponent, {row.theory_regime}"
+        why_not = getattr(row, "no_verdict", "")
+        why_not = why_not if isinstance(why_not, str) else ""
         if not np.isfinite(reference):
             sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)}; "
-                             "no theory to compare.")
+                             "no theory to compare" + (f" (and {why_not})" if why_not else "") + ".")
             continue
         if row.verdict.startswith("not tested"):
             sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)}; the "
                              f"quadratic saddle's local exponent would be {reference:.3g} ({row.theory_regime}), but this "
-                             "problem has no closed form: **not tested**.")
+                             "problem has no closed form: **not tested**" + (f" (and {why_not})" if why_not else "")
+                             + ".")
+            continue
+        if row.verdict == NO_VERDICT:
+            sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)}: "
+                             f"**{NO_VERDICT}**, since {why_not} ({source} would be {reference:.3g}).")
             continue
         sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)} "
                          f"against {source}, {reference:.3g}: **{row.verdict}**.")
+    return sentences
+
+
+def fit_failures(fits: pd.DataFrame) -> list[str]:
+    """A sentence per scaling fit that failed or had nothing to fit, with what lifelines said."""
+    if fits.empty or "status" not in fits:
+        return []
+    sentences = []
+    for row in fits[fits["status"].str.startswith(("failed", "skipped: no run"))].itertuples(index=False):
+        what = row.group if row.duration == "escape" else f"{row.group} [{row.duration}]"
+        said = getattr(row, "warnings", "")
+        how = (f"the fit failed ({row.status.removeprefix('failed: ')})" if row.status.startswith("failed")
+               else f"the fit was {row.status}")
+        sentences.append(f"{what}: no exponents, {how}"
+                         + (f"; lifelines warned: {said}" if isinstance(said, str) and said else "") + ".")
     return sentences
 
 
@@ -275,7 +306,7 @@ def exponent_summary(check: pd.DataFrame) -> list[str]:
         sentences.append(
             f"{optimizer} on {problem}{'' if duration == 'escape' else f' [{duration}]'}, exponent of {covariate} "
             f"over {len(part)} groups: fitted {part['exponent'].min():.3g} to {part['exponent'].max():.3g}; {theory}"
-            + ", ".join(f"{v} in {counts.get(v, 0)}" for v in ("holds", "close", "fails")) + ".")
+            + ", ".join(f"{v} in {counts.get(v, 0)}" for v in ("holds", "close", "fails", NO_VERDICT)) + ".")
     return sentences
 
 
@@ -402,10 +433,12 @@ def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparis
     no_prediction = cells.loc[cells["predicted_mean"].isna(), "theory_note"].value_counts() \
         if "predicted_mean" in cells else pd.Series(dtype=int)
     fit_columns = [c for c in ("group", "duration", "covariates", "dropped", "cells", "runs", "events",
-                               "fit_rows", "bin_width", "log_likelihood", "AIC", "sigma", "rms_factor",
-                               "worst_factor", "status") if c in fits]
+                               "cells_with_events", "fit_rows", "bin_width", "log_likelihood", "AIC", "sigma",
+                               "rms_factor", "worst_factor", "status", "warnings") if c in fits
+                   and (c != "warnings" or fits[c].fillna("").ne("").any())]
     exponent_columns = [c for c in ("group", "covariate", "exponent", "lo", "hi", "theory", "theory_cells",
-                                    "theory_local", "theory_regime", "verdict") if c in exponent_check]
+                                    "theory_local", "theory_regime", "verdict", "no_verdict") if c in exponent_check
+                        and (c != "no_verdict" or exponent_check[c].fillna("").ne("").any())]
     informative = comparison[comparison["verdict"].isin(["holds", "close", "fails"])] if len(comparison) else comparison
     worst = informative
     if len(informative):
@@ -429,7 +462,7 @@ def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparis
                 ("Escape times against the closed forms", cell_verdicts(summary, comparison, cells, design.independent,
                                                                         no_prediction) + sgd_slope_verdict(sgd_slope)),
                 ("Which method is faster", pairwise_verdicts(comparisons, pair_how, design.independent)),
-                ("Scaling exponents against the theory", exponent_verdicts(exponent_check)),
+                ("Scaling exponents against the theory", exponent_verdicts(exponent_check) + fit_failures(fits)),
                 ("The paper's Figure 1", figure1_verdicts(figure1)),
                 *((heading, found) for heading, found, _ in questions))
             if sentences),

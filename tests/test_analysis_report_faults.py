@@ -40,6 +40,89 @@ def section(report: str, heading: str) -> str:
     return report.split(f"## {heading}")[1].split("\n## ")[0]
 
 
+# --- 1. a verdict from a fit with no information ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def one_cell_escapes():
+    """The issue's case: SGD at lr 1e-5 (no run escapes in 3000 steps) and 1e-2: a fit of the lr
+    exponent over two cells, one censored only."""
+    return pd.concat([simulate_cell({"problem": {"name": "quadratic_saddle", "dim": 10},
+                                     "optimizer": {"name": "sgd", "lr": lr}, "seeds": 50, "budget": 3000})
+                      for lr in (1e-5, 1e-2)], ignore_index=True)
+
+
+def test_a_fit_resting_on_a_censored_only_cell_gets_no_verdict(one_cell_escapes, tmp_path):
+    assert one_cell_escapes.groupby("optimizer.lr")["escaped"].mean().tolist() == [0.0, 1.0]
+    report = analyze(one_cell_escapes, tmp_path, **PNG).read_text()
+    exponents = pd.read_csv(tmp_path / "exponents.csv")
+    assert exponents["verdict"].tolist() == ["no verdict"]              # was "holds" ([-1.262e+06, 1.262e+06])
+    assert "1 cell with an escape for 2 location parameters" in exponents["no_verdict"].iloc[0]
+    sentence = next(line for line in section(report, "Findings").splitlines() if "exponent of lr" in line)
+    assert "**no verdict**" in sentence and "censored only" in sentence and "**holds**" not in sentence
+    assert "no verdict" in section(report, "How escape is measured")     # the rule is stated
+
+
+def test_an_interval_too_wide_to_tell_exponents_apart_gets_no_verdict(tmp_path):
+    """Three step sizes 10% apart and three runs each: the lr exponent's interval spans several units."""
+    rows = synthetic_rows(lrs=(1e-3, 1.1e-3, 1.2e-3), sigmas=(0.1,), seeds=3, noise=0.5, censored=0.0)
+    cells = with_predictions(cell_table(rows))
+    exponents, _ = fit_scaling(rows, cells)
+    assert exponents["hi"].iloc[0] - exponents["lo"].iloc[0] > 1
+    check = compare_exponents(exponents, cells)
+    assert check["verdict"].tolist() == ["no verdict"]                  # was "holds": anything is inside
+    assert "uninformative" in check["no_verdict"].iloc[0]
+
+
+def test_lifelines_warnings_are_reported_next_to_the_fit(tmp_path):
+    """Every run of a cell escaping at the same step (the sign regime is deterministic): the AFT fit
+    cannot converge, and lifelines says why; the report says both, next to the fit."""
+    rows = pd.concat([pd.DataFrame({"cell_id": f"c{i}", "problem.name": "quadratic_saddle", "optimizer.name": "sgd",
+                                    "optimizer.lr": lr, "seed": np.arange(20), "escaped": True,
+                                    "escape_step": int(1 / lr), "budget": 3000})
+                      for i, lr in enumerate((1e-3, 1e-2, 1e-1))], ignore_index=True)
+    report = analyze(rows, tmp_path, **PNG).read_text()
+    fits = pd.read_csv(tmp_path / "fits.csv")
+    assert fits["status"].iloc[0] == "failed: ConvergenceError: Fitting did not converge"
+    assert "ConvergenceWarning" in fits["warnings"].iloc[0]
+    sentence = next(line for line in section(report, "Findings").splitlines() if "no exponents" in line)
+    assert "the fit failed" in sentence and "lifelines warned: ConvergenceWarning" in sentence
+
+
+def test_the_sgd_slope_over_three_close_cells_gets_no_verdict():
+    """Prediction 1's least-squares slope over three cells half a unit of the logarithm apart: its
+    interval is [-16, 17], and 1/2 "holds" inside it."""
+    lr = np.array([0.01, 0.013, 0.017])
+    y = 0.5 * np.log(1 / lr) + np.array([0.3, -0.3, 0.3])
+    cells = pd.DataFrame({"cell_id": list("abc"), "optimizer.name": "sgd", "optimizer.lr": lr, "curvature": 1.0,
+                          "escape_radius": 1.0, "sigma_escape": 1.0, "escape_mean": y / lr + 0.5, "predicted_mean": 1.0,
+                          "theory_model": "sgd: linear recursion"})
+    check = sgd_slope_check(cells)
+    assert check["lo"] < 0.5 < check["hi"] and check["verdict"].startswith("no verdict")
+
+
+def test_close_for_an_exponent_is_relative_to_the_theory():
+    """0.22 against 0.156 was "close" (within 0.1 absolute); 41% off is a failure. 3.6% off stays close."""
+    rows = synthetic_rows(seeds=40, censored=0.0)
+    cells = with_predictions(cell_table(rows))
+    exponents, _ = fit_scaling(rows, cells)
+    theory = compare_exponents(exponents, cells).set_index("covariate")["theory"]
+    exponents = exponents.set_index("covariate")
+    for covariate, factor in (("lr", 1.036), ("sigma_escape", 1.41)):
+        centre = theory[covariate] * factor
+        exponents.loc[covariate, ["exponent", "lo", "hi"]] = [centre, centre - 0.002, centre + 0.002]
+    check = compare_exponents(exponents.reset_index(), cells).set_index("covariate")["verdict"]
+    assert check["lr"] == "close" and check["sigma_escape"] == "fails"
+
+
+def test_a_slope_the_closed_form_does_not_have_is_zero():
+    """The sign regime's tau = r/lr does not depend on sigma: its least-squares slope is 0, not 1e-15."""
+    cells = pd.DataFrame(list(itertools.product((1e-3, 3e-3, 1e-2), [1 / a for a in ANISOTROPIES])),
+                         columns=["optimizer.lr", "sigma_escape"])
+    cells["predicted_median"] = 1 / cells["optimizer.lr"]
+    slopes, used = _theory_slopes(cells, ["optimizer.lr", "sigma_escape"])
+    assert slopes["sigma_escape"] == 0.0 and slopes["lr"] == pytest.approx(-1) and used == "21 of 21"
+
+
 # --- 2. rows that look right but are not -----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
