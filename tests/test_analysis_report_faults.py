@@ -174,3 +174,76 @@ def test_the_command_refuses_such_a_table_in_one_line(none_escaped, tmp_path, ca
     assert not (tmp_path / "analysis").exists()
 
 
+# --- 3. figures that say more than the data ----------------------------------------------------------------
+
+def comparison(anisotropy, lr, speedup, finding, q):
+    return {"problem": "quadratic_saddle", "variant": "adam", "reference": "sgd", "problem.anisotropy": anisotropy,
+            "optimizer.lr": lr, "speedup": speedup, "speedup_lo": speedup * 0.9, "speedup_hi": speedup * 1.1,
+            "bound": "=", "logrank_q": q, "finding": finding, "flag": ""}
+
+
+def test_the_heatmap_colours_only_what_the_tests_call_significant():
+    table = pd.DataFrame([comparison(a, lr, *row) for (a, lr), row in zip(
+        itertools.product((1, 10), (1e-3, 1e-2)),
+        [(0.98, "no difference detected", 0.99), (0.5, "slower", 1e-5), (4.0, "faster", 1e-9),
+         (1.3, "distributions differ; medians within error", 0.01)])])
+    settings = ["problem.anisotropy", "optimizer.lr"]
+    fig, caption = capture(speedup_heatmap, table, settings, set(settings), palette(["adam"]))
+    ax = fig.axes[0]
+    grid = ax.get_images()[0].get_array()
+    assert grid.mask[0, 0] and grid.mask[1, 1]                  # no colour for "no difference", nor "within error"
+    assert not grid.mask[1, 0] and not grid.mask[0, 1]
+    texts = {t.get_text(): t for t in ax.texts}
+    assert texts["0.98"].get_fontweight() != "bold" and to_rgb(texts["0.98"].get_color()) != to_rgb("#b2182b")
+    assert texts["0.5"].get_fontweight() == "bold"                   # a significant slow-down stays marked
+    assert "only where the comparison is significant" in caption
+
+
+def test_loss_traces_show_how_many_runs_each_point_holds():
+    """Runs leave the trace once they escape: the median over those left is not the cell's."""
+    result = simulate({"problem": {"name": "quadratic_saddle", "dim": 2, "anisotropy": 1},
+                       "optimizer": {"name": "sgd", "lr": 0.05}, "seeds": 32, "budget": 3000, "trace_points": 20})
+    rows, traces = result.rows, result.trace.assign(cell_id=result.rows["cell_id"].iloc[0])
+    cells = cell_table(rows)
+    fig, caption = capture(loss_traces, traces, cells, [], palette(cells["optimizer"]))
+    strip = next(ax for ax in fig.axes if "recorded" in ax.get_ylabel())
+    share = strip.get_lines()[0].get_ydata()
+    assert share[0] == 100 and share[-1] < 50                   # the population thins out, and it is shown
+    main = next(ax for ax in fig.axes if ax.get_ylabel() == "loss")
+    solid = [line for line in main.get_lines() if line.get_linestyle() == "-" and len(line.get_xdata()) > 1][0]
+    recorded = traces.groupby("step")["seed"].nunique()
+    assert set(solid.get_xdata()) <= set(recorded[recorded == 32].index)    # solid: over every run only
+    assert "share of the cell's runs" in caption
+
+
+def luv(color):
+    lightness, chroma, hue = husl.rgb_to_lch(*to_rgb(color))
+    return np.array([lightness, chroma * np.cos(np.radians(hue)), chroma * np.sin(np.radians(hue))])
+
+
+@pytest.mark.parametrize("labels", [["adam (beta1=0)", "adam (beta1=0.9)"],
+                                    ["adam (beta1=0)", "adam (beta1=0.5)", "adam (beta1=0.9)", "amsgrad", "sgd"],
+                                    ["sgd", "sgd (momentum=0.9)"], ["rmsprop (eps=0.001)", "rmsprop (eps=1e-08)"]])
+def test_two_variants_of_one_optimizer_are_visibly_apart(labels):
+    """adam (beta1=0) and adam (beta1=0.9) were two blues 17 CIELUV units apart."""
+    colors = palette(labels)
+    for a, b in itertools.combinations(labels, 2):
+        assert np.linalg.norm(luv(colors[a]) - luv(colors[b])) >= 40, (a, b, colors[a], colors[b])
+    assert palette(["adam", "sgd"])["adam"] == palette(["adam", "rmsprop"])["adam"]     # a lone variant keeps its own
+
+
+def test_kaplan_meier_panels_colour_one_parameter_and_style_another_in_order():
+    rows = synthetic_rows(optimizers=("adam",), lrs=(1e-3, 3e-3, 1e-2), sigmas=tuple(1 / a for a in ANISOTROPIES),
+                          seeds=6, censored=0.2)
+    cells = cell_table(rows)
+    varied = ["problem.anisotropy", "optimizer.lr"]
+    fig, _ = capture(kaplan_meier_curves, rows, cells, varied, palette(["adam"]))
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["anisotropy:", *map(str, ANISOTROPIES), "lr:", "0.001", "0.003", "0.01"]
+    curves = [line for line in ax.get_lines() if line.get_linestyle() != "None"]        # not the censoring ticks
+    assert len(curves) == 21
+    assert len({line.get_color() for line in curves}) == 7           # one colour per anisotropy
+    assert len({str(line._unscaled_dash_pattern) for line in curves}) == 3           # one line style per lr
+
+
