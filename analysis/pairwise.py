@@ -44,12 +44,22 @@ def _matches(reference: str, label: str) -> bool:
     return label == reference or split_label(label)[0] == reference
 
 
+def check_reference(reference, variants) -> None:
+    """ValueError, in one line, where a reference asked for (`analyze(..., reference=...)`,
+    `saddlescape analyze --reference`) matches no variant of the results."""
+    variants = sorted(set(map(str, variants)))
+    for wanted in reference if isinstance(reference, (list, tuple)) else [reference]:
+        if not isinstance(wanted, str) or not any(_matches(wanted, v) for v in variants):
+            raise ValueError(f"reference {wanted!r} matches no optimizer variant of these results; allowed: an "
+                             f"optimizer name (all its variants) or a variant label among {', '.join(variants)}")
+
+
 def choose_pairs(variants, reference=None) -> tuple[list[tuple[str, str]], str, list[str]]:
     """([(variant, reference)], a sentence saying how they were chosen, notes)."""
     variants = sorted(set(map(str, variants)), key=lambda v: (split_label(v)[0] != "sgd", v))
     notes = []
     if reference is not None:
-        wanted = reference if isinstance(reference, list) else [reference]
+        wanted = list(reference) if isinstance(reference, (list, tuple)) else [reference]
         references = [v for v in variants if any(_matches(r, v) for r in wanted)]
         unknown = [r for r in wanted if not any(_matches(r, v) for v in variants)]
         if unknown:
@@ -226,5 +236,6 @@ def _finding(row) -> str:
     return "distributions differ (both censored past half)"
 
 
-__all__ = ["ALPHA", "BOOTSTRAP", "FEW_VARIANTS", "SIGNIFICANT", "bootstrap_medians", "choose_pairs", "compare_pairs", "km_medians",
+__all__ = ["ALPHA", "BOOTSTRAP", "FEW_VARIANTS", "SIGNIFICANT", "bootstrap_medians", "check_reference",
+           "choose_pairs", "compare_pairs", "km_medians",
            "setting_columns"]

@@ -24,6 +24,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from workflows.params import conditions
 from workflows.rows import BY_NAME, is_per_run
 from workflows.schedules import SCHEDULE_SCHEMA
 from workflows.settings import RUN_SCHEMA
@@ -69,6 +70,13 @@ def declared_kind(column: str) -> str | None:
     return None
 
 
+def declared_conditions() -> dict[str, list]:
+    """{column: [the column it depends on, *values]} for the run settings and the step-size schedule's
+    parameters that have an effect only under a condition (workflows.params.Param.applies); a
+    problem's or optimizer's own come with the results (meta.json's `conditions`)."""
+    return {**conditions("", RUN_SCHEMA), **conditions("optimizer.", SCHEDULE_SCHEMA)}
+
+
 def unit(column: str) -> str:
     declared = BY_NAME.get(column)
     return declared.unit if declared else ""
@@ -111,5 +119,5 @@ def derive_cell_ids(rows: pd.DataFrame) -> tuple[pd.Series, list[str]]:
     return pd.Series(ids[codes], index=rows.index), key
 
 
-__all__ = ["DERIVED", "PARAMETER_PREFIXES", "RUN_SETTINGS", "declared_kind", "declared_scope", "derive_cell_ids",
-           "is_parameter", "split_columns", "unit"]
+__all__ = ["DERIVED", "PARAMETER_PREFIXES", "RUN_SETTINGS", "declared_conditions", "declared_kind", "declared_scope",
+           "derive_cell_ids", "is_parameter", "split_columns", "unit"]

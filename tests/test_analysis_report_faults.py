@@ -247,3 +247,104 @@ def test_kaplan_meier_panels_colour_one_parameter_and_style_another_in_order():
     assert len({str(line._unscaled_dash_pattern) for line in curves}) == 3           # one line style per lr
 
 
+# --- 4. tables a reader cannot use -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def quick_like(tmp_path_factory):
+    """quick's shape in synthetic rows: 4 optimizers x 3 lr x 7 anisotropies (84 cells); adam 3x faster;
+    loss_at_escape equal to final_loss on every run; every run setting and a schedule at its default;
+    beta1 and bias_correction on adam's cells only; meta.json as a run writes it."""
+    optimizers = ("adam", "precond_sgd", "rmsprop", "sgd")
+    rows = synthetic_rows(optimizers=optimizers, sigmas=tuple(1 / a for a in ANISOTROPIES), seeds=64, censored=0.0)
+    adam = rows["optimizer.name"] == "adam"
+    rows.loc[adam, ["escape_step", "final_step"]] = (rows.loc[adam, ["escape_step", "final_step"]] // 3 + 1).to_numpy()
+    rows["loss_at_escape"] = rows["final_loss"]
+    rows = rows.assign(**{"optimizer.lr_schedule": "constant", "optimizer.final_lr": 0.0, "optimizer.warmup_steps": 1,
+                          "optimizer.beta1": np.where(adam, 0.0, np.nan),
+                          "optimizer.bias_correction": pd.array(np.where(adam, True, pd.NA), dtype="boolean")})
+    from workflows.registry import parameter_conditions
+
+    root = tmp_path_factory.mktemp("quick_like")
+    rows.to_parquet(root / "rows.parquet")
+    conditions = parameter_conditions([{"problem": {"name": "quadratic_saddle"}, "optimizer": {"name": name}}
+                                       for name in optimizers])
+    (root / "meta.json").write_text(json.dumps({"sweep": "quick_like", "conditions": conditions}))
+    return root, analyze(root, **PNG).read_text()
+
+
+def test_the_cell_table_shows_every_variant_at_every_setting(quick_like):
+    """It showed 40 of 84 rows in alphabetical order: adam and precond_sgd, never rmsprop or sgd."""
+    table = section(quick_like[1], "Escape time per cell")
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| anisotropy | lr | adam | precond_sgd | rmsprop | sgd |"
+    assert len(lines) == 1 + 21 and "rows shown" not in table
+    settings = [tuple(line.split(" | ")[:2]) for line in lines[1:]]
+    assert settings == [(f"| {a}", lr) for a in ANISOTROPIES for lr in ("0.001", "0.003", "0.01")]   # sorted
+    assert "cells.csv" in table
+
+
+def test_a_per_run_column_equal_to_another_on_every_run_is_shown_once(quick_like):
+    header = next(line for line in section(quick_like[1], "Per-run values").splitlines() if line.startswith("| "))
+    assert "loss_at_escape = final_loss (median" in header and "| final_loss (median" not in header
+
+
+def test_fixed_lists_only_settings_that_apply_to_the_cells(quick_like):
+    what = section(quick_like[1], "What was run")
+    fixed = next(line for line in what.splitlines() if line.startswith("- Fixed:"))
+    for inapplicable in ("final_lr", "warmup_steps", "sosp_rho", "sosp_every", "df", "trace_points", "beta1",
+                         "bias_correction"):
+        assert f"`{inapplicable}`" not in fixed, inapplicable
+    for kept in ("dim", "noise_dist", "lr_schedule", "budget", "dtype"):
+        assert f"`{kept}`" in fixed, kept
+    left_out = next(line for line in what.splitlines() if line.startswith("- Not listed as fixed"))
+    assert "`df` (noise_dist is gaussian)" in left_out and "`final_lr`, `warmup_steps` (lr_schedule is constant)" \
+        in left_out and "`sosp_rho`, `sosp_every`, `sosp_method` (sosp_epsilon is 0)" in left_out
+    per_variant = next(line for line in what.splitlines() if line.startswith("- Set per optimizer variant"))
+    adam = per_variant.split("adam: ")[1].split(";")[0]
+    assert "beta1=0" in adam and "bias_correction=true" in adam
+
+
+def test_p_values_are_printed_with_the_precision_they_have(quick_like):
+    assert markdown_table(pd.DataFrame({"logrank_q": [1.167e-300, 0.000172, 0.43]})).splitlines()[2:] == [
+        "| < 1e-16 |", "| 0.00017 |", "| 0.43 |"]
+    pairs = section(quick_like[1], "Pairwise comparisons")
+    assert "< 1e-16" in pairs and "e-300" not in pairs
+
+
+def test_comparison_csv_has_the_cells_parameters(quick_like):
+    comparison = pd.read_csv(quick_like[0] / "analysis" / "comparison.csv")
+    assert {"problem.anisotropy", "optimizer.lr"} <= set(comparison.columns)
+    assert list(comparison.columns[:3]) == ["cell_id", "problem", "optimizer"]
+
+
+def test_analyze_takes_a_reference(quick_like, tmp_path, capsys):
+    root = quick_like[0]
+    assert cli(["analyze", str(root / "rows.parquet"), "--reference", "rmsprop", "--format", "png"]) == 0
+    comparisons = pd.read_csv(root / "analysis" / "comparisons.csv")
+    assert set(comparisons["reference"]) == {"rmsprop"}
+    capsys.readouterr()
+    assert cli(["analyze", str(root), "--reference", "lion"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: reference 'lion' matches no optimizer variant") and "sgd" in err
+    with pytest.raises(ValueError, match="reference 'lion'"):
+        analyze(pd.read_parquet(root / "rows.parquet"), tmp_path / "out", reference="lion")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_null_hyperparameter_is_named_in_the_label():
+    cells = pd.DataFrame({"optimizer.name": ["cnc_sgd", "cnc_sgd", "sgd"], "optimizer.g_thres": [None, 0.01, np.nan],
+                          "optimizer.lr": [0.1, 0.1, 0.1]})
+    # was "cnc_sgd ()" for the null one
+    assert list(method_labels(cells)) == ["cnc_sgd (g_thres=null)", "cnc_sgd (g_thres=0.01)", "sgd"]
+
+
+def test_a_run_records_which_parameters_apply_when():
+    """meta.json's `conditions` (what the analysis reads for a problem's own parameters) come from the
+    parameters' declarations (Param.applies)."""
+    from workflows.registry import parameter_conditions
+
+    conditions = parameter_conditions([{"problem": {"name": "quadratic_saddle"}, "optimizer": {"name": "adam"}}])
+    assert conditions["problem.df"] == ["problem.noise_dist", "student_t"]
+    assert conditions["problem.noise_length"] == ["problem.noise_model", "proportional"]
+    assert conditions["optimizer.final_lr"] == ["optimizer.lr_schedule", "cosine"]
+    assert "optimizer.beta1" not in conditions and "problem.dim" not in conditions

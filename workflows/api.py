@@ -39,6 +39,7 @@ import pandas as pd
 from . import yaml12
 from .definition import Verdict, compare, definition_hash
 from .interrupt import SweepInterrupted, deferred, noticed
+from .registry import parameter_conditions
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
 from .store import Store
 
@@ -64,14 +65,15 @@ class SweepResult:
     def cells(self) -> pd.DataFrame:
         return self.store.read_table("cells.parquet")
 
-    def analyze(self, out_dir=None):
-        """The report (analysis.analyze) of these results; returns report.md's path. Run with
+    def analyze(self, out_dir=None, *, reference=None):
+        """The report (analysis.analyze) of these results; returns report.md's path. `reference`: the
+        optimizer name(s) or variant label(s) to compare against (default: the sweep's). Run with
         `track=`, the report and its figures also go to the tracker (MLflow: the parent run)."""
         from analysis import analyze
         if not self.store.local:
             raise ValueError(f"analyze: {self.path} is remote; allowed: a local results directory "
                              "(or use `saddlescape analyze`, which copies it)")
-        report = analyze(self.store.base, out_dir)
+        report = analyze(self.store.base, out_dir, reference=reference)
         if self.tracking is not None:
             self.tracking.add_report(str(Path(report).parent))
         return report
@@ -263,7 +265,7 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
         "overrides": sweep.overrides,
         "hash": hashlib.sha256("".join(sorted(cells)).encode()).hexdigest()[:16],
         "versions": versions(), "git_commit": git_commit(), "host": platform.node(),
-        "analysis": sweep.analysis,
+        "analysis": sweep.analysis, "conditions": parameter_conditions(cells.values()),
         "started": started, "finished": now(),
         "interrupted": interrupted is not None, "interrupted_during": interrupted,
         "definition_change": p.verdict.message or None,
