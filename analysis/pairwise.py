@@ -54,8 +54,14 @@ def check_reference(reference, variants) -> None:
                              f"optimizer name (all its variants) or a variant label among {', '.join(variants)}")
 
 
-def choose_pairs(variants, reference=None) -> tuple[list[tuple[str, str]], str, list[str]]:
-    """([(variant, reference)], a sentence saying how they were chosen, notes)."""
+SWEEPS_REFERENCE = "the sweep's reference"
+ASKED_REFERENCE = "the reference asked for"
+
+
+def choose_pairs(variants, reference=None, origin: str = SWEEPS_REFERENCE) -> tuple[list[tuple[str, str]], str,
+                                                                                    list[str]]:
+    """([(variant, reference)], a sentence saying how they were chosen, notes). `origin`: where the
+    reference came from, SWEEPS_REFERENCE (meta.json) or ASKED_REFERENCE (analyze's argument)."""
     variants = sorted(set(map(str, variants)), key=lambda v: (split_label(v)[0] != "sgd", v))
     notes = []
     if reference is not None:
@@ -68,7 +74,8 @@ def choose_pairs(variants, reference=None) -> tuple[list[tuple[str, str]], str, 
         if references:
             pairs = [(v, r) for r in references for v in variants if v != r
                      and not (v in references and references.index(v) < references.index(r))]
-            return pairs, f"against the sweep's reference ({', '.join(references)}, from `analysis.reference`)", notes
+            where = "from `analysis.reference`" if origin == SWEEPS_REFERENCE else "`--reference` / `reference=`"
+            return pairs, f"against {origin} ({', '.join(references)}, {where})", notes
     if len(variants) < 2:
         return [], "only one optimizer variant: nothing to compare", notes
     if len(variants) <= FEW_VARIANTS:

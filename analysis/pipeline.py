@@ -23,7 +23,7 @@ from . import matched, tracking
 from .drawing import Drawing
 from .figures import DEFAULT_DPI, DEFAULT_FORMATS, Saver, figure_jobs
 from .load import load_results
-from .pairwise import check_reference, choose_pairs, compare_pairs, setting_columns
+from .pairwise import ASKED_REFERENCE, SWEEPS_REFERENCE, check_reference, choose_pairs, compare_pairs, setting_columns
 from .report import write_report
 from .sanity import artefact_cells, sanity_flags
 from .scaling import fit_scaling
@@ -64,9 +64,10 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
     comparison = compare_cells(cells, artefacts)
     summary = summarize_cell_verdicts(comparison) if len(comparison) else pd.DataFrame(
         columns=["problem", "optimizer", "theory_model", "cells", "holds", "close", "fails"])
+    origin = ASKED_REFERENCE if reference is not None else SWEEPS_REFERENCE
     if reference is None and results.meta:
         reference = (results.meta.get("analysis") or {}).get("reference")
-    pairs, how, pair_notes = choose_pairs(cells["optimizer"].unique(), reference)
+    pairs, how, pair_notes = choose_pairs(cells["optimizer"].unique(), reference, origin)
     settings = setting_columns(cells, design.varied, design.variant)
     comparisons = compare_pairs(rows, cells, pairs, settings, artefacts, variant_settings(cells, design.per_variant))
     figure1 = figure1_check(cells)

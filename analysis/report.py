@@ -168,8 +168,12 @@ def what_was_run(rows, cells, meta, cell_status, source, design, notes) -> str:
                      + "; ".join(f"{label}: {text}" for label, text in sorted(own.items()) if text) + ".")
     shared = [c for c in fixed if c not in own_only]
     if shared:
-        lines.append("- Fixed: " + ", ".join(f"`{short_name(c)}` = {format_value(fixed[c])}" + _only_on(cells, c)
-                                            for c in shared) + ".")
+        # Grouped by where each applies: every cell first, then a problem's own parameters under its name.
+        groups: dict[str, list[str]] = {}
+        for c in shared:
+            groups.setdefault(_only_on(cells, c), []).append(f"`{short_name(c)}` = {format_value(fixed[c])}")
+        lines.append("- Fixed: " + "; ".join((f"{where}: " if where else "") + ", ".join(items)
+                                            for where, items in sorted(groups.items())) + ".")
     if design.not_applicable:
         reasons: dict[str, list[str]] = {}
         for column, why in design.not_applicable.items():
@@ -198,10 +202,10 @@ def what_was_run(rows, cells, meta, cell_status, source, design, notes) -> str:
 
 
 def _only_on(cells: pd.DataFrame, column: str) -> str:
-    """' (quadratic_saddle only)' for a problem parameter another problem of the sweep does not take."""
+    """'on quadratic_saddle only' for a problem parameter another problem of the sweep does not take, else ''."""
     if column not in cells or not cells[column].isna().any() or "problem" not in cells:
         return ""
-    return f" ({', '.join(map(str, sort_values(cells.loc[cells[column].notna(), 'problem'])))} only)"
+    return f"on {', '.join(map(str, sort_values(cells.loc[cells[column].notna(), 'problem'])))} only"
 
 
 def _settings(varied: list[str]) -> list[str]:
@@ -499,6 +503,8 @@ def _speedup_text(row) -> str:
     """'2.69 [2.63, 2.74] faster (q < 1e-16; theory 2.81)', '>= 12.4 faster ... (q 0.0021)'."""
     if row["bound"] == "=" and np.isfinite(row["speedup_lo"]):
         text = f"{row['speedup']:.3g} [{row['speedup_lo']:.3g}, {row['speedup_hi']:.3g}]"
+    elif row["bound"] == "?":
+        text = f"{row['speedup']:.3g} (both censored past half: no bound)"
     else:
         text = ("" if row["bound"] == "=" else f"{row['bound']} ") + f"{row['speedup']:.3g}"
     q = format_p(row["logrank_q"])
@@ -514,7 +520,7 @@ def comparisons_preview(comparisons: pd.DataFrame, varied: list[str]) -> tuple[p
     settings first."""
     if comparisons.empty:
         return comparisons, ""
-    settings = [c for c in varied if c in comparisons and c != "problem.name" and comparisons[c].notna().all()]
+    settings = [c for c in varied if c in comparisons and c != "problem.name" and comparisons[c].notna().any()]
     keys = (["problem"] if comparisons["problem"].nunique() > 1 else []) + settings
     frame = comparisons[keys].astype(object).copy()
     frame["pair"] = comparisons["variant"].astype(str) + " vs " + comparisons["reference"].astype(str)

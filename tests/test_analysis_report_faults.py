@@ -311,6 +311,22 @@ def test_p_values_are_printed_with_the_precision_they_have(quick_like):
     assert "< 1e-16" in pairs and "e-300" not in pairs
 
 
+def test_the_pairwise_table_shows_every_pair_at_every_setting(quick_like):
+    """It stopped at 40 of 63 rows sorted by pair: rmsprop vs sgd was never shown."""
+    lines = [line for line in section(quick_like[1], "Pairwise comparisons").splitlines() if line.startswith("| ")]
+    assert lines[0] == "| anisotropy | lr | adam vs sgd | precond_sgd vs sgd | rmsprop vs sgd |" and len(lines) == 22
+
+
+def test_a_setting_one_problem_lacks_still_tells_the_pairwise_rows_apart():
+    """smoke: anisotropy 1 and 100 on quadratic_saddle, none on staib_toy."""
+    from analysis.report import comparisons_preview
+
+    rows = [comparison(a, 1e-3, 2.0, "faster", 1e-5) for a in (1, 100, np.nan)]
+    table, _ = comparisons_preview(pd.DataFrame(rows).assign(problem=["q", "q", "staib_toy"], predicted_speedup=np.nan),
+                                   ["problem.name", "problem.anisotropy"])
+    assert list(table.columns) == ["problem", "anisotropy", "adam vs sgd"] and len(table) == 3
+
+
 def test_comparison_csv_has_the_cells_parameters(quick_like):
     comparison = pd.read_csv(quick_like[0] / "analysis" / "comparison.csv")
     assert {"problem.anisotropy", "optimizer.lr"} <= set(comparison.columns)
