@@ -21,7 +21,7 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = 150, formats=("png", "pdf"
     dpi: the PNGs' resolution; formats: the files each figure is saved as ("png", "pdf", "svg").
     reference: optimizer name(s) or variant label(s) for the pairwise comparisons (default: the
         sweep's `analysis: {reference: ...}` from meta.json, else every pair of up to three variants,
-        else every variant against sgd).
+        else every variant against sgd); a name or label that matches no variant is a ValueError.
     Raises FileNotFoundError (no such results) or ValueError (a table that cannot be analysed,
     naming the column and what is allowed).
     """

@@ -25,12 +25,16 @@ SPREAD = (0.1, 0.9)
 
 
 def _format(value) -> str:
+    """A hyperparameter's value as a label shows it; a null one (cnc_sgd's g_thres: no test) as the
+    sweep file writes it, `null`, never left out."""
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)) or value is pd.NA:
+        return "null"
     return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
 
 
 def method_labels(cells: pd.DataFrame) -> pd.Series:
-    """'adam (beta1=0.9)', 'precond_sgd (target=second_moment)', or just the name where an
-    optimizer has one variant in the sweep: the identity of a line, a colour, a scaling fit.
+    """'adam (beta1=0.9)', 'precond_sgd (target=second_moment)', 'cnc_sgd (g_thres=null)', or just
+    the name where an optimizer has one variant in the sweep: the identity of a line, a colour, a scaling fit.
     Any name works (a plugin, `torch.optim.NAdam`); list entries (`betas[0]`) are hyperparameters
     like any other."""
     labels = cells["optimizer.name"].astype(str)
@@ -38,7 +42,7 @@ def method_labels(cells: pd.DataFrame) -> pd.Series:
         varying = _distinguishing(part)
         if varying:
             labels[part.index] = [f"{name} (" + ", ".join(f"{c.split('.', 1)[1]}={_format(v)}" for c, v in
-                                                         zip(varying, values) if pd.notna(v)) + ")"
+                                                         zip(varying, values)) + ")"
                                   for values in part[varying].itertuples(index=False)]
     return labels
 
@@ -101,6 +105,19 @@ def cell_table(rows: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
-def per_run_columns(cells: pd.DataFrame) -> list[str]:
-    """The per-run columns summarised in this cell table (median and spread over the runs)."""
-    return [c.removeprefix("median_") for c in cells.columns if c.startswith("median_")]
+def per_run_columns(cells: pd.DataFrame, rows: pd.DataFrame | None = None) -> list:
+    """The per-run columns summarised in this cell table (median and spread over the runs). With
+    the `rows`, columns equal to another on every run (loss_at_escape and final_loss where every
+    run stops at its escape) come as one tuple, ('loss_at_escape', 'final_loss'), to be shown once."""
+    columns = [c.removeprefix("median_") for c in cells.columns if c.startswith("median_")]
+    if rows is None:
+        return columns
+    groups: list[list[str]] = []
+    for column in columns:
+        values = rows[column].to_numpy(float)
+        same = next((g for g in groups if np.array_equal(rows[g[0]].to_numpy(float), values, equal_nan=True)), None)
+        if same is None:
+            groups.append([column])
+        else:
+            same.append(column)
+    return [g[0] if len(g) == 1 else tuple(g) for g in groups]

@@ -16,13 +16,17 @@ import pandas as pd
 from scipy import stats
 
 from .prediction import CLOSED_FORM_PROBLEMS, predictions
-from .scaling import covariate_name, design, scaling_groups
+from .scaling import MAX_EXPONENT_WIDTH, covariate_name, design, scaling_groups
 from .survival import RESTRICTED
 from .theory import SIGN_REGIME_EXPONENTS, local_exponents, sign_crossover
 
 CLOSE_RATIO = 0.10          # "close": measured/predicted within ±10%
 CLOSE_FRACTION = 0.10       # "close" for a fraction escaped: within 0.1
-CLOSE_EXPONENT = 0.10       # "close": |fitted − theory| ≤ 0.1
+CLOSE_EXPONENT = 0.10       # "close": |fitted − theory| ≤ 10% of |theory| (relative, as for escape times)
+NO_VERDICT = "no verdict"   # a fit that cannot carry one (analysis.scaling: `no_verdict` says why)
+# A least-squares slope of the closed form's log median on exact inputs is exact to about 1e-15;
+# below this it is zero (a covariate the closed form does not depend on), never "5.7e-16".
+SLOPE_ZERO = 1e-9
 UNINFORMATIVE = "uninformative (censored)"
 ARTEFACT = "artefact"
 VERDICTS = ("holds", "close", "fails", UNINFORMATIVE, ARTEFACT)
@@ -36,6 +40,14 @@ def _verdict(inside, ratio_or_difference, tolerance, is_ratio=True):
     off = np.abs(np.log(ratio_or_difference)) if is_ratio else np.abs(ratio_or_difference)
     close = off <= (np.log1p(tolerance) if is_ratio else tolerance)
     return np.select([np.isnan(off), inside, close], ["no prediction", "holds", "close"], "fails")
+
+
+def exponent_verdict(inside, fitted, theory):
+    """holds (theory inside the fitted 95% interval), close (outside, but within CLOSE_EXPONENT of
+    |theory|: relative, so 0.22 against 0.156 is not close), fails, or no prediction."""
+    inside, fitted, theory = np.asarray(inside, bool), np.asarray(fitted, float), np.asarray(theory, float)
+    close = np.abs(fitted - theory) <= CLOSE_EXPONENT * np.abs(theory)
+    return np.select([np.isnan(theory), inside, close], ["no prediction", "holds", "close"], "fails")
 
 
 def wilson_interval(successes, trials, z=stats.norm.ppf(0.975)):
@@ -158,6 +170,7 @@ def _theory_slopes(part: pd.DataFrame, covariates: list[str]) -> tuple[dict, str
     if usable.sum() <= len(covariates) or np.linalg.matrix_rank(x) <= len(covariates):
         return {}, f"0 of {len(part)}"
     slope = np.linalg.lstsq(x, np.log(predicted[usable]), rcond=None)[0][1:]
+    slope = np.where(np.abs(slope) < SLOPE_ZERO, 0.0, slope)
     return dict(zip((covariate_name(c) for c in covariates), slope)), f"{usable.sum()} of {len(part)}"
 
 
@@ -186,11 +199,11 @@ def compare_exponents(exponents: pd.DataFrame, cells: pd.DataFrame, exclude=froz
     reference = table["theory"].fillna(table["theory_local"])
     inside = (reference >= table["lo"]) & (reference <= table["hi"])
     table["inside_95"] = inside
-    table["verdict"] = _verdict(inside.to_numpy(), (table["exponent"] - reference).to_numpy(),
-                                CLOSE_EXPONENT, is_ratio=False)
-    # A fit without an interval (a degenerate design: two cells, one all censored) tests nothing.
-    table["verdict"] = table["verdict"].where(np.isfinite(table["lo"]) & np.isfinite(table["hi"]),
-                                              "no interval (degenerate fit)")
+    table["verdict"] = exponent_verdict(inside, table["exponent"], reference)
+    # A fit that cannot carry a verdict (too few cells with an escape, a lifelines warning, an
+    # interval too wide or none: analysis.scaling) tests nothing, whatever the interval holds.
+    reasons = table["no_verdict"].fillna("") if "no_verdict" in table else pd.Series("", index=table.index)
+    table["verdict"] = table["verdict"].where((reasons == "") | reference.isna(), NO_VERDICT)
     # On a problem without a closed form the quadratic's local exponent is a reference, not a test.
     modelled = table["problem"].isin(CLOSED_FORM_PROBLEMS) | table["theory"].notna()
     table["verdict"] = table["verdict"].where(modelled, "not tested (no closed form for this problem)")
@@ -223,7 +236,10 @@ def sgd_slope_check(cells: pd.DataFrame, artefacts=frozenset()) -> dict | None:
             "lr": (float(lr[finite].min()), float(lr[finite].max())),
             "lr_curvature": (float((lr * gamma)[finite].min()), float((lr * gamma)[finite].max())),
             "log_range": (float(x.min()), float(x.max())), "cell_ids": list(used["cell_id"]),
-            "verdict": str(_verdict(np.array([inside]), np.array([fit.slope - 0.5]), CLOSE_EXPONENT, False)[0])}
+            # An interval as wide as the slopes it should tell apart (the fit of three cells spanning a
+            # narrow range) carries no verdict, as for the scaling exponents.
+            "verdict": str(exponent_verdict([inside], [fit.slope], [0.5])[0]) if 2 * half <= MAX_EXPONENT_WIDTH
+            else f"{NO_VERDICT} (its 95% interval is {2 * half:.3g} wide, over {MAX_EXPONENT_WIDTH:g})"}
 
 
 def figure1_check(cells: pd.DataFrame) -> pd.DataFrame:

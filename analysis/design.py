@@ -8,7 +8,11 @@
 - `per_variant`: parameters that differ between variants but never within one (each optimizer's
   own lr in a sweep that gives each its own, eps defaults): a property of the line, not an axis,
   and not something two variants are matched on when compared;
-- `fixed`: the parameters with one value throughout, for titles.
+- `fixed`: the parameters with one value throughout, for titles;
+- `not_applicable`: the fixed ones that have no effect on any cell (the Student-t df under Gaussian
+  noise, a cosine schedule's final_lr under a constant step, sosp_rho with the SOSP test off), as
+  Param.applies declares them (analysis.schema.declared_conditions, and meta.json's `conditions`
+  for a problem's or an optimizer's own), with why: a report lists them apart, never as settings.
 
 Values are always sorted as values (numbers numerically), never as strings.
 """
@@ -19,8 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from workflows.params import condition_holds
+
 from .cells import variant_columns
-from .schema import DERIVED, declared_scope, is_parameter
+from .schema import DERIVED, declared_conditions, declared_scope, is_parameter
 
 # Axes and facets are preferred in this order; any other column follows, alphabetically.
 PREFERRED = ("problem.name", "problem.anisotropy", "problem.noise_scale", "optimizer.lr", "optimizer.beta2",
@@ -119,6 +125,7 @@ class Design:
     fixed: dict = field(default_factory=dict)         # parameter -> its one value
     per_variant: list = field(default_factory=list)   # differ between variants only
     determined: dict = field(default_factory=dict)    # varied parameter -> what determines it (words)
+    not_applicable: dict = field(default_factory=dict)  # fixed parameter -> why it has no effect (words)
 
     @property
     def independent(self) -> list:
@@ -136,9 +143,10 @@ class Design:
     _numeric: set = field(default_factory=set)
 
 
-def sweep_design(cells: pd.DataFrame, cell_columns: list[str] | None = None) -> Design:
+def sweep_design(cells: pd.DataFrame, cell_columns: list[str] | None = None, conditions: dict | None = None) -> Design:
     """`cell_columns`: the rows' columns that describe a cell (analysis.schema.split_columns);
-    default: every parameter column of `cells`."""
+    default: every parameter column of `cells`. `conditions`: {column: [column it depends on,
+    *values]} besides the declared ones (meta.json's, for the problems' and optimizers' own)."""
     columns = cell_columns if cell_columns is not None else [c for c in cells.columns if is_parameter(c)]
     variant = ["optimizer.name"] + variant_columns(cells)
     parameters = [c for c in columns if c in cells and c != "cell_id" and c not in variant
@@ -155,7 +163,24 @@ def sweep_design(cells: pd.DataFrame, cell_columns: list[str] | None = None) -> 
              and cells[c].notna().any()}
     kept, dropped = independent(cells, varied, given=("optimizer",) if "optimizer" in cells else ())
     determined = {c: _determined_by(cells, c, kept) for c in dropped}
-    return Design(varied, variant, fixed, per_variant, determined, {c for c in varied if is_numeric(cells[c])})
+    conditions = {**declared_conditions(), **(conditions or {})}
+    not_applicable = {c: why for c in fixed if c in conditions and (why := _not_applicable(cells, c, conditions[c]))}
+    return Design(varied, variant, fixed, per_variant, determined, not_applicable,
+                  {c for c in varied if is_numeric(cells[c])})
+
+
+def _not_applicable(cells: pd.DataFrame, column: str, condition: list) -> str:
+    """Why `column` has an effect on no cell ('noise_dist is gaussian', 'off'), or '' where it has one
+    somewhere (or nothing tells: the column it depends on is not in the table)."""
+    key = condition[0]
+    if key not in cells:
+        return ""
+    own = cells.loc[cells[column].notna(), key].dropna()
+    if own.empty or own.map(lambda v: condition_holds(condition, v)).any():
+        return ""
+    if key == column:
+        return "off"
+    return f"{short_name(key)} is " + "/".join(format_value(v) for v in sort_values(own))
 
 
 def _determined_by(cells: pd.DataFrame, column: str, kept: list[str]) -> str:

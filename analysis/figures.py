@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from lifelines import KaplanMeierFitter
-from matplotlib.colors import TwoSlopeNorm
+from matplotlib.colors import TwoSlopeNorm, to_hex, to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import (
     FixedLocator,
     FuncFormatter,
@@ -54,14 +55,17 @@ from .design import (
     variant_settings,
     varies,
 )
-from .palette import MARKERS, THEORY_STYLE, lighter, palette, shade, split_label
+from .pairwise import ALPHA, SIGNIFICANT
+from .palette import MARKERS, THEORY_STYLE, lighter, palette, split_label
 from .survival import DURATION_TITLES, DURATIONS, RESTRICTED
 from .theory import follows_paper_rule, minimum_loss
 
 DEFAULT_DPI = 150
 DEFAULT_FORMATS = ("png", "pdf")
 MAX_PANELS = 12
-MAX_CURVES = 8
+MAX_HUES = 8           # Kaplan-Meier: colours a panel tells apart (values of one swept parameter)
+MAX_STYLES = 4         # and line styles (combinations of the others)
+TRACE_COLUMNS = 3      # loss-trace panels a row
 MAX_FOREST_ROWS = 40
 LOG_SPAN = 5            # an axis is logarithmic when its positive values span at least this factor
 TITLE_PARAMETERS = ("problem.name", "problem.dim", "problem.curvature", "problem.noise_scale", "problem.anisotropy",
@@ -395,6 +399,8 @@ def speedup_heatmap(comparisons: pd.DataFrame, settings: list[str], numeric: set
     """Speed-up over two numeric settings, a panel per (variant vs reference, other settings), one
     diverging colour scale for all panels centred at 1 (log scale: 2x and 0.5x equally far)."""
     table = comparisons[comparisons["flag"] == ""]
+    # Only what the tests call a difference is coloured (analysis.pairwise's findings).
+    table = table.assign(significant=table["finding"].isin(SIGNIFICANT) if "finding" in table else False)
     candidates = [c for c in settings if c in numeric and c in table and table[c].nunique() > 1]
     # The two axes that leave the fewest panels (each panel a grid over them).
     choices = []
@@ -422,7 +428,7 @@ def speedup_heatmap(comparisons: pd.DataFrame, settings: list[str], numeric: set
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     with np.errstate(divide="ignore"):
-        logs = np.log10(table["speedup"].to_numpy(float))
+        logs = np.log10(table.loc[table["significant"], "speedup"].to_numpy(float))
     limit = max(np.log10(2), np.nanmax(np.abs(logs[np.isfinite(logs)])) if np.isfinite(logs).any() else 1)
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
     image = None
@@ -431,13 +437,23 @@ def speedup_heatmap(comparisons: pd.DataFrame, settings: list[str], numeric: set
         grid = np.full((len(ys), len(xs)), np.nan)
         for _, row in part.iterrows():
             i, j = ys.index(row[y]), xs.index(row[x])
-            grid[i, j] = np.log10(row["speedup"])
             text = ("" if row["bound"] == "=" else row["bound"]) + _compact(row["speedup"])
-            # A slow-down is written in red even where its colour is pale next to large speed-ups.
-            ax.text(j, i, text, ha="center", va="center", fontsize=7 if len(xs) <= 6 else 6,
+            size = 7 if len(xs) <= 6 else 6
+            if not row["significant"]:
+                # Compared, no difference the tests stand behind: no colour, hatched, the ratio in grey.
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="white", edgecolor="0.75", hatch="///",
+                                       linewidth=0, zorder=1))
+                ax.text(j, i, text, ha="center", va="center", fontsize=size, color="0.4", zorder=3,
+                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+                continue
+            grid[i, j] = np.log10(row["speedup"])
+            # A significant slow-down is written in red even where its colour is pale next to large speed-ups.
+            ax.text(j, i, text, ha="center", va="center", fontsize=size, zorder=3,
                     color="white" if abs(grid[i, j]) > 0.6 * limit else "#b2182b" if row["speedup"] < 1 else "black",
                     fontweight="bold" if row["speedup"] < 1 else "normal")
-        image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdBu", norm=norm, aspect="auto", origin="lower")
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdBu", norm=norm, aspect="auto", origin="lower", zorder=0)
+        ax.set_xlim(-0.5, len(xs) - 0.5)
+        ax.set_ylim(-0.5, len(ys) - 0.5)
         ax.set_facecolor("0.85")
         ax.set_xticks(range(len(xs)), [format_value(v) for v in xs], rotation=45, fontsize=8)
         ax.set_yticks(range(len(ys)), [format_value(v) for v in ys], fontsize=8)
@@ -453,9 +469,15 @@ def speedup_heatmap(comparisons: pd.DataFrame, settings: list[str], numeric: set
     bar.set_label("speed-up tau_ref / tau (blue: faster, red: slower)")
     title = f"Speed-up over the reference across {axis_label(x)} and {axis_label(y)}"
     fig.suptitle(title, fontsize=11)
+    keys = [Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="0.6", hatch="///",
+                      label=f"no significant difference (q >= {ALPHA:g}, or the interval holds 1)"),
+            Rectangle((0, 0), 1, 1, facecolor="0.85", edgecolor="0.6", label="not compared")]
+    fig.legend(handles=keys, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     caption = (f"{title}: ratio of KM medians, one diverging colour scale for every panel, centred at 1 (white), "
-               "blue where the variant escapes sooner, red where later (slow-downs also written in bold red); "
-               ">= / <=: one side censored past half (a bound); grey: not compared.")
+               "coloured only where the comparison is significant (log-rank q < 0.05 and a 95% bootstrap interval "
+               "excluding 1, or a significant bound): blue where the variant escapes sooner, red where later "
+               "(significant slow-downs also written in bold red); hatched white with the ratio in grey: no "
+               "significant difference; >= / <=: one side censored past half (a bound); grey: not compared.")
     return save(fig, path, caption), ""
 
 
@@ -516,13 +538,32 @@ def _label_columns(cells: pd.DataFrame, varied: list[str]) -> list[str]:
     return independent(cells, [c for c in varied if c in cells], given=())[0]
 
 
+def _evenly(values: list, limit: int) -> list:
+    """At most `limit` of the (sorted) values, evenly spread, both ends kept."""
+    if len(values) <= limit:
+        return list(values)
+    return [values[i] for i in np.unique(np.linspace(0, len(values) - 1, limit).round().astype(int))]
+
+
+def _km_encoding(cells: pd.DataFrame, labels: list[str]) -> tuple[str | None, list[str]]:
+    """(the swept parameter drawn as hue: the one with the most values, or None; those drawn as line style)."""
+    if not labels:
+        return None, []
+    hue = max(labels, key=lambda c: (cells[c].nunique(), -labels.index(c)))
+    return hue, [c for c in labels if c != hue]
+
+
 def kaplan_meier_curves(rows, cells, varied, colors, path, save, name="escape"):
-    """KM curves (fraction of runs not yet escaped) for up to MAX_CURVES cells per variant, spread over
-    the range of their median times, labelled by the swept values; one panel per variant, all variants."""
+    """KM curves (fraction of runs not yet escaped), one panel per variant. Within a panel the swept
+    parameter with the most values is the hue (light to dark in the variant's colour, in the
+    values' order) and the others the line style, each legend in the values' order; at most
+    MAX_HUES hues and MAX_STYLES styles, evenly spread over the values (all cells: cells.csv)."""
+    import seaborn as sns
+
     duration, event = DURATIONS[name]
     variants = sorted(cells["optimizer"].unique(), key=str)
-    n_rows, columns = (2, 2) if len(variants) == 4 else _grid(len(variants))     # KM panels want height
-    fig = Figure(figsize=(4.3 * columns, 5.4 * n_rows), layout="constrained")
+    n_rows, columns = (2, 2) if len(variants) == 4 else _grid(len(variants))
+    fig = Figure(figsize=(5.6 * columns, 4.4 * n_rows), layout="constrained")
     axes = fig.subplots(n_rows, columns, squeeze=False, sharex=True, sharey=True)
     for ax in axes.flat[len(variants):]:
         ax.set_visible(False)
@@ -531,84 +572,185 @@ def kaplan_meier_curves(rows, cells, varied, colors, path, save, name="escape"):
     all_steps = rows[duration].to_numpy(float)
     log_x = all_steps.min() > 0 and all_steps.max() / max(all_steps.min(), 1) >= LOG_SPAN
     for ax, variant in zip(axes.flat, variants):
-        own = cells[cells["optimizer"] == variant].sort_values(f"{name}_time", kind="stable")
-        chosen = own.iloc[np.unique(np.linspace(0, len(own) - 1, min(MAX_CURVES, len(own))).round().astype(int))]
+        own = cells[cells["optimizer"] == variant]
+        hue, styles = _km_encoding(own, _label_columns(own, varied))
+        hue_values = _evenly(sort_values(own[hue]), MAX_HUES) if hue else []
+        style_key = own[styles].astype(object).apply(lambda r: _describe(styles, r.tolist()), axis=1) if styles \
+            else pd.Series("", index=own.index)
+        style_order = [k for k in dict.fromkeys(_labels_in_order(own, styles, style_key)) if k]
+        style_values = _evenly(style_order, MAX_STYLES)
+        keep = pd.Series(True, index=own.index)
+        if hue:
+            keep &= own[hue].isin(hue_values)
+        if styles:
+            keep &= style_key.isin(style_values)
+        chosen = own[keep]
         if len(chosen) < len(own):
             thinned.append(f"{variant}: {len(chosen)} of {len(own)}")
-        labels = _label_columns(own, varied)
         base = colors[variant]
-        shades = np.linspace(1.5, 0.55, len(chosen)) if len(chosen) > 1 else [1.0]
-        for factor, (_, cell) in zip(shades, chosen.iterrows()):
+        hue_texts = [format_value(v) for v in hue_values]
+        palette_ = dict(zip(hue_texts, sequential(base, len(hue_texts))))
+        dashes = dict(zip(style_values, STYLE_DASHES))
+        curves, marks = [], []
+        for cell_id, cell in chosen.iterrows():
             runs = rows.iloc[positions[cell["cell_id"]]]
-            label = _describe(labels, [cell[c] for c in labels]) or "(one cell)"
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                km = KaplanMeierFitter().fit(runs[duration], runs[event], label=label)
-                km.plot_survival_function(ax=ax, show_censors=True, ci_alpha=0.12, color=shade(base, factor),
-                                          censor_styles={"marker": "|", "ms": 7})
+                km = KaplanMeierFitter().fit(runs[duration], runs[event])
+            survival = km.survival_function_.iloc[:, 0]
+            label = {"hue": format_value(cell[hue]) if hue else "", "style": style_key[cell_id]}
+            curves.append(pd.DataFrame({"time": survival.index.to_numpy(float), "survival": survival.to_numpy(),
+                                        "cell": str(cell_id), **label}))
+            censored = runs.loc[~runs[event].astype(bool), duration].to_numpy(float)
+            if len(censored):
+                marks.append((censored, km.survival_function_at_times(censored).to_numpy(), label))
+            if len(chosen) <= 4:                     # a band per curve only where they stay apart
+                band = km.confidence_interval_survival_function_
+                ax.fill_between(band.index.to_numpy(float), band.iloc[:, 0], band.iloc[:, 1], step="post",
+                                alpha=0.12, color=palette_.get(label["hue"], base), linewidth=0)
+        data = pd.concat(curves, ignore_index=True)
+        sns.lineplot(data=data, x="time", y="survival", units="cell", estimator=None, drawstyle="steps-post",
+                     hue="hue" if hue else None, hue_order=hue_texts if hue else None,
+                     palette=palette_ if hue else None, style="style" if styles else None,
+                     style_order=style_values if styles else None, dashes=dashes if styles else True,
+                     color=None if hue else base, linewidth=1.4, ax=ax, legend=False)
+        for times, levels, label in marks:
+            ax.plot(times, levels, linestyle="", marker="|", markersize=6,
+                    color=palette_.get(label["hue"], base) if hue else base)
+        # One legend beside the panel, in the values' order: the colours (the hue parameter), then the
+        # line styles (the others), each under its parameter's name.
+        handles = []
+        if hue:
+            handles.append(Line2D([], [], linestyle="", label=f"{short_name(hue)}:"))
+            handles += [Line2D([], [], color=palette_[t], linewidth=2, label=t) for t in hue_texts]
+        if styles:
+            one = len(styles) == 1
+            handles.append(Line2D([], [], linestyle="", label=f"{', '.join(map(short_name, styles))}:"))
+            handles += [Line2D([], [], color="0.25", linewidth=1.4, label=k.split("=", 1)[1] if one else k,
+                               linestyle="-" if not dashes[k] else (0, dashes[k])) for k in style_values]
+        if handles:
+            ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False,
+                      handlelength=2.6)
         if log_x:
             ax.set_xscale("log")
             _log_ticks(ax.xaxis, all_steps.max() / max(all_steps.min(), 1))
         ax.set_title(variant, fontsize=10, color=base)
         ax.set_xlabel(f"{duration}" + (" (log)" if log_x else ""))
         ax.set_ylabel(f"fraction of runs not yet {event}")
-        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
+    for column in range(columns):                 # a column whose bottom panel is empty: x labels one higher
+        visible = [axes[r, column] for r in range(n_rows) if axes[r, column].get_visible()]
+        if visible:
+            visible[-1].xaxis.set_tick_params(labelbottom=True)
     fig.suptitle(f"Kaplan-Meier curves of {duration}, one panel per optimizer variant", fontsize=11)
-    caption = (f"Kaplan-Meier curves of {duration}: the fraction of runs not yet {event}, one panel per variant in its "
-               "colour (lighter: sooner), each curve labelled by the swept values of its cell; shaded: 95% band; "
-               "ticks: censored runs"
-               + (f". Curves for {'; '.join(thinned)} cells (spread evenly over their range of median times; all "
-                  "cells are in cells.csv)" if thinned else "") + ".")
+    caption = (f"Kaplan-Meier curves of {duration}: the fraction of runs not yet {event}, one panel per variant; "
+               "within a panel the swept parameter with the most values is the colour (lighter to darker in the "
+               "variant's colour, in the values' order) and any other the line style, each legend in the values' "
+               "order; ticks: censored runs; shaded: 95% band (where a panel has at most four curves)"
+               + (f". Curves for {'; '.join(thinned)} cells (values spread evenly over their range; all cells are in "
+                  "cells.csv)" if thinned else "") + ".")
     return save(fig, path, caption), ""
 
 
+# Line styles for the values of the swept parameters a Kaplan-Meier panel does not colour by.
+STYLE_DASHES = ("", (5, 2), (1.2, 1.6), (6, 1.5, 1.2, 1.5))
+
+
+def sequential(color: str, n: int) -> list[str]:
+    """n shades of one colour, lightest first and darkening monotonically (black: greys to black)."""
+    import seaborn as sns
+
+    if n <= 1:
+        return [color] * n
+    dark = tuple(0.45 * c for c in to_rgb(color))
+    stops = [lighter(color, 0.55), color, dark] if max(to_rgb(color)) > 0.2 else [lighter(color, 0.6), color]
+    return [to_hex(c) for c in sns.blend_palette(stops, n)]
+
+
+def _labels_in_order(cells: pd.DataFrame, columns: list[str], text: pd.Series) -> list[str]:
+    """`text` (one label per cell) in the order of the cells sorted by `columns`' values."""
+    if not columns:
+        return list(text)
+    order = _sorted_groups(cells.assign(_text=text), columns)
+    return [part["_text"].iloc[0] for _, part in order]
+
+
 def loss_traces(traces: pd.DataFrame, cells: pd.DataFrame, varied, colors, path: Path, save):
-    """The paper's Figure 1: loss against iteration, median over runs (band: 10-90%), one panel per
-    (problem, variant), one line per cell in shades of the variant's colour; dotted: the minimum's loss."""
-    quantiles = (traces.groupby(["cell_id", "step"], observed=True)["loss"].quantile([0.1, 0.5, 0.9])
-                 .unstack().reset_index().rename(columns={0.1: "q10", 0.5: "q50", 0.9: "q90"}))
+    """The paper's Figure 1: loss against iteration, one panel per (problem, variant), one line per
+    cell. A run stops being recorded once it escapes (unless run_to_budget), so the runs behind a
+    point thin out: the median (band 10-90%) is solid while it is over all the cell's runs (a fixed
+    population) and dotted where over the runs still recorded only, and a strip under each panel
+    shows the share of the cell's runs each point holds. Dotted black: the minimum's loss."""
+    grouped = traces.groupby(["cell_id", "step"], observed=True)["loss"]
+    quantiles = (grouped.quantile([0.1, 0.5, 0.9]).unstack()
+                 .rename(columns={0.1: "q10", 0.5: "q50", 0.9: "q90"}).join(grouped.size().rename("recorded"))
+                 .reset_index())
     quantiles["cell_id"] = quantiles["cell_id"].astype(str)
     known = cells.assign(cell_id=cells["cell_id"].astype(str))
-    data = quantiles.merge(known[["cell_id", "problem", "optimizer"]], on="cell_id")
+    data = quantiles.merge(known[["cell_id", "problem", "optimizer", "runs"]], on="cell_id")
     if data.empty:
         return None, "no trace belongs to a cell of this table"
+    data["share"] = data["recorded"] / data["runs"]
     traced = known[known["cell_id"].isin(data["cell_id"])]
-    problems = _sorted_groups(traced, ["problem"])
-    columns = max(part["optimizer"].nunique() for _, part in problems)
-    # One row per problem (losses of different problems are not comparable: y is shared within a row).
-    fig = Figure(figsize=(4.6 * columns, 4.5 * len(problems)), layout="constrained")
-    axes = fig.subplots(len(problems), columns, squeeze=False, sharex=True, sharey="row")
-    panels = []
-    for row, (_, part) in enumerate(problems):
-        own_panels = _sorted_groups(part, ["problem", "optimizer"])
-        panels += [(axes[row, i], key, cells_) for i, (key, cells_) in enumerate(own_panels)]
-        for ax in axes[row, len(own_panels):]:
-            ax.set_visible(False)
-    for ax, (problem, variant), own in panels:
+    problems = [_sorted_groups(part, ["problem", "optimizer"]) for _, part in _sorted_groups(traced, ["problem"])]
+    # Per problem its panels, up to TRACE_COLUMNS a row, each with a strip of the runs recorded under
+    # it (losses of different problems are not comparable: y is shared within a problem only).
+    columns = min(max(len(own) for own in problems), TRACE_COLUMNS)
+    lines_of_panels = sum(-(-len(own) // columns) for own in problems)
+    fig = Figure(figsize=(5.6 * columns, 4.6 * lines_of_panels), layout="constrained")
+    grid = fig.add_gridspec(2 * lines_of_panels, columns, height_ratios=[3.2, 1] * lines_of_panels)
+    panels, shared, line = [], None, 0
+    for own_panels in problems:
+        first = None
+        for i, (key, cells_) in enumerate(own_panels):
+            row, column = line + i // columns, i % columns
+            ax = fig.add_subplot(grid[2 * row, column], sharex=shared, sharey=first)
+            strip = fig.add_subplot(grid[2 * row + 1, column], sharex=ax)
+            first, shared = first or ax, shared or ax
+            panels.append((ax, strip, key, cells_))
+        line += -(-len(own_panels) // columns)
+    partial = False
+    for ax, strip, (problem, variant), own in panels:
         labels = _label_columns(own, [c for c in varied if c != "problem.name"])
         ordered = _sorted_groups(own, labels) if labels else [((), own)]
-        shades = np.linspace(1.5, 0.55, len(ordered)) if len(ordered) > 1 else [1.0]
-        for i, (factor, (values, group)) in enumerate(zip(shades, ordered)):
+        shades = sequential(colors[variant], len(ordered)) if len(ordered) > 1 else [colors[variant]]
+        for i, (color, (values, group)) in enumerate(zip(shades, ordered)):
+            marker = MARKERS[i % len(MARKERS)]
             for cell in group["cell_id"]:
-                line = data[data["cell_id"] == cell].sort_values("step")
-                color = shade(colors[variant], factor)
-                # shades of one hue are hard to tell apart: each line also gets its own marker
-                ax.plot(line["step"], line["q50"], color=color, label=_describe(labels, values) or variant,
-                        marker=MARKERS[i % len(MARKERS)], markersize=4, markevery=max(1, len(line) // 8))
-                ax.fill_between(line["step"], line["q10"], line["q90"], color=color, alpha=0.08)
+                line = data[data["cell_id"] == str(cell)].sort_values("step")
+                full = line["recorded"].to_numpy() >= line["runs"].to_numpy()
+                # The fixed population: every run of the cell still recorded (up to the first departure).
+                cut = int(np.argmin(full)) if not full.all() else len(line)
+                whole, rest = line.iloc[:cut], line.iloc[max(cut - 1, 0):]
+                label = _describe(labels, values) or variant
+                ax.plot(whole["step"], whole["q50"], color=color, label=label, marker=marker, markersize=4,
+                        markevery=max(1, len(whole) // 6) if len(whole) else 1)
+                ax.fill_between(whole["step"], whole["q10"], whole["q90"], color=color, alpha=0.10, linewidth=0)
+                if cut < len(line):
+                    partial = True
+                    ax.plot(rest["step"], rest["q50"], color=color, linestyle=":", linewidth=1.2,
+                            label=None if len(whole) else label)
+                strip.plot(line["step"], 100 * line["share"], color=color, marker=marker, markersize=3,
+                           markevery=max(1, len(line) // 6))
         floor = minimum_loss(_problem_params(own.iloc[0]))
         if np.isfinite(floor):
             ax.axhline(floor, color="k", linestyle=":", label="minimum loss")
         ax.set_xscale("log")
         ax.set_title(f"{problem}: {variant}", fontsize=10, color=colors[variant])
-        ax.set_xlabel("iteration (log)")
         ax.set_ylabel("loss")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
-    # The paper plots loss against iteration in its Figures 1 and 2; which one a sweep repeats is
-    # the sweep's to say (its description), not the figure's.
-    fig.suptitle("Loss against iteration: median over runs, band 10-90%", fontsize=11)
-    caption = ("Loss against iteration (as the paper plots it): median over runs, band 10-90%, one panel per variant "
-               "in its colour, one line per cell (lighter: the smaller value); dotted: the local minimum's loss.")
+        ax.tick_params(labelbottom=False)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        strip.set_ylim(-5, 105)
+        strip.set_yticks([0, 50, 100])
+        strip.set_ylabel("runs\nrecorded %", fontsize=8)
+        strip.set_xlabel("iteration (log)")
+        strip.grid(True, alpha=0.25)
+    fig.suptitle("Loss against iteration: median over runs, band 10-90%"
+                 + ("; dotted: over the runs still recorded only" if partial else ""), fontsize=11)
+    caption = ("Loss against iteration (as the paper plots it), one panel per variant, one line per cell (darker: "
+               "the larger value): the median over the cell's runs with its 10-90% band, solid while every run of "
+               "the cell is still recorded (a fixed population), dotted where runs have stopped (they stop at their "
+               "escape): the median of those left, which need not say how the cell's loss goes. The strip under "
+               "each panel: the share of the cell's runs behind each point. Dotted black: the local minimum's loss.")
     return save(fig, path, caption), ""
 
 

@@ -10,6 +10,14 @@ table made elsewhere may lack the rest. Without `cell_id` the cells are the dist
 combinations of the parameter columns (analysis.schema.derive_cell_ids); without the theory's
 inputs (curvature, sigma_escape, escape_radius, optimizer.lr) the closed forms are skipped and
 the report says so (`Results.notes`).
+
+Every column is checked against its declared type (analysis.schema.declared_kind: the row schema
+of workflows/rows.py and the run settings' kinds) before anything is computed: a value that cannot
+be read exactly as that type (the text "False" in a boolean column, which bool() reads as True;
+"0.001" in a number's column; 12.5 as a step) is refused in one line naming the column, never
+converted. A column without a declared type (a problem's or an optimizer's own parameter, a column
+of your own) is refused where it holds numbers or booleans written as text, or mixes numbers and
+text.
 """
 from __future__ import annotations
 
@@ -21,11 +29,15 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .schema import derive_cell_ids
+from .schema import declared_kind, derive_cell_ids
 
 REQUIRED_COLUMNS = ("escaped", "escape_step")
 THEORY_INPUTS = ("optimizer.lr", "curvature", "sigma_escape", "escape_radius")
-TRACE_COLUMNS = ("cell_id", "seed", "step", "loss")
+# traces.parquet's columns and their types (`seed` is rows.parquet's per-run seed).
+TRACE_COLUMNS = {"cell_id": declared_kind("cell_id"), "seed": declared_kind("seed"), "step": "int64",
+                 "loss": "float64"}
+ALLOWED = {"bool": "booleans (true/false, or 0/1)", "int64": "whole numbers", "float64": "numbers",
+           "string": "text"}
 UNNAMED = "(unnamed)"
 
 
@@ -59,6 +71,7 @@ def load_results(path_or_rows) -> Results:
         if missing:
             raise ValueError(f"{root / 'traces.parquet'}: missing columns {', '.join(missing)}; "
                              f"required: {', '.join(TRACE_COLUMNS)}")
+        check_types(traces[list(TRACE_COLUMNS)], str(root / "traces.parquet"), TRACE_COLUMNS)
     meta = json.loads((root / "meta.json").read_text()) if (root / "meta.json").is_file() else None
     return Results(root, rows, cells, traces, meta, tuple(notes))
 
@@ -66,6 +79,96 @@ def load_results(path_or_rows) -> Results:
 def _read_parquet(path: Path) -> pd.DataFrame:
     # Repeated strings (cell_id, names) as categoricals: a tenth of the memory at 10⁶ rows.
     return pq.read_table(path).to_pandas(strings_to_categorical=True)
+
+
+def _distinct(values: pd.Series) -> list:
+    """The distinct non-missing values of a column (of its categories where it is categorical)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes = values.cat.codes.to_numpy()
+        values = pd.Series(values.cat.categories[np.unique(codes[codes >= 0])])
+    try:
+        return list(pd.unique(values.dropna()))
+    except TypeError:                                   # unhashable values (lists): not ours to type
+        return []
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _reads_as_number(text: str) -> bool:
+    """Text that stands for a number or a boolean ('0.001', ' 12', 'True', 'nan')."""
+    if text.strip().lower() in ("true", "false"):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _examples(values, limit: int = 3) -> str:
+    shown = ", ".join(repr(v.item() if isinstance(v, np.generic) else v) for v in values[:limit])
+    return shown + (", ..." if len(values) > limit else "")
+
+
+def _type_error(values: pd.Series, kind: str | None) -> str:
+    """Why a column cannot be read exactly as `kind` ('' where it can)."""
+    dtype = values.dtype
+    if kind is not None and (pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype)) \
+            and not isinstance(dtype, pd.CategoricalDtype):
+        boolean = pd.api.types.is_bool_dtype(dtype)
+        if kind == "string":
+            return f"holds {'booleans' if boolean else 'numbers'} ({_examples(_distinct(values))})"
+        if kind == "bool":
+            if boolean:
+                return ""
+            odd = [v for v in _distinct(values) if v not in (0, 1)]
+            return f"holds numbers other than 0 and 1 ({_examples(odd)})" if odd else ""
+        if boolean:
+            return "holds booleans"
+        if kind == "int64" and pd.api.types.is_float_dtype(dtype):
+            numbers = values.dropna().to_numpy(float)
+            fractional = numbers[numbers != np.round(numbers)]
+            return f"holds values that are not whole numbers ({_examples(list(np.unique(fractional)))})" \
+                if len(fractional) else ""
+        return ""
+    distinct = _distinct(values)
+    texts = [v for v in distinct if isinstance(v, str)]
+    numbers = [v for v in distinct if _is_number(v)]
+    booleans = [v for v in distinct if isinstance(v, (bool, np.bool_))]
+    numeric_texts = [v for v in texts if _reads_as_number(v)]
+    if numeric_texts:
+        what = "booleans" if all(v.strip().lower() in ("true", "false") for v in numeric_texts) else "numbers"
+        return f"holds {what} written as text ({_examples(numeric_texts)}; read back from a CSV?)"
+    if texts and (numbers or booleans):
+        other = numbers or booleans
+        return f"mixes text and {'numbers' if numbers else 'booleans'} ({_examples(texts[:1] + other[:2])})"
+    if kind == "string" and (numbers or booleans):
+        return f"holds {'numbers' if numbers else 'booleans'} ({_examples(numbers or booleans)})"
+    if kind in ("bool", "int64", "float64") and texts:
+        return f"holds text ({_examples(texts)})"
+    if kind == "bool" and numbers:
+        odd = [v for v in numbers if v not in (0, 1)]
+        return f"holds numbers other than 0 and 1 ({_examples(odd)})" if odd else ""
+    if kind in ("int64", "float64") and booleans:
+        return "holds booleans"
+    if kind == "int64":
+        fractional = [v for v in numbers if float(v) != round(float(v))]
+        return f"holds values that are not whole numbers ({_examples(fractional)})" if fractional else ""
+    return ""
+
+
+def check_types(frame: pd.DataFrame, where: str = "rows", kinds: dict | None = None) -> None:
+    """ValueError, in one line naming the column, where a column holds values that cannot be read
+    exactly as its declared type (`kinds`: {column: kind}; default analysis.schema.declared_kind)."""
+    for column in frame.columns:
+        kind = kinds.get(column) if kinds is not None else declared_kind(str(column))
+        why = _type_error(frame[column], kind)
+        if why:
+            allowed = (f"{ALLOWED[kind]}, as the row schema declares it (workflows/rows.py)" if kind else
+                       "numbers as numbers and text as text, one type per column")
+            raise ValueError(f"{where}: column {column} {why}; allowed: {allowed}")
 
 
 def check_rows(rows: pd.DataFrame, where: str = "rows") -> tuple[pd.DataFrame, list[str]]:
@@ -77,6 +180,7 @@ def check_rows(rows: pd.DataFrame, where: str = "rows") -> tuple[pd.DataFrame, l
                          "(and the parameter columns that tell the cells apart)")
     if len(rows) == 0:
         raise ValueError(f"{where}: no rows; a results table needs at least one row (one per seed per cell)")
+    check_types(rows, where)
     rows = rows.copy(deep=False)
     notes = []
     for flag in ("escaped", "diverged", "sosp_reached", "gap_reached"):

@@ -44,12 +44,28 @@ def _matches(reference: str, label: str) -> bool:
     return label == reference or split_label(label)[0] == reference
 
 
-def choose_pairs(variants, reference=None) -> tuple[list[tuple[str, str]], str, list[str]]:
-    """([(variant, reference)], a sentence saying how they were chosen, notes)."""
+def check_reference(reference, variants) -> None:
+    """ValueError, in one line, where a reference asked for (`analyze(..., reference=...)`,
+    `saddlescape analyze --reference`) matches no variant of the results."""
+    variants = sorted(set(map(str, variants)))
+    for wanted in reference if isinstance(reference, (list, tuple)) else [reference]:
+        if not isinstance(wanted, str) or not any(_matches(wanted, v) for v in variants):
+            raise ValueError(f"reference {wanted!r} matches no optimizer variant of these results; allowed: an "
+                             f"optimizer name (all its variants) or a variant label among {', '.join(variants)}")
+
+
+SWEEPS_REFERENCE = "the sweep's reference"
+ASKED_REFERENCE = "the reference asked for"
+
+
+def choose_pairs(variants, reference=None, origin: str = SWEEPS_REFERENCE) -> tuple[list[tuple[str, str]], str,
+                                                                                    list[str]]:
+    """([(variant, reference)], a sentence saying how they were chosen, notes). `origin`: where the
+    reference came from, SWEEPS_REFERENCE (meta.json) or ASKED_REFERENCE (analyze's argument)."""
     variants = sorted(set(map(str, variants)), key=lambda v: (split_label(v)[0] != "sgd", v))
     notes = []
     if reference is not None:
-        wanted = reference if isinstance(reference, list) else [reference]
+        wanted = list(reference) if isinstance(reference, (list, tuple)) else [reference]
         references = [v for v in variants if any(_matches(r, v) for r in wanted)]
         unknown = [r for r in wanted if not any(_matches(r, v) for v in variants)]
         if unknown:
@@ -58,7 +74,8 @@ def choose_pairs(variants, reference=None) -> tuple[list[tuple[str, str]], str, 
         if references:
             pairs = [(v, r) for r in references for v in variants if v != r
                      and not (v in references and references.index(v) < references.index(r))]
-            return pairs, f"against the sweep's reference ({', '.join(references)}, from `analysis.reference`)", notes
+            where = "from `analysis.reference`" if origin == SWEEPS_REFERENCE else "`--reference` / `reference=`"
+            return pairs, f"against {origin} ({', '.join(references)}, {where})", notes
     if len(variants) < 2:
         return [], "only one optimizer variant: nothing to compare", notes
     if len(variants) <= FEW_VARIANTS:
@@ -199,6 +216,10 @@ def _censored(duration, event) -> stats.CensoredData:
     return stats.CensoredData(uncensored=duration[event], right=duration[~event])
 
 
+# The findings of a speed-up the tests stand behind (what a figure may colour).
+SIGNIFICANT = ("faster", "slower", "faster (reference censored past half)", "slower (variant censored past half)")
+
+
 def _finding(row) -> str:
     if row.flag:
         return "artefact (see Sanity flags)"
@@ -222,5 +243,6 @@ def _finding(row) -> str:
     return "distributions differ (both censored past half)"
 
 
-__all__ = ["ALPHA", "BOOTSTRAP", "FEW_VARIANTS", "bootstrap_medians", "choose_pairs", "compare_pairs", "km_medians",
+__all__ = ["ALPHA", "BOOTSTRAP", "FEW_VARIANTS", "SIGNIFICANT", "bootstrap_medians", "check_reference",
+           "choose_pairs", "compare_pairs", "km_medians",
            "setting_columns"]

@@ -23,7 +23,7 @@ from . import matched, tracking
 from .drawing import Drawing
 from .figures import DEFAULT_DPI, DEFAULT_FORMATS, Saver, figure_jobs
 from .load import load_results
-from .pairwise import choose_pairs, compare_pairs, setting_columns
+from .pairwise import ASKED_REFERENCE, SWEEPS_REFERENCE, check_reference, choose_pairs, compare_pairs, setting_columns
 from .report import write_report
 from .sanity import artefact_cells, sanity_flags
 from .scaling import fit_scaling
@@ -41,29 +41,33 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
 
     out_dir: default <results>/analysis; for a DataFrame, ./analysis in the working directory.
     reference: the optimizer name(s) or variant label(s) to compare against (default: the sweep's
-        `analysis.reference` in meta.json, else analysis.pairwise's choice).
+        `analysis.reference` in meta.json, else analysis.pairwise's choice); one that matches no
+        variant is a ValueError, raised before anything is written.
     """
     started = time.perf_counter()
     results = load_results(path_or_rows)
     source = "<DataFrame>" if results.root is None else path_or_rows
     out = Path(out_dir) if out_dir is not None else (
         results.root / "analysis" if results.root is not None else Path("analysis").resolve())
+    rows = results.rows
+    described, _, _ = split_columns(rows)
+    cells = with_predictions(cell_table(rows))
+    if reference is not None:                  # asked for by name: an unknown one is refused before anything is written
+        check_reference(reference, cells["optimizer"].unique())
     (out / "figures").mkdir(parents=True, exist_ok=True)
     for stale in [*(out / "figures").glob("*.png"), *(out / "figures").glob("*.pdf"),
                   *(out / t for t in TABLES)]:
         stale.unlink(missing_ok=True)          # a figure or table not made this time must not linger
-    rows = results.rows
-    described, _, _ = split_columns(rows)
-    cells = with_predictions(cell_table(rows))
-    design = sweep_design(cells, described)
+    design = sweep_design(cells, described, (results.meta or {}).get("conditions"))
     flags = sanity_flags(rows, cells)
     artefacts = artefact_cells(flags)
     comparison = compare_cells(cells, artefacts)
     summary = summarize_cell_verdicts(comparison) if len(comparison) else pd.DataFrame(
         columns=["problem", "optimizer", "theory_model", "cells", "holds", "close", "fails"])
+    origin = ASKED_REFERENCE if reference is not None else SWEEPS_REFERENCE
     if reference is None and results.meta:
         reference = (results.meta.get("analysis") or {}).get("reference")
-    pairs, how, pair_notes = choose_pairs(cells["optimizer"].unique(), reference)
+    pairs, how, pair_notes = choose_pairs(cells["optimizer"].unique(), reference, origin)
     settings = setting_columns(cells, design.varied, design.variant)
     comparisons = compare_pairs(rows, cells, pairs, settings, artefacts, variant_settings(cells, design.per_variant))
     figure1 = figure1_check(cells)
@@ -94,7 +98,7 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
             exponent_check = pd.concat([exponent_check, other_durations], ignore_index=True)
         figures, skipped = drawing.result()
 
-    tables = {"cells.csv": cells, "sanity.csv": flags, "comparison.csv": comparison,
+    tables = {"cells.csv": cells, "sanity.csv": flags, "comparison.csv": with_parameters(comparison, cells, design),
               "comparison_summary.csv": summary, "comparisons.csv": comparisons, "exponents.csv": exponent_check,
               "fits.csv": fits, "figure1.csv": figure1,
               "tracking.csv": best.drop(columns=["replicates"], errors="ignore"), "tracking_scaling.csv": scaling,
@@ -119,8 +123,21 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
                         exponent_check=exponent_check, fits=fits, comparisons=comparisons, pair_how=how,
                         figure1=figure1, sgd_slope=sgd_slope_check(cells, artefacts), figures=figures,
                         skipped_figures=skipped, notes=notes, design=design, flags=flags,
-                        per_run=per_run_columns(cells), load_notes=results.notes,
+                        per_run=per_run_columns(cells, rows), load_notes=results.notes,
                         questions=question_sections(best, scaling, matched_tables))
+
+
+def with_parameters(table: pd.DataFrame, cells: pd.DataFrame, design) -> pd.DataFrame:
+    """A per-cell table (indexed by cell id) with the parameters that tell its cells apart after its
+    `optimizer` column: the varied ones, the hyperparameters in the variant labels and those set per
+    variant, under their full names (cells.csv has every column)."""
+    if table.empty:
+        return table
+    columns = [c for c in dict.fromkeys(design.varied + design.variant + design.per_variant)
+               if c in cells and c not in table and c != "optimizer.name"]
+    at = list(table.columns).index("optimizer") + 1 if "optimizer" in table else 0
+    parameters = cells.loc[table["cell_id"], columns].set_axis(table.index)
+    return pd.concat([table.iloc[:, :at], parameters, table.iloc[:, at:]], axis=1)
 
 
 def question_sections(best, scaling, matched_tables) -> list[tuple[str, list[str], str]]:

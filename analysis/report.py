@@ -19,13 +19,17 @@ from .compare import (
     CLOSE_EXPONENT,
     CLOSE_FRACTION,
     CLOSE_RATIO,
+    NO_VERDICT,
     UNINFORMATIVE,
 )
 from .design import format_value, is_numeric, short_name, sort_values, variant_settings
 from .pairwise import ALPHA, BOOTSTRAP
+from .scaling import MAX_EXPONENT_WIDTH
 from .sanity import FEW_STEPS
 
 MAX_TABLE_ROWS = 40
+MAX_CELL_ROWS = 60           # the per-cell table: settings combinations, each with every variant
+MAX_VARIANT_COLUMNS = 6      # more variants than this: one row per cell instead of a column each
 MAX_SENTENCES = 30           # past this many exponents, the findings summarise them
 THEORY_DOC = Path(__file__).resolve().parent.parent / "docs" / "theory.md"
 # The folder names Ray gives a job's uploaded working directory (`ray job submit --working-dir`),
@@ -63,8 +67,15 @@ on the fraction that escaped (Wilson interval). Verdicts per cell: **holds** = t
 inside the measured 95% interval; **close** = outside it but within {CLOSE_RATIO:.0%} (a fraction:
 within {CLOSE_FRACTION:g}); **fails** = neither; **{UNINFORMATIVE}** = no run escaped and the theory
 expected most not to either (both say only "longer than the budget": no evidence either way);
-**{ARTEFACT}** = the cell's escape time is an artefact of its set-up (Sanity flags). Exponents: holds
-= inside the fitted interval, close = within {CLOSE_EXPONENT:g}.
+**{ARTEFACT}** = the cell's escape time is an artefact of its set-up (Sanity flags).
+
+Scaling exponents: **holds** = the theory's exponent lies inside the fitted 95% interval; **close**
+= outside it but within {CLOSE_EXPONENT:.0%} of the theory's exponent (relative, as for escape times:
+0.22 against 0.156 is 41% off and fails); **fails** = neither. **{NO_VERDICT}** where the fit cannot
+carry one: fewer cells with an escape than the fit's location parameters (intercept and exponents;
+a cell where no run escaped only bounds the law from one side), a warning from lifelines during
+the fit (quoted with the fit), or a 95% interval wider than {MAX_EXPONENT_WIDTH:g} (it cannot tell
+exponents half a unit apart).
 """
 
 
@@ -76,12 +87,31 @@ def _format(value):
     return str(value).replace("|", "/").replace("\n", " ")
 
 
+# Below this a p-value (or q-value) says nothing more: the log-rank's chi-squared tail is an
+# approximation long before, and 1 - p is already 1 in double precision (1.167e-300 is not a finding).
+P_FLOOR = 1e-16
+
+
+def is_p_value(column) -> bool:
+    name = str(column)
+    return name in ("p", "q") or name.endswith(("_p", "_q", "p_value", "q_value"))
+
+
+def format_p(value) -> str:
+    """'< 1e-16' below P_FLOOR, else 2 significant digits: 0.00017, 0.43, 1."""
+    if not isinstance(value, (float, np.floating, int, np.integer)) or not np.isfinite(value):
+        return _format(value)
+    return f"< {P_FLOOR:g}" if value < P_FLOOR else f"{value:.2g}"
+
+
 def markdown_table(frame: pd.DataFrame, max_rows: int = MAX_TABLE_ROWS, full_table: str | None = None) -> str:
+    """p- and q-value columns (`logrank_q`, `..._p`) print as format_p does; everything else as `_format`."""
     if frame is None or frame.empty:
         return "_(none)_\n"
     shown = frame.head(max_rows)
+    formats = [format_p if is_p_value(c) else _format for c in shown.columns]
     lines = ["| " + " | ".join(map(str, shown.columns)) + " |", "|" + "---|" * len(shown.columns)]
-    lines += ["| " + " | ".join(_format(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    lines += ["| " + " | ".join(f(v) for f, v in zip(formats, row)) + " |" for row in shown.itertuples(index=False)]
     if len(frame) > max_rows:
         where = f"; all in `{full_table}`" if full_table else ""
         lines.append(f"\n_{max_rows} of {len(frame)} rows shown{where}._")
@@ -138,13 +168,28 @@ def what_was_run(rows, cells, meta, cell_status, source, design, notes) -> str:
     varied = [f"`{c}` ({_values(cells[c])}" + (f"; {design.determined[c]}" if c in design.determined else "") + ")"
               for c in design.varied]
     lines.append("- Varied: " + ("; ".join(varied) if varied else "nothing besides the method") + ".")
-    if design.per_variant:
-        own = variant_settings(cells, design.per_variant)
+    fixed = {c: v for c, v in design.fixed.items() if c != "cell_id" and c not in design.not_applicable}
+    # A hyperparameter only some variants take (adam's beta1) is theirs, not the sweep's.
+    own_only = [c for c in fixed if c.startswith("optimizer.") and c in cells and cells[c].isna().any()]
+    if design.per_variant or own_only:
+        own = variant_settings(cells, sorted(design.per_variant + own_only, key=short_name))
         lines.append("- Set per optimizer variant (each variant has one value; variants are compared at their own): "
                      + "; ".join(f"{label}: {text}" for label, text in sorted(own.items()) if text) + ".")
-    if design.fixed:
-        lines.append("- Fixed: " + ", ".join(f"`{short_name(c)}` = {format_value(v)}" for c, v in design.fixed.items()
-                                            if c not in ("cell_id",)) + ".")
+    shared = [c for c in fixed if c not in own_only]
+    if shared:
+        # Grouped by where each applies: every cell first, then a problem's own parameters under its name.
+        groups: dict[str, list[str]] = {}
+        for c in shared:
+            groups.setdefault(_only_on(cells, c), []).append(f"`{short_name(c)}` = {format_value(fixed[c])}")
+        lines.append("- Fixed: " + "; ".join((f"{where}: " if where else "") + ", ".join(items)
+                                            for where, items in sorted(groups.items())) + ".")
+    if design.not_applicable:
+        reasons: dict[str, list[str]] = {}
+        for column, why in design.not_applicable.items():
+            reasons.setdefault(why, []).append(f"`{short_name(column)}`")
+        groups = [f"{', '.join(columns)} ({'switched off' if why == 'off' else why})" for why, columns in reasons.items()]
+        lines.append("- Not listed as fixed, having no effect on these cells (`cells.csv` has their values): "
+                     + "; ".join(groups) + ".")
     if meta:
         counts = meta.get("cells", {})
         lines.insert(0, f"- Sweep `{meta.get('sweep', '?')}`: {meta.get('description', '')}".rstrip(": "))
@@ -163,6 +208,13 @@ def what_was_run(rows, cells, meta, cell_status, source, design, notes) -> str:
         text += ("\n<details><summary>Sweep definition</summary>\n\n```yaml\n" + meta["yaml"].strip()
                  + "\n```\n</details>\n")
     return text
+
+
+def _only_on(cells: pd.DataFrame, column: str) -> str:
+    """'on quadratic_saddle only' for a problem parameter another problem of the sweep does not take, else ''."""
+    if column not in cells or not cells[column].isna().any() or "problem" not in cells:
+        return ""
+    return f"on {', '.join(map(str, sort_values(cells.loc[cells[column].notna(), 'problem'])))} only"
 
 
 def _settings(varied: list[str]) -> list[str]:
@@ -258,17 +310,39 @@ def exponent_verdicts(check: pd.DataFrame) -> list[str]:
         reference = row.theory if np.isfinite(row.theory) else row.theory_local
         source = f"the closed form's slope over {row.theory_cells} cells" if np.isfinite(row.theory) else \
             f"the local exponent, {row.theory_regime}"
+        why_not = getattr(row, "no_verdict", "")
+        why_not = why_not if isinstance(why_not, str) else ""
         if not np.isfinite(reference):
             sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)}; "
-                             "no theory to compare.")
+                             "no theory to compare" + (f" (and {why_not})" if why_not else "") + ".")
             continue
         if row.verdict.startswith("not tested"):
             sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)}; the "
                              f"quadratic saddle's local exponent would be {reference:.3g} ({row.theory_regime}), but this "
-                             "problem has no closed form: **not tested**.")
+                             "problem has no closed form: **not tested**" + (f" (and {why_not})" if why_not else "")
+                             + ".")
+            continue
+        if row.verdict == NO_VERDICT:
+            sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)}: "
+                             f"**{NO_VERDICT}**, since {why_not} ({source} would be {reference:.3g}).")
             continue
         sentences.append(f"{what}: exponent of {row.covariate} {_interval(row.exponent, row.lo, row.hi)} "
                          f"against {source}, {reference:.3g}: **{row.verdict}**.")
+    return sentences
+
+
+def fit_failures(fits: pd.DataFrame) -> list[str]:
+    """A sentence per scaling fit that failed or had nothing to fit, with what lifelines said."""
+    if fits.empty or "status" not in fits:
+        return []
+    sentences = []
+    for row in fits[fits["status"].str.startswith(("failed", "skipped: no run"))].itertuples(index=False):
+        what = row.group if row.duration == "escape" else f"{row.group} [{row.duration}]"
+        said = getattr(row, "warnings", "")
+        how = (f"the fit failed ({row.status.removeprefix('failed: ')})" if row.status.startswith("failed")
+               else f"the fit was {row.status}")
+        sentences.append(f"{what}: no exponents, {how}"
+                         + (f"; lifelines warned: {said}" if isinstance(said, str) and said else "") + ".")
     return sentences
 
 
@@ -284,7 +358,7 @@ def exponent_summary(check: pd.DataFrame) -> list[str]:
         sentences.append(
             f"{optimizer} on {problem}{'' if duration == 'escape' else f' [{duration}]'}, exponent of {covariate} "
             f"over {len(part)} groups: fitted {part['exponent'].min():.3g} to {part['exponent'].max():.3g}; {theory}"
-            + ", ".join(f"{v} in {counts.get(v, 0)}" for v in ("holds", "close", "fails")) + ".")
+            + ", ".join(f"{v} in {counts.get(v, 0)}" for v in ("holds", "close", "fails", NO_VERDICT)) + ".")
     return sentences
 
 
@@ -360,47 +434,119 @@ def figure1_verdicts(check: pd.DataFrame) -> list[str]:
     return sentences
 
 
-def cells_preview(cells: pd.DataFrame, varied: list[str], flags: pd.DataFrame) -> pd.DataFrame:
-    columns = [c for c in varied if c in cells and c != "problem.name"]
-    preview = cells[["problem", "optimizer", *columns]].copy()
-    if cells["runs"].nunique() > 1:
-        preview["runs"] = cells["runs"]
-    preview["escaped_fraction"] = cells["escaped_fraction"]
-    preview["escape_kind"] = cells["escape_kind"]
-    for c in ("escape_time", "escape_time_lo", "escape_time_hi"):
-        preview[c] = cells[c]
-    if "predicted_median" in cells and cells["predicted_median"].notna().any():
-        preview["predicted_median"] = cells["predicted_median"]
-    if len(flags):
-        preview["flag"] = flags.groupby("cell_id")["flag"].agg("; ".join).reindex(cells.index).fillna("")
-    preview = sort_cells(preview, ["problem", "optimizer", *columns])
-    return preview.rename(columns={c: short_name(c) for c in columns})
+def _time_text(cell: pd.Series, predicted: bool, flagged: str) -> str:
+    """A cell's escape time as the per-cell table shows it: '4383 [4317, 4468]', 'RM 1.52e+04 (31%
+    escaped)', with ', theory 4197' and ' (flagged)' where they apply."""
+    time = cell["escape_time"]
+    if not np.isfinite(time):
+        return "not recorded"
+    if cell["escape_kind"] == "median":
+        text = f"{_steps(time)} [{_steps(cell['escape_time_lo'])}, {_steps(cell['escape_time_hi'])}]"
+    else:
+        text = f"RM {_steps(time)}"
+    if cell["escaped_fraction"] < 1:
+        text += f" ({cell['escaped_fraction']:.0%} escaped)"
+    if predicted and np.isfinite(cell.get("predicted_median", np.nan)):
+        text += f", theory {_steps(cell['predicted_median'])}"
+    return text + (" (flagged)" if flagged else "")
 
 
-def per_run_preview(cells: pd.DataFrame, varied: list[str], per_run: list[str]) -> pd.DataFrame:
-    """`median [q10, q90]` over each cell's runs, for every per-run column with values."""
-    shown = [c for c in per_run if cells[f"median_{c}"].notna().any()]
+def _steps(value: float) -> str:
+    """A step count as a whole number (11090, not 1.109e+04); anything else to 4 digits."""
+    if np.isfinite(value) and value == round(value) and abs(value) < 1e15:
+        return str(int(value))
+    return "inf" if np.isinf(value) else f"{value:.4g}"
+
+
+def cells_preview(cells: pd.DataFrame, varied: list[str], flags: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """(the per-cell table, a sentence saying how it is laid out). One row per combination of the
+    varied settings (sorted by them, numerically) and one column per optimizer variant, so that
+    every variant is seen at every setting; where the variants are too many for columns, or a
+    setting and a variant do not pick one cell, one row per cell, sorted by the settings first."""
+    settings = [c for c in varied if c in cells and c != "problem.name"]
+    keys = (["problem"] if cells["problem"].nunique() > 1 else []) + settings
+    predicted = "predicted_median" in cells and cells["predicted_median"].notna().any()
+    flagged = (flags.groupby("cell_id")["flag"].agg("; ".join).reindex(cells.index).fillna("")
+               if len(flags) else pd.Series("", index=cells.index))
+    text = pd.Series([_time_text(cell, predicted, flagged[i]) for i, cell in cells.iterrows()], index=cells.index)
+    variants = sort_values(cells["optimizer"])
+    frame = cells[keys].astype(object).copy()
+    frame["optimizer"], frame["time"] = cells["optimizer"], text
+    unique = not frame.duplicated(keys + ["optimizer"]).any()
+    if keys and unique and len(variants) <= MAX_VARIANT_COLUMNS:
+        lines = []
+        for _, part in frame.groupby([frame[k].astype(str) for k in keys], sort=False, dropna=False):
+            lines.append({**{k: part[k].iloc[0] for k in keys}, **dict(zip(part["optimizer"], part["time"]))})
+        table = pd.DataFrame(lines, columns=keys + variants).fillna({v: "not run" for v in variants})
+        table = sort_cells(table, keys).rename(columns={c: short_name(c) for c in keys})
+        layout = (f"One row per {', '.join(short_name(c) for c in keys)} (sorted by them) and one column per "
+                  f"optimizer variant")
+        return table, layout
+    frame = sort_cells(frame, keys + ["optimizer"])
+    table = frame[["optimizer", *keys, "time"]].rename(columns={c: short_name(c) for c in keys})
+    if "problem" not in keys:
+        table.insert(0, "problem", cells.loc[frame.index, "problem"])
+    layout = "One row per cell, sorted by " + ", ".join(short_name(c) for c in keys + ["optimizer"])
+    return table, layout
+
+
+def per_run_preview(cells: pd.DataFrame, varied: list[str], per_run: list) -> pd.DataFrame:
+    """`median [q10, q90]` over each cell's runs, for every per-run column with values; columns equal
+    on every run (a tuple in `per_run`) share one column, named 'a = b'. Sorted by the settings."""
+    groups = [g if isinstance(g, tuple) else (g,) for g in per_run]
+    shown = [g for g in groups if cells[f"median_{g[0]}"].notna().any()]
     if not shown:
         return pd.DataFrame()
     columns = [c for c in varied if c in cells and c != "problem.name"]
     table = cells[["problem", "optimizer", *columns]].copy()
-    for c in shown:
-        table[f"{c} (median [q10, q90] over runs)"] = [
+    for group in shown:
+        c = group[0]
+        table[f"{' = '.join(group)} (median [q10, q90] over runs)"] = [
             "" if not np.isfinite(m) else f"{m:.4g} [{lo:.4g}, {hi:.4g}]"
             for m, lo, hi in zip(cells[f"median_{c}"], cells[f"q10_{c}"], cells[f"q90_{c}"])]
-    table = sort_cells(table, ["problem", "optimizer", *columns])
+    table = sort_cells(table, ["problem", *columns, "optimizer"])
     return table.rename(columns={c: short_name(c) for c in columns})
 
 
-def comparisons_preview(comparisons: pd.DataFrame, varied: list[str]) -> pd.DataFrame:
+def _speedup_text(row) -> str:
+    """'2.69 [2.63, 2.74] faster (q < 1e-16; theory 2.81)', '>= 12.4 faster ... (q 0.0021)'."""
+    if row["bound"] == "=" and np.isfinite(row["speedup_lo"]):
+        text = f"{row['speedup']:.3g} [{row['speedup_lo']:.3g}, {row['speedup_hi']:.3g}]"
+    elif row["bound"] == "?":
+        text = f"{row['speedup']:.3g} (both censored past half: no bound)"
+    else:
+        text = ("" if row["bound"] == "=" else f"{row['bound']} ") + f"{row['speedup']:.3g}"
+    q = format_p(row["logrank_q"])
+    text += f" {row['finding']} (q {q if q.startswith('<') else '= ' + q}"
+    predicted = row.get("predicted_speedup", np.nan)
+    return text + (f"; theory {predicted:.3g})" if np.isfinite(predicted) else ")")
+
+
+def comparisons_preview(comparisons: pd.DataFrame, varied: list[str]) -> tuple[pd.DataFrame, str]:
+    """(the pairwise table, a sentence on its layout): one row per combination of the settings the
+    pairs were matched on (sorted by them) and one column per pair, every pair seen at every
+    setting; where the pairs are too many for columns, one row per comparison, sorted by the
+    settings first."""
     if comparisons.empty:
-        return comparisons
-    columns = [c for c in varied if c in comparisons and c != "problem.name"]
-    own = [c for c in ("variant_settings", "reference_settings") if (comparisons[c] != "").any()]
-    table = comparisons[["problem", "variant", "reference", *columns, *own, "variant_median", "reference_median",
-                         "speedup", "speedup_lo", "speedup_hi", "bound", "predicted_speedup", "logrank_q", "finding"]]
-    table = sort_cells(table, ["problem", "reference", "variant", *columns])
-    return table.rename(columns={c: short_name(c) for c in columns})
+        return comparisons, ""
+    settings = [c for c in varied if c in comparisons and c != "problem.name" and comparisons[c].notna().any()]
+    keys = (["problem"] if comparisons["problem"].nunique() > 1 else []) + settings
+    frame = comparisons[keys].astype(object).copy()
+    frame["pair"] = comparisons["variant"].astype(str) + " vs " + comparisons["reference"].astype(str)
+    frame["speed-up"] = [_speedup_text(row) for _, row in comparisons.iterrows()]
+    pairs = list(dict.fromkeys(sort_cells(frame, ["pair"])["pair"]))
+    if keys and len(pairs) <= MAX_VARIANT_COLUMNS and not frame.duplicated(keys + ["pair"]).any():
+        lines = []
+        for _, part in frame.groupby([frame[k].astype(str) for k in keys], sort=False, dropna=False):
+            lines.append({**{k: part[k].iloc[0] for k in keys}, **dict(zip(part["pair"], part["speed-up"]))})
+        table = pd.DataFrame(lines, columns=keys + pairs).fillna({p: "not compared" for p in pairs})
+        table = sort_cells(table, keys).rename(columns={c: short_name(c) for c in keys})
+        return table, f"One row per {', '.join(short_name(c) for c in keys)} (sorted by them), one column per pair"
+    frame = sort_cells(frame, keys + ["pair"])
+    table = frame[["pair", *keys, "speed-up"]].rename(columns={c: short_name(c) for c in keys})
+    if "problem" not in keys:
+        table.insert(0, "problem", comparisons.loc[frame.index, "problem"])
+    return table, "One row per comparison, sorted by " + ", ".join(short_name(c) for c in keys + ["pair"])
 
 
 def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparison, summary, exponent_check,
@@ -411,10 +557,12 @@ def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparis
     no_prediction = cells.loc[cells["predicted_mean"].isna(), "theory_note"].value_counts() \
         if "predicted_mean" in cells else pd.Series(dtype=int)
     fit_columns = [c for c in ("group", "duration", "covariates", "dropped", "cells", "runs", "events",
-                               "fit_rows", "bin_width", "log_likelihood", "AIC", "sigma", "rms_factor",
-                               "worst_factor", "status") if c in fits]
+                               "cells_with_events", "fit_rows", "bin_width", "log_likelihood", "AIC", "sigma",
+                               "rms_factor", "worst_factor", "status", "warnings") if c in fits
+                   and (c != "warnings" or fits[c].fillna("").ne("").any())]
     exponent_columns = [c for c in ("group", "covariate", "exponent", "lo", "hi", "theory", "theory_cells",
-                                    "theory_local", "theory_regime", "verdict") if c in exponent_check]
+                                    "theory_local", "theory_regime", "verdict", "no_verdict") if c in exponent_check
+                        and (c != "no_verdict" or exponent_check[c].fillna("").ne("").any())]
     informative = comparison[comparison["verdict"].isin(["holds", "close", "fails"])] if len(comparison) else comparison
     worst = informative
     if len(informative):
@@ -438,22 +586,31 @@ def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparis
                 ("Escape times against the closed forms", cell_verdicts(summary, comparison, cells, design.independent,
                                                                         no_prediction) + sgd_slope_verdict(sgd_slope)),
                 ("Which method is faster", pairwise_verdicts(comparisons, pair_how, design.independent)),
-                ("Scaling exponents against the theory", exponent_verdicts(exponent_check)),
+                ("Scaling exponents against the theory", exponent_verdicts(exponent_check) + fit_failures(fits)),
                 ("The paper's Figure 1", figure1_verdicts(figure1)),
                 *((heading, found) for heading, found, _ in questions))
             if sentences),
     ]
     sections += [f"## {heading}\n\n{table}" for heading, _, table in questions]
     if len(comparisons):
-        sections.append("## Pairwise comparisons\n\n" + f"{pair_how[0].upper() + pair_how[1:]}. speed-up = "
-                        "reference median / variant median; [lo, hi]: 95% bootstrap interval over runs; bound: `=` "
-                        "exact, `>=`/`<=` one side censored past half; logrank_q: Benjamini-Hochberg q-value of the "
-                        "log-rank test.\n\n" + markdown_table(comparisons_preview(comparisons, varied),
-                                                             full_table="comparisons.csv"))
-    sections.append("## Escape time per cell\n\nKM median escape step [95% interval], or the restricted mean "
-                    "where more than half the runs are censored (`escape_kind`); `predicted_median`: the closed "
-                    "form's, where one applies.\n\n"
-                    + markdown_table(cells_preview(cells, varied, flags), full_table="cells.csv"))
+        pair_table, pair_layout = comparisons_preview(comparisons, design.independent)
+        sections.append("## Pairwise comparisons\n\n" + f"{pair_how[0].upper() + pair_how[1:]}. {pair_layout}. "
+                        "Each entry: the speed-up, reference median / variant median (above 1 the variant is faster), "
+                        "[its 95% bootstrap interval over runs], or `>=`/`<=` a bound where one side is censored past "
+                        "half; the finding; q: the Benjamini-Hochberg q-value of the log-rank test (`< "
+                        f"{P_FLOOR:g}`: smaller than any value the test resolves); theory: the closed forms' ratio. "
+                        "Both medians, the settings set per variant and the p-values are in `comparisons.csv`.\n\n"
+                        + markdown_table(pair_table, max_rows=MAX_CELL_ROWS, full_table="comparisons.csv"))
+    cell_table_, layout = cells_preview(cells, design.independent, flags)
+    follows = [f"{short_name(c)} {design.determined[c]}" for c in design.varied if c in design.determined]
+    sections.append("## Escape time per cell\n\n" + layout + (f"; {'; '.join(follows)}" if follows else "")
+                    + ". Each entry: the KM median escape step [95% interval], or `RM`, the restricted mean "
+                    "E[min(tau, budget)] (a lower bound on the mean) where more than half the runs are censored; the share of runs that "
+                    "escaped where not all did"
+                    + (", and the closed form's median (`theory`) where one applies" if "predicted_median" in cells
+                       and cells["predicted_median"].notna().any() else "")
+                    + "; `(flagged)`: see Sanity flags. Every column of every cell is in `cells.csv`.\n\n"
+                    + markdown_table(cell_table_, max_rows=MAX_CELL_ROWS, full_table="cells.csv"))
     run_table = per_run_preview(cells, varied, per_run)
     if len(run_table):
         sections.append("## Per-run values\n\nOne value per run, summarised per cell as the median over its runs "

@@ -11,6 +11,13 @@ fitted by maximum likelihood with the censored runs in it (a run that did not es
 τ > its censoring step, never τ = budget). The a_j are the scaling exponents; for β₁, β₂ the
 covariate is 1 − β (the memory's inverse).
 
+A fit gets no verdict (`no_verdict` in the fits table and the exponents table says why) where it
+cannot carry one: fewer cells with an escape (distinct in the covariates) than the location
+parameters c, a_1 … a_k (k + 1), the rest being censored only (a cell where no run escaped bounds
+the law from one side: alone, it lets the slope run off to ±∞); a warning from lifelines during
+the fit (kept in the fits table's `warnings`, never silenced); and, per exponent, a 95% interval
+wider than MAX_EXPONENT_WIDTH (it cannot tell exponents half a unit apart), or none.
+
 Speed: identical (covariates, duration, event) rows become one weighted row (weights_col, exact:
 escape steps are integers). Where more distinct rows remain than a group's share of
 TOTAL_FIT_ROWS, event times are rounded on a log grid of relative width `bin_width` (grown ×1.5 from
@@ -24,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from lifelines import LogNormalAFTFitter
+from lifelines import LogNormalAFTFitter, exceptions
 
 from .survival import DURATIONS
 
@@ -41,6 +48,11 @@ TOTAL_FIT_ROWS = 80_000         # over all groups: the fits' time is about linea
 MIN_FIT_ROWS = 2_000
 MAX_FITS = 60
 MIN_BIN_WIDTH = 1e-3
+# An exponent's 95% interval wider than this cannot tell a square-root law from a linear one (or
+# from none): the fit measured nothing that a verdict could rest on.
+MAX_EXPONENT_WIDTH = 1.0
+# lifelines' own warnings: each says the fit or its intervals may not be what they seem.
+LIFELINES_WARNINGS = (exceptions.ConvergenceWarning, exceptions.StatisticalWarning, exceptions.ApproximationWarning)
 
 
 def covariate_name(column: str) -> str:
@@ -156,14 +168,21 @@ def fit_group(part: pd.DataFrame, group: Group, name: str = "escape", max_rows: 
                                                      "(shared out over the methods, largest groups first)"}
     frame = pd.DataFrame(design(part, group.covariates), columns=names, index=part.index)
     frame["T"], frame["E"] = part[duration].to_numpy(float), part[event].to_numpy(bool)
+    support = _support(frame, part["cell_id"], names)
+    quality.update(support)
     table, width = compress(frame, names, max_rows)
     fitter = LogNormalAFTFitter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
             fitter.fit(table, "T", "E", weights_col="weight")
-    except Exception as error:                           # lifelines' ConvergenceError and friends
-        return pd.DataFrame(), {**quality, "status": f"failed: {type(error).__name__}: {error}"[:200]}
+        except Exception as error:                       # lifelines' ConvergenceError and friends
+            first = " ".join(str(error).split()).split(". ")[0].rstrip(".")
+            return pd.DataFrame(), {**quality, "status": f"failed: {type(error).__name__}: {first}"[:200],
+                                    "warnings": _lifelines_warnings(caught)}
+    said = _lifelines_warnings(caught)
+    reasons = [why for why in (_too_few_points(support, len(names)),
+                               f"lifelines warned during the fit ({said})" if said else "") if why]
     intervals = fitter.confidence_intervals_
     mu = [("mu_", n) for n in names]
     exponents = pd.DataFrame({
@@ -171,10 +190,54 @@ def fit_group(part: pd.DataFrame, group: Group, name: str = "escape", max_rows: 
         "exponent": fitter.params_.loc[mu].to_numpy(),
         "lo": intervals.loc[mu].iloc[:, 0].to_numpy(), "hi": intervals.loc[mu].iloc[:, 1].to_numpy(),
         "se": fitter.standard_errors_.loc[mu].to_numpy()})
-    quality.update(status="ok", fit_rows=len(table), bin_width=width, log_likelihood=fitter.log_likelihood_,
+    exponents["no_verdict"] = ["; ".join(why for why in [*reasons, _interval_reason(lo, hi)] if why)
+                               for lo, hi in zip(exponents["lo"], exponents["hi"])]
+    quality.update(status="ok", no_verdict="; ".join(reasons), warnings=said, fit_rows=len(table), bin_width=width,
+                   log_likelihood=fitter.log_likelihood_,
                    AIC=fitter.AIC_, sigma=float(np.exp(fitter.params_.loc[("sigma_", "Intercept")])),
                    intercept=float(fitter.params_.loc[("mu_", "Intercept")]))
     return exponents, quality
+
+
+def _support(frame: pd.DataFrame, cell_ids: pd.Series, names: list[str]) -> dict:
+    """How many cells, distinct in the covariates, have an escape; how many have none (censored only)."""
+    events = frame["E"].groupby(cell_ids.to_numpy(), sort=False).any()
+    points = frame[names].groupby(cell_ids.to_numpy(), sort=False).first()
+    return {"cells_with_events": int(len(points[events].drop_duplicates())),
+            "censored_only_cells": int((~events).sum())}
+
+
+def _too_few_points(support: dict, covariates: int) -> str:
+    needed = covariates + 1
+    have = support["cells_with_events"]
+    if have >= needed:
+        return ""
+    censored = support["censored_only_cells"]
+    return (f"it rests on {have} cell{'s' if have != 1 else ''} with an escape for {needed} location parameters "
+            f"(an intercept and {covariates} exponent{'s' if covariates != 1 else ''})"
+            + (f"; the other {censored} cells are censored only" if censored > 1 else
+               "; the other cell is censored only" if censored else ""))
+
+
+def _interval_reason(lo: float, hi: float) -> str:
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no finite 95% interval (a degenerate fit)"
+    if hi - lo > MAX_EXPONENT_WIDTH:
+        return f"its 95% interval is {hi - lo:.3g} wide (over {MAX_EXPONENT_WIDTH:g}: uninformative)"
+    return ""
+
+
+def _lifelines_warnings(caught) -> str:
+    """lifelines' warnings during a fit, each once, its first sentence ('' for none); the rest
+    (numpy's overflow inside the optimiser's line search) says nothing about the result."""
+    said = []
+    for warning in caught:
+        if issubclass(warning.category, LIFELINES_WARNINGS):
+            text = " ".join(str(warning.message).split())
+            text = f"{warning.category.__name__}: " + text.split(". ")[0].rstrip(".")
+            if text not in said:
+                said.append(text)
+    return " | ".join(said)
 
 
 def fitted_median(cells: pd.DataFrame, exponents: pd.DataFrame, quality: dict) -> np.ndarray:

@@ -12,6 +12,10 @@ this module reads that declaration and extends it to columns it does not name:
 
 so that no per-run value is ever passed off as the cell's (seed 0's value standing for all).
 A table without `cell_id` gets one derived from its parameter columns (`derive_cell_ids`).
+
+Each column's type comes from the same declarations (`declared_kind`): rows.py's dtype, the run
+settings' and the step-size schedule's Param kinds; a problem's or an optimizer's own parameter
+has no torch-free declaration, and analysis.load checks it only for text that stands for a number.
 """
 from __future__ import annotations
 
@@ -20,7 +24,9 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from workflows.params import conditions
 from workflows.rows import BY_NAME, is_per_run
+from workflows.schedules import SCHEDULE_SCHEMA
 from workflows.settings import RUN_SCHEMA
 
 PARAMETER_PREFIXES = ("problem.", "optimizer.")
@@ -43,6 +49,32 @@ def declared_scope(column: str) -> str | None:
 def is_parameter(column: str) -> bool:
     """A column the sweep sets (problem, optimizer, run settings): what tells cells apart."""
     return column.startswith(PARAMETER_PREFIXES) or column in RUN_SETTINGS
+
+
+# A Param's kind as the row schema names it.
+KIND_DTYPES = {bool: "bool", int: "int64", float: "float64", str: "string"}
+
+
+def declared_kind(column: str) -> str | None:
+    """'bool', 'int64', 'float64', 'string', or None where nothing declares the column's type
+    (a problem's or an optimizer's own parameter, a column of the user's)."""
+    declared = BY_NAME.get(column)
+    if declared is not None and declared.dtype:
+        return declared.dtype
+    if column == "base_seed":                      # the cell's `seed` setting, stored under this name
+        return KIND_DTYPES[RUN_SCHEMA["seed"].kind]
+    if column in RUN_SCHEMA:
+        return KIND_DTYPES[RUN_SCHEMA[column].kind]
+    if column.startswith("optimizer.") and column.removeprefix("optimizer.") in SCHEDULE_SCHEMA:
+        return KIND_DTYPES[SCHEDULE_SCHEMA[column.removeprefix("optimizer.")].kind]
+    return None
+
+
+def declared_conditions() -> dict[str, list]:
+    """{column: [the column it depends on, *values]} for the run settings and the step-size schedule's
+    parameters that have an effect only under a condition (workflows.params.Param.applies); a
+    problem's or optimizer's own come with the results (meta.json's `conditions`)."""
+    return {**conditions("", RUN_SCHEMA), **conditions("optimizer.", SCHEDULE_SCHEMA)}
 
 
 def unit(column: str) -> str:
@@ -87,5 +119,5 @@ def derive_cell_ids(rows: pd.DataFrame) -> tuple[pd.Series, list[str]]:
     return pd.Series(ids[codes], index=rows.index), key
 
 
-__all__ = ["DERIVED", "PARAMETER_PREFIXES", "RUN_SETTINGS", "declared_scope", "derive_cell_ids", "is_parameter",
-           "split_columns", "unit"]
+__all__ = ["DERIVED", "PARAMETER_PREFIXES", "RUN_SETTINGS", "declared_conditions", "declared_kind", "declared_scope",
+           "derive_cell_ids", "is_parameter", "split_columns", "unit"]

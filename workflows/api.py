@@ -40,6 +40,7 @@ from . import plan as plan_
 from . import yaml12
 from .definition import Verdict, compare
 from .interrupt import SweepInterrupted, deferred, noticed
+from .registry import parameter_conditions
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
 from .store import Store
 from .suggest import count
@@ -66,8 +67,9 @@ class SweepResult:
     def cells(self) -> pd.DataFrame:
         return self.store.read_table("cells.parquet")
 
-    def analyze(self, out_dir=None):
-        """The report (analysis.analyze) of these results; returns report.md's path. Run with
+    def analyze(self, out_dir=None, *, reference=None):
+        """The report (analysis.analyze) of these results; returns report.md's path. `reference`: the
+        optimizer name(s) or variant label(s) to compare against (default: the sweep's). Run with
         `track=`, the report and its figures also go to the tracker (MLflow: the parent run)."""
         from analysis import analyze
 
@@ -76,13 +78,14 @@ class SweepResult:
         if not self.store.local:
             raise ValueError(f"analyze: {self.path} is remote; allowed: a local results directory "
                              "(or use `saddlescape analyze`, which copies it)")
+        options = {"reference": list(reference) if isinstance(reference, (list, tuple)) else reference}
         # Not while another run writes these tables or its own report (workflows/lock.py).
         with sweep_lock(self.store, lambda line: print(f"note: {line}", file=sys.stderr, flush=True)):
             if out_dir is None:
                 report_inputs.forget(self.store)
-            report = analyze(self.store.base, None if out_dir is None else local_path(out_dir))
+            report = analyze(self.store.base, None if out_dir is None else local_path(out_dir), reference=reference)
             if out_dir is None:
-                report_inputs.record(self.store)
+                report_inputs.record(self.store, options)
         if self.tracking is not None:
             self.tracking.add_report(str(Path(report).parent))
         return report
@@ -324,7 +327,7 @@ def _execute(sweep: Sweep, storage: str, backend, workers, address, max_failures
         "overrides": sweep.overrides,
         "hash": hashlib.sha256("".join(sorted(cells)).encode()).hexdigest()[:16],
         "versions": versions(), "git_commit": git_commit(), "host": platform.node(),
-        "analysis": sweep.analysis,
+        "analysis": sweep.analysis, "conditions": parameter_conditions(cells.values()),
         "started": started, "finished": now(),
         "interrupted": interrupted is not None, "interrupted_during": interrupted,
         "definition_change": p.verdict.message or None,

@@ -245,12 +245,12 @@ def cmd_analyze(args) -> int:
     from analysis import analyze
 
     path = local_path(args.path)
-    options = {"dpi": args.dpi, "formats": args.format.split(",")}
+    options = {"dpi": args.dpi, "formats": args.format.split(","), "reference": args.reference}
     store = Store(str(Path(path).parent), Path(path).name) if Path(path, "cells.parquet").is_file() else None
     if store is not None:
         report_inputs.forget(store)
     try:
-        report = analyze(path, dpi=args.dpi, formats=tuple(args.format.split(",")))
+        report = analyze(path, dpi=args.dpi, formats=tuple(args.format.split(",")), reference=args.reference)
     except (ValueError, FileNotFoundError) as e:   # a results table that is not one
         return fail(str(e))
     if store is not None:
@@ -314,6 +314,10 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--dpi", type=int, default=150, help="resolution of the PNG figures (default 150)")
     a.add_argument("--format", default="png,pdf", type=figure_formats,
                    help="figure formats, comma-separated, among png, pdf, svg (default png,pdf)")
+    a.add_argument("--reference", action="append", default=None, metavar="OPTIMIZER",
+                   help="compare every variant against this optimizer name (all its variants) or variant label, "
+                        "e.g. sgd or 'adam (beta1=0.9)'; may be given more than once (default: the sweep's "
+                        "analysis.reference, else every pair of up to three variants, else all against sgd)")
     t = sub.add_parser("track", help="record the stored cells of a results directory in an experiment tracker "
                                      "(those not recorded yet)")
     t.add_argument("path", help="results/<sweep>: a local path or a pyarrow URI (s3://bucket/prefix/<sweep>)")

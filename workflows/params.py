@@ -26,6 +26,28 @@ class Param:
     # A parameter added after cells were first stored says so: at its default it is left out of
     # the cell's hash, so every cell stored before keeps its cell_id (workflows.cell.cell_id).
     hashed_at_default: bool = True
+    # Where the parameter has an effect: (key, *values) where its component's `key` takes one of
+    # `values`, (key,) where `key` is on (`is_on`; a switch may name itself: trace_points = 0 is
+    # no trace). Empty: always. The report leaves a parameter that applies to none of its cells out
+    # of what it lists as fixed (analysis.design; condition_holds).
+    applies: tuple = ()
+
+
+def is_on(value) -> bool:
+    """A switch's value that turns its feature on: anything but 0, false, none and null."""
+    return not (value is None or value is False or value == 0 or value == "none")
+
+
+def condition_holds(applies, value) -> bool:
+    """Whether a Param.applies condition, (key, *values), holds where its key has `value`."""
+    _, *values = applies
+    return value in values if values else is_on(value)
+
+
+def conditions(prefix: str, schema: dict) -> dict[str, list]:
+    """{prefix + parameter: [prefix + key, *values]} for the parameters of `schema` that apply only
+    under a condition (Param.applies), named as rows.parquet's columns are (`problem.df`)."""
+    return {prefix + name: [prefix + p.applies[0], *p.applies[1:]] for name, p in schema.items() if p.applies}
 
 
 def positive(v):      return v > 0
@@ -35,8 +57,8 @@ def unit_closed(v):   return 0 <= v <= 1     # alpha in [0, 1]
 def at_least(lo):     return lambda v: v >= lo
 
 
-def choice(default: str, *choices: str, doc: str = "", hashed_at_default: bool = True) -> Param:
-    return Param(default, str, "one of " + ", ".join(choices), None, doc, choices, hashed_at_default)
+def choice(default: str, *choices: str, doc: str = "", hashed_at_default: bool = True, applies: tuple = ()) -> Param:
+    return Param(default, str, "one of " + ", ".join(choices), None, doc, choices, hashed_at_default, applies)
 
 
 def _coerce(owner: str, key: str, value: Any, p: Param) -> Any:

@@ -344,6 +344,19 @@ def get_optimizer(name) -> Component:
     return REGISTRIES["optimizer"].get(name)
 
 
+def parameter_conditions(cells) -> dict[str, list]:
+    """{column: [the column it depends on, *values]} for the parameters of these cells' problems and
+    optimizers that have an effect only under a condition (Param.applies), as rows.parquet names
+    them: meta.json keeps it for the analysis, which imports no problem or optimizer."""
+    from .params import conditions
+
+    out = {}
+    for kind, get in (("problem", get_problem), ("optimizer", get_optimizer)):
+        for name in sorted({cell[kind]["name"] for cell in cells}):
+            out.update(conditions(f"{kind}.", get(name).schema))
+    return dict(sorted(out.items()))
+
+
 def register_problem(cls) -> Component:
     """Register a Problem subclass (or a problem made by problems.from_loss.define_problem) in
     this process; sweeps run from this process may then name it, on the local backend and

@@ -5,7 +5,7 @@ analysis of tens of seconds whose inputs did not change.
 The fingerprint: the cells table (each cell's id, status, counts and engine time: the part files
 behind it are written once per cell, so the same cells table means the same rows and traces),
 what meta.json tells the report about the sweep (name, description, definition, `analysis`
-settings), the analysis's options (dpi, figure formats), and the code that draws it (the
+settings), the analysis's options (dpi, figure formats, a reference given to it), and the code that draws it (the
 analysis package's source, saddlescape's version and the versions of the libraries it fits and
 draws with). Not the run's times or host: a rerun that computed nothing leaves the report
 describing the run that computed the cells.
@@ -27,7 +27,8 @@ FILE = "analysis/inputs.json"
 REPORT = "analysis/report.md"
 # What analysis/ fits and draws with: a new version may change a number or a figure.
 LIBRARIES = ("pandas", "numpy", "scipy", "lifelines", "matplotlib", "seaborn", "pyarrow")
-DEFAULT_OPTIONS = {"dpi": 150, "formats": ["png", "pdf"]}
+# `reference`: the comparison's reference given to the analysis (None: the sweep's own).
+DEFAULT_OPTIONS = {"dpi": 150, "formats": ["png", "pdf"], "reference": None}
 
 
 def fingerprint(store, options: dict | None = None) -> dict | None:

@@ -34,17 +34,21 @@ SCHEDULES = ("constant", "inverse_sqrt", "cosine", "linear_warmup", "step")
 SCHEDULE_SCHEMA: dict[str, Param] = {
     "lr_schedule": choice("constant", *SCHEDULES, hashed_at_default=False,
                           doc="the step size η_t of step t (lr is η₁)"),
-    "final_lr": Param(0.0, float, ">= 0", non_negative, "cosine: η at the budget", hashed_at_default=False),
-    "warmup_steps": Param(1, int, ">= 1", at_least(1), "linear_warmup: steps to reach lr", hashed_at_default=False),
+    "final_lr": Param(0.0, float, ">= 0", non_negative, "cosine: η at the budget", hashed_at_default=False,
+                      applies=("lr_schedule", "cosine")),
+    "warmup_steps": Param(1, int, ">= 1", at_least(1), "linear_warmup: steps to reach lr", hashed_at_default=False,
+                          applies=("lr_schedule", "linear_warmup")),
     "decay_factor": Param(0.1, float, "in (0, 1]", lambda v: 0 < v <= 1, "step: η is multiplied by this ...",
-                          hashed_at_default=False),
-    "decay_every": Param(1000, int, ">= 1", at_least(1), "step: ... every decay_every steps", hashed_at_default=False),
+                          hashed_at_default=False, applies=("lr_schedule", "step")),
+    "decay_every": Param(1000, int, ">= 1", at_least(1), "step: ... every decay_every steps", hashed_at_default=False,
+                         applies=("lr_schedule", "step")),
     "beta2_rule": choice("none", "none", "paper", hashed_at_default=False,
-                         doc="paper: β₂_t = 1 − η_t^(2/3) at every step (under a schedule)"),
+                         doc="paper: β₂_t = 1 − η_t^(2/3) at every step (under a schedule)",
+                         applies=("lr_schedule", *(s for s in SCHEDULES if s != "constant"))),
 }
-# The parameters each schedule reads; the others are reset to their defaults.
-USES = {"constant": (), "inverse_sqrt": (), "cosine": ("final_lr",), "linear_warmup": ("warmup_steps",),
-        "step": ("decay_factor", "decay_every")}
+# The parameters each schedule reads (their Param.applies); the others are reset to their defaults.
+USES = {schedule: tuple(k for k, p in SCHEDULE_SCHEMA.items() if k != "beta2_rule" and schedule in p.applies[1:])
+        for schedule in SCHEDULES}
 
 
 def canonical(hp: dict) -> dict:
