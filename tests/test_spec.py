@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from workflows.cli import main
-from workflows.spec import load_sweeps
+from workflows.spec import SweepError, load_sweeps, sweeps_from_mapping
 
 GOOD = """
 defaults:
@@ -173,3 +173,13 @@ def test_the_readme_run_settings_table_lists_every_run_setting():
     table = readme.split("Run settings (a cell's keys besides", 1)[1].split("\n\n", 2)[1]
     documented = [line.split("|")[1].strip().strip("`") for line in table.splitlines()[2:]]
     assert documented == list(RUN_SCHEMA)
+
+
+def test_a_rule_whose_input_is_not_a_number_is_one_line():
+    """problem.dim: false is 0 to Python: the rule's 0 ** -0.5 raised ZeroDivisionError (found by
+    hypothesis in test_inputs)."""
+    block = {"parameters": {"problem": {"value": {"name": "quadratic_saddle", "dim": False,
+                                                  "noise_scale": {"rule": "inverse_sqrt_dim"}}},
+                            "optimizer.name": "sgd"}}
+    with pytest.raises(SweepError, match="noise_scale=.*cannot be derived for quadratic_saddle; allowed: a rule whose"):
+        sweeps_from_mapping(block)

@@ -660,7 +660,7 @@ def _product(where, kind, name, schema, fields: dict, pick, room: int) -> list[d
             if isinstance(value, dict) and "rule" in value:
                 try:
                     component[field] = RULES[f"{kind}.{field}"][value["rule"]](filled)
-                except (KeyError, TypeError, ValueError, OverflowError):
+                except (KeyError, TypeError, ValueError, ArithmeticError):      # dim: false is 0: 0 ** -0.5
                     raise SweepError(f"{where}: {kind}.{field}={value!r} cannot be derived for {name}; "
                                      f"allowed: a rule whose inputs are numbers") from None
                 if (kind, field, value["rule"]) == ("optimizer", "beta2", "paper") and "beta2_rule" in schema:
