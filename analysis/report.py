@@ -215,7 +215,10 @@ def cell_verdicts(summary: pd.DataFrame, comparison: pd.DataFrame, cells: pd.Dat
             overall = "the prediction **fails**"
         else:
             overall = "the prediction **holds only in part**"
-        text = (f"**{row.optimizer} on {row.problem}** ({row.theory_model}), {_count(row.cells, 'cell')}"
+        assumptions = "; ".join(part["theory_assumptions"].dropna().drop_duplicates()) \
+            if "theory_assumptions" in part else ""
+        model = row.theory_model + (f"; assumes {assumptions}" if assumptions else "")
+        text = (f"**{row.optimizer} on {row.problem}** ({model}), {_count(row.cells, 'cell')}"
                 + (f" at {settings}" if settings else "") + f": {overall}")
         if informative:
             text += (f". Compared on {measured_on}: inside the measured 95% interval in {holds}, within "
@@ -223,8 +226,8 @@ def cell_verdicts(summary: pd.DataFrame, comparison: pd.DataFrame, cells: pd.Dat
                      f"{row.ratio_min:.3g}-{row.ratio_max:.3g} (median {row.ratio_median:.3g})")
             if np.isfinite(row.sd_ratio_median):
                 text += f"; sd measured/predicted median {row.sd_ratio_median:.3g}"
-            elif "sign regime" in row.theory_model:
-                text += "; no sd ratio (the sign-regime model is deterministic: sd 0)"
+            elif (part["sd_ratio"].isna() if "sd_ratio" in part else pd.Series(True)).all():
+                text += "; no sd ratio (the model's spread is below one step here: its quantiles escape at the same step)"
         if uninformative:
             text += (f". {_count(uninformative, 'cell')} {'is' if uninformative == 1 else 'are'} {UNINFORMATIVE}: no "
                      "run escaped within the budget and the theory expected most not to")
@@ -232,7 +235,7 @@ def cell_verdicts(summary: pd.DataFrame, comparison: pd.DataFrame, cells: pd.Dat
             text += f". {_count(artefact, 'artefact cell')} left out (Sanity flags)"
         sentences.append(text + ".")
     for reason, count in no_prediction.items():
-        sentences.append(f"No closed form for {_count(count, 'cell')}: {reason}.")
+        sentences.append(f"No prediction for {_count(count, 'cell')}: {reason}.")
     return sentences
 
 

@@ -20,6 +20,7 @@ from analysis.theory import (
     sign_regime_escape_time,
     two_regime_escape,
 )
+from analysis.lag import Stable, exponential_rule, lag_escape
 
 RUNS = 20_000
 
@@ -131,25 +132,35 @@ def cell_frame(**overrides):
     return pd.DataFrame([{**base, **overrides}])
 
 
-def test_predict_uses_the_closed_form_of_each_optimizer():
+def test_predict_uses_the_model_of_each_optimizer():
     frame = pd.concat([cell_frame(), cell_frame(**{"optimizer.name": "precond_sgd", "optimizer.alpha": 1.0,
                                                    "optimizer.eps": 0.0, "optimizer.lr": 1e-3, "cell_id": "b"}),
-                       cell_frame(**{"optimizer.name": "rmsprop", "optimizer.lr": 1e-3, "optimizer.eps": 0.0,
-                                     "sigma_escape": 1.0, "cell_id": "c"})], ignore_index=True)
-    got = predict(frame)
-    assert got[0] == pytest.approx(sgd_escape_time(1e-2, 1.0, 1e-2, 1.0))
-    assert got[1] == pytest.approx(ideal_escape_time(1e-3, 1.0, 1e-2, 1.0))
-    assert got[2] == pytest.approx(ideal_escape_time(1e-3, 1.0, 1.0, 1.0))   # γr = σ₁: noise-dominated
+                       cell_frame(**{"optimizer.name": "rmsprop", "optimizer.lr": 1e-2, "optimizer.eps": 0.0,
+                                     "optimizer.beta2": 0.95, "problem.dim": 1, "cell_id": "c"})],
+                      ignore_index=True)
+    got = predictions(frame)
+    assert got["predicted_mean"][0] == pytest.approx(sgd_escape_time(1e-2, 1.0, 1e-2, 1.0))
+    assert got["predicted_mean"][1] == pytest.approx(ideal_escape_time(1e-3, 1.0, 1e-2, 1.0))
+    lag = lag_escape(exponential_rule(np.full(5000, 1e-2), 0.95), 1.0, 1e-2, 1.0, Stable.none())
+    assert got["predicted_mean"][2] == pytest.approx(lag.mean)
+    assert list(got["theory_model"]) == ["sgd: linear recursion", "fixed noise preconditioner Sigma^(-alpha/2), p1=sigma1^-1",
+                                         "lag map: rmsprop (no bias correction)"]
+    assert got["theory_assumptions"].str.len().gt(20).all()          # every prediction says what it assumes
 
 
 @pytest.mark.parametrize("overrides, reason", [
     ({"optimizer.name": "momentum"}, "no closed form for optimizer momentum"),
-    ({"optimizer.name": "adagrad"}, "no closed form for optimizer adagrad"),
+    ({"optimizer.name": "amsgrad"}, "running maximum of v"),
+    ({"optimizer.name": "adam", "problem.noise_dist": "alpha_stable"}, "alpha-stable noise: infinite variance"),
+    ({"optimizer.name": "adam", "problem.n_negative": 2}, "2 escape directions"),
+    ({"optimizer.name": "torch.optim.RMSprop", "optimizer.momentum": 0.9}, "momentum=0.9"),
+    ({"optimizer.name": "precond_sgd", "optimizer.target": "second_moment", "optimizer.form": "full"},
+     "full second-moment preconditioner"),
+    ({"optimizer.name": "rmsprop", "optimizer.lr": 0.1, "problem.dim": 10}, "stable coordinates' spread"),
     ({"problem.name": "rosenbrock"}, "no closed form for problem rosenbrock"),
     ({"optimizer.name": "rmsprop", "problem.rotate_hessian": True}, "rotated Hessian"),
     ({"start_offset": 0.5}, "start_offset > 0 without problem.dim"),
     ({"start_offset": 1.5, "problem.dim": 10}, "start_offset >= escape_radius"),
-    ({"start_offset": 0.5, "problem.dim": 10, "optimizer.name": "rmsprop"}, "start_offset > 0 with an adaptive"),
     ({"optimizer.name": "torch.optim.NAdam"}, "no closed form for optimizer torch.optim.NAdam"),
     ({"optimizer.name": "pytorch_optimizer.Lion"}, "no closed form for optimizer pytorch_optimizer.Lion"),
     ({"sigma_escape": 0.0}, "sigma_escape = 0"),
