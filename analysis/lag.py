@@ -523,6 +523,53 @@ def small_ratio_time(lr, beta2, escape_radius=1.0):
     return np.asarray(escape_radius, float) ** 2 * (1 - np.asarray(beta2, float)) / (8 * np.asarray(lr, float) ** 2)
 
 
+# -- the model's two limits and where they meet --------------------------------------------------
+
+def noise_led_time(rule: Rule, curvature: float, sigma: float, radius: float, quantiles: int = QUANTILES) -> float:
+    """The model's noise-led limit: E τ if the estimate kept tracking the noise alone all the way to
+    r (no lag, no signal in v): the first t with |W| N_t ≥ Y = γr/σ₁, over the quantiles of |W|.
+    NaN where some quantile does not get there within the rule's steps."""
+    phase = noise_phase(rule, curvature, sigma)
+    w = amplitude(rule, phase, curvature, sigma).quantiles((np.arange(quantiles) + 0.5) / quantiles)
+    log_growth = np.concatenate([[0.0], np.cumsum(np.log1p(rule.gains(curvature, sigma)[1:]))])
+    if phase.ell_m:            # with momentum the noise phase grows along its mode (N_t from the map itself)
+        kappa = rule.gains(curvature, sigma)
+        y, m, log_growth = 1.0, phase.start_m, [0.0]
+        for t in range(2, rule.steps + 1):
+            m = rule.beta1 * m + (1 - rule.beta1) * y
+            y_new = y + kappa[t - 1] * m
+            log_growth.append(log_growth[-1] + np.log(y_new / y))
+            m, y = m / y_new, 1.0
+        log_growth = np.array(log_growth)
+    steps = np.searchsorted(log_growth, np.log(curvature * radius / (sigma * w))) + 1
+    return float(np.mean(steps)) if steps.max() <= rule.steps else np.nan
+
+
+def floor_led_time(rule: Rule, radius: float, sigma_small: float = 1e-9) -> float:
+    """The model's floor-led limit: the lag map's escape time as σ₁ → 0 (the discrete counterpart of
+    (r/η) f(R)), along the escape direction."""
+    return lag_escape(rule, 1.0, sigma_small, radius, quantiles=8).mean
+
+
+def crossover(rule: Rule, curvature: float, radius: float, low: float = 1e-7, high: float = 1e3) -> float:
+    """γr/σ₁ at which the model's two limits meet: the noise-led time equals the floor-led one. Above
+    it (less noise along the escape direction) escape is floor-led. Bisection in ln σ₁; NaN where the
+    limits do not cross between σ₁ = low and high."""
+    floor_time = floor_led_time(rule, radius)
+
+    def gap(log_sigma):                 # a noise-led time beyond the rule's steps counts as longer
+        noise = noise_led_time(rule, curvature, np.exp(log_sigma), radius, 400)
+        return np.log(noise) - np.log(floor_time) if np.isfinite(noise) else np.inf
+
+    lo, hi = np.log(low), np.log(high)
+    if not gap(lo) < 0 < gap(hi):
+        return np.nan
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if gap(mid) < 0 else (lo, mid)
+    return float(curvature * radius / np.exp((lo + hi) / 2))
+
+
 # -- the check: a direct Monte Carlo of the scalar recursion ---------------------------------------
 
 def monte_carlo(rule: Rule, curvature: float, sigma: float, radius: float, stable: Stable | None = None,
@@ -564,6 +611,7 @@ def monte_carlo(rule: Rule, curvature: float, sigma: float, radius: float, stabl
     return steps
 
 
-__all__ = ["LagEscape", "Rule", "Stable", "amplitude", "bessel_time", "debye_time", "exact_rule",
-           "exponential_rule", "floor", "floor_ratio", "lag_escape", "log_bessel_i", "monte_carlo",
+__all__ = ["LagEscape", "Rule", "Stable", "amplitude", "bessel_time", "crossover", "debye_time", "exact_rule",
+           "exponential_rule", "floor", "floor_led_time", "floor_ratio", "lag_escape", "log_bessel_i",
+           "monte_carlo", "noise_led_time",
            "noise_phase", "run_map", "small_ratio_time", "StableSpread", "sum_rule"]

@@ -429,7 +429,7 @@ def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparis
         "## Findings\n\n" + "".join(
             f"### {heading}\n\n" + "\n".join(f"- {s}" for s in sentences) + "\n\n"
             for heading, sentences in (
-                ("Escape times against the closed forms", cell_verdicts(summary, comparison, cells, design.independent,
+                ("Escape times against the predictions", cell_verdicts(summary, comparison, cells, design.independent,
                                                                         no_prediction) + sgd_slope_verdict(sgd_slope)),
                 ("Which method is faster", pairwise_verdicts(comparisons, pair_how, design.independent)),
                 ("Scaling exponents against the theory", exponent_verdicts(exponent_check)),

@@ -6,8 +6,9 @@ import pytest
 from scipy import special
 
 from analysis.cells import cell_table
-from analysis.lag import (Stable, bessel_time, debye_time, exact_rule, exponential_rule, floor, floor_ratio,
-                          lag_escape, monte_carlo, run_map, small_ratio_time, sum_rule)
+from analysis.lag import (Stable, bessel_time, crossover, debye_time, exact_rule, exponential_rule, floor,
+                          floor_led_time, floor_ratio, lag_escape, monte_carlo, noise_led_time, run_map,
+                          small_ratio_time, sum_rule)
 from analysis.lag_cells import local_exponents
 from analysis.prediction import predictions
 from workflows.engine import simulate
@@ -165,3 +166,18 @@ def test_adaptive_cells_from_an_offset_and_under_a_schedule_are_predicted(engine
     got = predictions(cell)
     assert got["predicted_mean"].notna().all()
     assert "start offset" in got["theory_assumptions"].iloc[0]
+
+
+@pytest.mark.parametrize("lr", [1e-3, 1e-2])
+def test_crossover_is_where_the_models_two_limits_meet(lr):
+    """The noise-led limit (the estimate tracking the noise alone, up to r) equals the floor-led one
+    (σ₁ → 0) at γr/σ₁ = crossover; there the lag map itself is slower than both (the transition is
+    smooth), and the crossing sits at 4-8 for RMSProp under the paper's rule."""
+    rule = exponential_rule(np.full(20_000, lr), 1 - lr ** (2 / 3))
+    ratio = crossover(rule, 1.0, 1.0)
+    assert 4 < ratio < 8
+    floor_time = floor_led_time(rule, 1.0)
+    assert noise_led_time(rule, 1.0, 1 / ratio, 1.0) == pytest.approx(floor_time, rel=0.005)
+    assert lag_escape(rule, 1.0, 1 / ratio, 1.0).mean > 1.3 * floor_time
+    # far from it, the map approaches each limit
+    assert lag_escape(rule, 1.0, 1e-6, 1.0).mean == pytest.approx(floor_time, rel=0.01)
