@@ -57,7 +57,9 @@ def floor_figure(measured: pd.DataFrame, path: Path, curves: pd.DataFrame | None
         ax.plot(part["R"], part["floor"], styles.get(how, "-."), color=colours[variant], lw=1.1, alpha=0.8,
                 label=f"lag map, {variant}, {how}")
     for variant, part in measured.groupby("variant", sort=False):
-        ax.errorbar(part["R"], part["floor"], yerr=[part["floor"] - part["lo"], part["hi"] - part["floor"]],
+        y = part["floor"].to_numpy(float)
+        spread = np.vstack([y - part["lo"].to_numpy(float), part["hi"].to_numpy(float) - y])
+        ax.errorbar(part["R"].to_numpy(float), y, yerr=spread,
                     fmt="o", ms=5, color=colours.get(variant, "grey"), mec="black", mew=0.6, capsize=2,
                     label=f"measured, {variant}")
     ax.axhline(1.0, color="grey", lw=0.8, ls=(0, (1, 3)))

@@ -181,3 +181,57 @@ def test_crossover_is_where_the_models_two_limits_meet(lr):
     assert lag_escape(rule, 1.0, 1 / ratio, 1.0).mean > 1.3 * floor_time
     # far from it, the map approaches each limit
     assert lag_escape(rule, 1.0, 1e-6, 1.0).mean == pytest.approx(floor_time, rel=0.01)
+
+
+def test_each_verdict_states_its_model_and_assumptions(engine_cells):
+    """Issue 24 item 5: a beta1 = 0.9 Adam cell is predicted by the beta1 = 0.9 model, and the verdict
+    sentence and comparison.csv's row say which model and what it assumes."""
+    from analysis.compare import compare_cells, summarize_cell_verdicts
+    from analysis.report import cell_verdicts
+
+    cells = engine_cells.join(predictions(engine_cells))
+    comparison = compare_cells(cells)
+    assert {"optimizer", "measure", "measured", "predicted", "ratio", "theory_model", "theory_assumptions",
+            "verdict"} <= set(comparison.columns)
+    momentum = comparison[comparison["theory_model"].str.contains("beta1=0.9")]
+    assert len(momentum) == 1 and "bias-corrected" in momentum["theory_model"].iloc[0]
+    sentences = cell_verdicts(summarize_cell_verdicts(comparison), comparison, cells, ["optimizer.lr"],
+                              pd.Series(dtype=int))
+    adam = [s for s in sentences if "beta1=0.9" in s]
+    assert adam and "; assumes the escape coordinate alone" in adam[0] and "mean-field second moment" in adam[0]
+
+
+def test_torch_classes_get_the_built_in_methods_prediction():
+    base = {"cell_id": "a", "problem.name": "quadratic_saddle", "problem.dim": 4, "optimizer.lr": 3e-3,
+            "curvature": 1.0, "sigma_escape": 0.1, "escape_radius": 1.0, "budget": 5000}
+    frame = pd.DataFrame([
+        {**base, "optimizer.name": "adam", "optimizer.beta1": 0.9, "optimizer.beta2": 0.99, "optimizer.eps": 1e-8},
+        {**base, "cell_id": "b", "optimizer.name": "torch.optim.Adam", "optimizer.betas[0]": 0.9,
+         "optimizer.betas[1]": 0.99, "optimizer.eps": 1e-8},
+        {**base, "cell_id": "c", "optimizer.name": "rmsprop", "optimizer.beta2": 0.99, "optimizer.eps": 1e-8},
+        {**base, "cell_id": "d", "optimizer.name": "torch.optim.RMSprop", "optimizer.alpha": 0.99,
+         "optimizer.eps": 1e-8},
+        {**base, "cell_id": "e", "optimizer.name": "torch.optim.Adam", "optimizer.amsgrad": True}])
+    got = predictions(frame)["predicted_mean"]
+    assert got[0] == got[1] and got[2] == got[3] and got[0] != got[2]
+    assert np.isnan(got[4])
+
+
+def test_rotated_noise_is_predicted_along_the_escape_direction():
+    """A diagonal method on a diagonal H sees only Σ₁₁ along the escape coordinate, rotated noise or not."""
+    cell = pd.DataFrame([{"cell_id": "a", "problem.name": "quadratic_saddle", "problem.dim": 10,
+                          "problem.noise_alignment": "rotated", "problem.escape_measure": "projection",
+                          "optimizer.name": "rmsprop", "optimizer.lr": 3e-3, "optimizer.beta2": 0.99,
+                          "curvature": 1.0, "sigma_escape": 0.3, "escape_radius": 1.0, "budget": 5000}])
+    got = predictions(cell)
+    assert got["predicted_mean"].notna().all() and "rotated noise" in got["theory_assumptions"].iloc[0]
+
+
+def test_floor_figure_is_drawn(tmp_path):
+    from analysis.lag_figures import floor_figure
+
+    curves = pd.DataFrame({"variant": "rmsprop", "beta2": "paper rule", "lr": [1e-3, 1e-2], "R": [10.0, 4.64],
+                           "floor": [0.670, 0.520]})
+    measured = pd.DataFrame({"variant": ["rmsprop"], "R": [10.0], "floor": [0.668], "lo": [0.665], "hi": [0.671]})
+    png = floor_figure(measured, tmp_path / "floor_vs_R.png", curves, dpi=40)
+    assert png.is_file() and png.with_suffix(".pdf").is_file()
