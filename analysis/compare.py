@@ -68,7 +68,9 @@ def compare_cells(cells: pd.DataFrame, artefacts=frozenset()) -> pd.DataFrame:
     against its prediction (Wilson interval), and a verdict: holds (inside), close (within 10%, or
     0.1 of the fraction), fails, uninformative (censored), artefact."""
     c = cells if "predicted_mean" in cells else with_predictions(cells)
-    c = c[c["predicted_mean"].notna()]
+    # A prediction may lack a mean (the lag model's law past its horizon) and still have a median,
+    # an escaped fraction and a restricted mean to compare with.
+    c = c[c[["predicted_mean", "predicted_median", "predicted_escape_fraction"]].notna().any(axis=1)]
     kind = np.select([c["escape_kind"].eq(RESTRICTED), c["escape_mean"].notna()], ["restricted mean", "mean"],
                      "median")
     out = c[["cell_id", "problem", "optimizer", "theory_model", "theory_assumptions", "theory_note"]].copy() \

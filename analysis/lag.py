@@ -182,7 +182,7 @@ def noise_phase(rule: Rule, curvature: float, sigma: float) -> NoisePhase:
         growth = np.log1p(kappa[1:])                             # y_s = (1 + κ_s) y_{s−1} − κ_s ξ_s
         log_n = np.concatenate([[0.0], np.cumsum(growth)])       # ln N_s, N₁ = 1
         variance = np.sum((kappa[1:] * np.exp(-log_n[1:])) ** 2)
-        if len(kappa) > 1 and np.isclose(kappa[-1], kappa[-2], rtol=1e-12, atol=0):
+        if len(kappa) > 1 and kappa[-1] > 0 and np.isclose(kappa[-1], kappa[-2], rtol=1e-12, atol=0):
             lam = 1 + kappa[-1]                                   # the tail beyond T, constant gains
             variance += (kappa[-1] * np.exp(-log_n[-1])) ** 2 / (lam**2 - 1)
         return NoisePhase(1.0, 0.0, float(np.sqrt(variance)), 0.0)
@@ -243,24 +243,37 @@ class Amplitude:
         return np.exp(np.interp(probabilities, c, np.log(grid)))
 
 
+def _noise_nodes(split: float):
+    """Quadrature nodes and weights for E over ξ ~ N(0, 1), in pieces that end at 0 and at `split`
+    (where the first step changes sign): the tails in the probability of the nearer tail (so that no
+    node rounds to probability 1 however far the split), the middle in ξ itself."""
+    nodes, w = FIRST_STEP_NODES
+    u = (nodes + 1) / 2
+    a, b = min(0.0, split), max(0.0, split)
+    pieces = []
+    lower_p, upper_p = special.ndtr(a), special.ndtr(-b)
+    if lower_p > 0:                                              # (−∞, a]: p = Φ(ξ) ≤ ½
+        pieces.append((special.ndtri(u * lower_p), w / 2 * lower_p))
+    if upper_p > 0:                                              # [b, ∞): c = Φ(−ξ) ≤ ½
+        pieces.append((-special.ndtri(u * upper_p), w / 2 * upper_p))
+    if b > a:                                                    # (a, b): the density itself
+        xi = a + u * (b - a)
+        pieces.append((xi, w / 2 * (b - a) * np.exp(-xi**2 / 2) / np.sqrt(2 * np.pi)))
+    return pieces
+
+
 def amplitude(rule: Rule, phase: NoisePhase, curvature: float, sigma: float, start_y=None, start_weights=None
               ) -> Amplitude:
     """The law of |W| from the first step's exact nonlinear response to ξ₁ (and start offsets y₀
     with weights: the offset's share along the escape direction)."""
     starts = np.atleast_1d(np.asarray(0.0 if start_y is None else start_y, float))
     weights0 = np.ones(1) if start_weights is None else np.asarray(start_weights, float)
-    nodes, w = FIRST_STEP_NODES
     centres, weights = [], []
     for y0, w0 in zip(starts, weights0):
-        split = special.ndtr(y0)                                  # q₁ = y₀ − ξ₁ changes sign at ξ₁ = y₀
-        for lo, hi in ((0.0, split), (split, 1.0)):
-            if hi - lo <= 0:
-                continue
-            p = lo + (nodes + 1) / 2 * (hi - lo)
-            xi = special.ndtri(p)
+        for xi, w_xi in _noise_nodes(y0):                          # q₁ = y₀ − ξ₁ changes sign at ξ₁ = y₀
             y1, m1 = _first_step(rule, y0, xi, curvature, sigma)
             centres.append(phase.ell_y * y1 + phase.ell_m * m1)
-            weights.append(w0 * w / 2 * (hi - lo))
+            weights.append(w0 * w_xi)
     centres, weights = np.concatenate(centres), np.concatenate(weights)
     # Equal centres (a sign step) need not be kept apart.
     rounded = np.round(centres, 12)
@@ -386,13 +399,24 @@ class StableSpread:
 
 @dataclass(frozen=True)
 class LagEscape:
-    """The escape-step law over quantile nodes: steps[i] at probability mass weights[i]; a run that
-    has not escaped by the budget has step budget + 1 (censored)."""
+    """The escape-step law over quantile nodes: steps[i] at probability mass weights[i]. The map ran
+    to `horizon` steps (a node that has not escaped by then has step horizon + 1); the cell's own
+    `budget` censors the measured runs, so the escaped fraction and the restricted mean are taken
+    at the budget, the mean, median and sd over the whole horizon."""
     steps: np.ndarray
     weights: np.ndarray
     budget: int
     median_step: float
     spread_max: float = 0.0          # the largest V_⊥ over the steps the map ran (norm measure)
+    horizon: int | None = None
+
+    @property
+    def _horizon(self) -> int:
+        return self.budget if self.horizon is None else self.horizon
+
+    @property
+    def _complete(self) -> bool:
+        return float(self.weights[self.steps <= self._horizon].sum()) >= 0.999
 
     @property
     def escape_fraction(self) -> float:
@@ -404,17 +428,17 @@ class LagEscape:
 
     @property
     def mean(self) -> float:
-        """E[τ], where the budget holds (nearly) every escape; NaN where more than 0.1% of the mass
+        """E[τ], where the horizon holds (nearly) every escape; NaN where more than 0.1% of the mass
         lies past it."""
-        return float((self.weights * self.steps).sum()) if self.escape_fraction >= 0.999 else np.nan
+        return float((self.weights * self.steps).sum()) if self._complete else np.nan
 
     @property
     def median(self) -> float:
-        return self.median_step if self.median_step <= self.budget else np.nan
+        return self.median_step if self.median_step <= self._horizon else np.nan
 
     @property
     def sd(self) -> float:
-        if self.escape_fraction < 0.999:
+        if not self._complete:
             return np.nan
         mean = (self.weights * self.steps).sum()
         return float(np.sqrt((self.weights * (self.steps - mean) ** 2).sum()))
@@ -456,14 +480,19 @@ def run_map(rule: Rule, curvature: float, sigma: float, thresholds, y1: np.ndarr
 
 
 def lag_escape(rule: Rule, curvature: float, sigma: float, radius: float, stable: Stable | None = None,
-               start_offset: float = 0.0, dim: float = 1.0, quantiles: int = QUANTILES) -> LagEscape:
-    """The lag model's escape-step law for one cell (docstring of this module): the rule's budget
-    is its length. stable: the other coordinates, for the norm measure (None: projection)."""
+               start_offset: float = 0.0, dim: float = 1.0, quantiles: int = QUANTILES,
+               budget: int | None = None) -> LagEscape:
+    """The lag model's escape-step law for one cell (docstring of this module). The map runs for
+    the rule's length; `budget` (default: that length) is the cell's, which censors the runs.
+    stable: the other coordinates, for the norm measure (None: projection)."""
     phase = noise_phase(rule, curvature, sigma)
     starts, start_weights = offset_shares(start_offset, dim, curvature, sigma)
     law = amplitude(rule, phase, curvature, sigma, starts, start_weights)
     probabilities = np.concatenate([(np.arange(quantiles) + 0.5) / quantiles, [0.5]])
     w = law.quantiles(probabilities)
+    if not np.isfinite(w).all():
+        raise ValueError(f"lag_escape: the amplitude's law is not finite (spread {phase.spread}, centres "
+                         f"{law.centres[:4]}...); allowed: positive gains and noise")
     spread = StableSpread(rule, stable if stable is not None else Stable.none())
 
     def thresholds(steps):
@@ -473,7 +502,8 @@ def lag_escape(rule: Rule, curvature: float, sigma: float, radius: float, stable
     steps = run_map(rule, curvature, sigma, thresholds, w, w * phase.start_m, u1)
     weights = np.full(quantiles, 1.0 / quantiles)
     used = spread.upto(int(min(steps.max(), rule.steps)))
-    return LagEscape(steps[:-1].astype(float), weights, rule.steps, float(steps[-1]), float(used.max()))
+    return LagEscape(steps[:-1].astype(float), weights, rule.steps if budget is None else int(budget),
+                     float(steps[-1]), float(used.max()), rule.steps)
 
 
 # -- closed forms of the continuum limit -----------------------------------------------------------

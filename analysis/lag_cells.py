@@ -145,12 +145,18 @@ def _stable_coordinates(cell, sigma_escape, offset, dim) -> tuple:
             tuple(pairs.to_numpy(float)), offset**2 / dim)
 
 
-def _rule(settings: dict, schedule: tuple, lr: float, budget: int):
-    from workflows.schedules import beta2s, learning_rates
+def horizon(budget: int) -> int:
+    """How far the map runs: past the budget, so that a mean exists where the runs all escaped just
+    inside it (the escaped fraction and restricted mean are still taken at the budget)."""
+    return int(min(3 * budget, budget + 100_000))
 
-    hp = {"lr": lr, **{k: v for k, v in schedule if v is not None}}
-    hp.setdefault("lr_schedule", "constant")
-    lrs = learning_rates(hp, np.arange(1, budget + 1), budget)
+
+def _rule(settings: dict, schedule: tuple, lr: float, budget: int, steps: int | None = None):
+    from workflows.schedules import SCHEDULE_SCHEMA, beta2s, learning_rates
+
+    hp = {**{k: p.default for k, p in SCHEDULE_SCHEMA.items()}, "lr": lr,
+          **{k: v for k, v in schedule if v is not None and not (isinstance(v, float) and np.isnan(v))}}
+    lrs = learning_rates(hp, np.arange(1, (steps or budget) + 1), budget)
     kind = settings["kind"]
     if kind == "exact":
         return exact_rule(lrs, settings["alpha"], settings["eps"])
@@ -166,10 +172,10 @@ def lag_case(case: tuple) -> tuple[LagEscape | None, str]:
     """The lag model's law for one `setting`, or (None, why) where the stable coordinates' spread
     alone approaches r (then an escape by the norm measures them, not the saddle)."""
     rule_items, schedule, lr, budget, gamma, sigma, radius, stable, offset, dim = case[:10]
-    rule = _rule(dict(rule_items), schedule, lr, budget)
+    rule = _rule(dict(rule_items), schedule, lr, budget, horizon(budget))
     others = None if stable is None else Stable(np.array(stable[0]), np.array(stable[1]), np.array(stable[2]),
                                                  stable[3])
-    law = lag_escape(rule, gamma, sigma, radius, others, offset, dim)
+    law = lag_escape(rule, gamma, sigma, radius, others, offset, dim, budget=budget)
     if law.spread_max >= SPREAD_LIMIT * radius**2:
         return None, (f"the stable coordinates' spread sum E x_i^2 reaches {law.spread_max:.3g} >= r^2/4: an escape "
                       "by the norm then measures them, not the saddle (use escape_measure: projection)")

@@ -235,3 +235,47 @@ def test_floor_figure_is_drawn(tmp_path):
     measured = pd.DataFrame({"variant": ["rmsprop"], "R": [10.0], "floor": [0.668], "lo": [0.665], "hi": [0.671]})
     png = floor_figure(measured, tmp_path / "floor_vs_R.png", curves, dpi=40)
     assert png.is_file() and png.with_suffix(".pdf").is_file()
+
+
+def test_a_start_far_out_in_noise_lengths_is_predicted():
+    """A start offset of about 12 noise lengths in a random direction of 6 (a cell of the verification
+    sweep): the first step's sign change lies far in ξ₁'s tail, where no quadrature node may round to
+    probability 1 (they did, and the cell was predicted to escape at step 1)."""
+    rows = simulate({"problem": {"name": "quadratic_saddle", "dim": 6, "curvature": 1.627, "escape_radius": 0.4236,
+                                 "noise_scale": 1.0, "anisotropy": 155.2, "escape_measure": "projection"},
+                     "optimizer": {"name": "rmsprop", "lr": 0.00676, "beta2": 0.9642}, "start_offset": 0.05,
+                     "seeds": 1024, "budget": 2000}).rows
+    cells = cell_table(rows)
+    got = predictions(cells)["predicted_mean"].iloc[0]
+    assert got > 5 and cells["escape_mean"].iloc[0] == pytest.approx(got, rel=0.03)
+
+
+def test_a_schedule_that_ends_at_zero_is_predicted_past_the_budget():
+    """Cosine to 0 at the budget: past it the gains are 0, and the noise phase must not divide 0 by 0."""
+    cell = pd.DataFrame([{"cell_id": "a", "problem.name": "quadratic_saddle", "problem.dim": 4,
+                          "problem.escape_measure": "projection", "optimizer.name": "rmsprop",
+                          "optimizer.lr": 0.01, "optimizer.beta2": 0.99, "optimizer.lr_schedule": "cosine",
+                          "curvature": 1.0, "sigma_escape": 0.1, "escape_radius": 1.0, "budget": 2000}])
+    got = predictions(cell)["predicted_mean"].iloc[0]
+    constant = predictions(cell.assign(**{"optimizer.lr_schedule": "constant"}))["predicted_mean"].iloc[0]
+    assert 10 < got < 2000 and got == pytest.approx(constant, rel=0.02)   # escape within the first 1% of it
+
+
+def test_a_censored_cell_without_a_predicted_mean_is_still_compared():
+    """The lag law is known only up to its horizon: a cell censored past half is compared on the
+    escaped fraction, one censored below half on its median."""
+    from analysis.compare import compare_cells
+
+    cells = pd.DataFrame({"cell_id": ["a", "b"], "problem": "quadratic_saddle", "optimizer": "adagrad",
+                          "theory_model": "lag map: adagrad (running sum)", "theory_assumptions": "", "theory_note": "",
+                          "escape_kind": ["restricted", "median"], "escape_mean": np.nan,
+                          "escape_median": [np.inf, 900.0], "escape_median_lo": [np.nan, 880.0],
+                          "escape_median_hi": [np.nan, 920.0], "escape_restricted_mean": [990.0, 800.0],
+                          "escape_sd": np.nan, "escaped_runs": [100, 600], "runs": 1000,
+                          "escaped_fraction": [0.1, 0.6], "predicted_mean": np.nan,
+                          "predicted_median": [np.nan, 905.0], "predicted_sd": np.nan,
+                          "predicted_escape_fraction": [0.11, 0.62], "predicted_restricted_mean": [985.0, 790.0]})
+    from analysis.survival import RESTRICTED
+    cells.loc[0, "escape_kind"] = RESTRICTED
+    got = compare_cells(cells)
+    assert list(got["measure"]) == ["restricted mean", "median"] and list(got["verdict"]) == ["holds", "holds"]
