@@ -66,7 +66,7 @@ def method(cell: pd.Series) -> tuple[dict | None, str]:
         else:
             beta1, beta2 = float(get("beta1", 0.9)), float(get("beta2", 0.999))
             bias = bool(get("bias_correction", True))
-        return {"kind": "ema", "beta1": beta1, "beta2": beta2, "bias_correction": bias,
+        return {"kind": "ema", "method": "adam", "beta1": beta1, "beta2": beta2, "bias_correction": bias,
                 "eps": float(get("eps", 1e-8))}, ""
     if kind == "adagrad":
         return {"kind": "sum", "initial": float(get("initial_accumulator", get("initial_accumulator_value", 0.0))),
@@ -189,9 +189,10 @@ def describe(settings: dict, case: tuple) -> tuple[str, str]:
         model = f"lag map: second-moment preconditioner G(x)^(-{settings['alpha'] / 2:g}), no lag"
     elif kind == "sum":
         model = "lag map: adagrad (running sum)"
-    elif settings["bias_correction"] or settings["beta1"]:
+    elif settings.get("method") == "adam":
         model = (f"lag map: adam, beta1={settings['beta1']:g}, "
-                 + ("bias-corrected" if settings["bias_correction"] else "no bias correction"))
+                 + ("bias-corrected" if settings["bias_correction"] else "no bias correction")
+                 + (" (= rmsprop)" if not (settings["bias_correction"] or settings["beta1"]) else ""))
     else:
         model = "lag map: rmsprop (no bias correction)"
     schedule = dict(case[1])

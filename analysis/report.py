@@ -215,8 +215,10 @@ def cell_verdicts(summary: pd.DataFrame, comparison: pd.DataFrame, cells: pd.Dat
             overall = "the prediction **fails**"
         else:
             overall = "the prediction **holds only in part**"
-        assumptions = "; ".join(part["theory_assumptions"].dropna().drop_duplicates()) \
-            if "theory_assumptions" in part else ""
+        # Each assumption once, in order, whichever cells state it.
+        items = part["theory_assumptions"].dropna().str.split("; ").explode() if "theory_assumptions" in part \
+            else pd.Series(dtype=object)
+        assumptions = "; ".join(items[items.astype(bool)].drop_duplicates())
         model = row.theory_model + (f"; assumes {assumptions}" if assumptions else "")
         text = (f"**{row.optimizer} on {row.problem}** ({model}), {_count(row.cells, 'cell')}"
                 + (f" at {settings}" if settings else "") + f": {overall}")
