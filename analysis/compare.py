@@ -100,6 +100,7 @@ def compare_cells(cells: pd.DataFrame, artefacts=frozenset()) -> pd.DataFrame:
     # A spread below one step (deep in the sign regime every quantile escapes at the same step) is
     # the step's resolution, not the model's: no sd to compare with.
     out["sd_ratio"] = sd_ratio.where(c["predicted_sd"] >= 1)
+    out["predicted_sd"] = c["predicted_sd"]
     out["escaped_fraction"] = c["escaped_fraction"]
     out["predicted_escaped_fraction"] = predicted_fraction
     out["fraction_inside_95"] = fraction_inside

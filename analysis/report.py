@@ -228,7 +228,8 @@ def cell_verdicts(summary: pd.DataFrame, comparison: pd.DataFrame, cells: pd.Dat
                      f"{row.ratio_min:.3g}-{row.ratio_max:.3g} (median {row.ratio_median:.3g})")
             if np.isfinite(row.sd_ratio_median):
                 text += f"; sd measured/predicted median {row.sd_ratio_median:.3g}"
-            elif (part["sd_ratio"].isna() if "sd_ratio" in part else pd.Series(True)).all():
+            elif "predicted_sd" in part and (part.loc[part["verdict"].isin(["holds", "close", "fails"]),
+                                                      "predicted_sd"] < 1).all():
                 text += "; no sd ratio (the model's spread is below one step here: its quantiles escape at the same step)"
         if uninformative:
             text += (f". {_count(uninformative, 'cell')} {'is' if uninformative == 1 else 'are'} {UNINFORMATIVE}: no "
