@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import lag_cells
 from .prediction import CLOSED_FORM_PROBLEMS, predictions
 from .scaling import MAX_EXPONENT_WIDTH, covariate_name, design, scaling_groups
 from .survival import RESTRICTED
-from .theory import SIGN_REGIME_EXPONENTS, local_exponents, sign_crossover
+from .theory import local_exponents
 
 CLOSE_RATIO = 0.10          # "close": measured/predicted within ±10%
 CLOSE_FRACTION = 0.10       # "close" for a fraction escaped: within 0.1
@@ -79,10 +80,13 @@ def compare_cells(cells: pd.DataFrame, artefacts=frozenset()) -> pd.DataFrame:
     against its prediction (Wilson interval), and a verdict: holds (inside), close (within 10%, or
     0.1 of the fraction), fails, uninformative (censored), artefact."""
     c = cells if "predicted_mean" in cells else with_predictions(cells)
-    c = c[c["predicted_mean"].notna()]
+    # A prediction may lack a mean (the lag model's law past its horizon) and still have a median,
+    # an escaped fraction and a restricted mean to compare with.
+    c = c[c[["predicted_mean", "predicted_median", "predicted_escape_fraction"]].notna().any(axis=1)]
     kind = np.select([c["escape_kind"].eq(RESTRICTED), c["escape_mean"].notna()], ["restricted mean", "mean"],
                      "median")
-    out = c[["cell_id", "problem", "optimizer", "theory_model", "theory_note"]].copy()
+    out = c[["cell_id", "problem", "optimizer", "theory_model", "theory_assumptions", "theory_note"]].copy() \
+        if "theory_assumptions" in c else c[["cell_id", "problem", "optimizer", "theory_model", "theory_note"]].copy()
     out["measure"] = kind
     out["measured"] = _by_measure(c, kind, MEASURED)
     out["measured_lo"] = _by_measure(c, kind, MEASURED, "_lo")
@@ -105,8 +109,10 @@ def compare_cells(cells: pd.DataFrame, artefacts=frozenset()) -> pd.DataFrame:
     out["verdict"] = verdict
     with np.errstate(all="ignore"):
         sd_ratio = c["escape_sd"] / c["predicted_sd"]
-    # A deterministic model (the sign regime: sd 0) has no sd to compare with.
-    out["sd_ratio"] = sd_ratio.where(c["predicted_sd"] > 0)
+    # A spread below one step (deep in the sign regime every quantile escapes at the same step) is
+    # the step's resolution, not the model's: no sd to compare with.
+    out["sd_ratio"] = sd_ratio.where(c["predicted_sd"] >= 1)
+    out["predicted_sd"] = c["predicted_sd"]
     out["escaped_fraction"] = c["escaped_fraction"]
     out["predicted_escaped_fraction"] = predicted_fraction
     out["fraction_inside_95"] = fraction_inside
@@ -132,7 +138,8 @@ def summarize_cell_verdicts(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def _local_theory(part: pd.DataFrame) -> tuple[dict, str]:
-    """docs/theory.md's table of local exponents at the group's centre (geometric means)."""
+    """The theory's local exponents at the group's centre: docs/theory.md's table for the linear
+    recursions (at the geometric means), the lag model's own slopes for adaptive methods."""
     inputs = ("optimizer.lr", "curvature", "sigma_escape", "escape_radius")
     if not all(k in part for k in inputs) or part[list(inputs)].isna().any().any() or \
             (part[list(inputs)].astype(float) <= 0).any().any():      # σ₁ = 0 at a zero saddle: no local law
@@ -145,15 +152,14 @@ def _local_theory(part: pd.DataFrame) -> tuple[dict, str]:
     elif optimizer == "precond_sgd" and part.get("optimizer.target", pd.Series("noise")).eq("noise").all():
         alpha = float(part["optimizer.alpha"].mean()) if "optimizer.alpha" in part else 1.0
         alpha, regime = (1.0 if np.isnan(alpha) else alpha), "fixed preconditioner"
-    elif optimizer in ("rmsprop", "adam", "precond_sgd"):
-        # The escape-time curves cross from the ideal preconditioner's to the sign floor at
-        # γr/σ₁ = Λ'/2 (docs/theory.md section 4), not where the mechanism changes (γr/σ₁ = 1).
-        ratio = part["curvature"] * part["escape_radius"] / part["sigma_escape"]
-        crossover = sign_crossover(part["optimizer.lr"].astype(float), part["curvature"], part["sigma_escape"],
-                                   part["escape_radius"])
-        if (ratio > crossover).mean() > 0.5:
-            return SIGN_REGIME_EXPONENTS, "sign regime (gamma*r/sigma1 > Lambda'/2 in most cells)"
-        alpha, regime = 1.0, "ideal preconditioner (gamma*r/sigma1 <= Lambda'/2 in most cells)"
+    elif lag_cells.is_lag_cell(part["optimizer.name"].iloc[:1].astype(str),
+                               part.get("optimizer.target", pd.Series("noise", index=part.index)).iloc[:1]).all():
+        # The lag model's own local slopes at the cell nearest the group's centre (in log settings).
+        logs = np.log(part[list(inputs)].astype(float))
+        centre_cell = part.iloc[int(np.argmin(((logs - logs.mean()) ** 2).sum(axis=1).to_numpy()))]
+        table = lag_cells.local_exponents(centre_cell)
+        return ({k: float(v) for k, v in table.items()},
+                "lag model at the cell nearest the group's centre" if np.isfinite(table["lr"]) else "")
     else:
         return {}, ""
     table = local_exponents(centre["optimizer.lr"], centre["curvature"], centre["sigma_escape"],

@@ -1,50 +1,51 @@
 """The theory's prediction for any cell of a results table, or NaN with the reason.
 
-Which closed form (analysis.theory) applies to a cell:
+Which model applies to a cell:
 
-    sgd                            the linear recursion, p₁ = 1
-    precond_sgd, target noise      a fixed preconditioner, p₁ = (σ₁² + ε)^(−α/2)
-    rmsprop, adam                  the two-regime composite (ideal preconditioner up to
-    precond_sgd, second moment α=1   r₁ = min(r, σ₁/γ), then the sign regime); the sign regime
-                                   alone (τ ≈ r/η) where the first phase lasts a few steps
+    sgd                             the linear recursion (analysis.theory), p₁ = 1
+    precond_sgd, target noise       the fixed noise preconditioner Σ^(−α/2): the linear recursion with
+                                    the step η p₁, p₁ = (σ₁² + ε)^(−α/2)
+    rmsprop, adam, adagrad (and     the lag model (analysis.lag, analysis.lag_cells): the noise phase
+    their torch.optim classes),     sets an amplitude, then the mean-field map with the second-moment
+    precond_sgd, target             estimate's lag; the paper's second-moment preconditioner
+    second_moment                   G(x)^(−α/2) is its no-lag case
 
-The forms follow the escape coordinate alone. They hold exactly for quadratic_saddle when the
+The linear forms follow the escape coordinate alone. They hold exactly for quadratic_saddle when the
 preconditioner keeps the escape direction (H not rotated for diagonal methods; Σ aligned with
 H for a full one) and approximately for staib_toy (γ = σ₁ = 0.1, r = 0.3: finite-sum noise).
 They count whole steps (analysis.theory: ⌈τ⌉). A start offset below r is predicted for the linear
 recursions (sgd, fixed preconditioner) with the offset in a uniformly random direction of the
-problem's `dim` dimensions (analysis.theory.OffsetLaw); a start at or beyond r has no prediction
-(every run escapes at step 1: analysis.sanity flags it). Any other optimizer or problem (a plugin,
-a torch.optim class path, a notebook registration) has no closed form, and says so.
+problem's `dim` dimensions (analysis.theory.OffsetLaw), and by the lag model for adaptive methods; a
+start at or beyond r has no prediction (every run escapes at step 1: analysis.sanity flags it). Any
+other optimizer or problem (a plugin, another torch.optim class, a notebook registration) has no
+model, and says so. Every prediction states its model (`theory_model`) and the assumptions it rests
+on (`theory_assumptions`).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from .lag_cells import LAG_OPTIMIZERS, is_lag_cell, lag_predictions
 from .recursion import recursion_escape
-from .theory import (
-    follows_paper_rule,
-    linear_escape,
-    sign_regime_escape_time,
-    two_regime_escape,
-)
+from .theory import linear_escape
 
 CLOSED_FORM_PROBLEMS = ("quadratic_saddle", "staib_toy")
-CLOSED_FORM_OPTIMIZERS = ("sgd", "precond_sgd", "rmsprop", "adam")
+CLOSED_FORM_OPTIMIZERS = ("sgd", "precond_sgd", *LAG_OPTIMIZERS)
 PREDICTION_COLUMNS = ("predicted_mean", "predicted_median", "predicted_sd", "predicted_escape_fraction",
-                      "predicted_restricted_mean", "theory_model", "theory_note")
+                      "predicted_restricted_mean", "theory_model", "theory_assumptions", "theory_note")
+VALUE_COLUMNS = PREDICTION_COLUMNS[:5]
 
 
 def predict(frame: pd.DataFrame) -> pd.Series:
-    """Predicted mean escape step per row (a row per seed, or per cell); NaN where no closed
-    form applies (`predictions(frame).theory_note` says why)."""
+    """Predicted mean escape step per row (a row per seed, or per cell); NaN where no model
+    applies (`predictions(frame).theory_note` says why)."""
     return predictions(frame)["predicted_mean"]
 
 
 def predictions(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean, median, sd, fraction escaped by the budget and restricted mean min(τ, budget),
-    with the model used and a note (a caveat, or why there is no prediction)."""
+    with the model used, its assumptions and a note (a caveat, or why there is no prediction)."""
     if "cell_id" in frame and frame["cell_id"].duplicated().any():     # one computation per cell
         cells = frame.drop_duplicates("cell_id").set_index("cell_id", drop=False)
         per_cell = _predict_cells(cells)
@@ -66,63 +67,78 @@ def _predict_cells(cells: pd.DataFrame) -> pd.DataFrame:
     k = get("problem.n_negative", 1).astype(float)
     eps, alpha = get("optimizer.eps", 0.0).astype(float), get("optimizer.alpha", 1.0).astype(float)
     form, target = get("optimizer.form", "diagonal"), get("optimizer.target", "noise")
-    composite = optimizer.isin(["rmsprop", "adam"]) | ((optimizer == "precond_sgd") & (target == "second_moment"))
+    adaptive = is_lag_cell(optimizer, target)
     fixed_p = np.where(optimizer == "precond_sgd", (sigma**2 + eps) ** (-alpha / 2), 1.0)
     offset = get("start_offset", 0.0).astype(float).fillna(0.0)
     dim = get("problem.dim", np.nan).astype(float).where(problem != "staib_toy", 2.0)
 
     with np.errstate(all="ignore"):
         linear = linear_escape(lr, gamma, sigma, radius, k, fixed_p)
-        two_regime = two_regime_escape(lr, gamma, sigma, radius, k, eps)
-        pick = lambda a, b: np.where(composite, b, a)
         budget = get("budget").astype(float)
         out = pd.DataFrame({
-            "predicted_mean": pick(linear.mean, two_regime.mean),
-            "predicted_median": pick(linear.median, two_regime.median),
-            "predicted_sd": pick(linear.sd, two_regime.sd),
-            "predicted_escape_fraction": pick(linear.probability_by(budget), two_regime.probability_by(budget)),
-            "predicted_restricted_mean": pick(linear.restricted_mean(budget), two_regime.restricted_mean(budget)),
+            "predicted_mean": linear.mean,
+            "predicted_median": linear.median,
+            "predicted_sd": linear.sd,
+            "predicted_escape_fraction": linear.probability_by(budget),
+            "predicted_restricted_mean": linear.restricted_mean(budget),
         }, index=cells.index)
-        # Where the noise-dominated phase is over within a few steps (its stationary spread s
-        # already reaches r₁ = σ₁/γ), the composite is the sign regime alone: τ ≈ r/(η√k).
-        sign_only = np.asarray(composite & (two_regime.s >= two_regime.radius / 2))
-        sign_time = np.ceil(np.asarray(sign_regime_escape_time(lr, radius, k), dtype=float))
-        sign_regime = {"predicted_mean": sign_time, "predicted_median": sign_time, "predicted_sd": 0.0 * sign_time,
-                       "predicted_escape_fraction": (budget.to_numpy() >= sign_time).astype(float),
-                       "predicted_restricted_mean": np.minimum(sign_time, budget.to_numpy())}
-        for column, values in sign_regime.items():
-            out[column] = np.where(sign_only, values, out[column])
-        few_steps = ~composite & (linear.s >= radius / 2)
-        from_offset = np.asarray((offset > 0) & (offset < radius) & ~composite & dim.notna())
+        few_steps = ~adaptive & (linear.s >= radius / 2)
+        from_offset = np.asarray((offset > 0) & (offset < radius) & ~adaptive & dim.notna())
         if from_offset.any():
             _offset_predictions(out, from_offset, lr, gamma, sigma, radius, k, fixed_p, offset, dim, budget)
         stable_alpha = get("problem.stable_alpha", 2.0).astype(float)
-        stable = np.asarray((get("problem.noise_dist", "gaussian") == "alpha_stable") & ~composite & (k == 1))
+        stable = np.asarray((get("problem.noise_dist", "gaussian") == "alpha_stable") & ~adaptive & (k == 1))
         if stable.any():
             _stable_predictions(out, stable, lr, gamma, sigma, radius, fixed_p, stable_alpha, budget)
         schedule = get("optimizer.lr_schedule", "constant").astype(str)
-        scheduled = np.asarray((schedule != "constant") & ~composite & (offset == 0) & (k == 1))
+        scheduled = np.asarray((schedule != "constant") & ~adaptive & (offset == 0) & (k == 1))
         if scheduled.any():
             _schedule_predictions(out, scheduled, cells, gamma, sigma, radius, fixed_p, budget)
 
     model = np.select(
-        [optimizer == "sgd", (optimizer == "precond_sgd") & ~composite, sign_only,
-         composite & (gamma * radius <= sigma), composite],
-        ["sgd: linear recursion", "fixed preconditioner p1=sigma1^-" + alpha.map("{:g}".format),
-         "sign regime: tau = r/lr", "ideal preconditioner (noise-dominated, gamma*r <= sigma1)",
-         "two-regime composite: ideal, then sign"],
+        [optimizer == "sgd", optimizer == "precond_sgd"],
+        ["sgd: linear recursion", "fixed noise preconditioner Sigma^(-alpha/2), p1=sigma1^-" + alpha.map("{:g}".format)],
         "")
     model = np.where(stable, np.char.add(model.astype(str), ", alpha-stable W"), model)
     model = np.where(scheduled, np.char.add(model.astype(str), ", time-varying step (numerical)"), model)
     reason = _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alpha, form, target,
-                             few_steps, offset, dim, composite)
+                             few_steps, offset, dim, adaptive)
     model = np.where(np.asarray(offset > 0) & (reason == ""), np.char.add(model.astype(str), ", from a start offset"),
                      model)
-    out.loc[reason != "", list(PREDICTION_COLUMNS[:5])] = np.nan
+    assumptions = _linear_assumptions(get, optimizer, stable, scheduled, offset)
+    out.loc[reason != "", list(VALUE_COLUMNS)] = np.nan
     out["theory_model"] = np.where(reason == "", model, "none")
-    caveats = _caveats(get, problem, optimizer, out["predicted_mean"], composite, offset, radius)
+    out["theory_assumptions"] = np.where(reason == "", assumptions, "")
+    caveats = _caveats(get, problem, offset)
     out["theory_note"] = np.where(reason == "", caveats, reason)
+    if adaptive.any():
+        lag = lag_predictions(cells[adaptive])
+        for column in VALUE_COLUMNS + ("theory_model", "theory_assumptions"):
+            out.loc[adaptive, column] = lag[column].to_numpy()
+        out.loc[adaptive, "theory_note"] = np.where(lag["reason"] != "", lag["reason"],
+                                                    lag["theory_assumptions"].map(_approximations)).astype(object)
     return out
+
+
+def _approximations(assumptions: str) -> str:
+    """The assumptions that make a lag prediction approximate, as its note."""
+    return "; ".join(a for a in assumptions.split("; ") if a.startswith("approximate"))
+
+
+def _linear_assumptions(get, optimizer, stable, scheduled, offset) -> np.ndarray:
+    """What the linear recursion's prediction rests on, per cell."""
+    base = np.where(optimizer == "precond_sgd",
+                    "the escape coordinate alone, with step lr*p1 and noise sigma1 (Sigma diagonal in H's eigenbasis)",
+                    "the escape coordinate alone, noise sigma1")
+    law = np.where(stable, "x_t = a^t W with W alpha-stable of known scale",
+                   np.where(scheduled, "x_t = P_t (x0 + W_t) step by step, first passage from its marginals",
+                            "x_t = a^t W with W Gaussian at its stationary law; whole steps (+1/2)"))
+    text = pd.Series(base).str.cat(pd.Series(law), sep="; ")
+    norm = np.asarray(get("problem.escape_measure", "norm") == "norm") & np.asarray(get("problem.name", "") ==
+                                                                                     "quadratic_saddle")
+    text = text.where(~norm, text + "; escape by the norm with the stable coordinates' share left out")
+    text = text.where(~np.asarray(offset > 0), text + "; start offset in a uniformly random direction")
+    return text.to_numpy()
 
 
 def _offset_predictions(out, where, lr, gamma, sigma, radius, k, fixed_p, offset, dim, budget):
@@ -178,10 +194,11 @@ def _schedule_predictions(out, where, cells, gamma, sigma, radius, fixed_p, budg
 
 
 def _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alpha, form, target,
-                    few_steps, offset, dim, composite) -> np.ndarray:
-    """The first reason each cell has no closed form, or ''."""
+                    few_steps, offset, dim, adaptive) -> np.ndarray:
+    """The first reason each cell (but the lag model's: analysis.lag_cells says why for those) has no
+    prediction, or ''."""
     quadratic = problem == "quadratic_saddle"
-    diagonal = optimizer.isin(["rmsprop", "adam"]) | ((optimizer == "precond_sgd") & (form == "diagonal"))
+    diagonal = (optimizer == "precond_sgd") & (form == "diagonal")
     rotated_hessian = get("problem.rotate_hessian", False).astype(bool)
     quartic = get("problem.quartic", 0.0).astype(float)
     # Off the escape direction a fixed step must be stable: η p λ < 2 (λ_max = 1 on staib_toy).
@@ -197,50 +214,40 @@ def _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alph
     checks = [
         (~problem.isin(CLOSED_FORM_PROBLEMS),
          "no closed form for problem " + problem + " (docs/theory.md covers quadratic saddles)"),
-        (~optimizer.isin(CLOSED_FORM_OPTIMIZERS),
-         "no closed form for optimizer " + optimizer + " (covered: sgd, precond_sgd, rmsprop, adam)"),
+        (~optimizer.isin(CLOSED_FORM_OPTIMIZERS) & ~adaptive,
+         "no closed form for optimizer " + optimizer + " (covered: sgd, precond_sgd, rmsprop, adam, adagrad and "
+         "their torch.optim classes)"),
         (get("problem.noise_model", "additive") == "proportional",
          "proportional noise (it vanishes at the saddle): no closed form; escape is driven by the start offset"),
-        ((noise_dist == "alpha_stable") & composite,
-         "alpha-stable noise with an adaptive method: no closed form (the second-moment estimate has none)"),
         ((noise_dist == "alpha_stable") & (get("problem.n_negative", 1).astype(float) > 1),
          "alpha-stable noise with several escape directions: the norm of stable coordinates has no closed form"),
         ((noise_dist == "alpha_stable") & (offset > 0), "alpha-stable noise from a start offset: no closed form"),
-        (scheduled & composite, "a step-size schedule with an adaptive method: no closed form"),
         (scheduled & (offset > 0), "a step-size schedule from a start offset: not evaluated"),
         (~((lr > 0) & (gamma > 0) & (sigma > 0) & (radius > 0)),
          "needs lr, curvature, sigma_escape, escape_radius > 0 (sigma_escape = 0: never leaves the saddle)"),
         (offset >= radius, "start_offset >= escape_radius: every run starts escaped (escape at step 1 by construction)"),
-        ((offset > 0) & composite, "start_offset > 0 with an adaptive method: the two-regime composite starts at the "
-                                   "saddle"),
         ((offset > 0) & dim.isna(), "start_offset > 0 without problem.dim: the offset's direction is not known"),
         (beyond_minima, "escape_radius beyond the minima at sqrt(curvature/quartic)"),
         (diagonal & rotated_hessian, "rotated Hessian: a diagonal preconditioner couples the escape direction"),
         ((optimizer == "precond_sgd") & (form == "full")
          & (get("problem.noise_alignment", "aligned") == "rotated"),
          "rotated noise: a full Sigma^(-alpha/2) does not keep the escape direction"),
-        ((optimizer == "precond_sgd") & (target == "second_moment") & (alpha != 1),
-         "second-moment preconditioner with alpha != 1: no closed form"),
         (unstable, "unstable: lr * p * lambda_max >= 2 along a positive direction"),
         (few_steps, "escape within a few steps (stationary spread s >= r/2): the asymptotic form does not apply"),
     ]
-    return np.select([np.asarray(c, bool) for c, _ in checks], [np.asarray(r, object) for _, r in checks], "")
+    reasons = np.select([np.asarray(c, bool) for c, _ in checks], [np.asarray(r, object) for _, r in checks], "")
+    return np.where(adaptive, "", reasons)
 
 
-def _caveats(get, problem, optimizer, mean, composite, offset, radius) -> np.ndarray:
-    """Where the closed form applies only approximately, say how."""
-    beta2 = get("optimizer.beta2").astype(float)
-    memory = 1 / (1 - beta2)
+def _caveats(get, problem, offset) -> np.ndarray:
+    """Where the linear recursion applies only approximately, say how."""
     notes = [
         (problem == "staib_toy", "approximate: finite-sum noise, quartic ignored"),
         (get("problem.noise_dist", "gaussian") == "student_t", "approximate: Student-t noise (Gaussian W)"),
-        ((optimizer == "adam") & (get("optimizer.beta1", 0.0).astype(float) > 0), "beta1 ignored"),
-        (composite & (memory >= mean / 10), "beta2 memory 1/(1-beta2) >= tau/10: its lag is not modelled"),
-        (composite & follows_paper_rule(get("optimizer.lr").astype(float), beta2), "beta2 = paper rule"),
         ((offset > 0) & (get("problem.escape_measure", "norm") == "norm"),
          "start offset: the positive directions' share of the start is left out of the escape norm"),
     ]
-    text = pd.Series("", index=mean.index)
+    text = pd.Series("", index=problem.index)
     for condition, note in notes:
         text = text.where(~np.asarray(condition, bool), text + np.where(text == "", "", "; ") + note)
     return text.to_numpy()

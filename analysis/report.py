@@ -276,7 +276,12 @@ def cell_verdicts(summary: pd.DataFrame, comparison: pd.DataFrame, cells: pd.Dat
             overall = "the prediction **fails**"
         else:
             overall = "the prediction **holds only in part**"
-        text = (f"**{row.optimizer} on {row.problem}** ({row.theory_model}), {_count(row.cells, 'cell')}"
+        # Each assumption once, in order, whichever cells state it.
+        items = part["theory_assumptions"].dropna().str.split("; ").explode() if "theory_assumptions" in part \
+            else pd.Series(dtype=object)
+        assumptions = "; ".join(items[items.astype(bool)].drop_duplicates())
+        model = row.theory_model + (f"; assumes {assumptions}" if assumptions else "")
+        text = (f"**{row.optimizer} on {row.problem}** ({model}), {_count(row.cells, 'cell')}"
                 + (f" at {settings}" if settings else "") + f": {overall}")
         if informative:
             text += (f". Compared on {measured_on}: inside the measured 95% interval in {holds}, within "
@@ -284,8 +289,9 @@ def cell_verdicts(summary: pd.DataFrame, comparison: pd.DataFrame, cells: pd.Dat
                      f"{row.ratio_min:.3g}-{row.ratio_max:.3g} (median {row.ratio_median:.3g})")
             if np.isfinite(row.sd_ratio_median):
                 text += f"; sd measured/predicted median {row.sd_ratio_median:.3g}"
-            elif "sign regime" in row.theory_model:
-                text += "; no sd ratio (the sign-regime model is deterministic: sd 0)"
+            elif "predicted_sd" in part and (part.loc[part["verdict"].isin(["holds", "close", "fails"]),
+                                                      "predicted_sd"] < 1).all():
+                text += "; no sd ratio (the model's spread is below one step here: its quantiles escape at the same step)"
         if uninformative:
             text += (f". {_count(uninformative, 'cell')} {'is' if uninformative == 1 else 'are'} {UNINFORMATIVE}: no "
                      "run escaped within the budget and the theory expected most not to")
@@ -293,7 +299,7 @@ def cell_verdicts(summary: pd.DataFrame, comparison: pd.DataFrame, cells: pd.Dat
             text += f". {_count(artefact, 'artefact cell')} left out (Sanity flags)"
         sentences.append(text + ".")
     for reason, count in no_prediction.items():
-        sentences.append(f"No closed form for {_count(count, 'cell')}: {reason}.")
+        sentences.append(f"No prediction for {_count(count, 'cell')}: {reason}.")
     return sentences
 
 
@@ -583,7 +589,7 @@ def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparis
         "## Findings\n\n" + "".join(
             f"### {heading}\n\n" + "\n".join(f"- {s}" for s in sentences) + "\n\n"
             for heading, sentences in (
-                ("Escape times against the closed forms", cell_verdicts(summary, comparison, cells, design.independent,
+                ("Escape times against the predictions", cell_verdicts(summary, comparison, cells, design.independent,
                                                                         no_prediction) + sgd_slope_verdict(sgd_slope)),
                 ("Which method is faster", pairwise_verdicts(comparisons, pair_how, design.independent)),
                 ("Scaling exponents against the theory", exponent_verdicts(exponent_check) + fit_failures(fits)),

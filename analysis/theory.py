@@ -173,15 +173,13 @@ def stable_scale(lr, curvature, sigma_escape, stable_alpha):
 
 @dataclass(frozen=True)
 class EscapeTime:
-    """τ = delay + ln(radius/(s·ρ)) / log_a: the linear recursion's escape time to `radius`, plus a
-    deterministic `delay` (the sign-regime travel of the two-regime composite); ρ follows `law`
+    """τ = ln(radius/(s·ρ)) / log_a: the linear recursion's escape time to `radius`; ρ follows `law`
     (ChiLaw from the saddle, OffsetLaw from a start offset). `discrete`: the engine's whole-step
     count ⌈τ⌉ (mean + ½, median ⌈·⌉, variance + 1/12) rather than the continuous τ."""
     log_a: np.ndarray
     s: np.ndarray
     radius: np.ndarray
     law: ChiLaw | OffsetLaw
-    delay: np.ndarray = 0.0
     discrete: bool = True
 
     @property
@@ -189,7 +187,7 @@ class EscapeTime:
         return self.law.k
 
     def _shifted(self, log_rho):
-        return self.delay + (np.log(self.radius / self.s) - log_rho) / self.log_a
+        return (np.log(self.radius / self.s) - log_rho) / self.log_a
 
     @property
     def mean(self):
@@ -211,15 +209,15 @@ class EscapeTime:
 
     def probability_by(self, budget):
         """P(τ ≤ budget) (the same for ⌈τ⌉ at a whole budget): the fraction expected to escape."""
-        c = self.radius * np.exp(-(np.asarray(budget, float) - self.delay) * self.log_a) / self.s
-        return np.where(np.asarray(budget) >= self.delay, 1 - self.law.cdf(c), 0.0)
+        c = self.radius * np.exp(-np.asarray(budget, float) * self.log_a) / self.s
+        return np.where(np.asarray(budget) >= 0, 1 - self.law.cdf(c), 0.0)
 
     def restricted_mean(self, budget):
         """E[min(τ, budget)], what a censored cell's restricted mean measures.
         E[(τ − B)⁺] = E[(ln(c/ρ))⁺]/ln a with c = r a^(−B)/s, and E[(ln(c/ρ))⁺] = ∫₀^c F(z)/z dz.
         Whole steps: Σ_{n<B} P(τ > n) ≈ ∫₀^B P(τ > t) dt + P(τ ≤ B)/2 (Euler–Maclaurin)."""
         budget = np.asarray(budget, dtype=float)
-        left = budget - self.delay
+        left = budget
         c = self.radius * np.exp(-np.maximum(left, 0) * self.log_a) / self.s
         continuous_mean = self._shifted(self.law.mean_log())
         excess = _integral_cdf_over_z(c, self.law) / self.log_a
@@ -285,41 +283,25 @@ def preconditioned_escape_time(lr, curvature, sigma_escape, escape_radius=1.0, p
     return linear_escape(lr, curvature, sigma_escape, escape_radius, p_escape=p_escape, discrete=discrete).mean
 
 
-def ideal_escape_time(lr, curvature, sigma_escape, escape_radius=1.0, alpha=1.0, discrete=True):
-    """The ideal preconditioner A = Σ^(−α/2) built from the noise alone: p₁ = σ₁^(−α)."""
+def noise_preconditioner_escape_time(lr, curvature, sigma_escape, escape_radius=1.0, alpha=1.0, discrete=True):
+    """The fixed noise preconditioner A = Σ^(−α/2), built from the noise at the saddle alone
+    (precond_sgd with target noise): p₁ = σ₁^(−α). Along the escape direction it is SGD with the
+    step η σ₁^(−α), so its σ₁-exponent (≈ α) holds by construction. Not the paper's second-moment
+    preconditioner G(x)^(−1/2) = (∇f∇fᵀ + Σ)^(−1/2), which follows x (analysis.lag: exact_rule)."""
     p_escape = np.asarray(sigma_escape, dtype=float) ** (-np.asarray(alpha))
     return preconditioned_escape_time(lr, curvature, sigma_escape, escape_radius, p_escape, discrete)
 
 
 def sign_regime_escape_time(lr, escape_radius=1.0, n_negative=1):
-    """Signal-dominated RMSProp/Adam: g/√v ≈ sign(g), every escape coordinate moves ≈ η per
-    step, so the escape norm grows by η√k per step: τ ≈ r/(η√k)."""
+    """r/(η√k): the time of steps of exactly η per escape coordinate (a sign step with no lag), the
+    unit of the lag model's floor (analysis.lag.floor: RMSProp/Adam escape in f·r/η, f < 1)."""
     return np.asarray(escape_radius) / (np.asarray(lr) * np.sqrt(n_negative))
 
 
-def two_regime_escape(lr, curvature, sigma_escape, escape_radius=1.0, n_negative=1, eps=0.0, discrete=True):
-    """RMSProp/Adam as a two-regime COMPOSITE (a heuristic, not a theorem): while |γx| ≲ σ₁ the
-    second-moment estimate is ≈ σ₁², the ideal preconditioner p₁ = 1/(σ₁ + ε), up to radius
-    r₁ = min(r, σ₁/γ); from there the sign regime travels the rest, (r − r₁)/(η√k) steps.
-    Noise-dominated cells (γ r ≤ σ₁) are the pure ideal preconditioner."""
-    lr, gamma, sigma, r = (np.asarray(v, dtype=float) for v in (lr, curvature, sigma_escape, escape_radius))
-    first_radius = np.minimum(r, sigma / gamma)
-    phase1 = linear_escape(lr, gamma, sigma, first_radius, n_negative, p_escape=1 / (sigma + eps), discrete=discrete)
-    travel = sign_regime_escape_time(lr, r - first_radius, n_negative)
-    return EscapeTime(phase1.log_a, phase1.s, phase1.radius, phase1.law, travel, discrete)
-
-
 def lambda_prime(lr, curvature, sigma_escape, escape_radius=1.0):
-    """Λ' = ln(7.1 γ r² / (η σ₁)): the ideal preconditioner's logarithm (7.1 = 2 e^(2C))."""
+    """Λ' = ln(7.1 γ r² / (η σ₁)): the fixed noise preconditioner's logarithm, α = 1 (7.1 = 2 e^(2C))."""
     return np.log(2 * np.exp(2 * EULER_C) * np.asarray(curvature) * np.asarray(escape_radius) ** 2
                   / (np.asarray(lr) * np.asarray(sigma_escape)))
-
-
-def sign_crossover(lr, curvature, sigma_escape, escape_radius=1.0):
-    """The γr/σ₁ at which RMSProp/Adam's escape time leaves the ideal preconditioner's curve for the
-    sign floor: where σ₁Λ'/(2ηγ) = r/η, i.e. γr/σ₁ = Λ'/2 (about 4-5 at η = 1e-3...1e-2, r = γ = 1;
-    the mechanism changes at |γx| ≈ σ₁, but the curves cross here: docs/theory.md section 4)."""
-    return lambda_prime(lr, curvature, sigma_escape, escape_radius) / 2
 
 
 def paper_beta2(lr):
@@ -333,7 +315,8 @@ def follows_paper_rule(lr, beta2):
 
 def local_exponents(lr, curvature, sigma_escape, escape_radius=1.0, alpha=0.0):
     """docs/theory.md's table: d ln E[τ] / d ln x for the fixed preconditioner p₁ = σ₁^(−α)
-    (α = 0: SGD with Λ = ln(7.1γr²/(ησ₁²)); α = 1: the ideal one with Λ' = ln(7.1γr²/(ησ₁))).
+    (α = 0: SGD with Λ = ln(7.1γr²/(ησ₁²)); α = 1: the fixed noise preconditioner Σ^(−1/2) with
+    Λ' = ln(7.1γr²/(ησ₁))). RMSProp, Adam and the second-moment preconditioner: analysis.lag_cells.
     In general E[τ] ≈ σ₁^α/(2ηγ) · Λ_α with Λ_α = ln(7.1 γ r² / (η σ₁^(2−α))).
     σ₁ = noise_scale/anisotropy, so anisotropy's exponent is minus σ₁'s."""
     lam = np.log(np.exp(2 * EULER_C) * 2 * np.asarray(curvature) * np.asarray(escape_radius) ** 2
@@ -341,10 +324,6 @@ def local_exponents(lr, curvature, sigma_escape, escape_radius=1.0, alpha=0.0):
     sigma_exponent = alpha - (2 - alpha) / lam
     return {"lr": -1 - 1 / lam, "curvature": -1 + 1 / lam, "sigma_escape": sigma_exponent,
             "anisotropy": -sigma_exponent, "escape_radius": 2 / lam, "dim": 0.0, "noise_scale": 0.0, "beta2": 0.0}
-
-
-SIGN_REGIME_EXPONENTS = {"lr": -1.0, "curvature": 0.0, "sigma_escape": 0.0, "anisotropy": 0.0,
-                         "escape_radius": 1.0, "dim": 0.0, "noise_scale": 0.0, "beta2": 0.0}
 
 
 def minimum_loss(problem: dict):
@@ -360,24 +339,21 @@ def minimum_loss(problem: dict):
 
 __all__ = [
     "EULER_C",
-    "SIGN_REGIME_EXPONENTS",
     "ChiLaw",
     "EscapeTime",
     "StableLaw",
     "stable_scale",
     "OffsetLaw",
     "follows_paper_rule",
-    "ideal_escape_time",
     "lambda_prime",
     "linear_escape",
     "local_exponents",
     "minimum_loss",
+    "noise_preconditioner_escape_time",
     "paper_beta2",
     "preconditioned_escape_time",
     "sgd_escape_median",
     "sgd_escape_sd",
     "sgd_escape_time",
-    "sign_crossover",
     "sign_regime_escape_time",
-    "two_regime_escape",
 ]

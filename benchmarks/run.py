@@ -48,10 +48,10 @@ from workflows.spec import load_sweeps  # noqa: E402
 OPTIMIZERS = {"sgd": (torch.optim.SGD, {"lr": 1e-2}), "rmsprop": (torch.optim.RMSprop, {"lr": 1e-3}),
               "adam": (torch.optim.Adam, {"lr": 1e-3})}
 STATE_BYTES = {"sgd": 8, "rmsprop": 16, "adam": 24}     # read + write of x (and v, m), float32
-STUDY_SWEEPS = ("staib2019", "stepsize", "anisotropy", "ideal_precond", "beta2", "alignment", "heavy_tails",
+STUDY_SWEEPS = ("staib2019", "stepsize", "anisotropy", "noise_precond", "beta2", "alignment", "heavy_tails",
                 "dimension", "mf_batch", "pca_gap", "tensor_precond", "phase_batch", "deep_linear_depth",
                 "mlp_offset", "logistic_beta")
-SCALING_SWEEP = "ideal_precond"     # a sweep with minutes of work, for 1 against 2 workers
+SCALING_SWEEP = "noise_precond"     # a sweep with minutes of work, for 1 against 2 workers
 # The JAX comparison: issue 14's small cells (3000 steps, as its table) and two at R·d ≥ 10⁶.
 JAX_SMALL = ((64, 10), (256, 4), (1024, 2), (1024, 10))
 JAX_LARGE = ((16384, 100), (65536, 16))

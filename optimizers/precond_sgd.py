@@ -1,11 +1,14 @@
-"""SGD with the ideal preconditioner of Staib et al. (THEORY.md §1):
+"""SGD with a preconditioner built from known moments of the gradient (Staib et al.'s A, exact
+instead of estimated):
 
     x ← x − η A g,    A = (M + εI)^(−α/2)
 
-`target: noise`          M = Σ(x), the gradient-noise covariance. Constant for additive noise,
-                         so A is fixed and THEORY.md §3's closed form applies (p₁ = σ₁^−α).
-`target: second_moment`  M = E[g gᵀ] = ∇f ∇fᵀ + Σ(x), the paper's definition: Σ at the saddle,
-                         dominated by the gradient once |γx| ≫ σ₁ (a normalised-gradient step).
+`target: noise`          M = Σ(x), the gradient-noise covariance: the fixed noise preconditioner
+                         Σ^(−α/2). Constant for additive noise, so along the escape direction it
+                         is SGD with the step η σ₁^−α (docs/theory.md section 4).
+`target: second_moment`  M = G(x) = E[g gᵀ] = ∇f ∇fᵀ + Σ(x), the paper's second-moment
+                         preconditioner: Σ at the saddle, dominated by the gradient once |γx| ≫ σ₁
+                         (a normalised-gradient step); an adaptive method's estimate without lag.
 
 α = 0 is SGD; α = 1 makes the preconditioned noise isotropic. `form: diagonal` uses diag(M),
 what practical methods estimate; `full` the whole matrix (small d: one eigh per step and run

@@ -53,9 +53,10 @@ Schedule-free classes (schedulefree.*, pytorch_optimizer's ScheduleFree*) are pu
 the iterate the engine measures (escape, divergence, final loss); the averaged x of eval mode is
 never formed.
 
-No closed form of the analysis applies to these classes (THEORY's predictions are for SGD,
-RMSProp/Adam with β₁ = 0 and the ideal preconditioner): the report gives their censored escape
-times, scaling fits and comparisons only.
+The analysis predicts torch.optim.RMSprop, Adam/AdamW (weight decay 0, no amsgrad) and Adagrad (no
+lr decay) with its lag model (analysis/lag_cells.py), as it does the built-in rmsprop, adam and
+adagrad; for the other classes the report gives their censored escape times, scaling fits and
+comparisons only.
 """
 from __future__ import annotations
 

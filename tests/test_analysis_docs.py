@@ -31,10 +31,12 @@ def test_a_published_report_links_only_inside_the_repository(report):
 
 def test_the_theory_document_names_where_each_formula_lives_and_was_checked():
     text = (ROOT / "docs" / "theory.md").read_text()
-    for name in ("linear_escape", "OffsetLaw", "sign_crossover", "two_regime_escape", "local_exponents",
-                 "test_whole_steps_close_the_gap_at_large_steps", "test_start_offset_matches_monte_carlo",
-                 "test_sign_crossover_is_where_the_times_meet", "Step-size schedules", "Tracking error",
-                 "α-stable"):
+    for name in ("linear_escape", "OffsetLaw", "lag_escape", "noise_phase", "bessel_time", "floor", "crossover",
+                 "local_exponents", "test_whole_steps_close_the_gap_at_large_steps",
+                 "test_start_offset_matches_monte_carlo", "test_floor_table_of_the_reference_is_reproduced",
+                 "test_map_matches_a_monte_carlo_of_the_scalar_recursion",
+                 "test_crossover_is_where_the_models_two_limits_meet", "Step-size schedules", "Tracking error",
+                 "α-stable", "fixed noise preconditioner", "second-moment preconditioner"):
         assert name in text, name
     for link in local_links(ROOT / "docs" / "theory.md"):
         assert (ROOT / "docs" / link).exists(), link

@@ -43,8 +43,9 @@ def test_predictions_use_the_stable_law_and_the_scheduled_recursion():
     assert "alpha-stable W" in " ".join(models.values()) and "time-varying step" in " ".join(models.values())
     for index in cells.index[predicted["predicted_median"].notna()]:
         assert cells.loc[index, "escape_median"] == pytest.approx(predicted.loc[index, "predicted_median"], rel=0.03)
-    adaptive = cells.index[cells["optimizer.name"] == "rmsprop"]
-    assert predicted.loc[adaptive, "theory_note"].str.contains("schedule").all()
+    adaptive = cells.index[cells["optimizer.name"] == "rmsprop"]       # the lag map takes the step per step
+    assert predicted.loc[adaptive, "theory_model"].str.startswith("lag map").all()
+    assert predicted.loc[adaptive, "theory_assumptions"].str.contains("step size per step (cosine)", regex=False).all()
 
 
 def synthetic_tracking(exponent=0.7, constant=3.0, seeds=64, seed=0):

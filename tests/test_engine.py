@@ -3,7 +3,7 @@ divergence, traces, determinism and bad cells."""
 import pandas as pd
 import pytest
 
-from analysis.theory import ideal_escape_time, sgd_escape_sd, sgd_escape_time
+from analysis.theory import noise_preconditioner_escape_time, sgd_escape_sd, sgd_escape_time
 from workflows import cell_id, normalize_cell, simulate, simulate_cell
 
 
@@ -29,10 +29,10 @@ def test_sgd_mean_escape_step_matches_the_closed_form(lr, sigma_escape):
 
 
 @pytest.mark.parametrize("lr, sigma_escape", [(1e-3, 1e-1), (1e-4, 1e-2), (1e-5, 1e-3), (1e-4, 1e-3)])
-def test_ideal_preconditioner_matches_its_closed_form(lr, sigma_escape):
+def test_fixed_noise_preconditioner_matches_its_closed_form(lr, sigma_escape):
     rows = simulate_cell(saddle_cell("precond_sgd", lr, sigma_escape))
     assert rows.escaped.all()
-    assert rows.escape_step.mean() == pytest.approx(ideal_escape_time(lr, 1.0, sigma_escape, 1.0), rel=0.07)
+    assert rows.escape_step.mean() == pytest.approx(noise_preconditioner_escape_time(lr, 1.0, sigma_escape, 1.0), rel=0.07)
 
 
 def staib(optimizer, seeds=256):

@@ -45,6 +45,6 @@ def test_the_notebook_runs_and_answers_its_question(kernel, tmp_path):
     assert "6 cells stored, 6 computed now" in text
     answer = [line for line in text.splitlines() if line.startswith("anisotropy ")]
     assert [line.split(":")[0] for line in answer] == ["anisotropy 1", "anisotropy 10", "anisotropy 100"]
-    assert "From anisotropy 1 to 100 the speed-up " in text and "Closed forms: measured KM medians within" in text
+    assert "From anisotropy 1 to 100 the speed-up " in text and "Predictions: measured KM medians within" in text
     # It ran where it was started: the results are in ./results, as run_sweep stores them.
     assert (work / "results" / "adam_vs_sgd" / "rows.parquet").is_file()

@@ -1,5 +1,6 @@
-"""Optimizers: iterates equal torch.optim's on any gradient sequence, the ideal preconditioner
-reduces to SGD at α = 0, and bad hyperparameters raise a clear error."""
+"""Optimizers: iterates equal torch.optim's on any gradient sequence, precond_sgd (the fixed noise
+preconditioner Σ^(−α/2) and the second-moment preconditioner G(x)^(−α/2)) reduces to SGD at α = 0,
+and bad hyperparameters raise a clear error."""
 import pytest
 import torch
 
@@ -93,7 +94,7 @@ def test_adam_without_bias_correction_and_beta1_zero_is_rmsprop():
 
 @pytest.mark.parametrize("form", ["diagonal", "full"])
 @pytest.mark.parametrize("target", ["noise", "second_moment"])
-def test_ideal_preconditioner_at_alpha_zero_is_sgd(form, target):
+def test_precond_sgd_at_alpha_zero_is_sgd(form, target):
     problem = make_problem({"name": "quadratic_saddle", "dim": 3, "anisotropy": 30}, seed=0, dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
     grads = torch.randn(1, 4, 3, generator=gen, dtype=torch.float64)
@@ -104,7 +105,7 @@ def test_ideal_preconditioner_at_alpha_zero_is_sgd(form, target):
     torch.testing.assert_close(step, -0.1 * grads[0])
 
 
-def test_ideal_preconditioner_whitens_the_noise():
+def test_fixed_noise_preconditioner_whitens_the_noise():
     """At the saddle, A = Σ^(−1/2) makes the preconditioned noise isotropic (Staib et al. §3),
     diagonal when Σ is axis-aligned, and only in full form when it is rotated."""
     gen = torch.Generator().manual_seed(0)
@@ -168,7 +169,7 @@ def test_every_optimizer_is_registered():
 
 
 @pytest.mark.parametrize("form", ["diagonal", "full"])
-def test_ideal_preconditioner_follows_state_dependent_noise(form):
+def test_noise_preconditioner_follows_state_dependent_noise(form):
     """Data-driven noise depends on x: A = Σ(x)^(−1/2) is rebuilt per run and step."""
     problem = make_problem({"name": "pca", "dim": 4, "batch_size": 2}, seed=0, dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)

@@ -120,7 +120,7 @@ def diagonal_gradient(X, e, eigs, quartic_terms, quartic):
 def fused_steps(code, x, s1, s2, noise, i, eigs, noise_std, preconditioner, quartic_terms, quartic, steps, fixed):
     """Step i of the whole batch for the common cell: quadratic_saddle with a diagonal Hessian
     (a quartic allowed), unit noise per coordinate, and sgd, momentum, rmsprop, bias-corrected
-    adam or the diagonal ideal preconditioner. One flat loop per optimizer over every coordinate
+    adam or the diagonal fixed noise preconditioner. One flat loop per optimizer over every coordinate
     of every run, without a branch that changes inside it: the loop the compiler vectorises. eigs,
     noise_std, the preconditioner and the quartic's λ‖x‖² arrive tiled to the batch's length.
     The same expressions as `update` and the general path."""

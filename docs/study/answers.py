@@ -20,10 +20,25 @@ from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from analysis.theory import (ideal_escape_time, lambda_prime, sgd_escape_median,  # noqa: E402
-                             sign_regime_escape_time, two_regime_escape)
+from analysis.lag_cells import lag_case, setting  # noqa: E402
+from analysis.theory import (lambda_prime, noise_preconditioner_escape_time, sgd_escape_median,  # noqa: E402
+                             sign_regime_escape_time)
 
 RESULTS = ROOT / "results" / "study"
+
+
+def quadratic_lag_median(cell: pd.Series, curvature: float, sigma: float, radius: float) -> float:
+    """The lag model's median for a quadratic saddle with this cell's γ, σ₁, r and optimizer (escape
+    along the escape direction): what the quadratic theory would say about a data problem."""
+    quadratic = cell.copy()
+    quadratic["problem.name"], quadratic["problem.escape_measure"] = "quadratic_saddle", "projection"
+    for key in ("problem.n_negative", "problem.rotate_hessian", "problem.noise_model", "problem.noise_dist",
+                "problem.quartic", "start_offset"):
+        quadratic[key] = np.nan
+    quadratic["curvature"], quadratic["sigma_escape"], quadratic["escape_radius"] = curvature, sigma, radius
+    case, _ = setting(quadratic)
+    law = lag_case(case)[0] if case is not None else None
+    return law.median if law is not None else np.nan
 
 
 def cells(sweep: str) -> pd.DataFrame:
@@ -116,7 +131,7 @@ def q1():
 
 
 def q2():
-    c = cells("ideal_precond")
+    c = cells("noise_precond")
     pre = c[(c.optimizer == "precond_sgd") & c.escape_mean.notna()]
     X = np.column_stack([np.ones(len(pre)), np.log(pre.sigma_escape), np.log(pre["problem.noise_scale"])])
     y = np.log(pre.escape_mean)
@@ -148,7 +163,7 @@ def q2():
 def regime_position(c: pd.DataFrame) -> pd.Series:
     """0 in the sign regime (τ = r/lr), 1 at the ideal preconditioner's τ: where between the two
     the measured escape time sits, on a log scale."""
-    ideal = ideal_escape_time(c["optimizer.lr"], c.curvature, c.sigma_escape, c.escape_radius)
+    ideal = noise_preconditioner_escape_time(c["optimizer.lr"], c.curvature, c.sigma_escape, c.escape_radius)
     sign = sign_regime_escape_time(c["optimizer.lr"], c.escape_radius)
     return np.log(c.escape_time / sign) / np.log(ideal / sign)
 
@@ -384,7 +399,7 @@ def q8():
             for _, a in part[part["optimizer.name"].isin(["adam", "rmsprop"])].iterrows():
                 with np.errstate(all="ignore"):
                     sgd_pred = float(sgd_escape_median(lr_s, gamma, sigma, r)) if sigma > 0 else np.inf
-                    ada_pred = float(two_regime_escape(a["optimizer.lr"], gamma, sigma, r).median) if sigma > 0 else np.nan
+                    ada_pred = quadratic_lag_median(a, gamma, sigma, r) if sigma > 0 else np.nan
                 sgd_censored = not np.isfinite(s.escape_median)
                 sgd_time = s.budget if sgd_censored else s.escape_median
                 out.append({"sweep": sweep, "config": ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(varying, values))
