@@ -8,8 +8,18 @@ Safety. A sweep file never imports arbitrary code: the module part of the path m
 the allowed modules (torch.optim, pytorch_optimizer, schedulefree, and modules a plugin
 declares), the class is then one attribute of that module (importlib + one getattr: no chains
 such as torch.optim.os.system), and it must be a subclass of torch.optim.Optimizer other than
-the base class. An optimizer whose step needs a closure (LBFGS's line search, SAM's two passes)
-is refused: the engine hands an optimizer one stochastic gradient per step and nothing else.
+the base class.
+
+What the engine can step. The engine hands an optimizer one stochastic gradient per step
+(p.grad, without a graph) and nothing else. Whatever needs more is refused before anything runs
+(`validate` and `run`: one line, exit 2), each by a tested property of the class at the cell's
+hyperparameters and dtype (`check_steppable`, called for every cell by
+workflows.cell.normalize_cell), never by a list of names: a step that needs a closure (LBFGS's
+line search, AliG), one that reads second derivatives through the gradient's graph (AdaHessian's
+and SophiaH's Hutchinson estimates: without a graph they would run with a Hessian of zeros,
+`refuse_second_order`), one that fails on a gradient alone in the cell's dtype, and one that
+draws random numbers (Kron, Gravity: a seed's run would not be reproducible). Classes that wrap
+another optimizer (SAM, Lookahead) are refused by their constructor's signature.
 
 Hyperparameters are the class's constructor arguments (all but the first, `params`), with the
 signature's defaults; a list such as `betas: [0.9, 0.99]` becomes a tuple. One adapter key is
@@ -24,7 +34,8 @@ parameter. How the R seeds are stepped (the layout) is decided per class, hyperp
 batch shape by a tested property, never a hand-kept list: the probe (`choose_layout`) steps rows
 of very different scales on the same gradients, drops half of them half-way (the engine's
 compaction), and keeps the first layout, in this order of speed, whose iterates equal stepping
-each row alone with its own optimizer (rtol 1e-9 in float64):
+each row alone with its own optimizer (in the cell's dtype: rtol 1e-9 in float64, 1e-5 in
+float32):
 
     batched      one [R, d] parameter                 element-wise classes: Adam, NAdam, Lion, ...
     params       one parameter per seed, one group     per-parameter statistics: LAMB's trust ratio
@@ -35,8 +46,7 @@ each row alone with its own optimizer (rtol 1e-9 in float64):
 two orders of magnitude slower at R = 1024, benchmarks/adapter_speed.py). The probe runs past
 every integer hyperparameter (periods and warm-ups such as Shampoo's preconditioning steps, up to
 1024 steps); the batched candidate is stepped at the cell's full R and d, the per-seed ones on
-four rows of the cell's d. A class that draws random numbers in its step (two identical runs
-differ) is refused: its seeds would not be reproducible.
+four rows of the cell's d.
 
 Schedule-free classes (schedulefree.*, pytorch_optimizer's ScheduleFree*) are put in train mode
 (`.train()`): the parameter then holds y, the point where the gradient is evaluated, and that is
@@ -74,6 +84,8 @@ LAYOUTS = ("batched", "params", "groups", "optimizers")
 # The probe: per-seed candidates step this many rows; every run of it lasts at least
 # PROBE_MIN_STEPS and at most PROBE_MAX_STEPS; iterates must agree to this relative tolerance.
 PROBE_ROWS, PROBE_MIN_STEPS, PROBE_MAX_STEPS, PROBE_RTOL = 4, 16, 1024, 1e-9
+# The dtype of a cell that does not say (workflows/settings.py) and of the probes at the defaults.
+DEFAULT_DTYPE = "float32"
 
 
 def mode_of(layout: str) -> str:
@@ -105,20 +117,77 @@ def resolve_class(name: str, allowed_modules: tuple[str, ...]):
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        hint = INSTALL_HINT if module_name.split(".")[0] in EXTRA_MODULES else f"install {module_name}"
+        if module_name.split(".")[0] in EXTRA_MODULES:
+            from workflows.registry import MissingExtra
+
+            raise MissingExtra(f"{where}: module {module_name} is not installed ({error}); allowed: "
+                               f"{INSTALL_HINT}", "optimizers") from None
         raise ValueError(f"{where}: module {module_name} is not installed ({error}); allowed: "
-                         f"{hint}") from None
-    classes = optimizer_classes(module)
+                         f"install {module_name}") from None
+    # Only classes that can be named: not those refused by their signature (wrappers, a required
+    # closure). A did-you-mean is stepped as a cell would be (`usable`): never a class refused
+    # when named.
+    classes = [n for n in optimizer_classes(module) if not _refused_by_signature(getattr(module, n))]
     if not hasattr(module, attr):
-        near = difflib.get_close_matches(attr, classes, n=3)
+        near = _near(module, attr, classes)
         hint = f"did you mean {', '.join(near)}? " if near else ""
         raise ValueError(f"{where}: {module_name} has no {attr!r}; {hint}allowed: one of "
                          f"{', '.join(classes)}")
     cls = getattr(module, attr)
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)) or cls is torch.optim.Optimizer:
-        raise ValueError(f"{where}: {module_name}.{attr} is not an optimizer class; allowed: a "
+        near = _near(module, attr, classes)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
+        raise ValueError(f"{where}: {module_name}.{attr} is not an optimizer class; {hint}allowed: a "
                          f"subclass of torch.optim.Optimizer, one of {', '.join(classes)}")
     return cls
+
+
+def _near(module, attr: str, classes: list[str]) -> list[str]:
+    """Up to three classes close to `attr` (difflib, or the same letters in another case) that
+    can be stepped at their defaults: a suggestion never leads to another refusal."""
+    close = difflib.get_close_matches(attr, classes, n=len(classes), cutoff=0.6)
+    close += [c for c in classes if c.lower() == attr.lower() and c not in close]
+    return [c for c in close if usable(getattr(module, c))][:3]
+
+
+def _refused_by_signature(cls) -> str:
+    """Why the class is refused from its signatures alone ("" when it is not): it wraps another
+    optimizer, or its step requires a closure."""
+    wrapped = _wrapped_optimizer_argument(cls)
+    if wrapped:
+        return (f"{qualified(cls)} wraps another optimizer (its argument {wrapped}); allowed: an optimizer "
+                "class that steps its parameters itself (a sweep cannot pass an optimizer object)")
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    if closure is not None and closure.default is inspect.Parameter.empty:
+        return (f"{qualified(cls)}.step needs a closure (it re-evaluates the loss, as a line search or a "
+                "two-pass method does); allowed: an optimizer that steps on one stochastic gradient, "
+                "step(closure=None)")
+    return ""
+
+
+@functools.lru_cache(maxsize=None)
+def usable(cls) -> bool:
+    """Whether a cell could name the class: not refused by its signature, and, where every
+    constructor argument has a default, stepped at those defaults in float32 without a refusal
+    (`check_steppable`, as a [d] or a [1, d] parameter). A class with required arguments counts
+    as usable (its arguments decide)."""
+    if _refused_by_signature(cls):
+        return False
+    try:
+        schema = constructor_schema(cls.__name__, cls)
+    except ValueError:
+        return False
+    if any(p.allowed.startswith("required") for p in schema.values()):
+        return True
+    hp = {k: p.default for k, p in schema.items()}
+    for shape in ("vector", "row"):
+        try:
+            _construct(cls.__name__, cls, _frozen(constructor_args(hp, cls)), shape)
+            check_steppable(cls.__name__, cls, _frozen(constructor_args(hp, cls)), shape, DEFAULT_DTYPE)
+            return True
+        except ValueError:
+            continue
+    return False
 
 
 def optimizer_classes(module) -> list[str]:
@@ -142,24 +211,20 @@ def adapt_class(name: str, cls, origin: str):
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)) or cls is torch.optim.Optimizer:
         raise ValueError(f"{where}: {cls!r} is not an optimizer class; allowed: a subclass of "
                          "torch.optim.Optimizer")
-    wrapped = _wrapped_optimizer_argument(cls)
-    if wrapped:
-        raise ValueError(f"{where}: {qualified(cls)} wraps another optimizer (its argument {wrapped}); "
-                         "allowed: an optimizer class that steps its parameters itself (a sweep cannot "
-                         "pass an optimizer object)")
-    closure = inspect.signature(cls.step).parameters.get("closure")
-    if closure is not None and closure.default is inspect.Parameter.empty:
-        raise ValueError(f"{where}: {qualified(cls)}.step needs a closure (it re-evaluates the loss, "
-                         "as a line search or a two-pass method does); allowed: an optimizer that "
-                         "steps on one stochastic gradient, step(closure=None)")
+    refused = _refused_by_signature(cls)
+    if refused:
+        raise ValueError(f"{where}: {refused}")
     schema = constructor_schema(name, cls)
-    extra = {"class": qualified(cls), "cls": cls, "layout": None, "mode": None}
+    extra = {"class": qualified(cls), "cls": cls, "layout": None, "mode": None,
+             "check_cell": functools.partial(check_cell, name, cls)}
     component = Component("optimizer", name, schema, functools.partial(build, name, cls),
                           functools.partial(validate, name, cls, schema), origin, first_line(cls), extra)
     if all(not p.allowed.startswith("required") for p in schema.values()):
         try:
             hp = validate(name, cls, schema, {})
-            extra["layout"] = choose_layout(cls, constructor_args(hp, cls), hp[PARAM_SHAPE], 8, 10)
+            args = constructor_args(hp, cls)
+            check_steppable(name, cls, _frozen(args), hp[PARAM_SHAPE], DEFAULT_DTYPE)
+            extra["layout"] = choose_layout(cls, args, hp[PARAM_SHAPE], 8, 10, DEFAULT_DTYPE)
             extra["mode"] = mode_of(extra["layout"])
         except NeedsClosure:
             raise
@@ -170,6 +235,11 @@ def adapt_class(name: str, cls, origin: str):
 
 class NeedsClosure(ValueError):
     """The class's step raised without a closure: no hyperparameter can change that."""
+
+
+class NeedsSecondOrder(ValueError):
+    """The class's step reads second derivatives (through the gradient's graph, or a Hessian
+    argument), which the engine does not supply."""
 
 
 def _wrapped_optimizer_argument(cls) -> str:
@@ -252,8 +322,9 @@ def _param(default, annotation: str) -> Param | None:
 
 def validate(name: str, cls, schema: dict[str, Param], params: dict) -> dict:
     """{argument: value} in schema order, every default filled in, lists as tuples; then the class
-    is built on a small parameter and stepped once, so that its own checks (ranges, arity of
-    betas, sparse-only, needs a closure) refuse a value before anything runs.
+    is built on a small parameter, so that its constructor's own checks (ranges, arity of betas)
+    refuse a value before anything runs. Stepping it is the cell's check (`check_cell`: the step
+    depends on the cell's dtype).
 
     Raises ValueError (one line): an unknown key (naming it, its value and the allowed
     arguments), a missing required argument, a value of the wrong type, a value the class
@@ -273,7 +344,7 @@ def validate(name: str, cls, schema: dict[str, Param], params: dict) -> dict:
             out[key] = p.default                    # as the signature has it (growth_rate=inf)
         else:
             out[key] = _coerce(owner, key, params[key], p)
-    _trial_step(name, cls, _frozen(constructor_args(out, cls)), out[PARAM_SHAPE])
+    _construct(name, cls, _frozen(constructor_args(out, cls)), out[PARAM_SHAPE])
     return out
 
 
@@ -329,27 +400,139 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
+def _where(name: str, args: tuple) -> str:
+    return f"optimizer {name}({', '.join(f'{k}={v!r}' for k, v in args)})"
+
+
 @functools.lru_cache(maxsize=1024)
-def _trial_step(name: str, cls, args: tuple, shape: str):
-    """Build the class on a 3-coordinate parameter and step it once (cached)."""
-    where = f"optimizer {name}({', '.join(f'{k}={v!r}' for k, v in args)})"
-    p = torch.zeros((3,) if shape == "vector" else (1, 3), dtype=torch.float64)
+def _construct(name: str, cls, args: tuple, shape: str):
+    """Build the class on a 3-coordinate parameter (cached): its constructor's checks."""
+    p = torch.zeros((3,) if shape == "vector" else (1, 3), dtype=getattr(torch, DEFAULT_DTYPE))
+    try:
+        cls([p], **dict(args))
+    except Exception as error:                  # noqa: BLE001 - the class's own check, reported
+        raise ValueError(f"{_where(name, args)}: refused by {cls.__name__}: {_one_line(error)}; allowed: "
+                         f"what {qualified(cls)}'s constructor accepts") from None
+
+
+# --- what the engine cannot step: every refusal of a class's step, in one place ---------------
+
+
+def check_cell(name: str, cls, hp: dict, cell: dict):
+    """The cell's check of an adapter optimizer (Component.extra["check_cell"], called by
+    workflows.cell.normalize_cell, so that `validate` and `run` refuse before anything runs): the
+    class stepped as the engine will step it, in the cell's dtype. Raises ValueError (one line)."""
+    check_steppable(name, cls, _frozen(constructor_args(hp, cls)), hp[PARAM_SHAPE], cell["dtype"])
+
+
+@functools.lru_cache(maxsize=1024)
+def check_steppable(name: str, cls, args: tuple, shape: str, dtype: str = DEFAULT_DTYPE):
+    """Refuse, in one line, a class whose step needs more than the engine gives every optimizer:
+    one stochastic gradient per step (p.grad, without a graph), in the cell's dtype. Each is a
+    tested property of the class at these arguments, found on a 3-coordinate parameter over as
+    many steps as the layout probe takes (`_probe_steps`), never a list of names:
+
+    - the step raises without a closure (a line search, a two-pass method): NeedsClosure;
+    - the step raises on a gradient alone, in this dtype: ValueError;
+    - the step reads second derivatives (`refuse_second_order`): NeedsSecondOrder;
+    - two identical runs differ (the step draws random numbers: a seed's run would not be
+      reproducible): ValueError.
+    Cached per class, arguments, param_shape and dtype."""
+    where = _where(name, args)
+    dt = getattr(torch, dtype)
+    required = [p.name for p in list(inspect.signature(cls.step).parameters.values())[1:]
+                if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "closure"]
+    if required:
+        raise NeedsSecondOrder(f"{where}: its step needs {', '.join(required)} besides the gradient, which the "
+                               "engine does not supply; allowed: an optimizer that steps on one stochastic "
+                               "gradient, step(closure=None)")
+    make = functools.partial(cls, **dict(args))
+    steps = _probe_steps(dict(args))
     with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
         try:
-            opt = cls([p], **dict(args))
-        except Exception as error:                  # noqa: BLE001 - the class's own check, reported
-            raise ValueError(f"{where}: refused by {cls.__name__}: {_one_line(error)}; allowed: "
-                             f"what {qualified(cls)}'s constructor accepts") from None
-        try:
-            _train_mode(opt)
-            p.grad = torch.ones_like(p)
-            opt.step()
-        except Exception as error:                  # noqa: BLE001
+            plain = _quadratic_run(make, shape, dt, steps, graph=False)
+        except Exception as error:                  # noqa: BLE001 - the class's own refusal, reported
             if "closure" in f"{type(error).__name__} {error}".lower():
                 raise NeedsClosure(f"{where}: its step needs a closure ({_one_line(error)}); allowed: an "
-                                 "optimizer that steps on one stochastic gradient") from None
-            raise ValueError(f"{where}: cannot step on a gradient alone ({_one_line(error)}); allowed: "
-                             "an optimizer whose step(closure=None) reads p.grad") from None
+                                   "optimizer that steps on one stochastic gradient") from None
+            raise ValueError(f"{where}: cannot step on a gradient alone in {dtype} ({_one_line(error)}); "
+                             f"allowed: an optimizer whose step(closure=None) reads p.grad in the cell's dtype"
+                             f"{_other_dtype_hint(make, shape, dtype, steps)}") from None
+        refuse_second_order(where, make, shape, dt, steps, plain)
+        again = _quadratic_run(make, shape, dt, steps, graph=False)    # the generator moved on
+        if not torch.allclose(plain, again, rtol=_tolerance(dt)[0], atol=_tolerance(dt)[1], equal_nan=True):
+            raise ValueError(f"{where}: two identical runs differ (its step draws random numbers), so a "
+                             "seed's run would not be reproducible; allowed: a deterministic optimizer")
+
+
+def refuse_second_order(where: str, make, shape: str, dtype, steps: int, plain: torch.Tensor):
+    """The one place where a class that needs second derivatives is refused. Such a step (a
+    Hessian estimate such as Hutchinson's, which differentiates the gradient again) needs the
+    gradient's graph, loss.backward(create_graph=True); the engine's gradients carry none, and
+    without it the class silently runs as another method (a Hessian of zeros). The property
+    tested: the same run on f(x) = Σ ½c_i x_i² (`_quadratic_run`), once with gradients that carry
+    their graph and once with the same values without it (`plain`, both from one generator
+    state), ends at different iterates. Supporting these classes (issue 27) replaces this function."""
+    torch.manual_seed(0)
+    try:
+        with torch.enable_grad():
+            graph = _quadratic_run(make, shape, dtype, steps, graph=True)
+    except Exception:                           # noqa: BLE001 - it cannot use a graph: nothing to miss
+        return
+    rtol, atol = _tolerance(dtype)
+    if not torch.allclose(graph, plain, rtol=rtol, atol=atol, equal_nan=True):
+        raise NeedsSecondOrder(f"{where}: its step reads second derivatives through the gradient's graph "
+                               "(a Hessian estimate: loss.backward(create_graph=True)), which the engine's "
+                               "gradients do not carry, so it would run as another method; allowed: an "
+                               "optimizer that steps on one stochastic gradient")
+
+
+# f(x) = Σ ½ c_i x_i² on three coordinates, curvatures of different sizes, started at gradients
+# four orders of magnitude apart: a Hessian estimate shows in the iterates whether the step
+# divides by it (AdaHessian) or only where the gradient is small against it (SophiaH clips
+# momentum / Hessian, so with large gradients both runs would be its sign-momentum).
+_CURVATURE, _START = (1.0, 4.0, 0.25), (1e-4, -1e-2, 1.0)
+
+
+def _quadratic_run(make, shape: str, dtype, steps: int, graph: bool) -> torch.Tensor:
+    """The class stepped `steps` times on f's gradient from _START; the final iterate [3]."""
+    c = torch.tensor(_CURVATURE, dtype=dtype)
+    p = torch.tensor(_START, dtype=dtype).reshape((3,) if shape == "vector" else (1, 3))
+    if graph:
+        p.requires_grad_(True)
+    opt = make([p])
+    _train_mode(opt)
+    for _ in range(steps):
+        if graph:
+            loss = (0.5 * c * p.reshape(3) ** 2).sum()
+            (p.grad,) = torch.autograd.grad(loss, p, create_graph=True)
+        else:
+            p.grad = (c * p.detach().reshape(3)).reshape(p.shape)
+        opt.step()
+    return p.detach().reshape(3).clone()
+
+
+def _other_dtype_hint(make, shape: str, dtype: str, steps: int) -> str:
+    other = "float64" if dtype == "float32" else "float32"
+    try:
+        with torch.random.fork_rng(devices=[]):
+            _quadratic_run(make, shape, getattr(torch, other), steps, graph=False)
+    except Exception:                           # noqa: BLE001
+        return ""
+    return f" (it steps in {other}: dtype: {other})"
+
+
+def _probe_steps(args: dict) -> int:
+    """Every probe's run lasts past every integer hyperparameter (periods and warm-ups such as
+    Shampoo's preconditioning steps), within PROBE_MIN_STEPS .. PROBE_MAX_STEPS."""
+    periods = [v for v in args.values() if type(v) is int and v <= PROBE_MAX_STEPS]
+    return min(PROBE_MAX_STEPS, PROBE_MIN_STEPS + max(periods, default=0))
+
+
+def _tolerance(dtype) -> tuple[float, float]:
+    """(rtol, atol) within which two runs count as equal: a few hundred ulps of the dtype."""
+    return (PROBE_RTOL, 1e-12) if dtype == torch.float64 else (1e-5, 1e-8)
 
 
 def _train_mode(opt):
@@ -481,7 +664,7 @@ def build(name: str, cls, hp: dict, problem=None) -> Optimizer:
         written.clear()
         written.update(constructor_args(hp, cls))
         args, shape = dict(written), hp[PARAM_SHAPE]
-        layout = choose_layout(cls, args, shape, x.shape[0], x.shape[1])
+        layout = choose_layout(cls, args, shape, x.shape[0], x.shape[1], str(x.dtype).removeprefix("torch."))
         log.info("%s: %s (%s layout) for R=%d, d=%d", name, mode_of(layout), layout, *x.shape)
         return TorchOptimizerState(make, layout, x, shape)
 
@@ -505,12 +688,12 @@ def build(name: str, cls, hp: dict, problem=None) -> Optimizer:
     return Optimizer(init, update, apply)
 
 
-def layout_of(component, params: dict, runs: int, dim: int) -> str:
+def layout_of(component, params: dict, runs: int, dim: int, dtype: str = DEFAULT_DTYPE) -> str:
     """The layout an adapter component steps R = runs seeds of dimension dim in, for these
-    hyperparameters (validated first)."""
+    hyperparameters (validated first), in `dtype` (float32 or float64)."""
     hp = component.validate(dict(params))
     cls = component.extra["cls"]
-    return choose_layout(cls, constructor_args(hp, cls), hp[PARAM_SHAPE], runs, dim)
+    return choose_layout(cls, constructor_args(hp, cls), hp[PARAM_SHAPE], runs, dim, dtype)
 
 
 # --- the probe ---------------------------------------------------------------------------------
@@ -519,20 +702,20 @@ _layouts: dict = {}
 _layouts_lock = threading.Lock()
 
 
-def choose_layout(cls, args: dict, shape: str, runs: int, dim: int) -> str:
+def choose_layout(cls, args: dict, shape: str, runs: int, dim: int, dtype: str = DEFAULT_DTYPE) -> str:
     """The fastest layout whose iterates equal one optimizer per seed (cached per class,
-    constructor arguments, param_shape, R and d). See the module docstring."""
-    key = (cls, _frozen(args), shape, runs, dim)
+    constructor arguments, param_shape, R, d and the cell's dtype). See the module docstring."""
+    key = (cls, _frozen(args), shape, runs, dim, dtype)
     with _layouts_lock:
         if key not in _layouts:
-            _layouts[key] = _probe(cls, args, shape, runs, dim)
+            _layouts[key] = _probe(cls, args, shape, runs, dim, dtype)
         return _layouts[key]
 
 
-def _probe(cls, args: dict, shape: str, runs: int, dim: int) -> str:
+def _probe(cls, args: dict, shape: str, runs: int, dim: int, dtype: str = DEFAULT_DTYPE) -> str:
     where = f"optimizer {qualified(cls)}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
-    periods = [v for v in args.values() if type(v) is int and v <= PROBE_MAX_STEPS]
-    steps = min(PROBE_MAX_STEPS, PROBE_MIN_STEPS + max(periods, default=0))
+    dt = getattr(torch, dtype)
+    steps = _probe_steps(args)
     drop_at = steps // 2
     # Rows 10^-2 .. 10^2 apart in gradient scale and, in another order, in starting point: a
     # norm, trust ratio or global estimate shared across rows cannot hide.
@@ -547,8 +730,8 @@ def _probe(cls, args: dict, shape: str, runs: int, dim: int) -> str:
         """Final iterates of `rows` (the dropped ones as they were when dropped), stepped in
         `layout` ("reference": one optimizer per row, outside TorchOptimizerState)."""
         generator = torch.Generator().manual_seed(0)
-        x0 = torch.randn(runs, dim, generator=generator, dtype=torch.float64) * x_scale
-        out = torch.empty(len(rows), dim, dtype=torch.float64)
+        x0 = (torch.randn(runs, dim, generator=generator, dtype=torch.float64) * x_scale).to(dt)
+        out = torch.empty(len(rows), dim, dtype=dt)
         x = x0[rows].clone()
         if layout == "reference":
             params = [x0[r].clone() if shape == "vector" else x0[r:r + 1].clone() for r in rows]
@@ -559,7 +742,7 @@ def _probe(cls, args: dict, shape: str, runs: int, dim: int) -> str:
             state = TorchOptimizerState(make, layout, x, shape)
         alive = list(range(len(rows)))
         for t in range(steps):
-            grad = (torch.randn(runs, dim, generator=generator, dtype=torch.float64) * grad_scale)[rows]
+            grad = (torch.randn(runs, dim, generator=generator, dtype=torch.float64) * grad_scale)[rows].to(dt)
             if layout == "reference":
                 for i in alive:
                     params[i].grad = grad[i].reshape(params[i].shape).clone()
@@ -579,7 +762,8 @@ def _probe(cls, args: dict, shape: str, runs: int, dim: int) -> str:
         return out
 
     def agrees(a, b):
-        return torch.allclose(a, b, rtol=PROBE_RTOL, atol=1e-12, equal_nan=True)
+        rtol, atol = _tolerance(dt)
+        return torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
 
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         try:

@@ -5,6 +5,7 @@ The reference everywhere is a plain per-seed loop: one torch optimizer per seed,
 parameter, fed the same gradients."""
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -387,3 +388,141 @@ def test_update_returns_the_step_apply_takes():
             assert torch.equal(y, before)
             y.add_(step)
         torch.testing.assert_close(y, x, rtol=1e-12, atol=1e-12)
+
+
+# --- steps that need more than a gradient (issue 24, items 6 and 7) ---------------------------
+
+
+class GraphNewton(torch.optim.Optimizer):
+    """x ← x − lr g / h, h the Hessian's diagonal read from the gradient's graph (1 without one):
+    a class of no known name whose step differentiates the gradient again."""
+
+    def __init__(self, params, lr: float = 0.5):
+        super().__init__(params, {"lr": lr})
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                h = torch.ones_like(p)
+                if p.grad.requires_grad:
+                    h = torch.autograd.grad(p.grad, p, torch.ones_like(p), retain_graph=True)[0]
+                with torch.no_grad():
+                    p.sub_(group["lr"] * p.grad / h)
+
+
+class HessianArgument(torch.optim.Optimizer):
+    def __init__(self, params, lr: float = 0.1):
+        super().__init__(params, {"lr": lr})
+
+    def step(self, hessian, closure=None):
+        pass
+
+
+def one_sweep(tmp_path, optimizer, **run) -> Path:
+    import yaml
+
+    path = tmp_path / "sweeps.yaml"
+    path.write_text(yaml.safe_dump({"sweeps": {"s": {"parameters": {
+        "problem": {"name": "quadratic_saddle", "dim": 2}, "optimizer": optimizer,
+        "seeds": 4, "budget": 30, **run}}}}))
+    return path
+
+
+def refused_everywhere(tmp_path, capsys, optimizer, **run) -> str:
+    """validate and run both: exit 2, one line, nothing written; returns the line."""
+    from workflows.cli import main
+
+    path = one_sweep(tmp_path, optimizer, **run)
+    storage = tmp_path / "results"
+    lines = []
+    for argv in (["validate", str(path)], ["run", str(path), "--backend", "local", "--storage", str(storage)]):
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.err.count("\n") == 1 and captured.err.startswith("error: sweep 's': "), captured.err
+        lines.append(captured.err)
+    assert not storage.exists()
+    assert lines[0] == lines[1]
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", ["pytorch_optimizer.AdaHessian", "pytorch_optimizer.SophiaH"])
+def test_a_class_whose_step_reads_second_derivatives_is_refused_up_front(name, tmp_path, capsys):
+    """Without the gradient's graph AdaHessian divides by eps and SophiaH becomes sign-momentum:
+    both ran and were stored as ok."""
+    line = refused_everywhere(tmp_path, capsys, {"name": name})
+    assert "second derivatives" in line and "create_graph=True" in line and name in line
+
+
+def test_the_second_order_refusal_is_a_tested_property_not_a_name(tmp_path, capsys):
+    """A class of no known name, whose step reads the gradient's graph, is refused the same way;
+    one whose step needs a Hessian argument is refused in one line too."""
+    from workflows.registry import register_optimizer, unregister
+
+    register_optimizer(GraphNewton, "graph_newton")
+    register_optimizer(HessianArgument, "hessian_argument")
+    try:
+        assert "second derivatives" in refused_everywhere(tmp_path, capsys, {"name": "graph_newton"})
+        assert "needs hessian besides the gradient" in refused_everywhere(
+            tmp_path, capsys, {"name": "hessian_argument"})
+    finally:
+        unregister("optimizer", "graph_newton")
+        unregister("optimizer", "hessian_argument")
+
+
+def test_the_second_order_refusal_is_one_replaceable_place(monkeypatch):
+    """Issue 27 will support these classes: replacing refuse_second_order is all it takes for the
+    adapter to accept them (here it would then step without a Hessian, which is why it refuses)."""
+    hp = get_optimizer("pytorch_optimizer.AdaHessian").validate({})
+    cell = {"dtype": "float64"}
+    check = get_optimizer("pytorch_optimizer.AdaHessian").extra["check_cell"]
+    with pytest.raises(torch_adapter.NeedsSecondOrder):
+        check(hp, cell)
+    monkeypatch.setattr(torch_adapter, "refuse_second_order", lambda *a: None)
+    torch_adapter.check_steppable.cache_clear()
+    try:
+        check(hp, cell)
+    finally:
+        torch_adapter.check_steppable.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["pytorch_optimizer.Kron", "pytorch_optimizer.Gravity"])
+def test_a_class_that_draws_random_numbers_is_refused_at_validation(name, tmp_path, capsys):
+    """They passed validate, then run exited 1 with a failed cell."""
+    line = refused_everywhere(tmp_path, capsys, {"name": name})
+    assert "random numbers" in line and name in line
+
+
+def test_the_class_is_stepped_in_the_cells_dtype(tmp_path, capsys):
+    """FAdam steps in float32 only (its step mixes a float32 constant into the parameter's
+    dtype): a float32 cell runs, a float64 cell is refused with a pointer to float32. The probe
+    stepped in float64 whatever the cell's dtype and refused both."""
+    from workflows.api import run_sweep
+
+    result = run_sweep({"parameters": {"problem": {"name": "quadratic_saddle", "dim": 2},
+                                       "optimizer": {"name": "pytorch_optimizer.FAdam", "lr": 0.01},
+                                       "seeds": 4, "budget": 30}}, backend="local", storage=tmp_path / "ok")
+    assert result.counts["done"] == 1 and len(result.rows) == 4
+    line = refused_everywhere(tmp_path, capsys, {"name": "pytorch_optimizer.FAdam"}, dtype="float64")
+    assert "in float64" in line and "dtype: float32" in line
+
+
+def test_the_layout_probe_agrees_in_float32():
+    """The probe compares layouts in the cell's dtype, within a few hundred float32 ulps: an
+    element-wise class is still batched, a coupling one still per seed."""
+    assert torch_adapter.layout_of(get_optimizer("torch.optim.Adam"), {"lr": 0.01}, 8, 5, "float32") == "batched"
+    assert torch_adapter.layout_of(get_optimizer("pytorch_optimizer.Lamb"), {"lr": 0.01}, 8, 5, "float32") == "params"
+    assert torch_adapter.layout_of(get_optimizer("pytorch_optimizer.Prodigy"), {}, 8, 5, "float32") == "optimizers"
+
+
+def test_a_did_you_mean_never_offers_a_class_that_would_be_refused():
+    """A near miss of a class refused when named (LBFGS: a closure; AdaHessian: second
+    derivatives; Kron: random numbers) gets no suggestion of it, nor a list of it; a near miss
+    of a usable class still gets one."""
+    for typo, unusable in (("torch.optim.LBFGs", "LBFGS"), ("pytorch_optimizer.Adahessian", "AdaHessian"),
+                           ("pytorch_optimizer.kron", "Kron")):
+        message = refusal(typo)
+        hint = message.split("allowed:")[0]
+        assert unusable not in hint, message
+    assert "LBFGS" not in refusal("torch.optim.LBFGs")              # nor among the allowed classes
+    assert "did you mean Adam" in refusal("torch.optim.adam")
+    assert "did you mean Adam" in refusal("torch.optim.Adamm")

@@ -35,6 +35,11 @@ def normalize_cell(cell: dict) -> dict:
     for key, ok, allowed in CELL_LIMITS:
         if not ok(out):
             raise ValueError(f"cell: {key}={out[key]!r} is not allowed here; allowed: {allowed}")
+    # A component's own check of the whole cell: the torch.optim adapter steps the class in the
+    # cell's dtype and refuses what the engine cannot step (optimizers/torch_adapter.py).
+    check = get_optimizer(out["optimizer"]["name"]).extra.get("check_cell")
+    if check is not None:
+        check(out["optimizer"], out)
     return out
 
 

@@ -46,6 +46,15 @@ ADAPTABLE_MODULES = ("torch.optim", "pytorch_optimizer", "schedulefree")
 THIS_PROCESS = "registered in this process"
 
 
+class MissingExtra(ValueError):
+    """A name whose package is an optional extra that is not installed (one line, as any lookup
+    error); `extra` names the extra (`pip install -e '.[<extra>]'`)."""
+
+    def __init__(self, message: str, extra: str):
+        super().__init__(message)
+        self.extra = extra
+
+
 @dataclass(frozen=True)
 class Component:
     kind: str                                   # "problem" or "optimizer"

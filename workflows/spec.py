@@ -80,6 +80,15 @@ class SweepError(ValueError):
     """A sweeps.yaml problem, as one line."""
 
 
+class NeedsExtra(SweepError):
+    """A sweep that names what an optional extra provides, the extra not installed: `extra`
+    names it (pip install -e '.[<extra>]')."""
+
+    def __init__(self, message: str, extra: str):
+        super().__init__(message)
+        self.extra = extra
+
+
 @dataclass
 class Sweep:
     name: str
@@ -448,12 +457,32 @@ def _choices(spec: dict) -> list:
 
 
 def _get(where: str, registry, name):
-    """The component called `name`, or one line naming it, its closest known name and the rest."""
+    """The component called `name`, or one line naming it, its closest known name (one that can
+    be stepped) and the rest; NeedsExtra where its package is an extra not installed."""
+    from .registry import MissingExtra
+
     try:
         return registry.get(name)
+    except MissingExtra as e:
+        raise NeedsExtra(f"{where}: {e}", e.extra) from None
     except (ValueError, ImportError) as e:   # ImportError: a class path whose package is missing
-        message = str(e).replace("; allowed:", did_you_mean(name, registry.names()) + "; allowed:", 1)
+        message = str(e).replace("; allowed:", did_you_mean(name, _suggestable(registry)) + "; allowed:", 1)
         raise SweepError(f"{where}: {message}") from None
+
+
+def _suggestable(registry) -> list[str]:
+    """The registered names a did-you-mean may offer: every one but the adapted classes that a
+    cell could not step (optimizers/torch_adapter.usable)."""
+    out = []
+    for name in registry.names():
+        cls = registry.get(name).extra.get("cls")
+        if cls is not None:
+            from optimizers.torch_adapter import usable
+
+            if not usable(cls):
+                continue
+        out.append(name)
+    return out
 
 
 def _names(where: str, kind: str, written, pick) -> list:
