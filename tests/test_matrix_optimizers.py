@@ -231,3 +231,200 @@ def test_matrix_optimizers_run_in_the_engine(optimizer):
     rows = simulate(cell).rows
     assert len(rows) == 16 and rows.escape_step.between(1, 300).all()
     assert rows.escaped.any() and not rows.diverged.any()
+
+
+# --- the torch.optim adapter in the problem's shapes ------------------------------------------------
+
+ADAPTED = [
+    ("torch.optim.Muon", {"lr": 0.02, "weight_decay": 0.0}),       # the matrices; AdamW for the rest
+    ("pytorch_optimizer.Shampoo", {"lr": 0.01}),
+    ("pytorch_optimizer.SOAP", {"lr": 0.01}),
+    ("pytorch_optimizer.AdaFactor", {"lr": 0.01}),                   # factored second moments of a matrix
+    ("pytorch_optimizer.Lamb", {"lr": 0.01}),                        # a trust ratio per tensor
+]
+
+
+def adapter_run(problem, x0, grads, spec, drops):
+    """The adapter as the engine drives it (registry component, init, apply, compaction)."""
+    from workflows.registry import get_optimizer
+
+    component = get_optimizer(spec["name"])
+    hp = component.validate({k: v for k, v in spec.items() if k != "name"})
+    optimizer = component.factory(hp, problem)
+    x = x0.clone()
+    state = optimizer.init(x)
+    out, rows = x0.clone(), torch.arange(len(x0))
+    for t, g in enumerate(grads):
+        state = optimizer.apply(g[rows].clone(), state, x)
+        out[rows] = x
+        if t + 1 in drops:
+            keep = torch.tensor([int(r) not in drops[t + 1] for r in rows])
+            rows, x, state = rows[keep], x[keep].clone(), select_runs(state, keep)
+    return out, state
+
+
+def class_per_seed(name, hp, fallback_lr=None):
+    """One optimizer of the class per seed on that seed's tensors: Muon on the matrices and AdamW
+    (the class's lr) on the rest, as Muon is configured in practice."""
+    import importlib
+
+    module, _, attr = name.rpartition(".")
+    cls = getattr(importlib.import_module(module), attr)
+
+    def make(shapes, params):
+        if cls is torch.optim.Muon:
+            return muon_with_adamw(shapes, params, lr=hp["lr"], momentum=0.95, nesterov=True,
+                                   fallback_lr=fallback_lr or hp["lr"])
+        return [cls(params, **hp)]
+    return make
+
+
+@pytest.mark.parametrize("name,hp", ADAPTED, ids=[a[0] for a in ADAPTED])
+@pytest.mark.parametrize("problem_name", ["matrix_factorization", "mlp_teacher_student"])
+def test_adapter_steps_each_seeds_tensors_as_a_plain_loop(name, hp, problem_name):
+    pytest.importorskip("pytorch_optimizer")
+    problem = make_problem({"name": problem_name, **MATRIX_PROBLEMS[problem_name][0]}, seed=0, dtype=torch.float64)
+    x0, grads = data(problem, dtype=torch.float64)
+    got, state = adapter_run(problem, x0, grads, {"name": name, **hp}, DROPS)
+    expected = library_reference(problem, x0, grads, class_per_seed(name, hp), DROPS)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_the_shapes_reach_the_class():
+    """AdaFactor factors a matrix's second moments (row and column sums), a vector's it keeps whole:
+    handed U [6, 2] it steps differently than handed the same numbers as one [12] vector."""
+    pytest.importorskip("pytorch_optimizer")
+    problem = make_problem({"name": "matrix_factorization", "size": 6, "rank": 2}, seed=0, dtype=torch.float64)
+    x0, grads = data(problem, dtype=torch.float64)
+    as_matrix, _ = adapter_run(problem, x0, grads, {"name": "pytorch_optimizer.AdaFactor", "lr": 0.01}, {})
+    as_vector, _ = adapter_run(problem, x0, grads, {"name": "pytorch_optimizer.AdaFactor", "lr": 0.01,
+                                                    "param_shape": "vector"}, {})
+    assert not torch.allclose(as_matrix, as_vector, rtol=1e-3)
+
+
+def test_muon_through_the_adapter_refuses_a_problem_without_matrices():
+    problem = make_problem({"name": "quadratic_saddle", "dim": 4}, seed=0)
+    with pytest.raises(ValueError, match="no matrix for it"):
+        adapter_run(problem, problem.saddle.expand(2, -1).clone(), [], {"name": "torch.optim.Muon"}, {})
+
+
+# --- Hessian-based classes with their Hessians ------------------------------------------------------
+
+HESSIAN_CLASSES = ["pytorch_optimizer.AdaHessian", "pytorch_optimizer.SophiaH"]
+
+
+def create_graph_loop(problem, name, hp, x0, grads, drops):
+    """The reference: per seed, its own optimizer and its own generator (seeded as documented:
+    problem seed · 1000003 + run + 7919), each step's gradient the problem's loss differentiated by
+    autograd with create_graph=True, plus the step's noise as a constant."""
+    import importlib
+
+    module, _, attr = name.rpartition(".")
+    cls = getattr(importlib.import_module(module), attr)
+    shapes = structure(problem)
+    params = [[t[0].clone().requires_grad_(True) for t in split(x0[i:i + 1].clone(), shapes)] for i in range(len(x0))]
+    optimizers = [cls(p, **hp) for p in params]
+    states = []
+    with torch.random.fork_rng(devices=[]):
+        for i in range(len(x0)):
+            torch.manual_seed(problem.seed * 1_000_003 + i + 7919)
+            states.append(torch.get_rng_state())
+    alive = list(range(len(x0)))
+    for t, g in enumerate(grads):
+        for k, i in enumerate(alive):
+            with torch.enable_grad():
+                flat = torch.cat([p.reshape(-1) for p in params[i]])[None]
+                exact = torch.autograd.grad(problem.loss(flat).sum(), params[i], create_graph=True)
+            for p, e, gi in zip(params[i], exact, split(g[i:i + 1], shapes)):
+                p.grad = e + (gi[0] - e.detach())
+            outside = torch.get_rng_state()
+            torch.set_rng_state(states[i])
+            optimizers[i].step()
+            states[i] = torch.get_rng_state()
+            torch.set_rng_state(outside)
+            for p in params[i]:
+                p.grad = None
+        alive = [i for i in alive if i not in drops.get(t + 1, ())]
+    return torch.stack([torch.cat([p.detach().reshape(-1) for p in ps]) for ps in params])
+
+
+@pytest.mark.parametrize("name", HESSIAN_CLASSES)
+@pytest.mark.parametrize("problem_spec", [{"name": "quadratic_saddle", "dim": 4, "rotate_hessian": True},
+                                          {"name": "matrix_factorization", "size": 6, "rank": 2}])
+def test_a_hessian_class_gets_the_problems_hessian(name, problem_spec):
+    """Its Hessian-vector products are the problem's (a rotated Hessian: not diagonal, so the
+    Hutchinson probes' draws matter), its draws a generator per run: equal to a create_graph loop."""
+    pytest.importorskip("pytorch_optimizer")
+    problem = make_problem(problem_spec, seed=3, dtype=torch.float64)
+    x0, grads = data(problem, dtype=torch.float64)
+    hp = {"lr": 0.01}
+    got, state = adapter_run(problem, x0, grads, {"name": name, **hp}, DROPS)
+    assert state.layout == "optimizers" and state.loss is not None and state.streams is not None
+    torch.testing.assert_close(got, create_graph_loop(problem, name, hp, x0, grads, DROPS), rtol=1e-9, atol=1e-12)
+
+
+def test_without_its_hessian_adahessian_would_run_as_another_method():
+    """What the graph changes: the same steps with a plain gradient (a Hessian of zeros: it divides
+    by eps) end far from the ones with the problem's Hessian."""
+    pytest.importorskip("pytorch_optimizer")
+    from pytorch_optimizer import AdaHessian
+
+    problem = make_problem({"name": "quadratic_saddle", "dim": 4}, seed=0, dtype=torch.float64)
+    x0, grads = data(problem, runs=2, steps=5, dtype=torch.float64)
+    with_hessian, _ = adapter_run(problem, x0, grads, {"name": "pytorch_optimizer.AdaHessian", "lr": 0.01}, {})
+    plain = [x0[i].clone() for i in range(2)]
+    for g in grads:
+        for i, p in enumerate(plain):
+            opt = getattr(p, "_opt", None) or AdaHessian([p], lr=0.01)
+            p._opt = opt
+            p.grad = g[i].clone()
+            opt.step()
+    assert (with_hessian - torch.stack(plain)).abs().max() > 1.0
+
+
+def test_hessian_classes_run_in_the_engine_reproducibly():
+    cell = {"problem": {"name": "quadratic_saddle", "dim": 4, "rotate_hessian": True},
+            "optimizer": {"name": "pytorch_optimizer.AdaHessian", "lr": 0.05}, "seeds": 6, "budget": 200,
+            "cnc_samples": 0}
+    first, second = simulate(cell).rows, simulate(cell).rows
+    assert first.escaped.all()
+    assert first.escape_step.tolist() == second.escape_step.tolist()
+
+
+class OnceDifferentiable(torch.autograd.Function):
+    """x² with a backward that autograd cannot differentiate again (a custom kernel's usual shape)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+def test_a_hessian_class_is_refused_up_front_where_the_loss_has_no_second_derivative(tmp_path, capsys):
+    pytest.importorskip("pytorch_optimizer")
+    from problems.quadratic_saddle import QuadraticSaddle
+    from workflows.cli import main
+    from workflows.registry import register_problem, unregister
+
+    class KernelSaddle(QuadraticSaddle):
+        name = "kernel_saddle"
+
+        def loss(self, x):
+            return 0.5 * (self.eigs * OnceDifferentiable.apply(x)).sum(-1)
+
+    register_problem(KernelSaddle)
+    try:
+        (tmp_path / "s.yaml").write_text("parameters:\n  problem: {name: kernel_saddle, dim: 3}\n"
+                                         "  optimizer: {name: pytorch_optimizer.AdaHessian}\n  seeds: 2\n  budget: 5\n")
+        assert main(["run", str(tmp_path / "s.yaml"), "--backend", "local", "--storage", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "kernel_saddle's loss cannot be differentiated twice" in err, err
+        assert not (tmp_path / "r").exists()
+    finally:
+        unregister("problem", "kernel_saddle")
