@@ -146,7 +146,7 @@ def resolve_class(name: str, allowed_modules: tuple[str, ...]):
 def _near(module, attr: str, classes: list[str]) -> list[str]:
     """Up to three classes close to `attr` (difflib, or the same letters in another case) that
     can be stepped at their defaults: a suggestion never leads to another refusal."""
-    close = difflib.get_close_matches(attr, classes, n=len(classes), cutoff=0.6)
+    close = difflib.get_close_matches(attr, classes, n=6, cutoff=0.6)         # each is stepped: a few
     close += [c for c in classes if c.lower() == attr.lower() and c not in close]
     return [c for c in close if usable(getattr(module, c))][:3]
 

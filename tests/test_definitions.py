@@ -70,7 +70,7 @@ def test_a_shrunk_grid_is_refused_unless_allowed_and_keeps_what_is_still_in_it(t
     assert err.count("\n") == 1 and err.startswith("error: sweep 's': ")
     assert "parameters.optimizer.lr.values: [0.1, 0.2, 0.3] -> [0.1, 0.4]" in err
     assert "2 of its 3 stored cells are not in this grid" in err
-    assert "--storage elsewhere" in err and "--allow-changed" in err and "keeps the 1 cells still in the grid" in err
+    assert "--storage elsewhere" in err and "--allow-changed" in err and "keeps the 1 cell still in the grid" in err
     assert snapshot(storage) == before                                   # nothing written
     assert run(sweep_file(tmp_path, "[0.1, 0.4]"), storage, "--allow-changed") == 0
     cells = pd.read_parquet(storage / "s" / "cells.parquet")

@@ -424,3 +424,379 @@ def test_meta_json_records_the_overrides_and_their_hash(tmp_path):
     assert meta["overrides"] == ["seeds=3"] and meta["definition"]["overrides"] == ["seeds=3"]
     assert len(meta["definition_hash"]) == 16 and meta["interrupted"] is False
     assert yaml12.load(meta["yaml"]) == {"s": meta["definition"]}
+
+
+# --- issue 24: hints that lead somewhere (item 8) ---------------------------------------------------
+
+
+def refused(capsys, argv) -> str:
+    """The command exits 2 with one line on stderr; returns it."""
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def random_file(tmp_path, params: str, extra: str = "") -> Path:
+    return write(tmp_path, HEAD + "sweeps:\n  s:\n    method: random\n    samples: 4\n" + extra + "    parameters:\n"
+                 + textwrap.indent(textwrap.dedent(params), "      "))
+
+
+@pytest.mark.parametrize("dist,bounds,meant", [
+    ("loguniform", "min: 0.001, max: 0.1", "'log_uniform_values'"),     # Ray Tune, Optuna: the values
+    ("tune.loguniform", "min: 0.001, max: 0.1", "'log_uniform_values'"),
+    ("LogUniformDistribution", "min: 0.001, max: 0.1", "'log_uniform_values'"),
+    ("loguniform", "min: -6.9, max: -2.3", "'log_uniform'"),             # bounds <= 0: hyperopt's logs
+    ("randint", "min: 1, max: 5", "'int_uniform'"),
+    ("quniform", "min: 1, max: 5, q: 1", "'q_uniform'"),
+    ("qloguniform", "min: 1, max: 100, q: 1", "'q_log_uniform_values'"),
+])
+def test_another_librarys_distribution_is_translated_by_meaning(tmp_path, capsys, dist, bounds, meant):
+    """`loguniform` suggested `log_uniform`, whose bounds are logs: min 0.001, max 0.1 then drew
+    lr 1.001-1.105 without a word."""
+    key = "seeds" if dist in ("randint", "quniform", "qloguniform") else "optimizer.lr"
+    path = random_file(tmp_path, f"{key}: {{distribution: {dist}, {bounds}}}\n")
+    err = refused(capsys, ["validate", str(path)])
+    assert f"did you mean {meant}?" in err, err
+
+
+def test_grid_and_value_spellings_of_other_libraries_point_to_values(tmp_path, capsys):
+    path = random_file(tmp_path, "optimizer.lr: {distribution: choice, min: 0.1, max: 0.2}\n")
+    assert "write {values: [...]}" in refused(capsys, ["validate", str(path)])
+
+
+def test_log_bounds_that_look_like_values_warn_with_what_is_drawn(tmp_path, capsys):
+    path = random_file(tmp_path, """\
+        optimizer: {name: sgd, lr: {distribution: log_uniform, min: 0.001, max: 0.1}}
+        problem.anisotropy: {distribution: log_uniform, min: 0.0, max: 4.6}
+        """)
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, err                                  # natural-log bounds from 0: no warning
+    assert "optimizer.lr: log_uniform's bounds are natural logs" in warnings[0]
+    assert "1.001 .. 1.105" in warnings[0] and "log_uniform_values" in warnings[0]
+    assert main(["run", str(path), "--dry-run", "--storage", str(tmp_path / "r")]) == 0
+    assert "1.001 .. 1.105" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override,instead", [
+    ("optimizer.lr=choice(0.1,0.01)", "allowed: optimizer.lr=0.1,0.01"),
+    ("optimizer.lr=range(1,5)", "allowed: optimizer.lr=1,2,3,4 (Hydra's range leaves out its stop)"),
+    ("seeds=range(2,10,4)", "allowed: seeds=2,6"),
+    ("optimizer.lr=interval(0.001,0.1)", "{distribution: uniform, min: 0.001, max: 0.1} with method=random"),
+    ("optimizer.name=glob(*)", "the values by name"),
+    ("seeds=int(8)", "the value itself"),
+    ("hydra.sweeper.params=x", "Hydra's own settings"),
+])
+def test_hydra_grammar_is_named_not_split_at_its_commas(tmp_path, capsys, override, instead):
+    """choice(0.1,0.01) used to be split into the strings 'choice(0.1' and '0.01)'."""
+    path = write(tmp_path, HEAD + "sweeps:\n  s:\n    parameters: {optimizer.lr: 0.1}\n")
+    err = refused(capsys, ["run", str(path), override, "--dry-run", "--storage", str(tmp_path / "r")])
+    assert "Hydra" in err and instead in err, err
+
+
+@pytest.mark.parametrize("flag", ["-m", "--multirun"])
+def test_hydras_multirun_flag_is_one_line(tmp_path, capsys, flag):
+    path = write(tmp_path, HEAD + "sweeps:\n  s:\n    parameters: {optimizer.lr: 0.1}\n")
+    err = refused(capsys, ["run", str(path), flag, "optimizer.lr=0.1,0.2", "--dry-run"])
+    assert f"{flag} is Hydra's flag for a multirun" in err and "usage:" not in err
+
+
+def test_a_grid_of_single_values_for_a_list_argument_gets_the_value_hint(tmp_path, capsys):
+    """Hydra's `key=[a,b]` is one list; here it is a grid, so torch's betas got 0.9, then 0.99."""
+    path = write(tmp_path, HEAD + "sweeps:\n  s:\n    parameters: {optimizer.name: torch.optim.Adam}\n")
+    err = refused(capsys, ["validate", str(path), "--sweep", "s", "optimizer.betas=[0.9,0.99]"])
+    assert "grid of single values" in err and "optimizer.betas='{value: [0.9, 0.99]}'" in err, err
+    assert main(["validate", str(path), "--sweep", "s", "optimizer.betas={value: [0.9, 0.99]}"]) == 0
+    assert main(["validate", str(path), "--sweep", "s", "optimizer.betas=[[0.9,0.99],[0.8,0.9]]"]) == 0
+    capsys.readouterr()
+    in_file = write(tmp_path, HEAD + "sweeps:\n  s:\n    parameters:\n      optimizer.name: torch.optim.Adam\n"
+                    "      optimizer.betas: {values: [0.9, 0.99]}\n")
+    assert "{value: [0.9, 0.99]}" in refused(capsys, ["validate", str(in_file)])
+
+
+def test_wandbs_min_max_without_a_distribution_gets_the_distribution_to_add(tmp_path, capsys):
+    path = random_file(tmp_path, "optimizer.lr: {min: 0.001, max: 0.1}\nseeds: {min: 2, max: 8}\n")
+    err = refused(capsys, ["validate", str(path)])
+    assert "has min and max but no distribution" in err
+    assert "optimizer.lr: {distribution: uniform, min: 0.001, max: 0.1}" in err
+    path = random_file(tmp_path, "seeds: {min: 2, max: 8}\n")
+    assert "seeds: {distribution: int_uniform, min: 2, max: 8}" in refused(capsys, ["validate", str(path)])
+
+
+# --- issue 24: definitions that changed without a trace (item 9) -----------------------------------
+
+
+RANDOM_LR_FIRST = """\
+optimizer.lr: {distribution: log_uniform_values, min: 0.01, max: 0.1}
+problem.anisotropy: {distribution: uniform, min: 1, max: 10}
+problem.curvature: {distribution: uniform, min: 0.5, max: 2}
+"""
+# The problem's two parameters swapped: every cell's draws change.
+RANDOM_SWAPPED = """\
+optimizer.lr: {distribution: log_uniform_values, min: 0.01, max: 0.1}
+problem.curvature: {distribution: uniform, min: 0.5, max: 2}
+problem.anisotropy: {distribution: uniform, min: 1, max: 10}
+"""
+# The optimizer's parameter moved after the problem's: a cell draws its problem's parameters
+# first whatever the order of the file, so nothing changes.
+RANDOM_LR_LAST = """\
+problem.anisotropy: {distribution: uniform, min: 1, max: 10}
+problem.curvature: {distribution: uniform, min: 0.5, max: 2}
+optimizer.lr: {distribution: log_uniform_values, min: 0.01, max: 0.1}
+"""
+
+
+def local_run(path, storage, *extra) -> int:
+    return main(["run", str(path), "--backend", "local", "--no-analyze", "--storage", str(storage), *extra])
+
+
+def test_moving_a_key_of_a_random_sweep_is_a_changed_definition(tmp_path, capsys):
+    """Its draws follow the order of its keys: before, the hash did not see it, the run said nothing
+    and the stored cells left the tables."""
+    storage = tmp_path / "r"
+    assert local_run(random_file(tmp_path, RANDOM_LR_FIRST), storage) == 0
+    stored = set(pd_cells(storage))
+    capsys.readouterr()
+    assert local_run(random_file(tmp_path, RANDOM_LR_FIRST), storage) == 0
+    assert capsys.readouterr().err == ""                           # the same file: nothing to say
+    assert local_run(random_file(tmp_path, RANDOM_LR_LAST), storage) == 0
+    assert capsys.readouterr().err == ""                           # the same draws: nothing to say
+    moved = random_file(tmp_path, RANDOM_SWAPPED)
+    err = refused(capsys, ["run", str(moved), "--backend", "local", "--no-analyze", "--storage", str(storage)])
+    assert "the order of keys: parameters: problem.anisotropy, problem.curvature, optimizer.lr -> " \
+           "optimizer.lr, problem.curvature, problem.anisotropy" in err, err
+    assert "a random sweep draws its parameters in the order they are written" in err
+    assert "none of its 4 stored cells is in this grid and would drop out" in err
+    assert set(pd_cells(storage)) == stored
+
+
+def test_a_grids_key_order_changes_nothing(tmp_path, capsys):
+    storage = tmp_path / "r"
+    grid = "optimizer.lr: {values: [0.1, 0.2]}\nproblem.anisotropy: {values: [1, 10]}\n"
+    assert local_run(write(tmp_path, HEAD + "sweeps:\n  s:\n    parameters:\n" + textwrap.indent(grid, "      ")),
+                     storage) == 0
+    swapped = "".join(reversed(grid.splitlines(keepends=True)))
+    capsys.readouterr()
+    assert local_run(write(tmp_path, HEAD + "sweeps:\n  s:\n    parameters:\n" + textwrap.indent(swapped, "      ")),
+                     storage) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_random_results_stored_before_the_hash_saw_the_order_keep_their_cells(tmp_path, capsys):
+    """A meta.json whose definition_hash ignores the order (every random sweep stored before):
+    the same file resumes without a word; the file with a key moved is refused by its cells."""
+    from workflows.definition import definition_hash
+
+    storage = tmp_path / "r"
+    path = random_file(tmp_path, RANDOM_LR_FIRST)
+    assert local_run(path, storage) == 0
+    meta_path = storage / "s" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["definition_hash"] = definition_hash(meta["definition"])           # as stored before
+    meta_path.write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert local_run(path, storage) == 0
+    err = capsys.readouterr().err
+    assert err == "", err
+    assert json.loads(meta_path.read_text())["definition_hash"] != meta["definition_hash"]   # now ordered
+    meta_path.write_text(json.dumps(meta))
+    err = refused(capsys, ["run", str(random_file(tmp_path, RANDOM_SWAPPED)), "--backend", "local",
+                           "--no-analyze", "--storage", str(storage)])
+    assert "its draws differ: a random sweep draws its parameters in the order they are written (parameters: " \
+           "optimizer.lr, problem.anisotropy, problem.curvature -> optimizer.lr, problem.curvature, " \
+           "problem.anisotropy)" in err, err
+
+
+def pd_cells(storage) -> list:
+    import pandas as pd
+
+    cells = pd.read_parquet(storage / "s" / "cells.parquet")
+    return list(cells.cell_id)
+
+
+def test_samples_that_collapse_into_fewer_cells_say_so(tmp_path, capsys):
+    path = write(tmp_path, HEAD + "sweeps:\n  s:\n    method: random\n    samples: 10\n    parameters:\n"
+                 "      optimizer.lr: {values: [0.1, 0.2, 0.3]}\n")
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "samples: 10 drew 3 distinct cells (7 of the draws repeated a cell already drawn" in err
+    assert " 3 cells " in out
+
+
+def test_two_unnamed_specs_do_not_collide_silently_and_the_refusal_speaks_python(tmp_path):
+    from workflows import run_sweep
+
+    block = {"parameters": {"problem.name": "quadratic_saddle", "problem.dim": 2, "optimizer.name": "sgd",
+                            "optimizer.lr": {"values": [0.1, 0.2]}, "seeds": 4, "budget": 40}}
+    run_sweep(block, storage=tmp_path, backend="local")
+    other = {"parameters": {**block["parameters"], "optimizer.lr": 0.3}}
+    with pytest.raises(SweepError) as error:
+        run_sweep(other, storage=tmp_path, backend="local")
+    message = str(error.value)
+    assert "--storage" not in message and "--allow-changed" not in message
+    assert "run_sweep(spec, '<name>')" in message and "called 'notebook'" in message
+    assert "storage=" in message and "allow_changed=True" in message
+    assert run_sweep(other, "second", storage=tmp_path, backend="local").counts["done"] == 1
+
+
+# --- issue 24: paths as people write them (item 11, --storage '~/x') ------------------------------
+
+
+def test_a_tilde_in_storage_is_the_home_directory(tmp_path, monkeypatch, capsys):
+    """`--storage '~/x'` (quoted, or --storage=~/x, which no shell expands) created ./~/x."""
+    from workflows import run_sweep
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    path = write(tmp_path, HEAD + "sweeps:\n  s:\n    parameters: {optimizer.lr: 0.1}\n")
+    assert main(["run", "~/../" + path.name, "--backend", "local", "--no-analyze", "--storage", "~/x"]) == 0
+    assert main(["run", str(path), "--backend", "local", "--no-analyze", "--storage=~/y"]) == 0
+    assert run_sweep(str(path), storage="~/z", backend="local").counts["done"] == 1
+    for root in ("x", "y", "z"):
+        assert (home / root / "s" / "meta.json").is_file()
+    assert not (work / "~").exists()
+    assert main(["run", str(path), "--dry-run", "--storage", "~/x"]) == 0
+    assert f"-> {home / 'x' / 's'}" in capsys.readouterr().out
+
+
+# --- issue 24: the first commands of the README (item 12) -----------------------------------------
+
+
+@pytest.fixture
+def without_the_optimizers_extra(monkeypatch):
+    """As on the default install: pytorch_optimizer and schedulefree cannot be imported."""
+    from workflows.registry import registry
+
+    monkeypatch.setitem(sys.modules, "pytorch_optimizer", None)
+    monkeypatch.setitem(sys.modules, "schedulefree", None)
+    registry("optimizer").refresh()
+    yield
+    registry("optimizer").refresh()
+
+
+def test_validate_on_the_default_install_checks_the_rest_and_names_the_extra(
+        tmp_path, capsys, without_the_optimizers_extra):
+    path = write(tmp_path, HEAD + "sweeps:\n  plain:\n    parameters: {optimizer.lr: 0.1}\n"
+                 "  eco:\n    parameters: {optimizer.name: pytorch_optimizer.Lion}\n")
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "2 sweeps, 1 valid, 1 needs an extra that is not installed" in out
+    assert "  eco    needs the optimizers extra: pip install -e '.[optimizers]'" in out
+    assert "  plain       1 cell " in out
+    assert "note: sweep 'eco' needs the optimizers extra" in err and "error" not in err
+    storage = tmp_path / "r"
+    assert "pip install -e '.[optimizers]'" in refused(capsys, ["run", str(path), "--sweep", "eco", "--backend",
+                                                                  "local", "--storage", str(storage)])
+    assert not storage.exists()
+    refused(capsys, ["validate", str(path), "--sweep", "eco"])
+    bad = write(tmp_path, HEAD + "sweeps:\n  plain:\n    parameters: {optimizer.lr: -1}\n"
+                "  eco:\n    parameters: {optimizer.name: pytorch_optimizer.Lion}\n", "bad.yaml")
+    refused(capsys, ["validate", str(bad)])                 # any other error is still exit 2
+
+
+def test_the_readmes_sweeps_file_validates_without_the_extra(capsys, without_the_optimizers_extra):
+    assert main(["validate", str(ROOT / "sweeps.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "1 needs an extra that is not installed" in out and "ecosystem" in out
+
+
+def test_run_warns_of_a_sweep_of_days_and_asks_nothing(tmp_path, capsys, monkeypatch):
+    """validate warned of 14 h; run started it without a word. Every seed escapes within a few
+    steps here, so the cell itself takes a second."""
+    def no_questions(*args):
+        raise AssertionError("run asked a question")
+
+    monkeypatch.setattr("builtins.input", no_questions)
+    path = write(tmp_path, "sweeps:\n  big:\n    parameters: {problem: {name: quadratic_saddle, dim: 2}, optimizer: "
+                           "{name: sgd, lr: 0.5}, seeds: 2048, budget: 1000000000, cnc_samples: 0}\n")
+    assert local_run(path, tmp_path / "r") == 0
+    err = capsys.readouterr().err
+    assert "warning: sweep 'big': up to 2.05e+12 seed-steps, about 14.5 h on 1 worker; is that meant?" in err
+
+
+def test_the_first_progress_line_has_no_estimate_of_the_time_left():
+    """The rate from the start put the 12 s of Ray's start on every cell: 3000 s left for a sweep
+    that ended 15 s later. It is measured from the first cell, once three more have finished."""
+    from workflows.progress import line
+
+    assert line(1, 250, 12.0, 12.0) == "  1/250 cells  elapsed 12s"
+    assert line(3, 250, 12.1, 12.0) == "  3/250 cells  elapsed 12s"
+    assert line(5, 250, 12.2, 12.0) == "  5/250 cells  elapsed 12s  left ~12s"
+    assert line(250, 250, 24.0, 12.0) == "  250/250 cells  elapsed 24s"
+    assert line(1, 1, 2.0, 2.0) == "  1/1 cell  elapsed 2s"
+
+
+def test_one_cell_is_one_cell(tmp_path, capsys):
+    path = write(tmp_path, HEAD + "sweeps:\n  s:\n    parameters: {optimizer.lr: 0.1}\n")
+    assert main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 sweep," in out and "1 cell " in out and "1 cells" not in out
+    assert local_run(path, tmp_path / "r") == 0
+    out = capsys.readouterr().out
+    assert "sweep s: 1 cell, 0 already stored" in out and "1/1 cell stored" in out and "1 cells" not in out
+    assert main(["run", str(path), "--dry-run", "--storage", str(tmp_path / "other")]) == 0
+    out = capsys.readouterr().out
+    assert "estimate for the 1 cell to run" in out and "1 cells" not in out
+
+
+def test_a_rerun_with_nothing_new_keeps_the_report(tmp_path, capsys):
+    """The report was redone on every run (40 s for the study's sweeps) though nothing changed."""
+    path = write(tmp_path, HEAD + "sweeps:\n  s:\n    description: first\n    parameters: "
+                                  "{optimizer.lr: {values: [0.1, 0.2]}}\n")
+    storage = tmp_path / "r"
+    argv = ["run", str(path), "--backend", "local", "--storage", str(storage)]
+    assert main(argv) == 0
+    report = storage / "s" / "analysis" / "report.md"
+    written = report.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert f"report: {report} (up to date" in capsys.readouterr().out
+    assert report.stat().st_mtime_ns == written
+
+
+def test_what_makes_a_report_out_of_date(tmp_path, monkeypatch):
+    """The fingerprint sees the tables, the sweep's description and definition, the options and
+    the analysis code; an out-of-date banner and a missing fingerprint redo it too."""
+    from workflows import report_inputs, run_sweep
+    from workflows.store import STALE_BANNER
+
+    block = {"description": "first", "parameters": {"problem.name": "quadratic_saddle", "problem.dim": 2,
+                                                    "optimizer.name": "sgd", "seeds": 4, "budget": 40}}
+    store = run_sweep(block, "s", storage=tmp_path, backend="local").store
+    report = Path(store.base) / report_inputs.REPORT
+    report.parent.mkdir()
+    report.write_text("# report\n")
+    report_inputs.record(store)
+    assert report_inputs.up_to_date(store)
+    assert not report_inputs.up_to_date(store, {"dpi": 300})
+    monkeypatch.setattr(report_inputs, "code_version", lambda: "another")
+    assert not report_inputs.up_to_date(store)
+    monkeypatch.undo()
+    report.write_text(f"{STALE_BANNER} ...\n# report\n")
+    assert not report_inputs.up_to_date(store)
+    report.write_text("# report\n")
+    run_sweep({**block, "description": "second"}, "s", storage=tmp_path, backend="local")
+    assert not report_inputs.up_to_date(store)                      # the description the report shows
+    report_inputs.record(store)
+    run_sweep({**block, "parameters": {**block["parameters"], "optimizer.lr": {"values": [0.01, 0.02]}},
+               "description": "second"}, "s", storage=tmp_path, backend="local", allow_changed=True)
+    assert not report_inputs.up_to_date(store)                      # other tables
+    report_inputs.forget(store)
+    assert not report_inputs.up_to_date(store)
+
+
+def test_mlflows_refusal_of_its_file_store_is_shown_whole(tmp_path, capsys, monkeypatch):
+    """It was cut at 200 characters, before its opt-out."""
+    pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "./mlruns")
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    path = write(tmp_path, HEAD + "sweeps:\n  s:\n    parameters: {optimizer.lr: 0.1}\n")
+    assert local_run(path, tmp_path / "r", "--track", "mlflow") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: mlflow")]
+    assert len(warnings) == 1 and "MLFLOW_ALLOW_FILE_STORE=true" in warnings[0] and "…" not in warnings[0]

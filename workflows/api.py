@@ -36,11 +36,13 @@ from typing import Callable
 
 import pandas as pd
 
+from . import plan as plan_
 from . import yaml12
-from .definition import Verdict, compare, definition_hash
+from .definition import Verdict, compare
 from .interrupt import SweepInterrupted, deferred, noticed
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
 from .store import Store
+from .suggest import count
 
 BACKENDS = ("ray", "local")
 PACKAGES = ("torch", "ray", "pandas", "numpy", "pyarrow", "pyyaml", "lifelines", "scipy", "seaborn")
@@ -68,10 +70,16 @@ class SweepResult:
         """The report (analysis.analyze) of these results; returns report.md's path. Run with
         `track=`, the report and its figures also go to the tracker (MLflow: the parent run)."""
         from analysis import analyze
+
+        from . import report_inputs
         if not self.store.local:
             raise ValueError(f"analyze: {self.path} is remote; allowed: a local results directory "
                              "(or use `saddlescape analyze`, which copies it)")
-        report = analyze(self.store.base, out_dir)
+        if out_dir is None:
+            report_inputs.forget(self.store)
+        report = analyze(self.store.base, None if out_dir is None else local_path(out_dir))
+        if out_dir is None:
+            report_inputs.record(self.store)
         if self.tracking is not None:
             self.tracking.add_report(str(Path(report).parent))
         return report
@@ -101,13 +109,16 @@ def run_sweep(spec_or_path, sweep: str | None = None, *, storage=None, workers: 
     chosen = resolve_sweep(spec_or_path, sweep, max_cells)
     return execute(chosen, storage or "results", backend=backend, workers=workers, address=address,
                    max_failures=max_failures, echo=echo or (lambda line: None), allow_changed=allow_changed,
-                   track=track)
+                   track=track, python=True)
 
 
 def resolve_sweep(spec_or_path, sweep: str | None, max_cells: int = DEFAULT_MAX_CELLS, overrides=()) -> Sweep:
     if isinstance(spec_or_path, dict):
         sweeps = sweeps_from_mapping(spec_or_path, sweep or "notebook", max_cells=max_cells)
+        if sweep is None and list(sweeps) == ["notebook"] and "sweeps" not in spec_or_path:
+            sweeps["notebook"].unnamed = True         # the refusal of a clash says how to name it
     else:
+        spec_or_path = local_path(spec_or_path)
         if sweep is None:                 # a file of one sweep needs no name; choose before expanding
             names = sweep_names(spec_or_path)
             if len(names) != 1:
@@ -136,20 +147,29 @@ class Plan:
     verdict: Verdict             # how the sweep relates to the definition that wrote the store
 
 
-def plan(sweep: Sweep, storage: str, allow_changed: bool = False) -> Plan:
-    """Raises SweepError when the store holds results of a definition this one may not share."""
+def local_path(path) -> str:
+    """A path as people write it: `~` and `~user` are their home directories (a quoted '~/x'
+    reaches the command unexpanded, as does --storage=~/x); a URI (s3://...) is left alone."""
+    path = str(path)
+    return path if "://" in path else os.path.expanduser(path)
+
+
+def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool = False) -> Plan:
+    """Raises SweepError when the store holds results of a definition this one may not share.
+    `python`: errors name run_sweep's arguments (storage=) instead of the command line's."""
     from .cell import cell_id
 
-    storage = str(storage)
+    flag = "storage=" if python else "--storage "
     # Absolute: Tune runs each trial in a directory of its own, where a relative path would
     # point somewhere else.
+    storage = local_path(storage)
     storage = storage if "://" in storage else os.path.abspath(storage)
-    store = open_store(storage, sweep.name)
+    store = open_store(storage, sweep.name, flag)
     cells = {cell_id(c): c for c in sweep.cells}
     try:
-        verdict = compare(store, sweep, cells, allow_changed)
+        verdict = compare(store, sweep, cells, allow_changed, python)
     except OSError as e:                  # a remote store that cannot be read (credentials, network)
-        raise SweepError(f"--storage {storage}: cannot be read ({e}); allowed: a local path or a "
+        raise SweepError(f"{flag}{storage}: cannot be read ({e}); allowed: a local path or a "
                          "pyarrow filesystem URI this machine can read and write") from None
     if verdict.kind == "refused":
         raise SweepError(verdict.message)
@@ -157,13 +177,13 @@ def plan(sweep: Sweep, storage: str, allow_changed: bool = False) -> Plan:
     return Plan(storage, store, cells, done, [c for k, c in cells.items() if k not in done], verdict)
 
 
-def open_store(storage: str, name: str) -> Store:
+def open_store(storage: str, name: str, flag: str = "--storage ") -> Store:
     """The sweep's store, refused in one line (before anything is written) when `storage` cannot
     hold it: a URI pyarrow does not know, a local path under a file or where nothing may be written."""
     try:
         store = Store(storage, name)
     except (ValueError, OSError) as e:    # pyarrow's ArrowInvalid is a ValueError
-        raise SweepError(f"--storage {storage!r} is not a results root ({e}); allowed: a local path or a pyarrow "
+        raise SweepError(f"{flag}{storage!r} is not a results root ({e}); allowed: a local path or a pyarrow "
                          "filesystem URI (s3://bucket/prefix, gs://...)") from None
     if store.local:
         existing = Path(store.base)
@@ -171,7 +191,7 @@ def open_store(storage: str, name: str) -> Store:
             existing = existing.parent
         if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
             what = "a file" if existing.is_file() else "not writable"
-            raise SweepError(f"--storage {storage}: {existing} is {what}; allowed: a directory this user can "
+            raise SweepError(f"{flag}{storage}: {existing} is {what}; allowed: a directory this user can "
                              "write (created where missing)")
     return store
 
@@ -179,7 +199,7 @@ def open_store(storage: str, name: str) -> Store:
 def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | None = None,
             address: str | None = None, max_failures: int = 2, echo=print, allow_changed: bool = False,
             note: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
-            track=()) -> SweepResult:
+            track=(), python: bool = False) -> SweepResult:
     """Compute the sweep's missing cells on `backend`, consolidate its tables, write meta.json.
 
     Refuses (SweepError, nothing written) a store written by a definition whose stored cells
@@ -187,21 +207,31 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
     writes the tables of every finished cell and a meta.json that says `interrupted`, and raises
     SweepInterrupted (with the result). `note`, `warn`: where one-line notes and warnings go
     (default: stderr). `track`: experiment trackers that get every stored cell
-    (workflows/tracking.py); refused (SweepError, nothing written) when unknown or not installed."""
+    (workflows/tracking.py); refused (SweepError, nothing written) when unknown or not installed.
+    `python`: called by run_sweep (errors name its arguments). A sweep whose cells to run would
+    take more than a day, or more than 1e12 seed-steps, gets the warning `validate` gives, and runs."""
     if backend not in BACKENDS:
         raise SweepError(f"backend={backend!r} is not known; allowed: {', '.join(BACKENDS)}")
     note = note or (lambda line: print(f"note: {line}", file=sys.stderr, flush=True))
     warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
     trackers = check_trackers(track)
-    p = plan(sweep, storage, allow_changed)
+    p = plan(sweep, storage, allow_changed, python)
     store, cells, done, todo = p.store, p.cells, p.done, p.todo
     for line in [*sweep.notes, p.verdict.message]:
         if line:
             note(line)
+    for line in sweep.warnings:
+        warn(line)
+
+    def warn_if_absurd(n_workers: int):
+        """validate's warning of a sweep of days, for the cells this run computes on its workers."""
+        absurd = plan_.warning(sweep.name, todo, plan_.seed_steps(todo), n_workers, backend)
+        if absurd:
+            warn(absurd)
     for key in cells.keys() - done.keys():
         store.delete(f"failed/{key}.json")        # about to be retried: count its attempts afresh
     started = now()
-    echo(f"sweep {sweep.name}: {len(cells)} cells, {len(done)} already stored, {len(todo)} to run -> {store.uri}")
+    echo(f"sweep {sweep.name}: {count(len(cells), 'cell')}, {len(done)} already stored, {len(todo)} to run -> {store.uri}")
     session = open_tracking(trackers, sweep, store, echo, note, warn)
     on_cell = session.cell_stored if session else None     # each cell as it is stored, from the driver
     run = {"backend": backend, "workers": 0, "ray_start_seconds": 0.0, "tune_seconds": 0.0, "engine_seconds": 0.0,
@@ -222,8 +252,9 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
                     tune_runner = runner.module()
                 t1 = time.perf_counter()          # "Ray start": Ray up and Ray Tune imported
                 stage = "cells"
+                warn_if_absurd(n_workers)
                 packs = pack_cells(todo, n_workers)
-                echo(f"  {len(packs)} trials on {n_workers} workers")
+                echo(f"  {count(len(packs), 'trial')} on {count(n_workers, 'worker')}")
                 run.update(workers=n_workers, ray_start_seconds=round(t1 - t0, 3))
                 progress = tune_runner.run_packs(packs, p.root, sweep.name, workers=n_workers,
                                                  max_failures=max_failures, echo=echo, on_cell=on_cell)
@@ -238,6 +269,7 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
             from .local_runner import run_cells
 
             stage = "cells"
+            warn_if_absurd(1)
             t1 = time.perf_counter()
             engine = run_cells(todo, store, max_failures=max_failures, echo=echo, on_cell=on_cell)
             run.update(workers=1, engine_seconds=round(engine, 3), local_seconds=round(time.perf_counter() - t1, 3))
@@ -259,7 +291,7 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
     meta = {
         "sweep": sweep.name, "description": sweep.description,
         "yaml": yaml12.dump({sweep.name: sweep.definition}),
-        "definition": sweep.definition, "definition_hash": definition_hash(sweep.definition),
+        "definition": sweep.definition, "definition_hash": sweep.hash,
         "overrides": sweep.overrides,
         "hash": hashlib.sha256("".join(sorted(cells)).encode()).hexdigest()[:16],
         "versions": versions(), "git_commit": git_commit(), "host": platform.node(),
@@ -310,7 +342,7 @@ def open_tracking(trackers: tuple, sweep: Sweep, store: Store, echo, note, warn)
         return None
     from .tracking import Session
 
-    tags = {"sweep": sweep.name, "definition_hash": definition_hash(sweep.definition),
+    tags = {"sweep": sweep.name, "definition_hash": sweep.hash,
             "saddlescape_version": str(_version("saddlescape")), "git_commit": str(git_commit()),
             "results": store.uri}
     return Session(trackers, store, sweep.name, sweep.description, tags, "run", echo, note, warn)

@@ -18,10 +18,12 @@ import tempfile
 from pathlib import Path
 
 from . import plan as plan_
-from .api import BACKENDS, check_trackers, execute, plan, resolve_sweep
+from . import report_inputs
+from .api import BACKENDS, check_trackers, execute, local_path, plan, resolve_sweep
 from .interrupt import EXIT_CODE, RESUME, SweepInterrupted, exit_by_sigint
-from .spec import DEFAULT_MAX_CELLS, SweepError, load_sweeps
+from .spec import DEFAULT_MAX_CELLS, NeedsExtra, SweepError, load_sweeps, sweep_names
 from .store import Store
+from .suggest import count, plural
 from .tracking import TRACKERS
 
 
@@ -43,24 +45,35 @@ def fail(message: str, code: int = 2):
 
 
 def cmd_validate(args) -> int:
-    sweeps = load_sweeps(args.sweeps, only=args.sweep, max_cells=args.max_cells, overrides=args.overrides)
+    checked = validate_sweeps(args)
+    needs = {name: error for name, error in checked.items() if isinstance(error, NeedsExtra)}
     workers = args.workers or os.cpu_count() or 1
-    width = max(map(len, sweeps))
-    echo(f"{args.sweeps}: {len(sweeps)} sweep{'s' if len(sweeps) > 1 else ''}, all valid "
-         f"(estimates: every seed to its budget, on {workers} workers; seed-steps a bound, time rough)")
+    width = max(map(len, checked))
+    valid = "all valid" if not needs else (f"{len(checked) - len(needs)} valid, {len(needs)} "
+                                           f"{plural(len(needs), 'needs', 'need')} an extra that is not installed")
+    echo(f"{args.sweeps}: {count(len(checked), 'sweep')}, {valid} (estimates: every seed to its budget, on "
+         f"{count(workers, 'worker')}; seed-steps a bound, time rough)")
     any_marked = False
-    for name, sweep in sweeps.items():
+    for name, sweep in checked.items():
+        if name in needs:
+            echo(f"  {name:<{width}}  needs the {sweep.extra} extra: pip install -e '.[{sweep.extra}]'")
+            continue
         for line in sweep.notes:
             note(line)
+        for line in sweep.warnings:
+            warn(line)
         summary = sweep.description if len(sweep.description) <= 50 else sweep.description[:47] + "..."
         wall = plan_.wall_seconds(sweep.cells, workers)
         marked = bool(plan_.unmodelled(sweep.cells))
         any_marked = any_marked or marked
-        echo(f"  {name:<{width}}  {len(sweep.cells):>6} cells  <= {sweep.seed_steps:.2e} seed-steps  "
-             f"~ {plan_.duration(wall):>9}{'*' if marked else ' '}  {summary}")
+        echo(f"  {name:<{width}}  {len(sweep.cells):>6} {plural(len(sweep.cells), 'cell ', 'cells')}  "
+             f"<= {sweep.seed_steps:.2e} seed-steps  ~ {plan_.duration(wall):>9}{'*' if marked else ' '}  {summary}")
         warning = plan_.warning(name, sweep.cells, sweep.seed_steps, workers)
         if warning:
             warn(warning)
+    for name, error in needs.items():
+        note(f"sweep {name!r} needs the {error.extra} extra, which is not installed (pip install -e "
+             f"'.[{error.extra}]'); not checked further: {error}")
     if any_marked:
         echo("  * some cells are of kinds the time estimate does not model (other problems than the "
              "synthetic saddles, SOSP checks, optimizers that are not built in): they can take many times longer")
@@ -69,6 +82,21 @@ def cmd_validate(args) -> int:
     for line in registered_lines():
         echo(line)
     return 0
+
+
+def validate_sweeps(args) -> dict:
+    """{name: its Sweep, or the NeedsExtra of a sweep that names what an optional extra provides,
+    the extra not installed}, in the file's order. Any other error is raised (exit 2); so is a
+    missing extra of the one sweep that --sweep names (it cannot run)."""
+    if args.sweep is not None or args.overrides:
+        return load_sweeps(args.sweeps, only=args.sweep, max_cells=args.max_cells, overrides=args.overrides)
+    checked = {}
+    for name in sweep_names(args.sweeps):
+        try:
+            checked.update(load_sweeps(args.sweeps, only=name, max_cells=args.max_cells))
+        except NeedsExtra as error:
+            checked[name] = error
+    return checked
 
 
 def cmd_run(args) -> int:
@@ -83,7 +111,7 @@ def cmd_run(args) -> int:
     except SweepInterrupted as stop:
         if stop.result is not None:
             counts = stop.result.counts
-            echo(f"sweep {sweep.name}: {counts['done']}/{counts['total']} cells stored "
+            echo(f"sweep {sweep.name}: {counts['done']}/{counts['total']} {plural(counts['total'], 'cell')} stored "
                  f"({stop.result.meta['cells']['computed_this_run']} computed this run) before the interruption")
         return interrupted(stop.stage)
     counts, run = result.counts, result.meta["run"]
@@ -91,14 +119,18 @@ def cmd_run(args) -> int:
     timing = ""
     if computed and run["backend"] == "ray":
         timing = (f"; Ray start {run['ray_start_seconds']:.1f}s, Tune {run['tune_seconds']:.1f}s on "
-                  f"{run['workers']} workers, engine {run['engine_seconds']:.1f}s (efficiency {run['efficiency']:.0%})")
+                  f"{count(run['workers'], 'worker')}, engine {run['engine_seconds']:.1f}s (efficiency {run['efficiency']:.0%})")
     elif computed:
         timing = f"; in this process {run['local_seconds']:.1f}s, engine {run['engine_seconds']:.1f}s"
-    echo(f"sweep {sweep.name}: {counts['done']}/{counts['total']} cells stored"
+    echo(f"sweep {sweep.name}: {counts['done']}/{counts['total']} {plural(counts['total'], 'cell')} stored"
          + (f", {counts['failed']} failed" if counts["failed"] else "") + timing)
     if not args.no_analyze and counts["done"]:
         try:
-            echo(f"report: {analyze_store(result.store)}")
+            if report_inputs.up_to_date(result.store):
+                echo(f"report: {report_path(result.store)} (up to date: the tables, the sweep's definition and the "
+                     "analysis code are those it was written from)")
+            else:
+                echo(f"report: {analyze_store(result.store)}")
         except KeyboardInterrupt:
             result.store.mark_analysis_stale(counts, "the analysis was interrupted")
             return interrupted("analysis")
@@ -133,7 +165,9 @@ def dry_run(sweep, args) -> int:
         if line:
             note(line)
     workers = args.workers or os.cpu_count() or 1
-    echo(f"sweep {sweep.name}: {len(p.cells)} cells, {len(p.done)} already stored, {len(p.todo)} to run -> "
+    for line in sweep.warnings:
+        warn(line)
+    echo(f"sweep {sweep.name}: {count(len(p.cells), 'cell')}, {len(p.done)} already stored, {len(p.todo)} to run -> "
          f"{p.store.uri} (dry run: nothing written, no Ray started)")
     fixed, table = plan_.varying_table(sweep.cells, set(p.done), list(p.cells))
     if fixed:
@@ -141,14 +175,14 @@ def dry_run(sweep, args) -> int:
     for line in table:
         echo("  " + line)
     wall = plan_.wall_seconds(p.todo, workers, args.backend)
-    echo(f"  estimate for the {len(p.todo)} cells to run: <= {plan_.seed_steps(p.todo):.2e} seed-steps, "
+    echo(f"  estimate for the {count(len(p.todo), 'cell')} to run: <= {plan_.seed_steps(p.todo):.2e} seed-steps, "
          f"about {plan_.duration(plan_.engine_seconds(p.todo))} of engine time, wall about {plan_.duration(wall)} on "
-         f"{1 if args.backend == 'local' else workers} worker{'s' if workers > 1 and args.backend != 'local' else ''} "
+         f"{count(1 if args.backend == 'local' else workers, 'worker')} "
          "(every seed to its budget; most cells stop earlier)")
     unmodelled = plan_.unmodelled(p.todo)
     if unmodelled:
         echo(f"  {unmodelled}")
-    warning = plan_.warning(sweep.name, p.todo, plan_.seed_steps(p.todo), workers)
+    warning = plan_.warning(sweep.name, p.todo, plan_.seed_steps(p.todo), workers, args.backend)
     if warning:
         warn(warning)
     return 0
@@ -160,8 +194,11 @@ def analyze_store(store: Store) -> str:
     with surfaced():                                    # scipy's extensions load here
         from analysis import analyze
 
+    report_inputs.forget(store)
     if store.local:
-        return str(analyze(store.base))
+        report = str(analyze(store.base))
+        report_inputs.record(store)
+        return report
     # Remote storage: analyse a local copy, then upload the analysis next to the results.
     import pyarrow.fs as pafs
 
@@ -173,7 +210,12 @@ def analyze_store(store: Store) -> str:
                 pass
         report = analyze(tmp)
         pafs.copy_files(f"{tmp}/analysis", store.path("analysis"), destination_filesystem=store.fs)
+        report_inputs.record(store)
         return f"{store.uri}/analysis/{Path(report).name}"
+
+
+def report_path(store: Store) -> str:
+    return store.path(report_inputs.REPORT) if store.local else f"{store.uri}/{report_inputs.REPORT}"
 
 
 def cmd_track(args) -> int:
@@ -182,7 +224,7 @@ def cmd_track(args) -> int:
     from .tracking import TrackingError, track_stored
 
     try:
-        complete = track_stored(args.path, args.to, echo=echo, note=note, warn=warn)
+        complete = track_stored(local_path(args.path), args.to, echo=echo, note=note, warn=warn)
     except TrackingError as e:
         return fail(str(e))
     except KeyboardInterrupt:
@@ -193,10 +235,17 @@ def cmd_track(args) -> int:
 def cmd_analyze(args) -> int:
     from analysis import analyze
 
+    path = local_path(args.path)
+    options = {"dpi": args.dpi, "formats": args.format.split(",")}
+    store = Store(str(Path(path).parent), Path(path).name) if Path(path, "cells.parquet").is_file() else None
+    if store is not None:
+        report_inputs.forget(store)
     try:
-        report = analyze(args.path, dpi=args.dpi, formats=tuple(args.format.split(",")))
+        report = analyze(path, dpi=args.dpi, formats=tuple(args.format.split(",")))
     except (ValueError, FileNotFoundError) as e:   # a results table that is not one
         return fail(str(e))
+    if store is not None:
+        report_inputs.record(store, options)
     echo(f"report: {report}")
     return 0
 
@@ -231,7 +280,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     r.add_argument("--sweep", default=None, help="the sweep's name in the file (required when it has several)")
     r.add_argument("--storage", default="results",
-                   help="results root: a local path (default: results) or a pyarrow URI (s3://..., gs://...)")
+                   help="results root: a local path (default: results; ~ is your home directory) or a pyarrow URI "
+                        "(s3://..., gs://...)")
     r.add_argument("--address", default=None,
                    help="an existing Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
     r.add_argument("--workers", type=int, default=None, help="parallel trials (default: all cores)")
@@ -269,11 +319,22 @@ def version() -> str:
     return _version("saddlescape") or "unknown (not installed)"
 
 
+HYDRA_FLAGS = ("-m", "--multirun")
+
+
+class HydraFlag(ValueError):
+    """An option of Hydra's command line, which means nothing here (one line)."""
+
+
 def parse(argv) -> argparse.Namespace:
     """argparse, with overrides allowed anywhere among the options (`run f.yaml --sweep q seeds=8`):
     argparse's own positional matching would take them only right after the file."""
     p = parser()
     args, extra = p.parse_known_args(argv)
+    hydra = [e for e in extra if e in HYDRA_FLAGS]
+    if hydra:
+        raise HydraFlag(f"{hydra[0]} is Hydra's flag for a multirun; saddlescape always runs every cell of the "
+                        "sweep (a grid of key=v1,v2 included); allowed: the same command without it")
     if extra:
         if any(e.startswith("-") for e in extra) or args.command not in ("run", "validate"):
             p.parse_args(argv)                    # argparse's own message and exit 2
@@ -318,6 +379,10 @@ def command(argv) -> int:
         args = parse(argv)
     except KeyboardInterrupt:
         return interrupted("start")
+    except HydraFlag as e:
+        return fail(str(e))
+    if getattr(args, "sweeps", None):
+        args.sweeps = local_path(args.sweeps)
     for flag, lowest in (("max_cells", 1), ("workers", 1), ("max_failures", 0), ("dpi", 10)):
         value = getattr(args, flag, None)
         if value is not None and value < lowest:

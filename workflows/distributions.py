@@ -36,6 +36,35 @@ DISTRIBUTIONS = {
     "q_uniform": "quantised", "q_log_uniform_values": "quantised", "q_log_uniform": "quantised",
 }
 FIELDS = ("min", "max", "q")
+# Other libraries' spellings of a distribution, by what they mean (normalised: lower case, letters
+# and digits only, a `distribution` suffix dropped), and what they are here. The bounds of Ray
+# Tune's and Optuna's loguniform are the values; hyperopt's are natural logs (W&B's log_uniform).
+FOREIGN = {
+    "loguniform": ("log_uniform_values", "Ray Tune's and Optuna's loguniform (min and max are the values); "
+                   "hyperopt's, whose bounds are natural logs, is log_uniform"),
+    "reciprocal": ("log_uniform_values", "scipy's reciprocal/loguniform (min and max are the values)"),
+    "qloguniform": ("q_log_uniform_values", "Ray Tune's qloguniform (min and max are the values); "
+                    "hyperopt's, whose bounds are natural logs, is q_log_uniform"),
+    "quniform": ("q_uniform", "Ray Tune's and hyperopt's quniform"),
+    "discreteuniform": ("q_uniform", "Optuna's discrete_uniform (its step is q)"),
+    "randint": ("int_uniform", "Ray Tune's randint (its upper bound is excluded: max here is upper - 1, "
+                "both bounds included)"),
+    "intuniform": ("int_uniform", "an integer drawn uniformly, both bounds included"),
+    "uniformint": ("int_uniform", "an integer drawn uniformly, both bounds included"),
+    "int": ("int_uniform", "Optuna's IntDistribution (with log: true, q_log_uniform_values with q: 1)"),
+    "integer": ("int_uniform", "an integer drawn uniformly, both bounds included"),
+    "qrandint": ("q_uniform", "Ray Tune's qrandint (an integer q; both bounds included)"),
+    "lograndint": ("q_log_uniform_values", "Ray Tune's lograndint (q: 1; its upper bound is excluded)"),
+    "qlograndint": ("q_log_uniform_values", "Ray Tune's qlograndint (an integer q)"),
+    "float": ("uniform", "Optuna's FloatDistribution (with log: true, log_uniform_values)"),
+    "intloguniform": ("q_log_uniform_values", "Optuna's IntLogUniformDistribution (q: 1)"),
+}
+# Not distributions here: a grid, or one value.
+GRID_SPELLINGS = {"choice": "values", "categorical": "values", "gridsearch": "values", "constant": "value",
+                  "fixed": "value"}
+# W&B distributions this module does not draw.
+UNSUPPORTED = ("normal", "q_normal", "log_normal", "q_log_normal", "inv_log_uniform", "inv_log_uniform_values",
+               "beta")
 
 
 class DistributionError(ValueError):
@@ -69,7 +98,8 @@ def check(key: str, spec: dict) -> None:
 
     dist = spec.get("distribution")
     if not isinstance(dist, str) or dist not in DISTRIBUTIONS:
-        raise DistributionError(f"{key}.distribution={dist!r} is not known{did_you_mean(dist, DISTRIBUTIONS)}; "
+        hint = meaning(dist, spec) or did_you_mean(dist, DISTRIBUTIONS)
+        raise DistributionError(f"{key}.distribution={dist!r} is not known{hint}; "
                                 f"allowed: {', '.join(DISTRIBUTIONS)}")
     wanted = ("min", "max", "q") if DISTRIBUTIONS[dist] == "quantised" else ("min", "max")
     for bound in wanted:
@@ -105,6 +135,49 @@ def check(key: str, spec: dict) -> None:
         if k_lo > k_hi:
             raise DistributionError(f"{key}: {dist} has no multiple of q={q!r} in [{a!r}, {b!r}]; allowed: "
                                     "bounds that enclose at least one multiple of q")
+
+
+def _normalised(name: str) -> str:
+    text = "".join(ch for ch in name.lower().rpartition(".")[2] if ch.isalnum())
+    text = text.removeprefix("suggest")
+    return text.removesuffix("distribution") or text
+
+
+def meaning(dist, spec: dict) -> str:
+    """' (... is X here)' for another library's spelling of a distribution (FOREIGN), a grid or
+    a value written as a distribution, or a W&B distribution not drawn here; '' for anything else.
+    The bounds decide between the two readings of `loguniform`: bounds <= 0 can only be logs."""
+    if not isinstance(dist, str):
+        return ""
+    if dist in UNSUPPORTED:
+        return f" (W&B's {dist} is not drawn here)"
+    word = _normalised(dist)
+    if word in GRID_SPELLINGS:
+        form = GRID_SPELLINGS[word]
+        return (f" ({dist} is not a distribution here: write {{{form}: [...]}} for a grid of the listed values"
+                if form == "values" else f" ({dist} is not a distribution here: write {{value: v}}") + ")"
+    if word not in FOREIGN:
+        return ""
+    name, what = FOREIGN[word]
+    lo = spec.get("min")
+    if word in ("loguniform", "qloguniform") and _is_number(lo) and lo <= 0:
+        name = name.replace("_values", "")          # bounds <= 0: natural logs, hyperopt's reading
+        what = "hyperopt's " + word + " (bounds are natural logs)"
+    return f" (did you mean {name!r}? {what})"
+
+
+def looks_like_values(key: str, spec: dict) -> str:
+    """A warning (one line) when a distribution whose bounds are natural logs (log_uniform,
+    q_log_uniform) has bounds that look like the values themselves: both positive and a decade or
+    more apart (min 0.001, max 0.1 draws e^0.001 .. e^0.1 = 1.001 .. 1.105); '' otherwise."""
+    dist, lo, hi = spec.get("distribution"), spec.get("min"), spec.get("max")
+    if dist not in ("log_uniform", "q_log_uniform") or not (_is_number(lo) and _is_number(hi)):
+        return ""
+    if not (0 < lo < hi <= 700) or hi / lo < 10:
+        return ""
+    return (f"{key}: {dist}'s bounds are natural logs: min {lo!r}, max {hi!r} draw e^{lo!r} .. e^{hi!r} = "
+            f"{math.exp(lo):.4g} .. {math.exp(hi):.4g}; if {lo!r} and {hi!r} are the values, write "
+            f"{dist}_values")
 
 
 def check_for(key: str, spec: dict, param) -> None:

@@ -11,6 +11,7 @@ import time
 import traceback
 from typing import NamedTuple
 
+from . import progress
 from .cell import cell_id
 from .store import Store
 
@@ -45,7 +46,7 @@ def run_cells(cells: list[dict], store: Store, *, max_failures: int = 2, echo=pr
     """Every cell in turn; returns the summed engine seconds. Progress lines as the Ray runner's.
     `on_cell(cell_id)`: told of each cell once it is stored, as the Ray runner's Progress tells
     it (the experiment trackers, workflows/tracking.py)."""
-    start, last, engine, finished = time.monotonic(), 0.0, 0.0, 0
+    start, last, engine, finished, first_at = time.monotonic(), 0.0, 0.0, 0, None
     for cell in cells:
         for _attempt in range(max_failures + 1):
             outcome = compute_and_store(cell, store)
@@ -56,9 +57,8 @@ def run_cells(cells: list[dict], store: Store, *, max_failures: int = 2, echo=pr
         engine += outcome.engine_seconds
         finished += 1
         now = time.monotonic()
+        first_at = now - start if first_at is None else first_at
         if now - last >= every or finished == len(cells):
             last = now
-            elapsed = now - start
-            echo(f"  {finished}/{len(cells)} cells  elapsed {elapsed:.0f}s  "
-                 f"left ~{elapsed / finished * (len(cells) - finished):.0f}s")
+            echo(progress.line(finished, len(cells), now - start, first_at))
     return engine

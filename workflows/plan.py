@@ -16,6 +16,7 @@ import math
 import pandas as pd
 
 from .packing import estimated_seconds, unmodelled_kinds
+from .suggest import count
 
 RAY_FIXED_SECONDS = 6.0            # Ray's start + Tune's worker start, measured on 2 cores (README)
 ABSURD_SEED_STEPS = 1e12
@@ -46,12 +47,14 @@ def duration(seconds: float) -> str:
     return f"{seconds / 86400:.3g} days"
 
 
-def warning(name: str, cells: list[dict], seed_steps: int, workers: int) -> str | None:
-    """One line when a sweep's work is absurd (over 1e12 seed-steps, or over a day of wall time)."""
-    seconds = wall_seconds(cells, workers)
+def warning(name: str, cells: list[dict], seed_steps: int, workers: int, backend: str = "ray") -> str | None:
+    """One line when a sweep's work is absurd (over 1e12 seed-steps, or over a day of wall time
+    on `workers`; the local backend runs one cell at a time)."""
+    workers = 1 if backend == "local" else workers
+    seconds = wall_seconds(cells, workers, backend)
     if seed_steps > ABSURD_SEED_STEPS or seconds > ABSURD_SECONDS:
-        return (f"sweep {name!r}: up to {seed_steps:.2e} seed-steps, about {duration(seconds)} on {workers} "
-                f"workers; is that meant? (fewer seeds, a smaller budget or fewer cells)")
+        return (f"sweep {name!r}: up to {seed_steps:.2e} seed-steps, about {duration(seconds)} on {count(workers, 'worker')}; "
+                "is that meant? (fewer seeds, a smaller budget or fewer cells)")
     return None
 
 
@@ -82,7 +85,7 @@ def varying_table(cells: list[dict], stored: set[str] | None = None, ids: list[s
     shown = table.head(limit)
     lines = shown.to_string(index=False, float_format=lambda v: f"{v:.6g}").splitlines()
     if len(table) > limit:
-        lines.append(f"... and {len(table) - limit} more cells")
+        lines.append(f"... and {count(len(table) - limit, 'more cell', 'more cells')}")
     return fixed, lines
 
 
@@ -103,5 +106,6 @@ def unmodelled(cells: list[dict]) -> str:
         return ""
     kinds = sorted({kind for k in per_cell for kind in k})
     shown = ", ".join(kinds[:4]) + (f" and {len(kinds) - 4} more" if len(kinds) > 4 else "")
-    return (f"{others} of the {len(cells)} cells are of kinds the time estimate does not model "
+    of = f"{others} of the {len(cells)} cells are" if len(cells) > 1 else "the cell is"
+    return (f"{of} of kinds the time estimate does not model "
             f"({shown}): they can take many times longer")

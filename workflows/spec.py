@@ -34,6 +34,7 @@ shape of YAML: a SweepError, never another exception.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 import random
@@ -46,7 +47,7 @@ import yaml
 from . import distributions, overrides as overrides_
 from .registry import registry as registry_of
 from .settings import RUN_SCHEMA
-from .suggest import did_you_mean
+from .suggest import did_you_mean, plural
 from .yaml12 import SweepLoader  # noqa: F401  (the loader a sweep file is read with)
 
 SWEEP_KEYS = ("description", "method", "samples", "random_seed", "parameters", "analysis")
@@ -99,11 +100,25 @@ class Sweep:
     analysis: dict = field(default_factory=dict)   # the block's `analysis` settings, for the report
     notes: list[str] = field(default_factory=list)        # one line each: what was read how, ignored
     overrides: list[str] = field(default_factory=list)    # as given on the command line
+    method: str = "grid"                                  # grid or random
+    draws: str | None = None                              # random: a hash of the order of its draws
+    warnings: list[str] = field(default_factory=list)     # one line each: what is valid but looks wrong
+    unnamed: bool = False                                 # a block given to run_sweep without a name
 
     @property
     def seed_steps(self) -> int:
         """Upper bound on the work: every seed of every cell running to its budget."""
         return sum(c["seeds"] * c["budget"] for c in self.cells)
+
+    @property
+    def hash(self) -> str:
+        """The definition's hash (meta.json's definition_hash). A random sweep's sees the order of
+        its draws as well (each parameter's key, in the order drawn: it follows the order the file
+        writes them in, so moving two keys can change every cell); a grid's cells do not depend on
+        any order."""
+        from .definition import definition_hash
+
+        return definition_hash(self.definition, self.draws)
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -256,11 +271,13 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise SweepError(f"{where}: random_seed={seed!r} is not allowed; allowed: an integer")
         rng = random.Random(seed)
-        raw_cells = [_sample(where, base, specs, top, rng, max_cells) for _ in range(samples)]
+        drawn: list[str] = []
+        raw_cells = [_sample(where, base, specs, top, rng, max_cells, drawn) for _ in range(samples)]
+        draws = hashlib.sha256("\n".join(drawn).encode()).hexdigest()[:16]
 
     from .cell import cell_id, normalize_cell      # torch (through the components): only here
 
-    cells, seen = [], set()
+    cells, seen, repeats = [], set(), 0
     for raw in raw_cells:
         try:
             cell = normalize_cell(raw)
@@ -274,11 +291,43 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
             cells.append(cell)
     if not cells:
         raise SweepError(f"{where}: the sweep expands to no cells; allowed: at least one")
+    if method == "random" and len(cells) < len(raw_cells):
+        notes.append(f"{where}: samples: {len(raw_cells)} drew {len(cells)} distinct "
+                     f"{plural(len(cells), 'cell')} ({len(raw_cells) - len(cells)} of the draws repeated a cell "
+                     "already drawn: its parameters take few values; a cell runs once)")
     definition = {"defaults": defaults, **written}
     if given:
         definition["overrides"] = [o.text for o in given]
+    warnings = _log_bound_warnings(where, base, specs, top) if method == "random" else []
     return Sweep(name, str(block.get("description", "")).strip(), cells, definition,
-                 _analysis_settings(where, block.get("analysis")), notes, [o.text for o in given])
+                 _analysis_settings(where, block.get("analysis")), notes, [o.text for o in given],
+                 method, draws if method == "random" else None, warnings)
+
+
+def _log_bound_warnings(where: str, *layers: dict) -> list[str]:
+    """A warning per distribution with natural-log bounds whose bounds look like values
+    (distributions.looks_like_values), wherever it is written: a parameter, or a field of a
+    component written inline."""
+    out = []
+
+    def walk(key: str, node):
+        if isinstance(node, dict):
+            if "distribution" in node:
+                warning = distributions.looks_like_values(key, node)
+                if warning:
+                    out.append(f"{where}: {warning}")
+                return
+            for sub, value in node.items():
+                inner = key if sub in (*PARAM_KINDS, "parameters") else f"{key}.{sub}" if key in COMPONENTS else str(sub)
+                walk(inner, value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(key, value)
+
+    for layer in layers:
+        for key, spec in layer.items():
+            walk(key, spec)
+    return list(dict.fromkeys(out))
 
 
 
@@ -406,6 +455,14 @@ def parse_param(where: str, key, value) -> dict:
     kinds = [k for k in PARAM_KINDS if k in value]
     if key in COMPONENTS and not kinds:
         return {"value": value}                # a whole component written inline
+    if not kinds and "min" in value and "max" in value:
+        # W&B infers the distribution from the bounds' types; here it is named.
+        integers = all(isinstance(value[b], int) and not isinstance(value[b], bool) for b in ("min", "max"))
+        named = "int_uniform" if integers else "uniform"
+        raise SweepError(f"{where}: {key}={value!r} has min and max but no distribution (W&B infers one from "
+                         f"the bounds; here it is named); allowed: {key}: {{distribution: {named}, min: "
+                         f"{value['min']!r}, max: {value['max']!r}}}{'' if integers else ' (log_uniform_values for a step size)'}, "
+                         "with method: random, or {values: [...]} for a grid")
     if len(kinds) != 1:
         near = [f"{k!r}{did_you_mean(k, PARAM_KINDS)}" for k in value if did_you_mean(k, PARAM_KINDS)]
         raise SweepError(f"{where}: {key}={value!r} must have exactly one of value, values, distribution, rule"
@@ -475,7 +532,10 @@ def _suggestable(registry) -> list[str]:
     cell could not step (optimizers/torch_adapter.usable)."""
     out = []
     for name in registry.names():
-        cls = registry.get(name).extra.get("cls")
+        try:
+            cls = registry.get(name).extra.get("cls")
+        except (ValueError, ImportError):
+            continue
         if cls is not None:
             from optimizers.torch_adapter import usable
 
@@ -538,6 +598,8 @@ def _components(where, kind: str, defaults: dict, specs: dict, top: dict, pick, 
             for k, spec in fields.items():
                 if "distribution" in spec and k in schema:
                     _check_draw(where, f"{kind}.{k}", spec, schema[k])
+                if k in schema:
+                    _check_list_grid(where, f"{kind}.{k}", spec, schema[k], name)
             out.extend(_product(where, kind, name, schema, fields, pick, max_cells - len(out)))
         for field in inline if shared else ():
             if not any(field in schema_of(n) for n in names):
@@ -557,6 +619,22 @@ def _components(where, kind: str, defaults: dict, specs: dict, top: dict, pick, 
                 raise SweepError(f"{where}: {kind}.{field} is not a parameter of {', '.join(names)}"
                                  f"{did_you_mean(field, allowed)}; allowed: {listed}")
     return out
+
+
+def _check_list_grid(where: str, key: str, spec: dict, param, name):
+    """A list-valued argument (torch's betas) given a grid of single numbers: `key=[0.9, 0.99]` on
+    the command line, or {values: [0.9, 0.99]} in a file, is a grid of its elements, each of which
+    the argument refuses; one list is {value: [...]}."""
+    if param.kind not in (tuple, list) or "values" not in spec:
+        return
+    singles = [v for v in spec["values"] if not isinstance(v, (list, tuple, dict))]
+    if not singles:
+        return
+    listed = ", ".join(map(repr, spec["values"]))
+    raise SweepError(f"{where}: {key}={{values: [{listed}]}} is a grid of single values, but {key.split('.', 1)[1]} "
+                     f"of {name} is {param.allowed}; allowed: one list as {key}: {{value: [{listed}]}} (on the "
+                     f"command line {key}='{{value: [{listed}]}}': there key=[...] is a grid of its elements), "
+                     "or a grid of lists, {values: [[...], [...]]}")
 
 
 def _check_draw(where: str, key: str, spec: dict, param):
@@ -615,8 +693,13 @@ def _grid(where, defaults: dict, specs: dict, top: dict, max_cells: int) -> list
     return [{"problem": p, "optimizer": o, **r} for p, o, r in itertools.product(problems, optimizers, runs)]
 
 
-def _sample(where, defaults: dict, specs: dict, top: dict, rng: random.Random, max_cells: int) -> dict:
+def _sample(where, defaults: dict, specs: dict, top: dict, rng: random.Random, max_cells: int,
+            drawn: list) -> dict:
+    """One cell of a random sweep: its problem's parameters, then its optimizer's, then the run
+    settings, each in the order the sweep writes them. `drawn` gets each parameter's key as it is
+    drawn: the order the draws depend on (Sweep.hash)."""
     def pick(key, spec):
+        drawn.append(key)
         if "distribution" not in spec:
             return [rng.choice(_choices(spec))]
         return [distributions.draw(spec, rng)]

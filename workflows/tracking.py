@@ -35,6 +35,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .suggest import count
+
 TRACKERS = ("mlflow", "tensorboard")
 LIBRARIES = {"mlflow": ("mlflow",), "tensorboard": ("tensorboardX",)}
 INSTALL = "pip install -e '.[tracking]'"
@@ -205,8 +207,9 @@ def mlflow_environment():
 class MlflowTracker:
     """One experiment per sweep (named after it); per command one parent run (meta.json, the
     report) and, nested under it, one run per cell. The destination is MLflow's own:
-    MLFLOW_TRACKING_URI, else mlflow's default (sqlite:///mlflow.db in the working directory, or
-    ./mlruns where that already holds a file store)."""
+    MLFLOW_TRACKING_URI, else mlflow's default (sqlite:///mlflow.db in the working directory; where
+    ./mlruns holds an old file store, that store, which MLflow 3 refuses unless
+    MLFLOW_ALLOW_FILE_STORE=true: the refusal is shown whole)."""
     name = "mlflow"
 
     def __init__(self):
@@ -236,7 +239,7 @@ class MlflowTracker:
             **tags, "saddlescape_record": "sweep", "command": command, "mlflow.note.content": description}).info.run_id
         where = (f"{self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.parent}"
                  if self.uri.startswith("http") else f"{self.uri}, experiment {experiment_id}, run {self.parent}")
-        echo(f"tracking: mlflow experiment {sweep!r} ({len(self.known)} cells already there): {where}")
+        echo(f"tracking: mlflow experiment {sweep!r} ({count(len(self.known), 'cell')} already there): {where}")
 
     def _find_cells(self):
         from mlflow.entities import ViewType
@@ -322,7 +325,7 @@ class TensorboardTracker:
             if info.type == pafs.FileType.File and "tfevents" in parts[-1] and ".tmp-" not in parts[-1]:
                 self.known.add(parts[-2])
         echo(f"tracking: tensorboard HParams under {self.store.uri}/{TENSORBOARD_DIR} "
-             f"({len(self.known)} cells already there): tensorboard --logdir {self.store.uri}/{TENSORBOARD_DIR}")
+             f"({count(len(self.known), 'cell')} already there): tensorboard --logdir {self.store.uri}/{TENSORBOARD_DIR}")
 
     def log_cell(self, record: CellRecord):
         from tensorboardX import SummaryWriter
@@ -459,7 +462,7 @@ class Session:
     def _catch_up(self, stored: set):
         missing = {key for t in self._alive() for key in stored - t.known - t.logged}
         if missing:
-            self.echo(f"tracking: {len(missing)} stored cells not tracked yet, tracking them now")
+            self.echo(f"tracking: {count(len(missing), 'stored cell')} not tracked yet, tracking them now")
         for key in sorted(missing):
             self._cell(key)
 
@@ -476,11 +479,11 @@ class Session:
             untracked = stored - tracker.known - tracker.logged
             if tracker.name in self.errors or untracked:
                 complete = False
-                self.note(f"{tracker.name}: {len(untracked)} of the {len(stored)} stored cells not tracked"
+                self.note(f"{tracker.name}: {len(untracked)} of the {count(len(stored), 'stored cell')} not tracked"
                           + (" (interrupted)" if self.abandon.is_set() else "")
                           + f"; catch up with {self.catch_up_command(tracker.name)}")
             else:
-                self.echo(f"tracking: {tracker.name}: {len(tracker.logged)} cells tracked now, "
+                self.echo(f"tracking: {tracker.name}: {count(len(tracker.logged), 'cell')} tracked now, "
                           f"{len(stored & tracker.known)} were already")
         for key, why in list(self.unreadable.items())[:3]:
             self.note(f"cell {key} not tracked: its part could not be read ({why})")
@@ -504,9 +507,10 @@ class Session:
 
 
 def reason(error: Exception) -> str:
-    """A tracker's failure in a few words: MLflow's HTTP errors spell out urllib3's whole retry
-    history on one line."""
-    text = (str(error).strip().splitlines() or [""])[0]
+    """A tracker's failure on one line: MLflow's HTTP errors, which spell out urllib3's whole retry
+    history, in a few words; any other message whole (MLflow 3's refusal of its file store ends
+    with its opt-out, MLFLOW_ALLOW_FILE_STORE=true), cut only past REASON_LENGTH characters."""
+    text = " ".join(str(error).split())
     request = re.match(r"API request to (\S+) failed with exception (.*)", text)
     if request:
         url, cause = request.groups()
@@ -514,8 +518,11 @@ def reason(error: Exception) -> str:
                                               r"ConnectionResetError|Connection aborted", cause)
                  else "no answer (timed out)" if re.search(r"[Tt]imed? ?out", cause) else cause)
         text = f"{url}: {cause}"
-    text = text if len(text) <= 200 else text[:199] + "…"
+    text = text if len(text) <= REASON_LENGTH else text[:REASON_LENGTH - 1] + "…"
     return f"{type(error).__name__}: {text}"
+
+
+REASON_LENGTH = 2000
 
 
 class _ThreadFilter(logging.Filter):

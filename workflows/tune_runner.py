@@ -19,6 +19,7 @@ from . import ray_session  # noqa: F401  (first: it sets Ray's environment befor
 from ray import tune  # noqa: E402
 from ray.tune.execution import class_cache  # noqa: E402
 
+from . import progress  # noqa: E402
 from .cell import cell_id  # noqa: E402
 from .local_runner import compute_and_store  # noqa: E402
 from .ray_session import warm_workers  # noqa: E402
@@ -111,7 +112,7 @@ def start_worker():
 
 
 class Progress(tune.Callback):
-    """Cells done / total, elapsed time, and an estimate of the time left. `on_cell(cell_id)`:
+    """Cells done / total, elapsed time, and an estimate of the time left (workflows/progress.py). `on_cell(cell_id)`:
     told of each cell once it is stored (the experiment trackers, workflows/tracking.py; it only
     queues the cell, so Tune's loop never waits for a tracker)."""
 
@@ -123,6 +124,7 @@ class Progress(tune.Callback):
         self.engine_seconds = 0.0
         self.start = time.monotonic()
         self.last = 0.0
+        self.first_at: float | None = None    # seconds from the start to the first cell stored
 
     def __getstate__(self):
         # Tune pickles its callbacks with the experiment's state (for Tuner.restore); the hook
@@ -135,6 +137,8 @@ class Progress(tune.Callback):
             self.warm_trials.add(trial.trial_id)
         if result.get("cell_done") and result["cell_id"] not in self.done:
             self.done.add(result["cell_id"])
+            if self.first_at is None:
+                self.first_at = time.monotonic() - self.start
             self.engine_seconds += result.get("engine_seconds", 0.0)
             if self.on_cell is not None:
                 self.on_cell(result["cell_id"])
@@ -144,10 +148,7 @@ class Progress(tune.Callback):
             self.echo(self.line())
 
     def line(self) -> str:
-        elapsed = time.monotonic() - self.start
-        n = len(self.done)
-        eta = f"{elapsed / n * (self.total - n):.0f}s" if n else "?"
-        return f"  {n}/{self.total} cells  elapsed {elapsed:.0f}s  left ~{eta}"
+        return progress.line(len(self.done), self.total, time.monotonic() - self.start, self.first_at)
 
 
 def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, workers: int, max_failures: int,
