@@ -81,10 +81,11 @@ def probe_seconds(optimizer: dict, runs: int, d: int) -> float:
     component = get_optimizer(optimizer["name"])
     if "cls" not in component.extra:
         return 0.0
-    hp = component.validate({k: v for k, v in optimizer.items() if k != "name"})
-    cls = component.extra["cls"]
+    params = {k: v for k, v in optimizer.items() if k != "name"}
+    torch_adapter.layout_of(component, params, runs, d)        # the class's checks, once
+    torch_adapter._layouts.clear()                             # then the probe alone, uncached
     start = time.perf_counter()
-    torch_adapter._probe(cls, torch_adapter.constructor_args(hp, cls), hp["param_shape"], runs, d)
+    torch_adapter.layout_of(component, params, runs, d)
     return time.perf_counter() - start
 
 

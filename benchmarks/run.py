@@ -11,6 +11,8 @@
    (R·d ≤ 10⁴) and large batches;
 3b. optimizer classes named by class path (torch.optim.Adam, pytorch_optimizer.Lion, Lamb,
    Prodigy: batched or stepped per seed, benchmarks/adapter_speed.py) against the built-in adam;
+3c. the built-in matrix optimizers (muon, matrix_whitening) against the built-in adam on matrix
+   problems, per coordinate-step of a whole cell (benchmarks/matrix_speed.py);
 4. the sweep overhead of Ray Tune on the `quick` sweep, with 1 and 2 workers;
 5. `analyze` on 10⁶ rows: time and peak memory;
 6. the scale-out of the study's sweeps to 1, 8 and 64 workers, from the measured costs.
@@ -38,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import adapter_speed, jax_reference  # noqa: E402
+from benchmarks import adapter_speed, jax_reference, matrix_speed  # noqa: E402
 from benchmarks.analysis_million_rows import measure as measure_analysis  # noqa: E402
 from problems import make_problem  # noqa: E402
 from workflows import normalize_cell, simulate  # noqa: E402
@@ -55,7 +57,7 @@ SCALING_SWEEP = "noise_precond"     # a sweep with minutes of work, for 1 agains
 # The JAX comparison: issue 14's small cells (3000 steps, as its table) and two at R·d ≥ 10⁶.
 JAX_SMALL = ((64, 10), (256, 4), (1024, 2), (1024, 10))
 JAX_LARGE = ((16384, 100), (65536, 16))
-SECTIONS = ("loop", "jax", "floor", "adapter", "sweep", "analysis", "scale")
+SECTIONS = ("loop", "jax", "floor", "adapter", "matrix", "sweep", "analysis", "scale")
 
 
 def saddle(d: int) -> dict:
@@ -372,6 +374,12 @@ def main():
         if results.get("adapter"):
             print(table(results["adapter"], ["optimizer", "mode", "seed_steps_per_s", "min", "max",
                                              "vs_builtin_adam", "probe_seconds"]))
+    if "matrix" in only:
+        with clock.section("matrix"):
+            print(f"\n3c. matrix optimizers against the built-in adam, R = {matrix_speed.RUNS}, whole cells, "
+                  "ns per coordinate-step (best of 3)")
+            results["matrix"] = matrix_speed.measure(args.quick)
+            print(table(results["matrix"], ["problem", "optimizer", "ns_per_coordinate_step", "vs_builtin_adam"]))
     with tempfile.TemporaryDirectory() as tmp:
         if "sweep" in only:
             with clock.section("sweep"):

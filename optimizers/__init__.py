@@ -10,7 +10,9 @@ from . import (
     adaptive_full,
     amsgrad,
     cnc_sgd,
+    matrix_whitening,
     momentum,
+    muon,
     perturbed_sgd,
     precond_sgd,
     rmsprop,
@@ -19,7 +21,7 @@ from . import (
 from .base import Optimizer, select_runs
 
 BUILTIN_OPTIMIZERS = (sgd, momentum, rmsprop, adam, adagrad, precond_sgd, adaptive_full, amsgrad, adagrad_full,
-                      perturbed_sgd, cnc_sgd)
+                      perturbed_sgd, cnc_sgd, muon, matrix_whitening)
 
 
 def validate_optimizer(spec: dict) -> dict:

@@ -10,43 +10,40 @@ declares), the class is then one attribute of that module (importlib + one getat
 such as torch.optim.os.system), and it must be a subclass of torch.optim.Optimizer other than
 the base class.
 
-What the engine can step. The engine hands an optimizer one stochastic gradient per step
-(p.grad, without a graph) and nothing else. Whatever needs more is refused before anything runs
-(`validate` and `run`: one line, exit 2), each by a tested property of the class at the cell's
-hyperparameters and dtype (`check_steppable`, called for every cell by
-workflows.cell.normalize_cell), never by a list of names: a step that needs a closure (LBFGS's
-line search, AliG), one that reads second derivatives through the gradient's graph (AdaHessian's
-and SophiaH's Hutchinson estimates: without a graph they would run with a Hessian of zeros,
-`refuse_second_order`), one that fails on a gradient alone in the cell's dtype, and one that
-draws random numbers (Kron, Gravity: a seed's run would not be reproducible). Classes that wrap
-another optimizer (SAM, Lookahead) are refused by their constructor's signature.
+What a step needs, found by stepping the class at the cell's hyperparameters and dtype
+(`needs_of`, called for every cell by workflows.cell.normalize_cell), never from a list of names:
+
+- a step that draws random numbers (Kron, Gravity, Hutchinson probes) runs each seed under a torch
+  generator of its own, seeded by the problem's seed and the run (one optimizer per seed): a seed's
+  run is reproducible, and the same whatever else is in the batch;
+- a step that differentiates the gradient again (AdaHessian, SophiaH: Hessian-vector products,
+  `loss.backward(create_graph=True)`) gets the problem's loss differentiated by autograd with its
+  graph, g + (∇f − ∇f.detach()): the value is the engine's stochastic gradient, the derivative the
+  problem's Hessian; a problem whose loss autograd cannot differentiate twice is refused for it;
+- a class for matrices only (torch.optim.Muon) gets the problem's matrices, and the other tensors
+  go to torch.optim.AdamW (`fallback`), as Muon is configured in practice.
+
+Refused before anything runs (`validate` and `run`: one line, exit 2): a step that needs a closure
+(LBFGS's line search, AliG) or a Hessian argument, one that fails on a gradient alone in the cell's
+dtype, one whose runs differ even with a generator of their own (randomness from elsewhere). Classes
+that wrap another optimizer (SAM, Lookahead) are refused by their constructor's signature.
 
 Hyperparameters are the class's constructor arguments (all but the first, `params`), with the
-signature's defaults; a list such as `betas: [0.9, 0.99]` becomes a tuple. One adapter key is
-added: `param_shape`, the shape of one seed's parameter, `vector` ([d], default) or `row`
-([1, d]: for classes that treat 1-D parameters as biases, such as LARS's trust ratio in
-pytorch_optimizer or torch.optim.Muon's orthogonalisation, which only act on matrices).
+signature's defaults; a list such as `betas: [0.9, 0.99]` becomes a tuple. Adapter keys are
+added (ADAPTER_KEYS): `param_shape`, what one seed's parameters are: `tensors` (default: the
+problem's named tensors, problems/shapes.py: matrix factorisation's U [n, r], a deep linear
+network's W₁ … W_L, an MLP's weights and biases; one [d] vector where the problem declares none),
+`vector` (one [d]) or `row` (one [1, d]); `fallback` (auto | none | adamw: which tensors that are
+not matrices go to AdamW) and `fallback_lr` (AdamW's step size; null: the class's lr).
 Hyperparameters are live: an engine that changes hp["lr"] between steps (a step-size schedule)
 has it written into the param groups before the next step.
 
 Exact per-seed semantics. Each seed must be one independent run of the class on its own
-parameter. How the R seeds are stepped (the layout) is decided per class, hyperparameters and
-batch shape by a tested property, never a hand-kept list: the probe (`choose_layout`) steps rows
-of very different scales on the same gradients, drops half of them half-way (the engine's
-compaction), and keeps the first layout, in this order of speed, whose iterates equal stepping
-each row alone with its own optimizer (in the cell's dtype: rtol 1e-9 in float64, 1e-5 in
-float32):
-
-    batched      one [R, d] parameter                 element-wise classes: Adam, NAdam, Lion, ...
-    params       one parameter per seed, one group     per-parameter statistics: LAMB's trust ratio
-    groups       one param group per seed              per-group statistics
-    optimizers   one optimizer per seed                global statistics: Prodigy's and D-Adaptation's d
-
-`batched` is mode "batched"; the other three are mode "per_seed" (a Python step per seed: about
-two orders of magnitude slower at R = 1024, benchmarks/adapter_speed.py). The probe runs past
-every integer hyperparameter (periods and warm-ups such as Shampoo's preconditioning steps, up to
-1024 steps); the batched candidate is stepped at the cell's full R and d, the per-seed ones on
-four rows of the cell's d.
+parameters. How the R seeds are stepped (the layout) is decided per class, hyperparameters, shapes
+and batch by a tested property (optimizers/torch_layouts.py: the probe and the four layouts,
+batched, params, groups, optimizers); `batched` is mode "batched", the other three "per_seed" (a
+Python step per seed: about two orders of magnitude slower at R = 1024,
+benchmarks/adapter_speed.py).
 
 Schedule-free classes (schedulefree.*, pytorch_optimizer's ScheduleFree*) are put in train mode
 (`.train()`): the parameter then holds y, the point where the gradient is evaluated, and that is
@@ -68,23 +65,28 @@ import logging
 import math
 import re
 import threading
+from typing import NamedTuple
 
 import torch
 
-from workflows.params import Param, choice, resolve
+from problems.shapes import structure
+from workflows.params import Param, choice, positive, resolve
 
 from .base import Optimizer
+from .torch_layouts import Block, Streams, TorchOptimizerState, blocks, one_line, probe, tolerance, train_mode
 
 log = logging.getLogger("saddlescape.adapter")
 
 # Modules of the `optimizers` extra: a missing one is a missing install, not a typo.
 EXTRA_MODULES = ("pytorch_optimizer", "schedulefree")
 INSTALL_HINT = "pip install -e '.[optimizers]'"
-PARAM_SHAPE = "param_shape"
-LAYOUTS = ("batched", "params", "groups", "optimizers")
-# The probe: per-seed candidates step this many rows; every run of it lasts at least
-# PROBE_MIN_STEPS and at most PROBE_MAX_STEPS; iterates must agree to this relative tolerance.
-PROBE_ROWS, PROBE_MIN_STEPS, PROBE_MAX_STEPS, PROBE_RTOL = 4, 16, 1024, 1e-9
+PARAM_SHAPE, FALLBACK, FALLBACK_LR = "param_shape", "fallback", "fallback_lr"
+ADAPTER_KEYS = (PARAM_SHAPE, FALLBACK, FALLBACK_LR)       # the adapter's own, never the class's
+# Every probe's run lasts at least PROBE_MIN_STEPS and at most PROBE_MAX_STEPS.
+PROBE_MIN_STEPS, PROBE_MAX_STEPS = 16, 1024
+# The tensors the class's own checks are run on under param_shape `tensors` (a matrix and a
+# vector, as a matrix problem with a bias hands them), and under `vector` / `row`.
+CHECK_SHAPES = {"tensors": ((3, 2), (3,)), "vector": ((3,),), "row": ((1, 3),)}
 # The dtype of a cell that does not say (workflows/settings.py) and of the probes at the defaults.
 DEFAULT_DTYPE = "float32"
 
@@ -170,8 +172,8 @@ def _refused_by_signature(cls) -> str:
 def usable(cls) -> bool:
     """Whether a cell could name the class: not refused by its signature, and, where every
     constructor argument has a default, stepped at those defaults in float32 without a refusal
-    (`check_steppable`, as a [d] or a [1, d] parameter). A class with required arguments counts
-    as usable (its arguments decide)."""
+    (`needs_of`, on a matrix and a vector, a [d] or a [1, d] parameter). A class with required
+    arguments counts as usable (its arguments decide)."""
     if _refused_by_signature(cls):
         return False
     try:
@@ -181,10 +183,10 @@ def usable(cls) -> bool:
     if any(p.allowed.startswith("required") for p in schema.values()):
         return True
     hp = {k: p.default for k, p in schema.items()}
-    for shape in ("vector", "row"):
+    for shape in CHECK_SHAPES:
         try:
             _construct(cls.__name__, cls, _frozen(constructor_args(hp, cls)), shape)
-            check_steppable(cls.__name__, cls, _frozen(constructor_args(hp, cls)), shape, DEFAULT_DTYPE)
+            needs_of(cls.__name__, cls, _frozen(constructor_args(hp, cls)), shape, DEFAULT_DTYPE)
             return True
         except ValueError:
             continue
@@ -224,8 +226,9 @@ def adapt_class(name: str, cls, origin: str):
         try:
             hp = validate(name, cls, schema, {})
             args = constructor_args(hp, cls)
-            check_steppable(name, cls, _frozen(args), hp[PARAM_SHAPE], DEFAULT_DTYPE)
-            extra["layout"] = choose_layout(cls, args, hp[PARAM_SHAPE], 8, 10, DEFAULT_DTYPE)
+            needs = needs_of(name, cls, _frozen(args), hp[PARAM_SHAPE], DEFAULT_DTYPE)
+            extra["layout"] = choose_layout(cls, args, tuple(blocks([(10,)], hp[PARAM_SHAPE], 10)), 8,
+                                            DEFAULT_DTYPE, needs.random, needs.second_order)
             extra["mode"] = mode_of(extra["layout"])
         except NeedsClosure:
             raise
@@ -280,11 +283,18 @@ def constructor_schema(name: str, cls) -> dict[str, Param]:
         param = _param(arg.default, annotation)
         if param is not None:
             schema[arg.name] = param
-    if PARAM_SHAPE in schema:
-        raise ValueError(f"optimizer.name={name!r}: its constructor takes {PARAM_SHAPE!r}, which the "
+    taken = [k for k in ADAPTER_KEYS if k in schema]
+    if taken:
+        raise ValueError(f"optimizer.name={name!r}: its constructor takes {taken[0]!r}, which the "
                          "adapter reserves; allowed: a class without that argument")
-    schema[PARAM_SHAPE] = choice("vector", "vector", "row",
-                                 doc="one seed's parameter: [d] (vector) or [1, d] (row)")
+    schema[PARAM_SHAPE] = choice("tensors", "tensors", "vector", "row",
+                                 doc="one seed's parameters: the problem's tensors (tensors: U [n, r], W1 ... "
+                                     "W_L, weights and biases), one [d] (vector) or one [1, d] (row)")
+    schema[FALLBACK] = choice("auto", "auto", "none", "adamw",
+                              doc="tensors that are not matrices: to torch.optim.AdamW when the class refuses "
+                                  "them (auto: Muon's usual setup), always (adamw), or never (none)")
+    schema[FALLBACK_LR] = Param(None, float, "> 0, or null (the class's lr)", lambda v: v is None or positive(v),
+                                "AdamW's step size for the fallback tensors")
     return schema
 
 
@@ -383,22 +393,19 @@ def _element(owner, key, value, kind, p):
 
 
 def constructor_args(hp: dict, cls) -> dict:
-    """The hyperparameters the class's constructor takes: not the adapter's own param_shape, nor
-    what the engine keeps in the same dict for itself (a step-size schedule's keys)."""
+    """The hyperparameters the class's constructor takes: not the adapter's own keys
+    (ADAPTER_KEYS), nor what the engine keeps in the same dict for itself (a step-size schedule's
+    keys)."""
     return {k: hp[k] for k in _argument_names(cls) if k in hp}
 
 
 @functools.lru_cache(maxsize=None)
 def _argument_names(cls) -> tuple[str, ...]:
-    return tuple(k for k in constructor_schema(cls.__name__, cls) if k != PARAM_SHAPE)
+    return tuple(k for k in constructor_schema(cls.__name__, cls) if k not in ADAPTER_KEYS)
 
 
 def _frozen(args: dict) -> tuple:
     return tuple(args.items())
-
-
-def _one_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def _where(name: str, args: tuple) -> str:
@@ -407,37 +414,45 @@ def _where(name: str, args: tuple) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _construct(name: str, cls, args: tuple, shape: str):
-    """Build the class on a 3-coordinate parameter (cached): its constructor's checks."""
-    p = torch.zeros((3,) if shape == "vector" else (1, 3), dtype=getattr(torch, DEFAULT_DTYPE))
+    """Build the class on small parameters (cached): its constructor's checks. Under `tensors`, on
+    a matrix alone (a class for matrices, such as Muon, refuses vectors: those go to the fallback)."""
+    p = torch.zeros(CHECK_SHAPES[shape][0], dtype=getattr(torch, DEFAULT_DTYPE))
     try:
         cls([p], **dict(args))
     except Exception as error:                  # noqa: BLE001 - the class's own check, reported
-        raise ValueError(f"{_where(name, args)}: refused by {cls.__name__}: {_one_line(error)}; allowed: "
+        raise ValueError(f"{_where(name, args)}: refused by {cls.__name__}: {one_line(error)}; allowed: "
                          f"what {qualified(cls)}'s constructor accepts") from None
 
 
-# --- what the engine cannot step: every refusal of a class's step, in one place ---------------
+# --- what a class's step needs: found by stepping it, never from a list of names -------------
 
 
-def check_cell(name: str, cls, hp: dict, cell: dict):
+class Needs(NamedTuple):
+    """What a class's step needs besides one gradient, at given arguments: its own generator per
+    run (it draws random numbers), the gradient's graph (it differentiates the gradient again:
+    Hessian-vector products), and whether it refuses tensors that are not matrices (Muon)."""
+    random: bool
+    second_order: bool
+    matrices_only: bool
+
+
+def check_cell(name: str, cls, hp: dict, cell: dict) -> Needs:
     """The cell's check of an adapter optimizer (Component.extra["check_cell"], called by
     workflows.cell.normalize_cell, so that `validate` and `run` refuse before anything runs): the
-    class stepped as the engine will step it, in the cell's dtype. Raises ValueError (one line)."""
-    check_steppable(name, cls, _frozen(constructor_args(hp, cls)), hp[PARAM_SHAPE], cell["dtype"])
+    class stepped as the engine will step it, in the cell's dtype (`needs_of`). Returns what its
+    step needs (the cell then checks that its problem can give it: a loss autograd can
+    differentiate twice where the class reads second derivatives). Raises ValueError (one line)."""
+    return needs_of(name, cls, _frozen(constructor_args(hp, cls)), hp[PARAM_SHAPE], cell["dtype"])
 
 
 @functools.lru_cache(maxsize=1024)
-def check_steppable(name: str, cls, args: tuple, shape: str, dtype: str = DEFAULT_DTYPE):
-    """Refuse, in one line, a class whose step needs more than the engine gives every optimizer:
-    one stochastic gradient per step (p.grad, without a graph), in the cell's dtype. Each is a
-    tested property of the class at these arguments, found on a 3-coordinate parameter over as
-    many steps as the layout probe takes (`_probe_steps`), never a list of names:
+def needs_of(name: str, cls, args: tuple, shape: str, dtype: str = DEFAULT_DTYPE) -> Needs:
+    """What the class's step needs (`Needs`), found on small parameters (CHECK_SHAPES) over as many
+    steps as the layout probe takes. Refuses, in one line, what the engine cannot give:
 
-    - the step raises without a closure (a line search, a two-pass method): NeedsClosure;
-    - the step raises on a gradient alone, in this dtype: ValueError;
-    - the step reads second derivatives (`refuse_second_order`): NeedsSecondOrder;
-    - two identical runs differ (the step draws random numbers: a seed's run would not be
-      reproducible): ValueError.
+    - a step argument besides the closure that has no default (a Hessian passed in): NeedsSecondOrder;
+    - a step that raises without a closure (a line search, a two-pass method): NeedsClosure;
+    - a step that raises on a gradient alone, in this dtype: ValueError (naming the dtype it steps in).
     Cached per class, arguments, param_shape and dtype."""
     where = _where(name, args)
     dt = getattr(torch, dtype)
@@ -449,76 +464,111 @@ def check_steppable(name: str, cls, args: tuple, shape: str, dtype: str = DEFAUL
                                "gradient, step(closure=None)")
     make = functools.partial(cls, **dict(args))
     steps = _probe_steps(dict(args))
+    shapes = CHECK_SHAPES[shape]
+    matrices_only = shape == "tensors" and not _accepts(make, shapes[1:], dt)
+    parts = blocks(shapes[:1] if matrices_only else shapes, "tensors", 0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         try:
-            plain = _quadratic_run(make, shape, dt, steps, graph=False)
+            plain = _quadratic_run(make, parts, dt, steps, graph=False)
         except Exception as error:                  # noqa: BLE001 - the class's own refusal, reported
             if "closure" in f"{type(error).__name__} {error}".lower():
-                raise NeedsClosure(f"{where}: its step needs a closure ({_one_line(error)}); allowed: an "
+                raise NeedsClosure(f"{where}: its step needs a closure ({one_line(error)}); allowed: an "
                                    "optimizer that steps on one stochastic gradient") from None
-            raise ValueError(f"{where}: cannot step on a gradient alone in {dtype} ({_one_line(error)}); "
+            raise ValueError(f"{where}: cannot step on a gradient alone in {dtype} ({one_line(error)}); "
                              f"allowed: an optimizer whose step(closure=None) reads p.grad in the cell's dtype"
-                             f"{_other_dtype_hint(make, shape, dtype, steps)}") from None
-        refuse_second_order(where, make, shape, dt, steps, plain)
-        again = _quadratic_run(make, shape, dt, steps, graph=False)    # the generator moved on
-        if not torch.allclose(plain, again, rtol=_tolerance(dt)[0], atol=_tolerance(dt)[1], equal_nan=True):
-            raise ValueError(f"{where}: two identical runs differ (its step draws random numbers), so a "
-                             "seed's run would not be reproducible; allowed: a deterministic optimizer")
+                             f"{_other_dtype_hint(make, parts, dtype, steps)}") from None
+        second_order = _reads_second_derivatives(make, parts, dt, steps)
+        # Random draws, in the mode the class will run in (a Hutchinson probe draws only with a graph).
+        with torch.enable_grad():
+            first = _quadratic_run(make, parts, dt, steps, graph=second_order) if second_order else plain
+            again = _quadratic_run(make, parts, dt, steps, graph=second_order)   # the generator moved on
+        rtol, atol = tolerance(dt)
+        random = not torch.allclose(first, again, rtol=rtol, atol=atol, equal_nan=True)
+    return Needs(random, second_order, matrices_only)
 
 
-def refuse_second_order(where: str, make, shape: str, dtype, steps: int, plain: torch.Tensor):
-    """The one place where a class that needs second derivatives is refused. Such a step (a
-    Hessian estimate such as Hutchinson's, which differentiates the gradient again) needs the
-    gradient's graph, loss.backward(create_graph=True); the engine's gradients carry none, and
-    without it the class silently runs as another method (a Hessian of zeros). The property
-    tested: the same run on f(x) = Σ ½c_i x_i² (`_quadratic_run`), once with gradients that carry
-    their graph and once with the same values without it (`plain`, both from one generator
-    state), ends at different iterates. Supporting these classes (issue 27) replaces this function."""
+def _accepts(make, shapes, dtype) -> bool:
+    try:
+        make([torch.zeros(s, dtype=dtype) for s in shapes])
+        return True
+    except Exception:                               # noqa: BLE001 - a refusal of these shapes
+        return False
+
+
+def _reads_second_derivatives(make, parts, dtype, steps: int) -> bool:
+    """Whether the class differentiates the gradient again (a Hessian estimate such as
+    Hutchinson's, which needs loss.backward(create_graph=True)): its gradients are handed with their
+    graph, each through an identity that notes when autograd passes back through it (`_Tap`).
+    Without the graph such a class silently runs as another method (a Hessian of zeros): the
+    adapter then hands it the graph (torch_layouts). A property of what the class does, not of its
+    iterates: a class whose arithmetic only rounds differently with a graph (SOAP's eigenbases) is
+    not taken for one."""
+    _Tap.fired = False
     torch.manual_seed(0)
     try:
         with torch.enable_grad():
-            graph = _quadratic_run(make, shape, dtype, steps, graph=True)
-    except Exception:                           # noqa: BLE001 - it cannot use a graph: nothing to miss
-        return
-    rtol, atol = _tolerance(dtype)
-    if not torch.allclose(graph, plain, rtol=rtol, atol=atol, equal_nan=True):
-        raise NeedsSecondOrder(f"{where}: its step reads second derivatives through the gradient's graph "
-                               "(a Hessian estimate: loss.backward(create_graph=True)), which the engine's "
-                               "gradients do not carry, so it would run as another method; allowed: an "
-                               "optimizer that steps on one stochastic gradient")
+            _quadratic_run(make, parts, dtype, steps, graph=True)
+    except Exception:                               # noqa: BLE001 - it cannot use a graph: nothing to miss
+        return False
+    return _Tap.fired
 
 
-# f(x) = Σ ½ c_i x_i² on three coordinates, curvatures of different sizes, started at gradients
-# four orders of magnitude apart: a Hessian estimate shows in the iterates whether the step
-# divides by it (AdaHessian) or only where the gradient is small against it (SophiaH clips
-# momentum / Hessian, so with large gradients both runs would be its sign-momentum).
-_CURVATURE, _START = (1.0, 4.0, 0.25), (1e-4, -1e-2, 1.0)
+class _Tap(torch.autograd.Function):
+    """The identity, noting when a gradient flows back through it."""
+    fired = False
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        _Tap.fired = True
+        return grad
 
 
-def _quadratic_run(make, shape: str, dtype, steps: int, graph: bool) -> torch.Tensor:
-    """The class stepped `steps` times on f's gradient from _START; the final iterate [3]."""
-    c = torch.tensor(_CURVATURE, dtype=dtype)
-    p = torch.tensor(_START, dtype=dtype).reshape((3,) if shape == "vector" else (1, 3))
-    if graph:
-        p.requires_grad_(True)
-    opt = make([p])
-    _train_mode(opt)
+# f(x) = Σ ½ c_i x_i² + κ Σ x_i x_{i+1} over the check's coordinates, curvatures of different
+# sizes, started at gradients four orders of magnitude apart: a Hessian estimate shows in the
+# iterates whether the step divides by it (AdaHessian) or only where the gradient is small against
+# it (SophiaH clips momentum / Hessian, so with large gradients both runs would be its
+# sign-momentum). The coupling κ makes the Hessian non-diagonal: a Rademacher probe z ⊙ Hz of a
+# diagonal Hessian is exact whatever z is, which would hide that the step draws random numbers.
+_CURVATURE, _START, _COUPLING = (1.0, 4.0, 0.25), (1e-4, -1e-2, 1.0), 0.1
+
+
+def _quadratic_run(make, parts: list[Block], dtype, steps: int, graph: bool) -> torch.Tensor:
+    """The class stepped `steps` times on f's gradient; the final iterate, flat."""
+    n = sum(b.size for b in parts)
+    c = torch.tensor([_CURVATURE[i % 3] for i in range(n)], dtype=dtype)
+    start = torch.tensor([_START[i % 3] for i in range(n)], dtype=dtype)
+    params = [start[b.start:b.start + b.size].clone().view(*b.shape).requires_grad_(graph) for b in parts]
+    opt = make(params)
+    train_mode(opt)
+
+    def loss(flat):
+        return (0.5 * c * flat**2).sum() + _COUPLING * (flat[1:] * flat[:-1]).sum()
+
     for _ in range(steps):
+        flat = torch.cat([q.reshape(-1) for q in params])
         if graph:
-            loss = (0.5 * c * p.reshape(3) ** 2).sum()
-            (p.grad,) = torch.autograd.grad(loss, p, create_graph=True)
+            grads = [_Tap.apply(g) for g in torch.autograd.grad(loss(flat), params, create_graph=True)]
         else:
-            p.grad = (c * p.detach().reshape(3)).reshape(p.shape)
+            exact = c * flat.detach()
+            exact[1:] += _COUPLING * flat.detach()[:-1]
+            exact[:-1] += _COUPLING * flat.detach()[1:]
+            grads = [exact[b.start:b.start + b.size].view(*b.shape) for b in parts]
+        for q, g in zip(params, grads):
+            q.grad = g
         opt.step()
-    return p.detach().reshape(3).clone()
+    return torch.cat([q.detach().reshape(-1) for q in params]).clone()
 
 
-def _other_dtype_hint(make, shape: str, dtype: str, steps: int) -> str:
+def _other_dtype_hint(make, parts, dtype: str, steps: int) -> str:
     other = "float64" if dtype == "float32" else "float32"
     try:
         with torch.random.fork_rng(devices=[]):
-            _quadratic_run(make, shape, getattr(torch, other), steps, graph=False)
+            _quadratic_run(make, parts, getattr(torch, other), steps, graph=False)
     except Exception:                           # noqa: BLE001
         return ""
     return f" (it steps in {other}: dtype: {other})"
@@ -531,131 +581,37 @@ def _probe_steps(args: dict) -> int:
     return min(PROBE_MAX_STEPS, PROBE_MIN_STEPS + max(periods, default=0))
 
 
-def _tolerance(dtype) -> tuple[float, float]:
-    """(rtol, atol) within which two runs count as equal: a few hundred ulps of the dtype."""
-    return (PROBE_RTOL, 1e-12) if dtype == torch.float64 else (1e-5, 1e-8)
+# --- stepping the batch ------------------------------------------------------------------------
 
 
-def _train_mode(opt):
-    """Schedule-free optimizers step only in train mode, where the parameter holds y."""
-    train = getattr(type(opt), "train", None)
-    if callable(train):
-        opt.train()
+class SplitState:
+    """The class on the matrices, torch.optim.AdamW on the other tensors (`fallback`): two states
+    over disjoint blocks of the same x, stepped one after the other."""
 
+    def __init__(self, states: list[TorchOptimizerState]):
+        self.states = states
 
-# --- stepping the batch ----------------------------------------------------------------------
+    def step(self, grad, x):
+        for state in self.states:
+            state.step(grad, x)
 
-
-class TorchOptimizerState:
-    """The torch optimizer(s) stepping a batch of R seeds, in one of LAYOUTS.
-
-    `batched`: the engine's x [R, d] is the parameter itself (updated in place). After
-    `select(keep)` (the engine dropping finished runs: it then passes a new, smaller x) the
-    per-parameter and per-group state tensors whose leading dimension is R are indexed by keep,
-    and the next step re-binds the state to the new x.
-
-    Per-seed layouts: the optimizers own a buffer [R, d] whose rows (views [d], or [1, d] for
-    param_shape row) are the seeds' parameters and never change identity; each step copies x in
-    and the result out, and `select` drops the finished seeds' parameters, groups or optimizers.
-    """
-
-    def __init__(self, make, layout: str, x: torch.Tensor, shape: str):
-        self.layout, self.rows = layout, len(x)
-        if layout == "batched":
-            self.param = x
-            self.optimizers = [make([x])]
-        else:
-            view = (lambda t, i: t[i]) if shape == "vector" else (lambda t, i: t[i:i + 1])
-            self.buffer, self.grads = x.detach().clone(), torch.zeros_like(x)
-            self.params = [view(self.buffer, i) for i in range(len(x))]
-            self.grad_views = [view(self.grads, i) for i in range(len(x))]
-            self.index = torch.arange(len(x))         # buffer row of each batch row
-            self.active = list(range(len(x)))
-            if layout == "params":
-                self.optimizers = [make(list(self.params))]
-            elif layout == "groups":
-                self.optimizers = [make([{"params": [p]} for p in self.params])]
-                self.groups = list(self.optimizers[0].param_groups)
-            else:
-                self.per_row = [make([p]) for p in self.params]
-                self.optimizers = list(self.per_row)
-        for opt in self.optimizers:
-            _train_mode(opt)
-
-    def step(self, grad: torch.Tensor, x: torch.Tensor):
-        """One step of every active seed on grad [R, d]; x [R, d] updated in place."""
-        if len(x) != self.rows:
-            raise RuntimeError(f"the batch has {len(x)} runs, the optimizer state {self.rows}; "
-                               "allowed: select_runs(state, keep) whenever runs leave the batch")
-        if self.layout == "batched":
-            if x is not self.param:
-                self._rebind(x)
-            x.grad = grad
-            self.optimizers[0].step()
-            x.grad = None
-            return
-        full = len(self.active) == len(self.params)
-        if full:
-            self.buffer.copy_(x)
-            self.grads.copy_(grad)
-        else:
-            self.buffer.index_copy_(0, self.index, x)
-            self.grads.index_copy_(0, self.index, grad)
-        for i in self.active:
-            self.params[i].grad = self.grad_views[i]
-        for opt in self.optimizers:
-            opt.step()
-        x.copy_(self.buffer if full else self.buffer.index_select(0, self.index))
-
-    def select(self, keep) -> "TorchOptimizerState":
-        """Keep the runs in `keep` (boolean mask or indices over the batch rows)."""
-        keep = torch.as_tensor(keep)
-        keep = keep.nonzero().flatten() if keep.dtype == torch.bool else keep.long()
-        if self.layout == "batched":
-            opt = self.optimizers[0]
-            for table in (opt.state[self.param], opt.param_groups[0]):
-                for key, value in list(table.items()):
-                    if torch.is_tensor(value) and value.dim() and value.shape[0] == self.rows:
-                        table[key] = value[keep]
-        else:
-            kept = [self.active[i] for i in keep.tolist()]
-            for i in set(self.active) - set(kept):
-                for opt in self.optimizers:
-                    opt.state.pop(self.params[i], None)
-            self.active, self.index = kept, self.index[keep]
-            if self.layout == "params":
-                self.optimizers[0].param_groups[0]["params"] = [self.params[i] for i in kept]
-            elif self.layout == "groups":
-                self.optimizers[0].param_groups = [self.groups[i] for i in kept]
-            else:
-                self.optimizers = [self.per_row[i] for i in kept]
-        self.rows = len(keep)
+    def select(self, keep) -> "SplitState":
+        self.states = [state.select(keep) for state in self.states]
         return self
 
-    def _rebind(self, x):
-        opt = self.optimizers[0]
-        opt.state[x] = opt.state.pop(self.param)
-        opt.param_groups[0]["params"] = [x]
-        self.param = x
-
     def set_hyperparameters(self, changed: dict, name: str):
-        """Write live hyperparameters into every param group; one the class keeps only as an
-        attribute (read once, when built) cannot change during a run."""
-        groups = [g for opt in self.optimizers for g in opt.param_groups]
-        for key, value in changed.items():
-            if groups and key not in groups[0]:
-                raise ValueError(f"optimizer {name}: {key} changed to {value!r} during the run, but the "
-                                 f"class reads it only when built; allowed: a change of "
-                                 f"{', '.join(k for k in groups[0] if k != 'params')}")
-            for group in groups:
-                group[key] = value
+        self.states[0].set_hyperparameters(changed, name)
+        if "lr" in changed and self.fallback_follows_lr:
+            self.states[1].set_hyperparameters({"lr": changed["lr"]}, "torch.optim.AdamW")
 
 
 def build(name: str, cls, hp: dict, problem=None) -> Optimizer:
-    """The optimizer for one cell: init(x) chooses the layout for x's shape (`choose_layout`,
-    cached) and builds the torch optimizer(s); apply(grad, state, x) writes any changed
-    hyperparameter into the param groups and steps x in place; update returns the step instead.
-    hp is live (read at every step)."""
+    """The optimizer for one cell. init(x) hands each run's x to the class in the problem's shapes
+    (param_shape), the non-matrices to AdamW where the class refuses them (fallback), with a
+    generator per run where it draws random numbers and the gradient's graph where it reads second
+    derivatives (`needs_of`), in the layout the probe chooses (`choose_layout`, cached);
+    apply(grad, state, x) writes any changed hyperparameter into the param groups and steps x in
+    place; update returns the step instead. hp is live (read at every step)."""
     written = constructor_args(hp, cls)          # what the param groups hold
 
     def make(params):
@@ -664,10 +620,34 @@ def build(name: str, cls, hp: dict, problem=None) -> Optimizer:
     def init(x):
         written.clear()
         written.update(constructor_args(hp, cls))
-        args, shape = dict(written), hp[PARAM_SHAPE]
-        layout = choose_layout(cls, args, shape, x.shape[0], x.shape[1], str(x.dtype).removeprefix("torch."))
-        log.info("%s: %s (%s layout) for R=%d, d=%d", name, mode_of(layout), layout, *x.shape)
-        return TorchOptimizerState(make, layout, x, shape)
+        dtype = str(x.dtype).removeprefix("torch.")
+        needs = needs_of(name, cls, _frozen(written), hp[PARAM_SHAPE], dtype)
+        shapes = [s.shape for s in structure(problem)] if problem is not None else [(x.shape[1],)]
+        parts = blocks(shapes, hp[PARAM_SHAPE], x.shape[1])
+        matrices = [b for b in parts if len(b.shape) == 2]
+        split = hp[PARAM_SHAPE] == "tensors" and len(matrices) < len(parts) and (
+            hp[FALLBACK] == "adamw" or (hp[FALLBACK] == "auto" and needs.matrices_only))
+        own = matrices if split else parts
+        if not own:
+            raise ValueError(f"optimizer {name}: problem {getattr(problem, 'name', '')} has no matrix for it "
+                             f"(its tensors: {[list(b.shape) for b in parts]}); allowed: a problem with "
+                             "matrix-shaped parameters")
+        seed = getattr(problem, "seed", 0)
+        loss = problem.loss if needs.second_order and problem is not None else None
+        layout = choose_layout(cls, dict(written), tuple(own), x.shape[0], dtype, needs.random, loss is not None)
+        log.info("%s: %s (%s layout) for R=%d, tensors %s", name, mode_of(layout), layout, x.shape[0],
+                 [list(b.shape) for b in own])
+        state = TorchOptimizerState(make, layout, x, own, Streams(seed, len(x)) if needs.random else None, loss)
+        if not split:
+            return state
+        rest = [b for b in parts if len(b.shape) != 2]
+        # AdamW at the class's own step size and weight decay (fallback_lr overrides the first).
+        fallback_lr = hp[FALLBACK_LR] if hp[FALLBACK_LR] is not None else hp["lr"]
+        decay = {"weight_decay": written["weight_decay"]} if "weight_decay" in written else {}
+        adamw = TorchOptimizerState(functools.partial(torch.optim.AdamW, lr=fallback_lr, **decay), "batched", x, rest)
+        out = SplitState([state, adamw])
+        out.fallback_follows_lr = hp[FALLBACK_LR] is None
+        return out
 
     def apply(grad, state, x):
         changed = {k: tuple(hp[k]) if isinstance(hp[k], list) else hp[k] for k in written if hp[k] != written[k]}
@@ -689,12 +669,15 @@ def build(name: str, cls, hp: dict, problem=None) -> Optimizer:
     return Optimizer(init, update, apply)
 
 
-def layout_of(component, params: dict, runs: int, dim: int, dtype: str = DEFAULT_DTYPE) -> str:
-    """The layout an adapter component steps R = runs seeds of dimension dim in, for these
-    hyperparameters (validated first), in `dtype` (float32 or float64)."""
+def layout_of(component, params: dict, runs: int, dim: int, dtype: str = DEFAULT_DTYPE, shapes=None) -> str:
+    """The layout an adapter component steps R = runs seeds in, for these hyperparameters
+    (validated first), in `dtype` (float32 or float64), on tensors of `shapes` (default: one [dim])."""
     hp = component.validate(dict(params))
     cls = component.extra["cls"]
-    return choose_layout(cls, constructor_args(hp, cls), hp[PARAM_SHAPE], runs, dim, dtype)
+    args = constructor_args(hp, cls)
+    needs = needs_of(component.name, cls, _frozen(args), hp[PARAM_SHAPE], dtype)
+    parts = blocks(shapes or [(dim,)], hp[PARAM_SHAPE], dim)
+    return choose_layout(cls, args, tuple(parts), runs, dtype, needs.random, needs.second_order)
 
 
 # --- the probe ---------------------------------------------------------------------------------
@@ -703,89 +686,15 @@ _layouts: dict = {}
 _layouts_lock = threading.Lock()
 
 
-def choose_layout(cls, args: dict, shape: str, runs: int, dim: int, dtype: str = DEFAULT_DTYPE) -> str:
-    """The fastest layout whose iterates equal one optimizer per seed (cached per class,
-    constructor arguments, param_shape, R, d and the cell's dtype). See the module docstring."""
-    key = (cls, _frozen(args), shape, runs, dim, dtype)
+def choose_layout(cls, args: dict, parts: tuple, runs: int, dtype: str = DEFAULT_DTYPE, random: bool = False,
+                  graph: bool = False) -> str:
+    """The fastest layout whose iterates equal one optimizer per seed (optimizers/torch_layouts.py:
+    `probe`), cached per class, constructor arguments, tensors, R, the cell's dtype and what the
+    class needs (a generator per run, the gradient's graph)."""
+    key = (cls, _frozen(args), parts, runs, dtype, random, graph)
     with _layouts_lock:
         if key not in _layouts:
-            _layouts[key] = _probe(cls, args, shape, runs, dim, dtype)
+            where = f"optimizer {qualified(cls)}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+            _layouts[key] = probe(functools.partial(cls, **args), list(parts), runs, getattr(torch, dtype),
+                                  _probe_steps(args), random, graph, where)
         return _layouts[key]
-
-
-def _probe(cls, args: dict, shape: str, runs: int, dim: int, dtype: str = DEFAULT_DTYPE) -> str:
-    where = f"optimizer {qualified(cls)}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
-    dt = getattr(torch, dtype)
-    steps = _probe_steps(args)
-    drop_at = steps // 2
-    # Rows 10^-2 .. 10^2 apart in gradient scale and, in another order, in starting point: a
-    # norm, trust ratio or global estimate shared across rows cannot hide.
-    golden = (torch.arange(runs, dtype=torch.float64) * 0.6180339887) % 1
-    grad_scale = (10.0 ** (4 * golden - 2))[:, None]
-    x_scale = (10.0 ** (2 - 4 * ((golden + 0.5) % 1)))[:, None]
-    keep = torch.arange(runs) % 2 == 0 if runs > 1 else torch.ones(1, dtype=torch.bool)
-    sample = sorted({0, 1, runs - 2, runs - 1} & set(range(runs)))[:PROBE_ROWS]
-    make = functools.partial(cls, **args)
-
-    def run(layout, rows):
-        """Final iterates of `rows` (the dropped ones as they were when dropped), stepped in
-        `layout` ("reference": one optimizer per row, outside TorchOptimizerState)."""
-        generator = torch.Generator().manual_seed(0)
-        x0 = (torch.randn(runs, dim, generator=generator, dtype=torch.float64) * x_scale).to(dt)
-        out = torch.empty(len(rows), dim, dtype=dt)
-        x = x0[rows].clone()
-        if layout == "reference":
-            params = [x0[r].clone() if shape == "vector" else x0[r:r + 1].clone() for r in rows]
-            optimizers = [make([p]) for p in params]
-            for opt in optimizers:
-                _train_mode(opt)
-        else:
-            state = TorchOptimizerState(make, layout, x, shape)
-        alive = list(range(len(rows)))
-        for t in range(steps):
-            grad = (torch.randn(runs, dim, generator=generator, dtype=torch.float64) * grad_scale)[rows].to(dt)
-            if layout == "reference":
-                for i in alive:
-                    params[i].grad = grad[i].reshape(params[i].shape).clone()
-                    optimizers[i].step()
-            else:
-                state.step(grad[alive].clone(), x)
-            if t + 1 == drop_at:
-                for j, i in enumerate(alive):
-                    out[i] = (params[i].reshape(dim) if layout == "reference" else x[j])
-                mask = torch.tensor([bool(keep[rows[i]]) for i in alive])
-                if layout != "reference":
-                    x = x[mask]
-                    state = state.select(mask)
-                alive = [i for i in alive if keep[rows[i]]]
-        for j, i in enumerate(alive):
-            out[i] = params[i].reshape(dim) if layout == "reference" else x[j]
-        return out
-
-    def agrees(a, b):
-        rtol, atol = _tolerance(dt)
-        return torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
-
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        try:
-            reference = run("reference", sample)
-            again = run("reference", sample)
-        except Exception as error:                  # noqa: BLE001
-            raise ValueError(f"{where}: cannot be stepped ({_one_line(error)}); allowed: an optimizer "
-                             "that steps a parameter of shape "
-                             f"{[dim] if shape == 'vector' else [1, dim]} on its gradient") from None
-        if not agrees(reference, again):
-            raise ValueError(f"{where}: two identical runs differ (its step draws random numbers), so "
-                             "a seed's run would not be reproducible; allowed: a deterministic optimizer")
-        for layout in LAYOUTS:
-            try:
-                if layout == "batched":
-                    candidate = run(layout, list(range(runs)))[sample]
-                else:
-                    candidate = run(layout, sample)
-            except Exception:                       # noqa: BLE001 - this layout does not fit
-                continue
-            if agrees(candidate, reference):
-                return layout
-    raise ValueError(f"{where}: no layout reproduces one optimizer per seed; allowed: an optimizer "
-                     "whose parameters are independent of each other")

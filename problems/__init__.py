@@ -37,7 +37,9 @@ def make_problem(spec: dict, seed: int, dtype=torch.float32, device="cpu") -> Pr
     params = validate_problem(spec)
     component = get_problem(params.pop("name"))
     generator = torch.Generator().manual_seed(seed)
-    return component.factory(params, generator, dtype=dtype, device=device)
+    problem = component.factory(params, generator, dtype=dtype, device=device)
+    problem.seed = seed          # what an optimizer that draws random numbers seeds its runs' streams from
+    return problem
 
 
 __all__ = ["BUILTIN_PROBLEMS", "Problem", "make_problem", "validate_problem"]

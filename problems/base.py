@@ -25,6 +25,9 @@ class Problem:
     escape_radius: float
     escape_direction: torch.Tensor   # unit eigenvector of the most negative Hessian eigenvalue at x*
     minimum_loss: float | None = None  # the local minima's loss, where known in closed form
+    # The named tensors whose flattened concatenation is x (problems/shapes.py); () means one
+    # vector [d]. Only optimizers see it: the engine, escape measures and rows keep x flat.
+    shapes: tuple = ()
     noise_cov_constant: bool = True      # additive noise: Σ does not depend on x
     # Ranges that involve several parameters: (key, ok(p), allowed(p)), checked after the schema.
     LIMITS: tuple = ()

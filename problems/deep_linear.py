@@ -36,6 +36,7 @@ from .sampled import (
     data_tmatmul,
     escape_params,
 )
+from .shapes import Shape
 
 
 class DeepLinear(FiniteSum):
@@ -62,8 +63,9 @@ class DeepLinear(FiniteSum):
     def __init__(self, params, generator, dtype=torch.float32, device="cpu"):
         pr = self.params = params
         p, h, q, n, L = pr["input_dim"], pr["hidden"], pr["output_dim"], pr["n_samples"], pr["depth"]
-        self.shapes = [(p, h)] + [(h, h)] * (L - 2) + [(h, q)]
-        self.dim = sum(a * b for a, b in self.shapes)
+        layers = [(p, h)] + [(h, h)] * (L - 2) + [(h, q)]
+        self.shapes = tuple(Shape(f"W{l + 1}", shape) for l, shape in enumerate(layers))
+        self.dim = sum(s.size for s in self.shapes)
         self.n_examples, self.batch_size = n, pr["batch_size"]
         f64 = dict(generator=generator, dtype=torch.float64)
         X = torch.randn(n, p, **f64)
@@ -92,7 +94,7 @@ class DeepLinear(FiniteSum):
 
     def factors(self, x):
         out, start = [], 0
-        for a, b in self.shapes:
+        for _, (a, b) in self.shapes:
             out.append(x[:, start:start + a * b].reshape(-1, a, b))
             start += a * b
         return out

@@ -49,6 +49,7 @@ import torch
 from workflows.params import Param
 
 from .sampled import EXAMPLE_CHUNK, FiniteSum, escape_params, unit_sign
+from .shapes import structure
 
 # A quadratic has a constant Hessian: its Hessian-vector products at points within the escape
 # radius equal the saddle's to rounding. Above this relative change the landscape is not one.
@@ -173,13 +174,17 @@ class Landscape:
     `minimizers` [m, d] (optional): the minima, for the default escape radius (half the distance
     to the nearest) and minimum_loss. `minimum_loss`: f at the minima where known (default: f at
     `minimizers`). `escape_radius`: the radius when the problem's `escape_radius` parameter is
-    null (it wins over the minimizers' default)."""
+    null (it wins over the minimizers' default). `shapes`: the named tensors whose flattened
+    concatenation is x, as (name, shape) pairs, e.g. [("W", (4, 3)), ("b", (3,))] for
+    x = (vec W, b) (problems/shapes.py: matrix optimizers such as Muon act on each matrix); default:
+    one vector."""
     loss: Callable[[torch.Tensor], torch.Tensor] | None
     saddle: torch.Tensor
     noise: Any
     minimizers: torch.Tensor | None = None
     minimum_loss: float | None = None
     escape_radius: float | None = None
+    shapes: Any = ()
 
 
 class LossProblem(FiniteSum):
@@ -202,6 +207,8 @@ class LossProblem(FiniteSum):
             working = self._landscape(owner, params, generator, dtype)
         self._use(exact)                      # the saddle's numbers, in float64
         self.saddle = saddle = exact.saddle
+        self.shapes = tuple(exact.shapes or ())
+        structure(self)                       # declared shapes must cover x exactly: one line if not
         self.batch_size = exact.noise.batch_size
         self.noise_cov_constant = exact.noise.constant
         if exact.loss is not None and isinstance(exact.noise, Minibatches):

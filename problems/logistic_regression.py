@@ -32,6 +32,7 @@ import torch
 from workflows.params import Param, positive
 
 from .sampled import FiniteSum, batch_size_param, data_matmul, data_tmatmul
+from .shapes import Shape
 
 N_DIGITS, N_CLASSES, N_FEATURES = 1797, 10, 65
 
@@ -88,6 +89,7 @@ class LogisticRegression(FiniteSum):
         subset = torch.randperm(N_DIGITS, generator=generator)[:n].sort().values if n < N_DIGITS else None
         self.X, self.y = (X, y) if subset is None else (X[subset], y[subset])
         self.dim, self.n_examples, self.batch_size, self.l2 = N_FEATURES * N_CLASSES, n, p["batch_size"], p["l2"]
+        self.shapes = (Shape("W", (N_FEATURES, N_CLASSES)),)
         self.saddle = torch.zeros(self.dim, dtype=torch.float64)
         key = (p["l2"], None if subset is None else tuple(subset.tolist()))
         x_min = minimizer(self, key)

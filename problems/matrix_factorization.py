@@ -31,6 +31,7 @@ import torch
 from workflows.params import Param, at_least, choice, non_negative, positive
 
 from .noise import random_rotation
+from .shapes import Shape
 from .sampled import FiniteSum, batch_size_param, escape_params
 
 
@@ -59,6 +60,7 @@ class MatrixFactorization(FiniteSum):
         n, r, k = p["size"], p["rank"], p["true_rank"]
         self.size, self.rank, self.batch_size = n, r, p["batch_size"]
         self.dim, self.n_examples = n * r, n * n
+        self.shapes = (Shape("U", (n, r)),)
         V = random_rotation(n, generator, torch.float64)[:, :k]
         M = (V * (p["signal"] * torch.arange(k, 0, -1, dtype=torch.float64))) @ V.T
         W = torch.randn(n, n, generator=generator, dtype=torch.float64)

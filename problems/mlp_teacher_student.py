@@ -29,6 +29,7 @@ from .sampled import (
     data_tmatmul,
     escape_params,
 )
+from .shapes import Shape
 
 
 class MLPTeacherStudent(FiniteSum):
@@ -48,6 +49,7 @@ class MLPTeacherStudent(FiniteSum):
         p, h, ht, n = pr["input_dim"], pr["hidden"], pr["teacher_hidden"], pr["n_samples"]
         self.input_dim, self.hidden = p, h
         self.dim, self.n_examples, self.batch_size = h * (p + 1), n, pr["batch_size"]
+        self.shapes = (Shape("W", (h, p)), Shape("w", (h,)))
         f64 = dict(generator=generator, dtype=torch.float64)
         W_teacher = torch.randn(ht, p, **f64) / p**0.5
         self.X = torch.randn(n, p, **f64)

@@ -7,11 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from optimizers import select_runs
-from optimizers import torch_adapter
+from optimizers import torch_adapter, torch_layouts
 from workflows.engine import simulate, simulate_cell
 from workflows.registry import get_optimizer
 
@@ -53,7 +54,7 @@ def per_seed_loop(name, hp, x0, grads, lr_at=None):
     params = [x0[i].clone().reshape(1, D) if row else x0[i].clone() for i in range(R)]
     optimizers = [cls([p], **args) for p in params]
     for opt in optimizers:
-        torch_adapter._train_mode(opt)
+        torch_layouts.train_mode(opt)
     alive = list(range(R))
     for t in range(STEPS):
         if lr_at and t in lr_at:
@@ -115,7 +116,7 @@ def test_a_coupling_class_in_a_faster_layout_couples_the_seeds(name, hp, wrong, 
     assert not torch.allclose(got, reference, rtol=1e-6)
 
 
-@pytest.mark.parametrize("layout", torch_adapter.LAYOUTS)
+@pytest.mark.parametrize("layout", torch_layouts.LAYOUTS)
 def test_every_layout_of_an_element_wise_class_is_exact(layout, monkeypatch):
     monkeypatch.setattr(torch_adapter, "choose_layout", lambda *a: layout)
     x0, grads = problem_data()
@@ -282,9 +283,50 @@ class NoisySGD(torch.optim.Optimizer):
                 p.add_(p.grad + torch.randn_like(p), alpha=-group["lr"])
 
 
-def test_a_class_that_draws_random_numbers_is_refused():
-    opt = torch_adapter.adapt_class("noisy_sgd", NoisySGD, "test").factory({"lr": 0.1, "param_shape": "vector"}, None)
-    with pytest.raises(ValueError, match="random numbers") as error:
+def test_a_class_that_draws_random_numbers_draws_from_a_generator_per_run():
+    """Issue 27 (superseding issue 24 item 7's refusal): its runs step one optimizer each, each under
+    a generator of its own, so a run is reproducible and equal to a per-seed loop that does the same."""
+    component = torch_adapter.adapt_class("noisy_sgd", NoisySGD, "test")
+    x0, grads = problem_data()
+
+    def run():
+        opt = component.factory(component.validate({"lr": 0.1}), None)
+        x = x0.clone()
+        state = opt.init(x)
+        for t in range(5):
+            state = opt.apply(grads[t].clone(), state, x)
+        return x, state
+
+    (first, state), (second, _) = run(), run()
+    assert state.layout == "optimizers" and torch.equal(first, second)
+    loop = x0.clone()
+    for i in range(R):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(i + 7919)                       # problem seed 0: 0 · 1000003 + run + 7919
+            for t in range(5):
+                loop[i].add_(grads[t, i] + torch.randn(D, dtype=loop.dtype), alpha=-0.1)
+    torch.testing.assert_close(first, loop, rtol=1e-12, atol=1e-12)
+
+
+class PythonRandomSGD(torch.optim.Optimizer):
+    """Draws from Python's own generator, which no torch generator can make reproducible."""
+
+    def __init__(self, params, lr: float = 0.1):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        import random
+
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(p.grad + random.gauss(0, 1), alpha=-group["lr"])
+
+
+def test_a_class_whose_draws_no_torch_generator_controls_is_refused():
+    component = torch_adapter.adapt_class("python_random", PythonRandomSGD, "test")
+    opt = component.factory(component.validate({"lr": 0.1}), None)
+    with pytest.raises(ValueError, match="two identical runs differ") as error:
         opt.init(torch.zeros(4, 3))
     assert "\n" not in str(error.value)
 
@@ -445,51 +487,50 @@ def refused_everywhere(tmp_path, capsys, optimizer, **run) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("name", ["pytorch_optimizer.AdaHessian", "pytorch_optimizer.SophiaH"])
-def test_a_class_whose_step_reads_second_derivatives_is_refused_up_front(name, tmp_path, capsys):
-    """Without the gradient's graph AdaHessian divides by eps and SophiaH becomes sign-momentum:
-    both ran and were stored as ok."""
-    line = refused_everywhere(tmp_path, capsys, {"name": name})
-    assert "second derivatives" in line and "create_graph=True" in line and name in line
-
-
-def test_the_second_order_refusal_is_a_tested_property_not_a_name(tmp_path, capsys):
-    """A class of no known name, whose step reads the gradient's graph, is refused the same way;
-    one whose step needs a Hessian argument is refused in one line too."""
+def test_a_class_that_reads_second_derivatives_gets_them_by_what_it_does_not_its_name():
+    """A class of no known name whose step differentiates the gradient again gets the gradient's graph
+    (issue 27; issue 24 item 6 refused it): on f = ½ Σ c x² its step x − lr g/h with h = the Hessian's
+    diagonal is Newton's, so from any start one step at lr 1 lands on the minimum. One whose step needs
+    a Hessian argument is still refused in one line."""
+    from problems import make_problem
     from workflows.registry import register_optimizer, unregister
 
     register_optimizer(GraphNewton, "graph_newton")
+    try:
+        problem = make_problem({"name": "quadratic_saddle", "dim": 3, "curvature": 2.0}, seed=0, dtype=torch.float64)
+        component = get_optimizer("graph_newton")
+        opt = component.factory(component.validate({"lr": 1.0}), problem)
+        x = torch.tensor([[0.3, -0.2, 0.5], [1.0, 2.0, -3.0]], dtype=torch.float64)
+        state = opt.init(x)
+        opt.apply(problem.grad(x), state, x)
+        torch.testing.assert_close(x, torch.zeros_like(x), rtol=0, atol=1e-12)
+    finally:
+        unregister("optimizer", "graph_newton")
+
+
+def test_a_step_that_needs_a_hessian_argument_is_refused(tmp_path, capsys):
+    from workflows.registry import register_optimizer, unregister
+
     register_optimizer(HessianArgument, "hessian_argument")
     try:
-        assert "second derivatives" in refused_everywhere(tmp_path, capsys, {"name": "graph_newton"})
         assert "needs hessian besides the gradient" in refused_everywhere(
             tmp_path, capsys, {"name": "hessian_argument"})
     finally:
-        unregister("optimizer", "graph_newton")
         unregister("optimizer", "hessian_argument")
 
 
-def test_the_second_order_refusal_is_one_replaceable_place(monkeypatch):
-    """Issue 27 will support these classes: replacing refuse_second_order is all it takes for the
-    adapter to accept them (here it would then step without a Hessian, which is why it refuses)."""
-    hp = get_optimizer("pytorch_optimizer.AdaHessian").validate({})
-    cell = {"dtype": "float64"}
-    check = get_optimizer("pytorch_optimizer.AdaHessian").extra["check_cell"]
-    with pytest.raises(torch_adapter.NeedsSecondOrder):
-        check(hp, cell)
-    monkeypatch.setattr(torch_adapter, "refuse_second_order", lambda *a: None)
-    torch_adapter.check_steppable.cache_clear()
-    try:
-        check(hp, cell)
-    finally:
-        torch_adapter.check_steppable.cache_clear()
-
-
 @pytest.mark.parametrize("name", ["pytorch_optimizer.Kron", "pytorch_optimizer.Gravity"])
-def test_a_class_that_draws_random_numbers_is_refused_at_validation(name, tmp_path, capsys):
-    """They passed validate, then run exited 1 with a failed cell."""
-    line = refused_everywhere(tmp_path, capsys, {"name": name})
-    assert "random numbers" in line and name in line
+def test_a_class_that_draws_random_numbers_runs_reproducibly(name, tmp_path):
+    """They passed validate, then run exited 1 with a failed cell (issue 24 item 7); now each run
+    draws from its own generator: the cell runs, and twice gives the same rows."""
+    from workflows.api import run_sweep
+
+    spec = {"parameters": {"problem": {"name": "quadratic_saddle", "dim": 2}, "optimizer": {"name": name},
+                           "seeds": 4, "budget": 30}}
+    first = run_sweep(spec, backend="local", storage=tmp_path / "a").rows
+    second = run_sweep(spec, backend="local", storage=tmp_path / "b").rows
+    assert len(first) == 4
+    pd.testing.assert_frame_equal(first, second)
 
 
 def test_the_class_is_stepped_in_the_cells_dtype(tmp_path, capsys):
@@ -515,14 +556,13 @@ def test_the_layout_probe_agrees_in_float32():
 
 
 def test_a_did_you_mean_never_offers_a_class_that_would_be_refused():
-    """A near miss of a class refused when named (LBFGS: a closure; AdaHessian: second
-    derivatives; Kron: random numbers) gets no suggestion of it, nor a list of it; a near miss
-    of a usable class still gets one."""
-    for typo, unusable in (("torch.optim.LBFGs", "LBFGS"), ("pytorch_optimizer.Adahessian", "AdaHessian"),
-                           ("pytorch_optimizer.kron", "Kron")):
+    """A near miss of a class refused when named (LBFGS: a closure) gets no suggestion of it, nor a
+    list of it; a near miss of a usable class still gets one (AdaHessian and Kron now run)."""
+    for typo, unusable in (("torch.optim.LBFGs", "LBFGS"),):
         message = refusal(typo)
         hint = message.split("allowed:")[0]
         assert unusable not in hint, message
     assert "LBFGS" not in refusal("torch.optim.LBFGs")              # nor among the allowed classes
     assert "did you mean Adam" in refusal("torch.optim.adam")
+    assert "did you mean AdaHessian" in refusal("pytorch_optimizer.Adahessian")
     assert "did you mean Adam" in refusal("torch.optim.Adamm")

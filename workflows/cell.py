@@ -9,6 +9,7 @@ experiment get the same `cell_id` (the key results are stored and resumed under)
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
@@ -36,11 +37,38 @@ def normalize_cell(cell: dict) -> dict:
         if not ok(out):
             raise ValueError(f"cell: {key}={out[key]!r} is not allowed here; allowed: {allowed}")
     # A component's own check of the whole cell: the torch.optim adapter steps the class in the
-    # cell's dtype and refuses what the engine cannot step (optimizers/torch_adapter.py).
+    # cell's dtype and refuses what the engine cannot step (optimizers/torch_adapter.py); a class
+    # that reads second derivatives then needs a loss autograd can differentiate twice.
     check = get_optimizer(out["optimizer"]["name"]).extra.get("check_cell")
-    if check is not None:
-        check(out["optimizer"], out)
+    if check is not None and getattr(check(out["optimizer"], out), "second_order", False):
+        differentiable_twice(out["optimizer"]["name"], json.dumps(out["problem"], sort_keys=True), out["dtype"])
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def differentiable_twice(optimizer: str, problem_json: str, dtype: str):
+    """Refuse (one line) a problem whose loss autograd cannot differentiate twice, for an optimizer
+    that reads second derivatives (Hessian-vector products through the gradient's graph): it would
+    get none. The problem is built once per spec and tried near its saddle."""
+    import torch
+
+    from problems import make_problem
+
+    spec = json.loads(problem_json)
+    problem = make_problem(spec, seed=0, dtype=getattr(torch, dtype))
+    x = (problem.saddle + 1e-3).detach()[None].clone().requires_grad_(True)
+    why = "its second derivative is not finite"
+    try:
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(problem.loss(x).sum(), x, create_graph=True)
+            (h,) = torch.autograd.grad(g.sum(), x)
+        ok = bool(torch.isfinite(h).all())
+    except Exception as error:                      # noqa: BLE001 - reported in the refusal
+        ok, why = False, f"{type(error).__name__}: {' '.join(str(error).split())}"
+    if not ok:
+        raise ValueError(f"optimizer {optimizer}: its step reads second derivatives (Hessian-vector products), "
+                         f"but problem {spec['name']}'s loss cannot be differentiated twice by autograd ({why}); "
+                         "allowed: a first-order optimizer on this problem")
 
 
 # The preconditioner's tracking error needs E[g²|x] in closed form, (∇f)² + diag Σ with Σ fixed,
