@@ -40,7 +40,8 @@ def is_lag_cell(optimizer: pd.Series, target: pd.Series, amsgrad: pd.Series | No
 
 def _value(cell: pd.Series, key: str, default):
     value = cell.get(key, default)
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    # Missing where another problem of the table sets it: None, NaN, or pandas' NA in a nullable column.
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return default
     return value
 
