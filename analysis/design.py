@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from workflows.params import condition_holds
+from workflows.core.params import condition_holds
 
 from .cells import variant_columns
 from .schema import DERIVED, declared_conditions, declared_scope, is_parameter

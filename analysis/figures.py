@@ -43,6 +43,8 @@ from matplotlib.ticker import (
 )
 from PIL import Image
 
+from workflows.core.survival import DURATION_TITLES, DURATIONS, RESTRICTED
+
 from .design import (
     axis_label,
     axis_values,
@@ -57,7 +59,6 @@ from .design import (
 )
 from .pairwise import ALPHA, SIGNIFICANT
 from .palette import MARKERS, THEORY_STYLE, lighter, palette, split_label
-from .survival import DURATION_TITLES, DURATIONS, RESTRICTED
 from .theory import follows_paper_rule, minimum_loss
 
 DEFAULT_DPI = 150

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from workflows.core.survival import duration_pairs
+
+from . import matched, tracking
 from .cells import cell_table, per_run_columns
 from .compare import (
     compare_cells,
@@ -19,17 +22,15 @@ from .compare import (
     with_predictions,
 )
 from .design import sweep_design, variant_settings
-from . import matched, tracking
 from .drawing import Drawing
 from .figures import DEFAULT_DPI, DEFAULT_FORMATS, Saver, figure_jobs
 from .load import load_results
 from .pairwise import ASKED_REFERENCE, SWEEPS_REFERENCE, check_reference, choose_pairs, compare_pairs, setting_columns
-from .report import write_report
+from .palette import palette
+from .report import markdown_table, write_report
 from .sanity import artefact_cells, sanity_flags
 from .scaling import fit_scaling
 from .schema import split_columns
-from .palette import palette
-from .survival import duration_pairs
 
 TABLES = ("cells.csv", "sanity.csv", "comparison.csv", "comparison_summary.csv", "comparisons.csv", "exponents.csv",
           "fits.csv", "figure1.csv", "tracking.csv", "tracking_scaling.csv", "matched_gap.csv", "matched_sosp.csv")
@@ -142,8 +143,6 @@ def with_parameters(table: pd.DataFrame, cells: pd.DataFrame, design) -> pd.Data
 
 def question_sections(best, scaling, matched_tables) -> list[tuple[str, list[str], str]]:
     """(heading, finding sentences, table section) for the questions the sweep asks, if any."""
-    from .report import markdown_table
-
     out = []
     if len(best):
         shown = best[["optimizer.name", "optimizer.lr", "best_1-beta2", "best_lo", "best_hi", "at_edge", "determined",

@@ -24,8 +24,8 @@ from .compare import (
 )
 from .design import format_value, is_numeric, short_name, sort_values, variant_settings
 from .pairwise import ALPHA, BOOTSTRAP
-from .scaling import MAX_EXPONENT_WIDTH
 from .sanity import FEW_STEPS
+from .scaling import MAX_EXPONENT_WIDTH
 
 MAX_TABLE_ROWS = 40
 MAX_CELL_ROWS = 60           # the per-cell table: settings combinations, each with every variant

@@ -23,7 +23,7 @@ from typing import Any, Callable, NamedTuple
 
 import torch
 
-from workflows.params import Param, positive
+from workflows.core.params import Param, positive
 
 State = Any
 

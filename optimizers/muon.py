@@ -1,5 +1,5 @@
 """Muon (Jordan et al. 2024; "Muon is Scalable for LLM Training", Liu et al. 2025), batched over runs,
-as torch.optim.Muon computes it, on each matrix the problem declares (problems/shapes.py):
+as torch.optim.Muon computes it, on each matrix the problem declares (workflows/core/shapes.py):
 
     B ← μ B + (1 − μ) G                           momentum (torch's lerp form)
     U = G + μ (B − G)  (Nesterov)  or  B
@@ -27,8 +27,8 @@ import math
 
 import torch
 
-from problems.shapes import is_matrix, split, structure
-from workflows.params import Param, choice, non_negative, positive
+from workflows.core.params import Param, choice, non_negative, positive
+from workflows.core.shapes import is_matrix, split, structure
 
 from .base import Optimizer, lr_param, require_problem
 

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from workflows.params import Param, at_least, choice, non_negative, positive
+from workflows.core.params import Param, at_least, choice, non_negative, positive
 
 from .base import Problem, noise_anisotropy
 from .noise import random_rotation, standard_noise

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from workflows.params import Param, at_least, positive
+from workflows.core.params import Param, at_least, positive
 
 from .base import Problem
 

@@ -12,7 +12,8 @@ import pytest
 from lifelines import KaplanMeierFitter
 from lifelines.utils import median_survival_times, restricted_mean_survival_time
 
-from workflows.cell import cell_id, flatten_cell
+from workflows.cell import cell_id
+from workflows.core.rows import flatten_cell
 from workflows.spec import load_sweeps
 
 SUMMARISED_PER_RUN = ("loss_at_escape", "final_loss", "final_grad_norm", "final_distance",

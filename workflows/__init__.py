@@ -3,8 +3,8 @@ and the Python API.
 
     from workflows import run_sweep, simulate
 
-Importing this package imports nothing heavy: `workflows.params`, `workflows.registry` and
-`workflows.rows` are shared ground that problems, optimizers and the analysis import on their
+Importing this package imports nothing heavy: `workflows.core.params`, `workflows.registry` and
+`workflows.core.rows` are shared ground that problems, optimizers and the analysis import on their
 own; the engine (torch) and the runner (Ray) load when first used.
 """
 from __future__ import annotations

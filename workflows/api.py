@@ -37,13 +37,20 @@ from typing import Callable
 import pandas as pd
 
 from . import plan as plan_
-from . import yaml12
+from . import report_inputs, yaml12
+from .cell import cell_id
+from .core.compat import configure
+from .core.suggest import count
 from .definition import Verdict, compare
 from .interrupt import SweepInterrupted, deferred, noticed
+from .local_runner import run_cells
+from .lock import sweep_lock, this_command
+from .packing import pack_cells
+from .prefetch import prefetch
 from .registry import parameter_conditions
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
 from .store import Store
-from .suggest import count
+from .tracking import Session, TrackingError, check
 
 BACKENDS = ("ray", "local")
 PACKAGES = ("torch", "ray", "pandas", "numpy", "pyarrow", "pyyaml", "lifelines", "scipy", "seaborn")
@@ -71,10 +78,8 @@ class SweepResult:
         """The report (analysis.analyze) of these results; returns report.md's path. `reference`: the
         optimizer name(s) or variant label(s) to compare against (default: the sweep's). Run with
         `track=`, the report and its figures also go to the tracker (MLflow: the parent run)."""
-        from analysis import analyze
+        from analysis import analyze  # lazy: scipy, lifelines and matplotlib take seconds to import
 
-        from . import report_inputs
-        from .lock import sweep_lock
         if not self.store.local:
             raise ValueError(f"analyze: {self.path} is remote; allowed: a local results directory "
                              "(or use `saddlescape analyze`, which copies it)")
@@ -112,7 +117,6 @@ def run_sweep(spec_or_path, sweep: str | None = None, *, storage=None, workers: 
     anything is written; SweepInterrupted (a KeyboardInterrupt) on Ctrl-C, after keeping every
     finished cell (calling run_sweep again resumes).
     """
-    from .lock import this_command
 
     chosen = resolve_sweep(spec_or_path, sweep, max_cells)
     return execute(chosen, storage or "results", backend=backend, workers=workers, address=address,
@@ -173,7 +177,6 @@ def absolute(storage) -> str:
 def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool = False) -> Plan:
     """Raises SweepError when the store holds results of a definition this one may not share.
     `python`: errors name run_sweep's arguments (storage=) instead of the command line's."""
-    from .cell import cell_id
 
     flag = "storage=" if python else "--storage "
     storage = absolute(storage)
@@ -228,10 +231,11 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
     take more than a day, or more than 1e12 seed-steps, gets the warning `validate` gives, and runs.
     One run at a time per sweep folder: another waits for it (workflows/lock.py); `command` says
     who holds it."""
-    from .lock import sweep_lock
 
     if backend not in BACKENDS:
         raise SweepError(f"backend={backend!r} is not known; allowed: {', '.join(BACKENDS)}")
+    if backend == "ray":
+        configure()                               # before Ray is imported or started (core/compat.py)
     note = note or (lambda line: print(f"note: {line}", file=sys.stderr, flush=True))
     warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
     trackers = check_trackers(track)
@@ -273,9 +277,7 @@ def _execute(sweep: Sweep, storage: str, backend, workers, address, max_failures
         if todo and backend == "ray":
             stage = "ray start"
             with noticed():                       # a Ctrl-C during `import ray` is not lost
-                from . import ray_session        # Ray only when there is work for it
-                from .packing import pack_cells
-                from .prefetch import prefetch
+                from . import ray_session  # Ray only when there is work for it
 
             t0 = time.perf_counter()
             runner = prefetch(f"{__package__}.tune_runner")    # Ray Tune, while Ray starts
@@ -298,7 +300,6 @@ def _execute(sweep: Sweep, storage: str, backend, workers, address, max_failures
                        trials=len(progress.trials), warm_trials=len(progress.warm_trials),
                        efficiency=round(engine / max((t2 - t1) * n_workers, 1e-9), 4))
         elif todo:
-            from .local_runner import run_cells
 
             stage = "cells"
             warn_if_absurd(1)
@@ -359,7 +360,6 @@ def check_trackers(track) -> tuple:
     one is unknown or its library is missing. Without trackers nothing of tracking is imported."""
     if not track:
         return ()
-    from .tracking import TrackingError, check
 
     try:
         return check(track)
@@ -372,7 +372,6 @@ def open_tracking(trackers: tuple, sweep: Sweep, store: Store, echo, note, warn)
     thread while the sweep starts."""
     if not trackers:
         return None
-    from .tracking import Session
 
     tags = {"sweep": sweep.name, "definition_hash": sweep.hash,
             "saddlescape_version": str(_version("saddlescape")), "git_commit": str(git_commit()),

@@ -13,12 +13,10 @@ import functools
 import hashlib
 import json
 
-from optimizers import validate_optimizer
-from problems import validate_problem
-
-from .params import resolve
-from .registry import get_optimizer, get_problem
-from .settings import RUN_SCHEMA
+from .core.params import resolve
+from .core.saddles import SYNTHETIC_SADDLES
+from .core.settings import RUN_SCHEMA
+from .registry import get_optimizer, get_problem, make_problem, validate_optimizer, validate_problem
 
 CELL_KEYS = ("problem", "optimizer", *RUN_SCHEMA)
 
@@ -52,7 +50,6 @@ def differentiable_twice(optimizer: str, problem_json: str, dtype: str):
     get none. The problem is built once per spec and tried near its saddle."""
     import torch
 
-    from problems import make_problem
 
     spec = json.loads(problem_json)
     problem = make_problem(spec, seed=0, dtype=getattr(torch, dtype))
@@ -73,7 +70,7 @@ def differentiable_twice(optimizer: str, problem_json: str, dtype: str):
 
 # The preconditioner's tracking error needs E[g²|x] in closed form, (∇f)² + diag Σ with Σ fixed,
 # and a second-moment estimate v to compare with it.
-TRACKED_OPTIMIZERS, TRACKED_PROBLEMS = ("rmsprop", "adam", "amsgrad"), ("quadratic_saddle", "staib_toy")
+TRACKED_OPTIMIZERS, TRACKED_PROBLEMS = ("rmsprop", "adam", "amsgrad"), SYNTHETIC_SADDLES
 CELL_LIMITS = (
     ("tracking_error", lambda c: not c["tracking_error"] or (c["optimizer"]["name"] in TRACKED_OPTIMIZERS
                                                              and c["problem"]["name"] in TRACKED_PROBLEMS
@@ -103,18 +100,3 @@ def _hashed(values: dict, schema: dict) -> dict:
             if k not in schema or schema[k].hashed_at_default or v != schema[k].default}
 
 
-def flatten_cell(cell: dict) -> dict:
-    """Columns of a results row: problem.*, optimizer.*, then the run settings.
-    The cell's `seed` becomes `base_seed`, since each row's `seed` is its run index. A list-valued
-    parameter (torch's `betas`) becomes one column per entry, `optimizer.betas[0]`, ...: numbers
-    the analysis can sort, plot and fit."""
-    flat = {}
-    for kind in ("problem", "optimizer"):
-        for key, value in cell[kind].items():
-            if isinstance(value, (list, tuple)):
-                flat.update({f"{kind}.{key}[{i}]": v for i, v in enumerate(value)})
-            else:
-                flat[f"{kind}.{key}"] = value
-    flat.update({("base_seed" if k == "seed" else k): v for k, v in cell.items()
-                 if k not in ("problem", "optimizer")})
-    return flat

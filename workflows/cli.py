@@ -19,12 +19,16 @@ from pathlib import Path
 
 from . import plan as plan_
 from . import report_inputs
-from .api import BACKENDS, absolute, check_trackers, execute, local_path, open_store, plan, resolve_sweep
-from .interrupt import EXIT_CODE, RESUME, SweepInterrupted, exit_by_sigint
+from .api import BACKENDS, _version, absolute, check_trackers, execute, local_path, open_store, plan, resolve_sweep
+from .cell import cell_id
+from .core.compat import configure, exit_without_teardown
+from .core.suggest import count, plural
+from .interrupt import EXIT_CODE, RESUME, SweepInterrupted, exit_by_sigint, surfaced
+from .lock import sweep_lock
+from .registry import registered_lines
 from .spec import DEFAULT_MAX_CELLS, NeedsExtra, SweepError, load_sweeps, sweep_names
 from .store import Store
-from .suggest import count, plural
-from .tracking import TRACKERS
+from .tracking import TRACKERS, TrackingError, local_copy, track_stored
 
 
 def echo(line: str):
@@ -77,7 +81,6 @@ def cmd_validate(args) -> int:
     if any_marked:
         echo("  * some cells are of kinds the time estimate does not model (other problems than the "
              "synthetic saddles, SOSP checks, optimizers that are not built in): they can take many times longer")
-    from .registry import registered_lines        # what a sweep may name (plugins load here)
 
     for line in registered_lines():
         echo(line)
@@ -104,7 +107,6 @@ def cmd_run(args) -> int:
     sweep = resolve_sweep(args.sweeps, args.sweep, args.max_cells, overrides=args.overrides)
     if args.dry_run:
         return dry_run(sweep, args)
-    from .lock import sweep_lock
 
     # The folder is held through the analysis too: a run waiting for it would otherwise write its
     # tables, and then its report, while this one writes its report (workflows/lock.py).
@@ -144,7 +146,6 @@ def run_and_report(sweep, args) -> int:
             result.store.mark_analysis_stale(counts, "the analysis was interrupted")
             return interrupted("analysis")
         if result.tracking is not None:
-            from .tracking import local_copy
 
             try:
                 with local_copy(result.store, "analysis") as analysis:
@@ -153,7 +154,6 @@ def run_and_report(sweep, args) -> int:
             except KeyboardInterrupt:
                 return interrupted("tracking the report")
     if counts["failed"] or counts["missing"]:
-        from .cell import cell_id
 
         for key, record in result.store.failures().items():
             if key in {cell_id(c) for c in sweep.cells}:
@@ -198,10 +198,9 @@ def dry_run(sweep, args) -> int:
 
 
 def analyze_store(store: Store) -> str:
-    from .interrupt import surfaced
 
     with surfaced():                                    # scipy's extensions load here
-        from analysis import analyze
+        from analysis import analyze  # lazy: scipy, lifelines and matplotlib take seconds to import
 
     report_inputs.forget(store)
     if store.local:
@@ -230,7 +229,6 @@ def report_path(store: Store) -> str:
 def cmd_track(args) -> int:
     """The stored cells of a results directory (or URI) not yet in the trackers; exit 1 where a
     tracker failed (the results are untouched)."""
-    from .tracking import TrackingError, track_stored
 
     try:
         complete = track_stored(local_path(args.path), args.to, echo=echo, note=note, warn=warn)
@@ -242,7 +240,7 @@ def cmd_track(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from analysis import analyze
+    from analysis import analyze  # lazy: scipy, lifelines and matplotlib take seconds to import
 
     path = local_path(args.path)
     options = {"dpi": args.dpi, "formats": args.format.split(","), "reference": args.reference}
@@ -327,7 +325,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def version() -> str:
-    from .api import _version
 
     return _version("saddlescape") or "unknown (not installed)"
 
@@ -356,35 +353,21 @@ def parse(argv) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    """The command (argv: its arguments, default the process's own). Interrupted by Ctrl-C, the
-    command line's process dies of SIGINT after its cleanup, as shells expect (status 130, and a
-    shell loop running it stops); called with explicit arguments it returns 130 instead."""
-    code = command(argv)
-    if code == EXIT_CODE and argv is None:
+    """The command (argv: its arguments, default the process's own); returns its exit code,
+    whoever calls it. Interrupted by Ctrl-C it returns 130 (the process entry `entry` then dies of
+    SIGINT, as shells expect)."""
+    configure()
+    return command(argv)
+
+
+def entry():
+    """The `saddlescape` command and `python -m workflows`: the process ends with the command. Killed
+    by SIGINT after its cleanup when interrupted (status 130, and a shell loop running it stops);
+    otherwise without the interpreter's teardown (compat.exit_without_teardown: 1.3-1.5 s saved)."""
+    code = main()
+    if code == EXIT_CODE:
         exit_by_sigint()
-    if argv is None:
-        exit_now(code)
-    return code
-
-
-def exit_now(code: int):
-    """End the command's process without the interpreter's teardown of its modules: with torch, Ray
-    and the analysis loaded that took 1.3–1.5 s after the work was done (measured here), every time.
-    What the teardown would do that matters is done first: non-daemon threads joined, the atexit
-    handlers run (Ray's, multiprocessing's, the trackers'), the output flushed."""
-    import atexit
-    import threading
-
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):          # a closed pipe (`... | head`) or stream: nothing to keep
-            pass
-    os._exit(code)
+    exit_without_teardown(code)
 
 
 def command(argv) -> int:
@@ -415,4 +398,4 @@ def command(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -35,14 +35,14 @@ import pandas as pd
 import torch
 
 from optimizers import select_runs
-from problems import make_problem
 
-from .cell import cell_id, flatten_cell, normalize_cell
+from .cell import cell_id, normalize_cell
+from .core.rows import flatten_cell
+from .core.schedules import Schedule
 from .kernels import compiled_block
 from .metrics import GapTracker, SOSPTracker, cnc_constant
-from .registry import get_optimizer
+from .registry import get_optimizer, make_problem
 from .runs import TAIL_QUANTILES, RunRecord
-from .schedules import Schedule
 
 NOISE_BLOCK_ELEMENTS = 1 << 18   # per block: big enough to amortise the call, small enough for cache
 MAX_BLOCK_STEPS = 64
@@ -151,7 +151,7 @@ def step(optimizer, grad: torch.Tensor, state, x: torch.Tensor):
 
 
 def row_table(cell: dict, problem, record: RunRecord) -> pd.DataFrame:
-    """One row per seed, in the order of workflows/rows.py."""
+    """One row per seed, in the order of workflows/core/rows.py."""
     runs = len(record.escaped)
     final_x = record.final_x
     minimum_loss = math.nan if problem.minimum_loss is None else float(problem.minimum_loss)

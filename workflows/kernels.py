@@ -28,6 +28,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from optimizers.precond_sgd import fixed_preconditioner
+
+from .core.saddles import SYNTHETIC_SADDLES
+from .core.schedules import Schedule
+
 SGD, MOMENTUM, RMSPROP, ADAM, AMSGRAD, ADAGRAD, PRECOND = range(7)
 OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "rmsprop": RMSPROP, "adam": ADAM, "amsgrad": AMSGRAD,
                    "adagrad": ADAGRAD, "precond_sgd": PRECOND}
@@ -53,7 +58,7 @@ MAX_WIDE_DIM = 16
 
 def compiled_block(cell: dict, problem, hp: dict):
     """A CompiledBlock for this cell, or None where the reference loop must run it."""
-    if cell["sosp_epsilon"] > 0 or problem.name not in ("quadratic_saddle", "staib_toy"):
+    if cell["sosp_epsilon"] > 0 or problem.name not in SYNTHETIC_SADDLES:
         return None
     if cell["seeds"] * problem.dim > MAX_COMPILED_COORDINATES and problem.dim > MAX_WIDE_DIM:
         return None
@@ -73,7 +78,6 @@ class CompiledBlock:
     reference compacts its tensors), and one call of the compiled kernel per block of steps."""
 
     def __init__(self, cell: dict, problem, hp: dict):
-        from .schedules import Schedule
 
         self.cell, self.problem, self.hp = cell, problem, hp
         self.schedule, self.beta2_power = Schedule(hp, cell["budget"]), 1.0
@@ -110,7 +114,6 @@ class CompiledBlock:
         self.noise_var = np.ascontiguousarray(torch.diagonal(cov).to(problem.saddle.dtype).numpy())
         self.track = bool(cell["tracking_error"])
         if self.code == PRECOND:
-            from optimizers.precond_sgd import fixed_preconditioner
             A = fixed_preconditioner(problem, hp)
             self.full = A.dim() == 2
             self.A = A.numpy() if self.full else A.numpy()[None, :]
@@ -245,7 +248,7 @@ class CompiledBlock:
                       torch.from_numpy(snapshot[now]))
 
     def tracking_columns(self, rows):
-        """tracking_error_mean and tracking_error_at_escape (workflows/rows.py)."""
+        """tracking_error_mean and tracking_error_at_escape (workflows/core/rows.py)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             rows["tracking_error_mean"] = self.track_sum / self.track_count
         rows["tracking_error_at_escape"] = self.track_at_escape
@@ -262,7 +265,7 @@ def _kernel():
     """The compiled kernel (numba compiles on first use; cache=True keeps the machine code)."""
     global _COMPILED
     if _COMPILED is None:
-        from ._block_kernel import step_block
+        from ._block_kernel import step_block  # lazy: numba loads the compiled kernel (seconds)
         _COMPILED = step_block
     return _COMPILED
 

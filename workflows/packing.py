@@ -12,6 +12,9 @@ from __future__ import annotations
 import heapq
 import math
 
+from .core.saddles import SYNTHETIC_SADDLES
+from .registry import REGISTRIES
+
 PACKS_PER_WORKER = 4
 SECONDS_PER_PACK = 120.0
 # Rough costs of the engine on one core: per step (Python and op dispatch) and per
@@ -25,15 +28,13 @@ COORDINATE_STEP_SECONDS = 3e-9
 # problems' gradients (the study's logistic_regression cells took up to 453x their estimate,
 # mlp_teacher_student 388x, matrix_factorization 38x), SOSP checks (up to 14x), and optimizers
 # that are not built in (pytorch_optimizer.Prodigy, stepped per seed, 256 seeds: 43x).
-MODELLED_PROBLEMS = ("quadratic_saddle", "staib_toy")
+MODELLED_PROBLEMS = SYNTHETIC_SADDLES
 
 
 def unmodelled_kinds(cell: dict) -> list[str]:
     """What in this cell's step estimated_seconds does not model (see MODELLED_PROBLEMS): the
     problem (with "with SOSP checks" where it has them) and an optimizer that is not built in;
     empty when the estimate models the cell."""
-    from .registry import REGISTRIES
-
     problem, optimizer = cell["problem"]["name"], cell["optimizer"]["name"]
     kinds = []
     if problem not in MODELLED_PROBLEMS or cell.get("sosp_epsilon"):

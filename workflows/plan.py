@@ -15,8 +15,9 @@ import math
 
 import pandas as pd
 
+from .core.rows import flatten_cell
+from .core.suggest import count
 from .packing import estimated_seconds, unmodelled_kinds
-from .suggest import count
 
 RAY_FIXED_SECONDS = 6.0            # Ray's start + Tune's worker start, measured on 2 cores (README)
 ABSURD_SEED_STEPS = 1e12
@@ -62,8 +63,6 @@ def varying_table(cells: list[dict], stored: set[str] | None = None, ids: list[s
                   limit: int = 40) -> tuple[list[str], list[str]]:
     """(the settings every cell shares, among the usual ones; the table of what varies, as lines).
     `stored`/`ids`: cell ids already stored, and each cell's id, for a `stored` column."""
-    from .cell import flatten_cell
-
     frame = pd.DataFrame([flatten_cell(c) for c in cells])
     text = frame.astype(str)
 

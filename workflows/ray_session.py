@@ -13,27 +13,11 @@ import sys
 import threading
 from pathlib import Path
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no internet to report usage to
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, not Tune's tables
-# Ctrl-C is ours (workflows/interrupt.py): Tune's own SIGINT handler ends fit() "gracefully",
-# advises Tuner.restore (wrong here: rerunning the command resumes) and stays installed after
-# fit() returns, swallowing a later Ctrl-C. Without it, Ctrl-C is a KeyboardInterrupt in fit().
-# Read by Tune at every fit(), so set here, before any.
-os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-# Tune gives its trial actors this variable (for PyTorch Lightning) through a runtime_env, which
-# keeps them off the workers Ray starts ahead (workflows/tune_runner.py: inherited_environment);
-# set here, before Ray starts, the embedded Ray's workers inherit it instead.
-os.environ.setdefault("PL_DISABLE_FORK", "1")
-if "ray" not in sys.modules:
-    # Token authentication, explicitly (Ray 2.60's default for a new local Ray; a client of an
-    # existing cluster needs it said). Ray reads it once, at import: set later, the driver and
-    # the cluster would disagree.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+import ray
 
-import ray  # noqa: E402
-
-from .interrupt import deferred, noticed  # noqa: E402
-from .spec import SweepError  # noqa: E402
+from .core.compat import configure
+from .interrupt import deferred, noticed
+from .spec import SweepError
 
 CONNECT_SECONDS = 5.0       # a TCP connection to the cluster's address, then its GCS's first answer:
 ANSWER_SECONDS = 10.0       # a live head answers in milliseconds; Ray itself waits 20-40 s, and retries
@@ -225,6 +209,7 @@ def connected(address: str | None, workers: int | None):
     started = not ray.is_initialized()
     try:
         if started:
+            configure()                           # the environment Ray's processes start with
             address = address or os.environ.get("RAY_ADDRESS")
             address = None if address in ("", "local") else address
             common = dict(logging_level=logging.WARNING, log_to_driver=False)

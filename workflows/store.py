@@ -26,6 +26,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .core.rows import flatten_cell
+
 META_KEY = b"saddlescape"
 
 
@@ -152,8 +154,6 @@ class Store:
     def collect(self, cells: dict[str, dict]) -> "Tables":
         """The tables, in memory: reading every part is the slow half of a consolidation, and
         writes nothing (a Ctrl-C here leaves the stored tables as they were)."""
-        from .cell import flatten_cell
-
         done, failed = self.done(cells), self.failures()
         frames, traces, summary = [], [], []
         for key, cell in cells.items():
