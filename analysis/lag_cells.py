@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from workflows.core.saddles import SYNTHETIC_SADDLES
-from workflows.core.schedules import SCHEDULE_SCHEMA, beta2s, learning_rates
+from workflows.core.schedules import SCHEDULE_SCHEMA, beta2s, learning_rates, paper_beta2
 
 from .lag import LagEscape, Stable, exact_rule, exponential_rule, lag_escape, sum_rule
-from .theory import follows_paper_rule, paper_beta2
+from .theory import follows_paper_rule
 
 TORCH_CLASSES = {"torch.optim.RMSprop": "rmsprop", "torch.optim.Adam": "adam", "torch.optim.AdamW": "adam",
                  "torch.optim.Adagrad": "adagrad"}
@@ -44,7 +44,8 @@ def is_lag_cell(optimizer: pd.Series, target: pd.Series, amsgrad: pd.Series | No
 
 def _value(cell: pd.Series, key: str, default):
     value = cell.get(key, default)
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    # Missing where another problem of the table sets it: None, NaN, or pandas' NA in a nullable column.
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return default
     return value
 

@@ -279,3 +279,22 @@ def test_a_censored_cell_without_a_predicted_mean_is_still_compared():
     cells.loc[0, "escape_kind"] = RESTRICTED
     got = compare_cells(cells)
     assert list(got["measure"]) == ["restricted mean", "median"] and list(got["verdict"]) == ["holds", "holds"]
+
+
+def test_a_parameter_missing_as_pandas_na_is_a_missing_parameter():
+    """A smoke-like table: a staib_toy cell beside quadratic_saddle cells, whose problem.rotate_hessian
+    is missing as pandas' NA in a nullable boolean column (how rows read back from parquet carry it).
+    bool(pd.NA) raised in the lag model's settings, and the smoke sweep's analysis failed."""
+    import pandas as pd
+
+    from analysis.prediction import predictions
+
+    cells = pd.DataFrame({
+        "cell_id": ["a", "b"], "problem.name": ["staib_toy", "quadratic_saddle"],
+        "problem.rotate_hessian": pd.array([pd.NA, False], dtype="boolean"),
+        "optimizer.name": ["adam", "adam"], "optimizer.lr": [0.001, 0.001], "optimizer.beta1": [0.0, 0.0],
+        "optimizer.beta2": [0.99, 0.99], "optimizer.eps": [1e-8, 1e-8], "optimizer.bias_correction": [True, True],
+        "curvature": [0.1, 1.0], "sigma_escape": [0.1, 1.0], "escape_radius": [0.3, 1.0], "budget": [3000, 3000],
+        "problem.dim": pd.array([pd.NA, 2], dtype="Int64"), "seeds": [64, 64]})
+    out = predictions(cells)
+    assert len(out) == 2 and out["theory_model"].notna().all()
