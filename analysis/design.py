@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from workflows.core.params import condition_holds
+from workflows.core.schedules import paper_beta2
 
 from .cells import variant_columns
 from .schema import DERIVED, declared_conditions, declared_scope, is_parameter
@@ -190,7 +191,7 @@ def _determined_by(cells: pd.DataFrame, column: str, kept: list[str]) -> str:
     single = [c for c in kept if cells.loc[defined, c].notna().all() and is_function_of(cells, column, [c] + given)]
     if short_name(column) == "beta2" and "optimizer.lr" in single:
         part = cells[cells[column].notna()]
-        rule = np.isclose(part[column].astype(float), 1 - part["optimizer.lr"].astype(float) ** (2 / 3))
+        rule = np.isclose(part[column].astype(float), paper_beta2(part["optimizer.lr"].astype(float)))
         if rule.all():
             return "follows lr (beta2 = 1 - lr^(2/3), the paper's rule)"
     if single:

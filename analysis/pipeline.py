@@ -1,6 +1,6 @@
 """analyze(results) -> report.md: load, summarise per cell, flag, predict, compare, fit, draw, write.
 
-Data only moves forward (DESIGN.md): this reads what the sweep wrote and never re-runs the engine.
+Data only moves forward (docs/architecture.md): this reads what the sweep wrote and never re-runs the engine.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 
 from workflows.core.survival import duration_pairs
 
-from . import matched, tracking
+from . import matched, tracking_error
 from .cells import cell_table, per_run_columns
 from .compare import (
     compare_cells,
@@ -74,8 +74,8 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
     figure1 = figure1_check(cells)
     # Questions some sweeps ask: the β₂ that tracks E[g²|x] best at each step size (tracking_error),
     # and each optimizer at its own best step size for a given accuracy (gap_epsilon, sosp_epsilon).
-    best = tracking.best_beta2(rows) if tracking.has_tracking(rows) else pd.DataFrame()
-    scaling = tracking.beta2_scaling(best) if len(best) else pd.DataFrame()
+    best = tracking_error.best_beta2(rows) if tracking_error.has_tracking(rows) else pd.DataFrame()
+    scaling = tracking_error.beta2_scaling(best) if len(best) else pd.DataFrame()
     matched_tables = {name: matched.matched_accuracy(cells, name) for name in matched.matched_durations(cells)}
 
     jobs = figure_jobs(rows, cells, results.traces, comparisons, design, dpi=dpi, formats=formats, settings=settings,
@@ -83,7 +83,7 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
     save, colors = Saver(dpi, formats), palette(cells["optimizer.name"].astype(str).unique())
     colors.update(palette(cells["optimizer"].unique()))
     if len(best):
-        jobs.append(("tracking_error", lambda p: (tracking.tracking_figure(rows, best, scaling, colors, p, save), "")))
+        jobs.append(("tracking_error", lambda p: (tracking_error.tracking_figure(rows, best, scaling, colors, p, save), "")))
     jobs += [(f"matched_{name}", lambda p, name=name, table=table: (matched.matched_figure(table, name, colors, p, save),
                                                                     "")) for name, table in matched_tables.items() if len(table)]
     # The figures are drawn (in parallel where the platform forks) while the scaling laws are fitted;
@@ -147,10 +147,10 @@ def question_sections(best, scaling, matched_tables) -> list[tuple[str, list[str
     if len(best):
         shown = best[["optimizer.name", "optimizer.lr", "best_1-beta2", "best_lo", "best_hi", "at_edge", "determined",
                        "min_error", "rule_1-beta2", "error_at_rule"]]
-        out.append(("The preconditioner's tracking error", tracking.verdicts(scaling),
+        out.append(("The preconditioner's tracking error", tracking_error.verdicts(scaling),
                     "Per optimizer and step size: the 1 - beta2 minimising the mean tracking error over the escape "
                     "phase [95% bootstrap interval over runs] (`determined`: the interval spans at most a factor "
-                    f"{tracking.DETERMINED:g}; where the error is flat in beta2 the minimiser is noise and is left out "
+                    f"{tracking_error.DETERMINED:g}; where the error is flat in beta2 the minimiser is noise and is left out "
                     "of the power law), the error there and at the paper's rule 1 - beta2 = lr^(2/3).\n\n" + markdown_table(shown, full_table="tracking.csv")
                     + "\nThe power law 1 - beta2* = c lr^p:\n\n" + markdown_table(scaling, full_table="tracking_scaling.csv")))
     for name, table in matched_tables.items():

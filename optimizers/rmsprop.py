@@ -4,7 +4,7 @@
     A_t = diag(√v + ε)⁻¹              the preconditioner estimate
     x ← x − η A_t g
 
-No bias correction, so the first steps are about η/√(1 − β₂) (THEORY.md §3).
+No bias correction, so the first steps are about η/√(1 − β₂) (docs/theory.md).
 """
 from typing import NamedTuple
 

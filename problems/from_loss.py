@@ -20,7 +20,7 @@ A landscape is a batched loss f(x) ([R, d] → [R], torch, differentiable), a sa
 and a noise model:
 
 - `GaussianNoise(Σ)`: additive, g = ∇f(x) + ξ with ξ ~ N(0, Σ) the same at every x (the
-  setting of THEORY.md §3 and of Staib et al.'s analysis);
+  setting of docs/theory.md and of Staib et al.'s analysis);
 - `Minibatches(data, example_loss, batch_size)`: the user's data set, g = (1/B) Σ_b ∇ℓ(x; z_{i_b})
   with i_b uniform with replacement; f defaults to the data mean of ℓ, and the noise covariance
   is exactly Σ_B(x) = Cov_i[∇ℓ_i(x)] / B (per-example gradients, problems/sampled.py).
@@ -293,7 +293,7 @@ class LossProblem(FiniteSum):
 
     # --- what the closed forms need to know -----------------------------------------------------------
     def _theory(self, land: Landscape, minimizers, hessian, evals, evecs) -> dict:
-        """Facts of the saddle that decide whether THEORY.md §3's closed forms apply, in float64:
+        """Facts of the saddle that decide whether docs/theory.md's closed forms apply, in float64:
 
         closed_form        "quadratic_additive_gaussian" when the noise is GaussianNoise and the
                            Hessian does not change within the escape radius (hessian_variation

@@ -30,7 +30,7 @@ from analysis.report import cell_verdicts, sort_cells
 from analysis.sanity import artefact_cells, sanity_flags
 from analysis.schema import split_columns
 from analysis.synthetic import synthetic_rows
-from analysis.theory import paper_beta2
+from workflows.core.schedules import paper_beta2
 from workflows import simulate_cell
 
 PNG = {"formats": ("png",), "dpi": 60}       # where the figures' files are not the point: faster

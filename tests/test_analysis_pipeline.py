@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis import analyze
-from analysis.theory import paper_beta2
+from workflows.core.schedules import paper_beta2
 from workflows import simulate, simulate_cell
 
 TABLES = ("cells.csv", "comparison.csv", "comparison_summary.csv", "comparisons.csv", "exponents.csv", "fits.csv",

@@ -8,7 +8,7 @@ from analysis.cells import cell_table
 from analysis.matched import matched_accuracy, matched_durations
 from analysis.prediction import predictions
 from analysis.theory import linear_escape
-from analysis.tracking import best_beta2, beta2_scaling
+from analysis.tracking_error import best_beta2, beta2_scaling
 from workflows import simulate
 
 

@@ -1,5 +1,5 @@
 """What a tracker must hold for a stored cell, computed here from the sweep's own cells and from
-rows.parquet / cells.parquet, independently of workflows/tracking.py: the parameters from
+rows.parquet / cells.parquet, independently of workflows/trackers.py: the parameters from
 workflows.cell.flatten_cell, the Kaplan–Meier summaries from lifelines (not the scipy estimator
 the tracker and the analysis use)."""
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The compiled block of steps behind workflows/kernels.py (numba; imported only when used).
 
 One call runs the steps of one block for the whole batch, as the reference loop does
-(workflows/engine.py, workflows/runs.py), step by step:
+(workflows/engine.py, workflows/record.py), step by step:
 
     step t:  g = ∇f(x) + noise_t           the problem's stochastic gradient, every run
              x ← x + step(g)                the optimizer's update, in place, state with it

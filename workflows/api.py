@@ -50,7 +50,7 @@ from .prefetch import prefetch
 from .registry import parameter_conditions
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
 from .store import Store
-from .tracking import Session, TrackingError, check
+from .trackers import Session, TrackingError, check
 
 BACKENDS = ("ray", "local")
 PACKAGES = ("torch", "ray", "pandas", "numpy", "pyarrow", "pyyaml", "lifelines", "scipy", "seaborn")
@@ -64,7 +64,7 @@ class SweepResult:
     meta: dict
     counts: dict
     store: Store = field(repr=False)
-    tracking: object = field(default=None, repr=False)   # the trackers' session (workflows/tracking.py)
+    tracking: object = field(default=None, repr=False)   # the trackers' session (workflows/trackers.py)
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -111,7 +111,7 @@ def run_sweep(spec_or_path, sweep: str | None = None, *, storage=None, workers: 
     allow_changed: proceed when the stored results were written by a definition whose stored
         cells would drop out of the tables (workflows/definition.py); default: refuse.
     track: "mlflow", "tensorboard" or both (a list): every stored cell also goes to that
-        experiment tracker (workflows/tracking.py), as with `saddlescape run --track`; a tracker
+        experiment tracker (workflows/trackers.py), as with `saddlescape run --track`; a tracker
         that fails is one warning on stderr, never an exception.
     Raises SweepError (a ValueError) on a bad spec, with one line naming what is wrong, before
     anything is written; SweepInterrupted (a KeyboardInterrupt) on Ctrl-C, after keeping every
@@ -226,7 +226,7 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
     writes the tables of every finished cell and a meta.json that says `interrupted`, and raises
     SweepInterrupted (with the result). `note`, `warn`: where one-line notes and warnings go
     (default: stderr). `track`: experiment trackers that get every stored cell
-    (workflows/tracking.py); refused (SweepError, nothing written) when unknown or not installed.
+    (workflows/trackers.py); refused (SweepError, nothing written) when unknown or not installed.
     `python`: called by run_sweep (errors name its arguments). A sweep whose cells to run would
     take more than a day, or more than 1e12 seed-steps, gets the warning `validate` gives, and runs.
     One run at a time per sweep folder: another waits for it (workflows/lock.py); `command` says

@@ -28,7 +28,7 @@ from .lock import sweep_lock
 from .registry import registered_lines
 from .spec import DEFAULT_MAX_CELLS, NeedsExtra, SweepError, load_sweeps, sweep_names
 from .store import Store
-from .tracking import TRACKERS, TrackingError, local_copy, track_stored
+from .trackers import TRACKERS, TrackingError, local_copy, track_stored
 
 
 def echo(line: str):

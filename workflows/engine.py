@@ -4,7 +4,7 @@ Every run starts at the saddle (plus an optional offset) and takes stochastic-gr
 until it escapes (the first step with escape_distance ≥ escape_radius), diverges (non-finite,
 or beyond divergence_radius) or reaches the budget. A run that has not escaped by then is
 right-censored: escaped = False and escape_step = the last step observed (the budget, or the
-step at which it diverged), never a made-up escape time. workflows/runs.py keeps that record.
+step at which it diverged), never a made-up escape time. workflows/record.py keeps that record.
 
 Second-order stationarity (`sosp_epsilon` > 0): every `sosp_every` steps (and at step 0) the
 runs not there yet are tested for ‖∇f‖ ≤ ε and λ_min(∇²f) ≥ −√(ρε) (workflows/metrics.py). A
@@ -41,8 +41,8 @@ from .core.rows import flatten_cell
 from .core.schedules import Schedule
 from .kernels import compiled_block
 from .metrics import GapTracker, SOSPTracker, cnc_constant
+from .record import TAIL_QUANTILES, RunRecord
 from .registry import get_optimizer, make_problem
-from .runs import TAIL_QUANTILES, RunRecord
 
 NOISE_BLOCK_ELEMENTS = 1 << 18   # per block: big enough to amortise the call, small enough for cache
 MAX_BLOCK_STEPS = 64

@@ -67,7 +67,7 @@ def run_cells(cells: list[dict], store: Store, *, max_failures: int = 2, echo=pr
     """Every cell in turn, on TRIAL_THREADS torch threads (the caller's setting restored after);
     returns the summed engine seconds. Progress lines as the Ray runner's.
     `on_cell(cell_id)`: told of each cell once it is stored, as the Ray runner's Progress tells
-    it (the experiment trackers, workflows/tracking.py)."""
+    it (the experiment trackers, workflows/trackers.py)."""
     with trial_threads():
         return _run_cells(cells, store, max_failures, echo, every, on_cell)
 

@@ -50,6 +50,7 @@ from . import distributions, yaml12
 from . import overrides as overrides_
 from .cell import cell_id, normalize_cell
 from .core.component import MissingExtra
+from .core.schedules import paper_beta2
 from .core.settings import RUN_SCHEMA
 from .core.suggest import did_you_mean, plural
 from .definition import definition_hash
@@ -72,8 +73,8 @@ DISTRIBUTIONS = tuple(distributions.DISTRIBUTIONS)
 # component with every default filled in.
 RULES = {
     # Staib et al.'s recommendation β₂ = 1 − η^(2/3): the averaging window follows the step size.
-    "optimizer.beta2": {"paper": lambda optimizer: 1 - optimizer["lr"] ** (2 / 3)},
-    # Isotropic noise of fixed total variance spread over d coordinates (THEORY.md §3: σ₁² ∝ 1/d).
+    "optimizer.beta2": {"paper": lambda optimizer: float(paper_beta2(optimizer["lr"]))},
+    # Isotropic noise of fixed total variance spread over d coordinates (docs/theory.md: σ₁² ∝ 1/d).
     "problem.noise_scale": {"inverse_sqrt_dim": lambda problem: problem["dim"] ** -0.5},
 }
 DEFAULT_MAX_CELLS = 10_000

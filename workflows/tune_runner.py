@@ -74,7 +74,7 @@ def start_worker():
 
 class Progress(tune.Callback):
     """Cells done / total, elapsed time, and an estimate of the time left (workflows/progress.py). `on_cell(cell_id)`:
-    told of each cell once it is stored (the experiment trackers, workflows/tracking.py; it only
+    told of each cell once it is stored (the experiment trackers, workflows/trackers.py; it only
     queues the cell, so Tune's loop never waits for a tracker)."""
 
     def __init__(self, total: int, echo, every: float = 2.0, on_cell=None):
