@@ -330,3 +330,22 @@ def test_a_ctrl_c_that_c_code_swallows_is_raised_when_the_block_ends():
             done.append("the block went on")
     assert done == ["the block went on"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_child_forked_while_ctrl_c_is_noted_does_not_raise_it():
+    """Ray forks its processes from the driver while `noticed` is active (ray.init): a Ctrl-C to the
+    group reached such a child before its exec, whose inherited handler raised KeyboardInterrupt in
+    its at-fork code ("Exception ignored ... Traceback" on the terminal; seen in
+    test_ctrl_c_while_ray_starts[init] under load). The handler leaves other processes alone."""
+    from workflows.interrupt import noticed
+
+    with noticed():
+        pid = os.fork()
+        if pid == 0:                                  # the child: as a process before its exec
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                os._exit(1)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -67,9 +67,14 @@ def _sigint_noted(raise_at_once: bool):
             signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
         yield
         return
-    caught = []
+    caught, owner = [], os.getpid()
 
     def handler(signum, frame):
+        # A child forked from this process before its exec (Ray starts its processes so, with a
+        # preexec_fn) inherits this handler: a Ctrl-C to the group is not for it to raise there,
+        # where it came out as "Exception ignored ... KeyboardInterrupt" tracebacks on the terminal.
+        if os.getpid() != owner:
+            return
         caught.append(signum)
         if raise_at_once:
             raise KeyboardInterrupt
