@@ -50,7 +50,7 @@ from .prefetch import prefetch
 from .registry import parameter_conditions
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
 from .store import Store
-from .trackers import Session, TrackingError, check
+from .trackers import Session, TrackingError, check, sweep_tags
 
 BACKENDS = ("ray", "local")
 PACKAGES = ("torch", "ray", "pandas", "numpy", "pyarrow", "pyyaml", "lifelines", "scipy", "seaborn")
@@ -373,9 +373,7 @@ def open_tracking(trackers: tuple, sweep: Sweep, store: Store, echo, note, warn)
     if not trackers:
         return None
 
-    tags = {"sweep": sweep.name, "definition_hash": sweep.hash,
-            "saddlescape_version": str(_version("saddlescape")), "git_commit": str(git_commit()),
-            "results": store.uri}
+    tags = sweep_tags(sweep.name, sweep.hash, _version("saddlescape"), git_commit(), store.uri)
     return Session(trackers, store, sweep.name, sweep.description, tags, "run", echo, note, warn)
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from . import plan as plan_
 from . import report_inputs
 from .api import BACKENDS, _version, absolute, check_trackers, execute, local_path, open_store, plan, resolve_sweep
-from .cell import cell_id
 from .core.compat import configure, exit_without_teardown
 from .core.suggest import count, plural
 from .interrupt import EXIT_CODE, RESUME, SweepInterrupted, exit_by_sigint, surfaced
@@ -155,8 +154,9 @@ def run_and_report(sweep, args) -> int:
                 return interrupted("tracking the report")
     if counts["failed"] or counts["missing"]:
 
+        ids = {cell.id for cell in sweep.cells}           # once: a sweep of 10⁴ failed cells took hours
         for key, record in result.store.failures().items():
-            if key in {cell_id(c) for c in sweep.cells}:
+            if key in ids:
                 echo(f"  failed cell {key}: {record['error'].splitlines()[0]}")
         return 1
     return 0

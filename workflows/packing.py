@@ -57,11 +57,18 @@ def pack_cells(cells: list[dict], workers: int) -> list[list[dict]]:
         return []
     costs = [estimated_seconds(c) for c in cells]
     wanted = max(PACKS_PER_WORKER * workers, math.ceil(sum(costs) / SECONDS_PER_PACK))
-    n_packs = min(len(cells), wanted)
-    heap = [(0.0, i) for i in range(n_packs)]
-    packs: list[list[dict]] = [[] for _ in range(n_packs)]
-    for index in sorted(range(len(cells)), key=lambda i: -costs[i]):
+    packs = longest_first(costs, min(len(cells), wanted))
+    return [[cells[i] for i in pack] for pack in packs if pack]
+
+
+def longest_first(costs: list[float], bins: int) -> list[list[int]]:
+    """Longest processing time first (Graham 1969): the items by decreasing cost, each onto the
+    least loaded of `bins`; the indices in each bin. The packs of a sweep and the wall time of
+    its estimate (workflows/plan.py) both come from here."""
+    heap = [(0.0, b) for b in range(max(1, bins))]
+    out: list[list[int]] = [[] for _ in heap]
+    for index in sorted(range(len(costs)), key=lambda i: -costs[i]):
         load, which = heapq.heappop(heap)
-        packs[which].append(cells[index])
+        out[which].append(index)
         heapq.heappush(heap, (load + costs[index], which))
-    return [p for p in packs if p]
+    return out

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import ray
 
+from .core import compat
 from .core.compat import configure
 from .interrupt import deferred, noticed
 from .spec import SweepError
@@ -53,25 +54,22 @@ def cluster_address(address: str | None) -> str | None:
     where = f"{source} {given}" if source == "--address" else f"{source}={given}"
     allowed = ("allowed: a running Ray head's HOST:PORT (`ray start --head` prints it; 6379 by default), "
                "ray://HOST:PORT (Ray Client) or auto, or no address for an embedded local Ray")
-    from ray._common.network_utils import parse_address
-    from ray._private import services
-
     scheme, _, rest = given.partition("://") if "://" in given else ("", "", given)
     if scheme and scheme != "ray":
         hint = " (the dashboard's address, which `ray job submit` takes)" if scheme in ("http", "https") else ""
         raise SweepError(f"{where}: not a Ray cluster address{hint}; {allowed}")
     if given == "auto":
         try:
-            rest = services.canonicalize_bootstrap_address(given)
+            rest = compat.canonical_address(given)
         except ConnectionError:
             raise SweepError(f"{where}: no Ray cluster was started on this machine; {allowed}") from None
-    parsed = parse_address(rest)
+    parsed = compat.parse_address(rest)
     if parsed is None or not parsed[1].isdigit():
         raise SweepError(f"{where}: not HOST:PORT; {allowed}")
     host, port = parsed[0].strip("[]"), int(parsed[1])
     # Ray connects to this machine's network address for a loopback one (unless told it is on one
     # machine only): probe what Ray will use.
-    target = host if scheme else services.resolve_ip_for_localhost(host)
+    target = host if scheme else compat.localhost_ip(host)
     refused = _unreachable(target, port)
     if refused and target != host and not _unreachable(host, port):
         _check_gcs(f"{host}:{port}", where, allowed)          # a Ray head there? Else that is the one line.
@@ -127,8 +125,6 @@ def _check_gcs(address: str, where: str, allowed: str):
         raise SweepError(f"{where}: what listens there is not a Ray head (it does not speak gRPC: the dashboard's port, for one); "
                          f"{allowed}")
     try:
-        from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
-        from ray._raylet import GcsClient
         from ray.exceptions import AuthenticationError
     except ImportError:                     # another Ray: its ray.init is then the only check
         return
@@ -137,7 +133,7 @@ def _check_gcs(address: str, where: str, allowed: str):
     try:
         # What ray.init checks first. Token mode without a token must stop here: Ray's C++ client
         # would end the whole process (exit 1, nothing said) when it finds none.
-        ensure_token_if_auth_enabled(None, create_token_if_missing=False)
+        compat.check_token()
     except AuthenticationError:
         raise SweepError(f"{where}: this client uses token authentication (RAY_AUTH_MODE=token, saddlescape's "
                          f"default) but {token_situation()}; {with_token}") from None
@@ -145,7 +141,7 @@ def _check_gcs(address: str, where: str, allowed: str):
 
     def ask():
         try:
-            GcsClient(address=address).cluster_id
+            compat.gcs_cluster_id(address)
             outcome.append(None)
         except Exception as e:              # noqa: BLE001 - reported below
             outcome.append(e)

@@ -48,7 +48,7 @@ from optimizers.torch_adapter import usable
 
 from . import distributions, yaml12
 from . import overrides as overrides_
-from .cell import cell_id, normalize_cell
+from .cell import make_cell
 from .core.component import MissingExtra
 from .core.schedules import paper_beta2
 from .core.settings import RUN_SCHEMA
@@ -281,12 +281,12 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
     cells, seen = [], set()
     for raw in raw_cells:
         try:
-            cell = normalize_cell(raw)
+            cell = make_cell(raw)
         except ValueError as e:
             hint = f"; {SEEDS_HINT}" if re.search(r"\bseeds=", str(e)) and "values" in _spec_of("seeds", base, specs, top) \
                 else ""
             raise SweepError(f"{where}: {e}{hint}") from None
-        key = cell_id(cell)
+        key = cell.id
         if key not in seen:
             seen.add(key)
             cells.append(cell)

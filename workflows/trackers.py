@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from .core.rows import is_parameter
 from .core.suggest import count
 from .core.survival import cell_summary
-from .store import META_KEY, Store
+from .store import Store
 
 TRACKERS = ("mlflow", "tensorboard")
 LIBRARIES = {"mlflow": ("mlflow",), "tensorboard": ("tensorboardX",)}
@@ -83,17 +83,9 @@ class CellRecord:
 def read_record(store, key: str) -> CellRecord:
     """The record of the stored cell `key`. Raises (OSError, ValueError, KeyError) where its part
     is missing or is not this cell's."""
-    import pyarrow.parquet as pq
-
-    path = store.path(f"parts/{key}.parquet")
-    with store.fs.open_input_file(path) as f:
-        table = pq.read_table(f)
-    info = json.loads(table.schema.metadata[META_KEY])
-    if info.get("cell_id") != key or table.num_rows != info.get("seeds"):
-        raise ValueError(f"parts/{key}.parquet is not the complete part of cell {key}")
-    mtime = store.fs.get_file_info(path).mtime
+    rows, info = store.read_part(key)
+    mtime = store.fs.get_file_info(store.path(f"parts/{key}.parquet")).mtime
     stored = mtime.timestamp() if mtime else time.time()
-    rows = table.to_pandas()
     params = {column: _native(rows[column].iloc[0]) for column in rows.columns if is_parameter(column)}
     metrics = cell_summary(rows, info["engine_seconds"])
     return CellRecord(key, params, metrics, stored - info["engine_seconds"], stored)
@@ -501,15 +493,20 @@ def open_results(path: str):
     return store, meta or {}, stored
 
 
+def sweep_tags(sweep: str, definition_hash, version, git_commit, results: str) -> dict[str, str]:
+    """What every tracked run of a sweep is tagged with, by `run --track` and by `track` alike."""
+    return {"sweep": sweep, "definition_hash": str(definition_hash), "saddlescape_version": str(version),
+            "git_commit": str(git_commit), "results": results}
+
+
 def track_stored(path: str, names, *, echo, note, warn) -> bool:
     """Track every stored cell of results/<sweep> not tracked yet (one parent run holding
     meta.json and the report); returns whether every stored cell is tracked now."""
     names = check(names, "--to")
     store, meta, stored = open_results(path)
     sweep = meta.get("sweep") or store.uri.rsplit("/", 1)[-1]
-    tags = {"sweep": sweep, "definition_hash": str(meta.get("definition_hash")),
-            "saddlescape_version": str((meta.get("versions") or {}).get("saddlescape")),
-            "git_commit": str(meta.get("git_commit")), "results": store.uri}
+    tags = sweep_tags(sweep, meta.get("definition_hash"), (meta.get("versions") or {}).get("saddlescape"),
+                      meta.get("git_commit"), store.uri)
     session = Session(names, store, sweep, meta.get("description", ""), tags, "track", echo, note, warn)
     counts = {k: v for k, v in (meta.get("cells") or {}).items() if isinstance(v, (int, float))}
     complete = session.finish(stored, meta or None, counts, "FINISHED")

@@ -98,6 +98,45 @@ def trials_without_runtime_env():
         class_cache.ENV_VARS_TO_PROPAGATE.update(propagated)
 
 
+# --- Ray's address and token checks (workflows/ray_session.py: one line before ray.init) ------
+
+def parse_address(address: str):
+    """(host, port) of a HOST:PORT address, as Ray parses it (ray._common.network_utils), or None."""
+    from ray._common.network_utils import parse_address as parse
+
+    return parse(address)
+
+
+def canonical_address(address: str) -> str:
+    """`auto` as Ray resolves it: the cluster started on this machine (ray._private.services);
+    ConnectionError where there is none."""
+    from ray._private import services
+
+    return services.canonicalize_bootstrap_address(address)
+
+
+def localhost_ip(host: str) -> str:
+    """The address Ray itself connects to for `host` (localhost: this node's IP)."""
+    from ray._private import services
+
+    return services.resolve_ip_for_localhost(host)
+
+
+def check_token():
+    """What ray.init checks first under token authentication: AuthenticationError where this client
+    has no token (ray._private.authentication; Ray's C++ client would end the process instead)."""
+    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
+
+    ensure_token_if_auth_enabled(None, create_token_if_missing=False)
+
+
+def gcs_cluster_id(address: str):
+    """The head's cluster id, asked of its GCS as ray.init does first (ray._raylet.GcsClient)."""
+    from ray._raylet import GcsClient
+
+    return GcsClient(address=address).cluster_id
+
+
 def upload_package(path) -> str:
     """A local wheel uploaded to the running Ray's object store as a runtime_env package; its URI
     (what `ray job submit` does for a job's py_modules; private in ray._private.runtime_env)."""
@@ -109,6 +148,14 @@ def upload_package(path) -> str:
 
 
 # --- torch ------------------------------------------------------------------------------------
+
+def usage_tag_callbacks():
+    """Ray's own ray.air._internal.usage.tag_callbacks as it is now (tests check that quiet_tune puts
+    it back)."""
+    from ray.air._internal import usage
+
+    return usage.tag_callbacks
+
 
 def fused_adam():
     """torch.optim.Adam(fused=True)'s kernel (torch._fused_adam_, private): the whole Adam step in
@@ -158,6 +205,20 @@ def private_uses() -> dict[str, bool]:
         "torch._fused_adam_": callable(getattr(torch, "_fused_adam_", None)),
         "atexit._run_exitfuncs": callable(getattr(atexit, "_run_exitfuncs", None)),
     }
+    from ray._private import services
+    from ray._private.authentication import authentication_token_setup
+    from ray._raylet import GcsClient
+
+    uses["ray._private.services.canonicalize_bootstrap_address/resolve_ip_for_localhost"] = \
+        has(services, "canonicalize_bootstrap_address") and has(services, "resolve_ip_for_localhost")
+    uses["ray._private.authentication...ensure_token_if_auth_enabled(_, create_token_if_missing)"] = \
+        "create_token_if_missing" in inspect.signature(authentication_token_setup.ensure_token_if_auth_enabled).parameters
+    uses["ray._raylet.GcsClient (a class)"] = isinstance(GcsClient, type)
+    try:
+        from ray._common import network_utils
+        uses["ray._common.network_utils.parse_address"] = has(network_utils, "parse_address")
+    except ImportError:
+        uses["ray._common.network_utils.parse_address"] = False
     try:
         from ray._private.runtime_env import packaging
         uses["ray._private.runtime_env.packaging.get_uri_for_package/upload_package_to_gcs"] = \
