@@ -37,6 +37,18 @@ class Optimizer(NamedTuple):
     apply: Callable[[torch.Tensor, State, torch.Tensor], State] | None = None
 
 
+def update_from(apply: Callable) -> Callable:
+    """`update(grad, state, x) -> (step, state)` of an optimizer defined by its in-place `apply`
+    (the exact path, which the engine prefers): the step x_new − x, with x left as it was."""
+    def update(grad, state, x):
+        before = x.clone()
+        state = apply(grad, state, x)
+        step = x - before
+        x.copy_(before)
+        return step, state
+    return update
+
+
 class Empty(NamedTuple):
     pass
 

@@ -73,7 +73,7 @@ from workflows.core.component import Component, MissingExtra
 from workflows.core.params import Param, choice, positive, resolve
 from workflows.core.shapes import structure
 
-from .base import Optimizer
+from .base import Optimizer, update_from
 from .torch_layouts import Block, Streams, TorchOptimizerState, blocks, one_line, probe, tolerance, train_mode
 
 log = logging.getLogger("saddlescape.adapter")
@@ -654,16 +654,7 @@ def build(name: str, cls, hp: dict, problem=None) -> Optimizer:
         state.step(grad, x)
         return state
 
-    def update(grad, state, x):
-        # apply is the exact path (the engine prefers it); this returns x_new − x for callers
-        # that want the step, with x left as it was.
-        before = x.clone()
-        state = apply(grad, state, x)
-        step = x - before
-        x.copy_(before)
-        return step, state
-
-    return Optimizer(init, update, apply)
+    return Optimizer(init, update_from(apply), apply)
 
 
 def layout_of(component, params: dict, runs: int, dim: int, dtype: str = DEFAULT_DTYPE, shapes=None) -> str:
