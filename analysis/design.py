@@ -76,6 +76,19 @@ def sort_values(values) -> list:
     return sorted(numbers) + sorted(others, key=str)
 
 
+def sorted_groups(frame: pd.DataFrame, columns: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    """(values, part) per combination of `columns` that occurs, in the values' natural order."""
+    if not columns:
+        return [((), frame)]
+    order = {c: {str(v): i for i, v in enumerate(sort_values(frame[c]))} for c in columns}
+    groups = []
+    for key, part in frame.groupby([frame[c].astype(str) for c in columns], dropna=False, sort=False):
+        values = tuple(part[c].iloc[0] for c in columns)
+        rank = tuple(order[c].get(str(v), len(order[c])) for c, v in zip(columns, values))
+        groups.append((rank, values, part))
+    return [(values, part) for _, values, part in sorted(groups, key=lambda g: g[0])]
+
+
 def format_value(value) -> str:
     if isinstance(value, (bool, np.bool_)):
         return str(bool(value)).lower()

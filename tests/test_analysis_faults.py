@@ -23,7 +23,8 @@ from analysis.compare import (
     with_predictions,
 )
 from analysis.design import sort_values, sweep_design
-from analysis.figures import Saver, plan_axis, speedup_heatmap
+from analysis.figure_choice import plan_axis
+from analysis.figures import Saver, speedup_heatmap
 from analysis.pairwise import choose_pairs, compare_pairs, setting_columns
 from analysis.palette import BUILT_IN, THEORY_STYLE, lighter, palette, variant_color
 from analysis.report import cell_verdicts, sort_cells

@@ -18,8 +18,9 @@ from optimizers.base import Optimizer, lr_param
 from problems.from_loss import GaussianNoise, Landscape, define_problem
 from workflows.api import run_sweep
 from workflows.core.params import Param, positive, unit_open
-from workflows.registry import get_optimizer, get_problem, register_optimizer, register_problem, registered_lines, \
-    registry, unregister
+from workflows.cli import registered_lines
+from workflows.registry import get_optimizer, get_problem, inventory, register_optimizer, register_problem, registry, \
+    unregister
 from workflows.spec import SweepError
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -162,7 +163,7 @@ def test_a_plugin_wheel_shipped_with_py_modules_is_found_on_the_workers(local_ra
 
 
 def test_validate_lists_plugins_as_the_readme_shows(readme_plugin_installed):
-    lines = registered_lines()
+    lines = registered_lines(inventory())
     # The README's sample of `saddlescape validate`, line for line where it names the plugin (the
     # versions of torch and the optimizer packages are the README machine's).
     sample = re.search(r"\n(    problems: .*?)\n\n", README.read_text(), re.S).group(1)
@@ -224,7 +225,7 @@ def test_a_plugin_that_fails_to_load_is_reported_not_fatal(broken_plugin, tmp_pa
                            "optimizer": {"value": {"name": "sgd", "lr": 0.1}}, "seeds": 4, "budget": 500}}
     assert run_sweep(spec, storage=tmp_path, backend="local").counts["done"] == 1
     assert get_optimizer("sgd").origin == "built-in"
-    lines = registered_lines()
+    lines = registered_lines(inventory())
     assert "plugins that failed to load (3; sweeps that name them fail, the others run):" in lines
     errors = "\n".join(lines[lines.index("plugins that failed to load (3; sweeps that name them fail, the others run):"):])
     assert "optimizer broken_import: saddlescape_broken_plugin.missing:Thing: ModuleNotFoundError: " in errors

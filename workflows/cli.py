@@ -24,7 +24,7 @@ from .core.compat import configure, exit_without_teardown
 from .core.suggest import count, plural
 from .interrupt import EXIT_CODE, RESUME, SweepInterrupted, exit_by_sigint, surfaced
 from .lock import sweep_lock
-from .registry import registered_lines
+from .registry import THIS_PROCESS, Inventory, inventory
 from .spec import DEFAULT_MAX_CELLS, NeedsExtra, SweepError, load_sweeps, sweep_names
 from .store import Store
 from .trackers import TRACKERS, TrackingError, local_copy, track_stored
@@ -81,9 +81,38 @@ def cmd_validate(args) -> int:
         echo("  * some cells are of kinds the time estimate does not model (other problems than the "
              "synthetic saddles, SOSP checks, optimizers that are not built in): they can take many times longer")
 
-    for line in registered_lines():
+    for line in registered_lines(inventory()):
         echo(line)
     return 0
+
+
+def registered_lines(found: Inventory) -> list[str]:
+    """What `saddlescape validate` prints about the names a sweep may use: per kind the
+    built-ins, this process's registrations and the plugins (with their distribution and
+    version, and the adapter's mode for a torch.optim class), the modules whose optimizer classes
+    may be named by path (with their installed versions), then every plugin that failed to load,
+    with its error."""
+    lines = []
+    for kind, builtins in found.builtins.items():
+        local, plugins = found.local[kind], found.plugins[kind]
+        lines.append(f"{kind}s: {len(builtins)} built-in, {len(plugins)} from plugins"
+                     + (f", {len(local)} {THIS_PROCESS}" if local else ""))
+        for label, names in (("built-in", builtins), (THIS_PROCESS, local)):
+            if names:
+                lines.append(f"  {label}: {', '.join(names)}")
+        for name, component in plugins.items():
+            mode = component.extra.get("mode")
+            via = f"; {component.extra['class']} through the adapter, {mode or 'mode decided per cell'}" \
+                if "class" in component.extra else ""
+            lines.append(f"  {name} ({component.origin}{via})")
+    missing = "not installed: pip install -e '.[optimizers]'"
+    modules = [f"{m} ({version or missing})" for m, version in found.class_modules]
+    modules += [f"{m.module} ({m.origin})" for m in found.plugin_modules]
+    lines.append("optimizer classes by path (e.g. torch.optim.NAdam) from: " + ", ".join(modules))
+    if found.errors:
+        lines.append(f"plugins that failed to load ({len(found.errors)}; sweeps that name them fail, the others run):")
+        lines += [f"  {kind} {name}: {error}" for kind, name, error in found.errors]
+    return lines
 
 
 def validate_sweeps(args) -> dict:

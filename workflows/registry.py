@@ -380,40 +380,34 @@ def unregister(kind: str, name: str):
     REGISTRIES[kind]._local.pop(name, None)
 
 
-def registered_lines() -> list[str]:
-    """What `saddlescape validate` prints about the names a sweep may use: per kind the
-    built-ins, this process's registrations and the plugins (with their distribution and
-    version, and the adapter's mode for a torch.optim class), the modules whose optimizer classes
-    may be named by path (with their installed versions), then every plugin that failed to load,
-    with its error. Loads every plugin."""
-    lines = []
+@dataclass(frozen=True)
+class Inventory:
+    """The names a sweep may use now: per kind the built-ins, this process's registrations and the
+    plugin components (each Component carries its origin, and for a torch.optim class the
+    adapter's `class` and `mode` in `extra`); the modules whose optimizer classes may be named by
+    path; every plugin that failed to load."""
+    builtins: dict[str, list[str]]                  # kind -> names
+    local: dict[str, list[str]]                     # kind -> names registered in this process
+    plugins: dict[str, dict[str, Component]]        # kind -> {name: component}
+    class_modules: list[tuple[str, str | None]]     # (module, its distribution's version; None: not installed)
+    plugin_modules: list[PluginModule]              # the plugins' modules of optimizer classes
+    errors: list[tuple[str, str, str]]              # (kind, name, error)
+
+
+def inventory() -> Inventory:
+    """What `saddlescape validate` lists (workflows/cli.py formats it). Loads every plugin."""
+    builtins, local, plugins = {}, {}, {}
     for kind in KINDS:
         reg = REGISTRIES[kind]
-        groups = {"built-in": list(reg.builtins()), THIS_PROCESS: list(reg.local())}
-        plugins = reg.plugins()
-        lines.append(f"{kind}s: {len(groups['built-in'])} built-in, {len(plugins)} from plugins"
-                     + (f", {len(groups[THIS_PROCESS])} {THIS_PROCESS}" if groups[THIS_PROCESS] else ""))
-        for label, names in groups.items():
-            if names:
-                lines.append(f"  {label}: {', '.join(names)}")
-        for name, component in plugins.items():
-            mode = component.extra.get("mode")
-            via = f"; {component.extra['class']} through the adapter, {mode or 'mode decided per cell'}" \
-                if "class" in component.extra else ""
-            lines.append(f"  {name} ({component.origin}{via})")
-    modules = [f"{m} ({_module_version(m)})" for m in ADAPTABLE_MODULES]
-    modules += [f"{m.module} ({m.origin})" for m in REGISTRIES["optimizer"].plugin_modules().values()]
-    lines.append("optimizer classes by path (e.g. torch.optim.NAdam) from: " + ", ".join(modules))
-    errors = [(kind, name, error) for kind in KINDS for name, error in REGISTRIES[kind].plugin_errors().items()]
-    if errors:
-        lines.append(f"plugins that failed to load ({len(errors)}; sweeps that name them fail, the others run):")
-        lines += [f"  {kind} {name}: {error}" for kind, name, error in errors]
-    return lines
+        builtins[kind], local[kind], plugins[kind] = list(reg.builtins()), list(reg.local()), reg.plugins()
+    return Inventory(builtins, local, plugins, [(m, _module_version(m)) for m in ADAPTABLE_MODULES],
+                     list(REGISTRIES["optimizer"].plugin_modules().values()),
+                     [(kind, name, error) for kind in KINDS for name, error in REGISTRIES[kind].plugin_errors().items()])
 
 
-def _module_version(module: str) -> str:
+def _module_version(module: str) -> str | None:
     distribution = {"torch.optim": "torch", "pytorch_optimizer": "pytorch-optimizer"}.get(module, module)
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
-        return "not installed: pip install -e '.[optimizers]'"
+        return None
