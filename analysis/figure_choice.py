@@ -42,7 +42,7 @@ TITLE_PARAMETERS = ("problem.name", "problem.dim", "problem.curvature", "problem
 
 
 @dataclass
-class Plan:
+class LinePlan:
     """How one figure lays out the cells that have x: one line per (variant, marker value),
     panels per facet combination, `averaged` parameters pooled by geometric mean (and said so)."""
     x: str
@@ -54,7 +54,7 @@ class Plan:
     determined: dict = field(default_factory=dict)     # parameters that follow the shown ones (for the title)
 
 
-def plan_axis(frame: pd.DataFrame, varied: list[str], x: str, y: str, numeric: set) -> tuple[Plan | None, str]:
+def plan_axis(frame: pd.DataFrame, varied: list[str], x: str, y: str, numeric: set) -> tuple[LinePlan | None, str]:
     """(the plan, '') or (None, why this figure is not drawn). `frame` has an `optimizer` column
     (the variant label), `y`, and the varied parameters."""
     data = frame[frame[x].notna() & np.isfinite(frame[y].astype(float)) & (frame[y].astype(float) > 0)]
@@ -87,7 +87,7 @@ def plan_axis(frame: pd.DataFrame, varied: list[str], x: str, y: str, numeric: s
         (facets if combos <= MAX_PANELS else rest).append(c)
     marker = next((c for c in rest if data[c].nunique() <= len(MARKERS)), None)
     averaged = [c for c in rest if c != marker]
-    return Plan(x, data, facets, marker, averaged, follows), ""
+    return LinePlan(x, data, facets, marker, averaged, follows), ""
 
 
 def paper_rule(data, a, b) -> bool:
@@ -175,7 +175,7 @@ class LineFigure:
     own: dict | None = None
     determined: dict | None = None
 
-    def plan(self) -> tuple[Plan | None, str]:
+    def plan(self) -> tuple[LinePlan | None, str]:
         """(the layout, '') or (None, why not drawn); the determined parameters are named in the title
         where they vary among the cells drawn (never a facet or an axis)."""
         plan, why = plan_axis(self.frame, self.varied, self.x, self.measure.y, self.numeric)

@@ -60,10 +60,10 @@ from .figure_choice import (
     MAX_PANELS,
     KaplanMeier,
     LineFigure,
+    LinePlan,
     LossTraces,
     Measure,
     NotDrawn,
-    Plan,
     SpeedupForest,
     SpeedupHeatmap,
     choose_figures,
@@ -165,9 +165,9 @@ def _log_ticks(axis, span: float):
 
 # --- line figures ------------------------------------------------------------------------------------
 
-def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: str, path: Path, save,
+def line_figure(plan: LinePlan, measure: Measure, colors: dict, title: str, fixed: str, path: Path, save,
                 own_settings: dict | None = None) -> tuple:
-    """Draw a Plan: a panel per facet combination, a line per (variant, marker value) with the
+    """Draw a LinePlan: a panel per facet combination, a line per (variant, marker value) with the
     measure's interval, bounds, artefacts, theory and the paper's rule marked; returns save()'s
     (path, caption). `fixed`: the title's line of fixed parameters; `own_settings`: each variant's
     own settings, for the legend."""
@@ -200,7 +200,7 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
     return save(fig, path, caption)
 
 
-def _drawn_table(plan: Plan, measure: Measure) -> pd.DataFrame:
+def _drawn_table(plan: LinePlan, measure: Measure) -> pd.DataFrame:
     """The columns a line figure draws (a lean table); where parameters are averaged, one row per
     (panel, line, x), pooled once."""
     needed = [plan.x, "optimizer", plan.marker, *plan.facets, *plan.averaged, *plan.follows, measure.y, measure.lo,
@@ -246,7 +246,7 @@ class _Shapes:
     by_variant: dict            # variant -> shape
 
     @classmethod
-    def of(cls, plan: Plan, data: pd.DataFrame) -> _Shapes:
+    def of(cls, plan: LinePlan, data: pd.DataFrame) -> _Shapes:
         values = sort_values(data[plan.marker]) if plan.marker else []
         return cls(values, {str(v): MARKERS[i] for i, v in enumerate(values)},
                    {} if plan.marker else sibling_markers(data["optimizer"].unique()))
@@ -255,7 +255,7 @@ class _Shapes:
         return self.by_value.get(str(marker_value), self.by_variant.get(variant, "o"))
 
 
-def _draw_line(ax, line: pd.DataFrame, plan: Plan, measure: Measure, color: str, shape: str) -> set[str]:
+def _draw_line(ax, line: pd.DataFrame, plan: LinePlan, measure: Measure, color: str, shape: str) -> set[str]:
     """One line, its points in x order, with what marks them: hollow where a bound, a red cross where
     an artefact, the interval (where nothing is averaged), the theory, a star where beta2 follows the
     paper's rule. Returns the marks drawn ({'bound', 'artefact', 'theory', 'rule'})."""
@@ -327,7 +327,7 @@ def _label_outer_axes(axes, x_label: str, y_label: str):
             visible[-1].xaxis.set_tick_params(labelbottom=True)
 
 
-def _heading(plan: Plan, data: pd.DataFrame, title: str) -> str:
+def _heading(plan: LinePlan, data: pd.DataFrame, title: str) -> str:
     """The title with what the figure pools and what follows the parameters shown."""
     notes = []
     if plan.averaged:
@@ -341,7 +341,7 @@ def _heading(plan: Plan, data: pd.DataFrame, title: str) -> str:
     return title + ("; " + "; ".join(notes) if notes else "")
 
 
-def _variant_handles(data: pd.DataFrame, plan: Plan, colors: dict, shapes: _Shapes, own_settings: dict | None) -> list:
+def _variant_handles(data: pd.DataFrame, plan: LinePlan, colors: dict, shapes: _Shapes, own_settings: dict | None) -> list:
     """A legend entry per variant (with its own numeric settings: each optimizer's lr where each has its
     own; not flags or eps), then one per marker value."""
     own = {k: ", ".join(p for p in v.split(", ") if not p.startswith("eps=") and not p.endswith(("=true", "=false"))
@@ -376,7 +376,7 @@ def _mark_handles(used: set[str], measure: Measure) -> list:
     return handles
 
 
-def _series(part: pd.DataFrame, plan: Plan):
+def _series(part: pd.DataFrame, plan: LinePlan):
     """((optimizer, marker value), cells) per line (averaged parameters are already pooled)."""
     keys = ["optimizer"] + ([plan.marker] if plan.marker else [])
     for values, line in sorted_groups(part, keys):

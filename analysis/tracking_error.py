@@ -168,7 +168,8 @@ def tracking_figure(rows: pd.DataFrame, best: pd.DataFrame, scaling: pd.DataFram
                        fmt="o", color=color, capsize=3, label="best 1 - beta2 [95%]")
         grid = np.geomspace(lr.min(), lr.max(), 50)
         right.plot(grid, grid ** RULE_EXPONENT, "--", color="grey", label="the rule: lr^(2/3)")
-        fit = scaling[scaling["optimizer"] == name]
+        # No power law where fewer than three step sizes had a determined minimiser (an empty table).
+        fit = scaling[scaling["optimizer"] == name] if "optimizer" in scaling else scaling.iloc[:0]
         if len(fit):
             f = fit.iloc[0]
             right.plot(grid, f["constant"] * grid ** f["exponent"], "-", color=color,

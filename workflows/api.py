@@ -36,8 +36,7 @@ from typing import Callable
 
 import pandas as pd
 
-from . import plan as plan_
-from . import report_inputs, yaml12
+from . import estimate, report_inputs, yaml12
 from .cell import cell_id
 from .core.compat import configure
 from .core.suggest import count
@@ -149,7 +148,7 @@ def resolve_sweep(spec_or_path, sweep: str | None, max_cells: int = DEFAULT_MAX_
 
 
 @dataclass
-class Plan:
+class RunPlan:
     """What a run of `sweep` on `store` would do, found without writing anything."""
     root: str                    # the results root, absolute where local
     store: Store
@@ -174,7 +173,7 @@ def absolute(storage) -> str:
     return storage if "://" in storage else os.path.abspath(storage)
 
 
-def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool = False) -> Plan:
+def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool = False) -> RunPlan:
     """Raises SweepError when the store holds results of a definition this one may not share.
     `python`: errors name run_sweep's arguments (storage=) instead of the command line's."""
 
@@ -190,7 +189,7 @@ def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool =
     if verdict.kind == "refused":
         raise SweepError(verdict.message)
     done = store.done(cells)
-    return Plan(storage, store, cells, done, [c for k, c in cells.items() if k not in done], verdict)
+    return RunPlan(storage, store, cells, done, [c for k, c in cells.items() if k not in done], verdict)
 
 
 def open_store(storage: str, name: str, flag: str = "--storage ") -> Store:
@@ -272,7 +271,7 @@ def _execute(sweep: Sweep, storage: str, backend, workers, address, max_failures
     return result
 
 
-def _prepare(sweep: Sweep, p: Plan, backend: str, address, note, warn):
+def _prepare(sweep: Sweep, p: RunPlan, backend: str, address, note, warn):
     """The sweep's notes and warnings; a cluster address checked; the failed cells' attempts
     counted afresh."""
     for line in [*sweep.notes, p.verdict.message]:
@@ -294,7 +293,7 @@ class _Stage:
     name: str | None = None
 
 
-def _compute(sweep: Sweep, p: Plan, *, backend: str, workers, address, max_failures: int, echo, warn,
+def _compute(sweep: Sweep, p: RunPlan, *, backend: str, workers, address, max_failures: int, echo, warn,
             on_cell) -> tuple[dict, str | None]:
     """Compute the plan's cells to do on `backend`, each stored as it finishes (`on_cell` then gets
     it, from the driver). Returns (the run's record for meta.json: backend, workers and seconds,
@@ -315,7 +314,7 @@ def _compute(sweep: Sweep, p: Plan, *, backend: str, workers, address, max_failu
     return run, None
 
 
-def _run_on_ray(sweep: Sweep, p: Plan, run: dict, stage: _Stage, *, workers, address, max_failures: int, echo, warn,
+def _run_on_ray(sweep: Sweep, p: RunPlan, run: dict, stage: _Stage, *, workers, address, max_failures: int, echo, warn,
                on_cell):
     """The cells as Ray Tune trials, packed for the workers; `run` gets the workers and the seconds
     of Ray's start, of Tune and of the engine."""
@@ -345,7 +344,7 @@ def _run_on_ray(sweep: Sweep, p: Plan, run: dict, stage: _Stage, *, workers, add
                efficiency=round(engine / max((t2 - t1) * n_workers, 1e-9), 4))
 
 
-def _run_here(sweep: Sweep, p: Plan, run: dict, stage: _Stage, *, max_failures: int, echo, warn, on_cell):
+def _run_here(sweep: Sweep, p: RunPlan, run: dict, stage: _Stage, *, max_failures: int, echo, warn, on_cell):
     """The cells one after another in this process (the local backend); `run` gets the seconds."""
     stage.name = "cells"
     _warn_if_absurd(sweep, p.todo, 1, "local", warn)
@@ -356,12 +355,12 @@ def _run_here(sweep: Sweep, p: Plan, run: dict, stage: _Stage, *, max_failures: 
 
 def _warn_if_absurd(sweep: Sweep, todo: list, n_workers: int, backend: str, warn):
     """validate's warning of a sweep of days, for the cells this run computes on its workers."""
-    absurd = plan_.warning(sweep.name, todo, plan_.seed_steps(todo), n_workers, backend)
+    absurd = estimate.warning(sweep.name, todo, estimate.seed_steps(todo), n_workers, backend)
     if absurd:
         warn(absurd)
 
 
-def _consolidate(p: Plan, session):
+def _consolidate(p: RunPlan, session):
     """The sweep's tables from its stored cells (store.collect). A Ctrl-C here leaves the stored
     tables as they were, closes the tracking session as killed and raises SweepInterrupted."""
     try:
@@ -372,7 +371,7 @@ def _consolidate(p: Plan, session):
         raise SweepInterrupted("consolidation") from None       # the stored tables are as they were
 
 
-def _meta(sweep: Sweep, p: Plan, run: dict, started: str, interrupted: str | None, computed: set) -> dict:
+def _meta(sweep: Sweep, p: RunPlan, run: dict, started: str, interrupted: str | None, computed: set) -> dict:
     """meta.json: the sweep's definition, the versions and commit that ran it, its cells' counts and
     the run's record (`_compute`)."""
     return {

@@ -17,8 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import plan as plan_
-from . import report_inputs
+from . import estimate, report_inputs
 from .api import BACKENDS, _version, absolute, check_trackers, execute, local_path, open_store, plan, resolve_sweep
 from .core.compat import configure, exit_without_teardown
 from .core.suggest import count, plural
@@ -66,12 +65,12 @@ def cmd_validate(args) -> int:
         for line in sweep.warnings:
             warn(line)
         summary = sweep.description if len(sweep.description) <= 50 else sweep.description[:47] + "..."
-        wall = plan_.wall_seconds(sweep.cells, workers)
-        marked = bool(plan_.unmodelled(sweep.cells))
+        wall = estimate.wall_seconds(sweep.cells, workers)
+        marked = bool(estimate.unmodelled(sweep.cells))
         any_marked = any_marked or marked
         echo(f"  {name:<{width}}  {len(sweep.cells):>6} {plural(len(sweep.cells), 'cell ', 'cells')}  "
-             f"<= {sweep.seed_steps:.2e} seed-steps  ~ {plan_.duration(wall):>9}{'*' if marked else ' '}  {summary}")
-        warning = plan_.warning(name, sweep.cells, sweep.seed_steps, workers)
+             f"<= {sweep.seed_steps:.2e} seed-steps  ~ {estimate.duration(wall):>9}{'*' if marked else ' '}  {summary}")
+        warning = estimate.warning(name, sweep.cells, sweep.seed_steps, workers)
         if warning:
             warn(warning)
     for name, error in needs.items():
@@ -207,20 +206,20 @@ def dry_run(sweep, args) -> int:
         warn(line)
     echo(f"sweep {sweep.name}: {count(len(p.cells), 'cell')}, {len(p.done)} already stored, {len(p.todo)} to run -> "
          f"{p.store.uri} (dry run: nothing written, no Ray started)")
-    fixed, table = plan_.varying_table(sweep.cells, set(p.done), list(p.cells))
+    fixed, table = estimate.varying_table(sweep.cells, set(p.done), list(p.cells))
     if fixed:
         echo("  in every cell: " + ", ".join(fixed))
     for line in table:
         echo("  " + line)
-    wall = plan_.wall_seconds(p.todo, workers, args.backend)
-    echo(f"  estimate for the {count(len(p.todo), 'cell')} to run: <= {plan_.seed_steps(p.todo):.2e} seed-steps, "
-         f"about {plan_.duration(plan_.engine_seconds(p.todo))} of engine time, wall about {plan_.duration(wall)} on "
+    wall = estimate.wall_seconds(p.todo, workers, args.backend)
+    echo(f"  estimate for the {count(len(p.todo), 'cell')} to run: <= {estimate.seed_steps(p.todo):.2e} seed-steps, "
+         f"about {estimate.duration(estimate.engine_seconds(p.todo))} of engine time, wall about {estimate.duration(wall)} on "
          f"{count(1 if args.backend == 'local' else workers, 'worker')} "
          "(every seed to its budget; most cells stop earlier)")
-    unmodelled = plan_.unmodelled(p.todo)
+    unmodelled = estimate.unmodelled(p.todo)
     if unmodelled:
         echo(f"  {unmodelled}")
-    warning = plan_.warning(sweep.name, p.todo, plan_.seed_steps(p.todo), workers, args.backend)
+    warning = estimate.warning(sweep.name, p.todo, estimate.seed_steps(p.todo), workers, args.backend)
     if warning:
         warn(warning)
     return 0

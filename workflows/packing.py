@@ -24,7 +24,7 @@ COORDINATE_STEP_SECONDS = 3e-9
 
 
 # What the per-step costs were measured on: the built-in optimizers on the synthetic saddles.
-# Elsewhere a step costs many times more, and the estimate says so (workflows/plan.py): other
+# Elsewhere a step costs many times more, and the estimate says so (workflows/estimate.py): other
 # problems' gradients (the study's logistic_regression cells took up to 453x their estimate,
 # mlp_teacher_student 388x, matrix_factorization 38x), SOSP checks (up to 14x), and optimizers
 # that are not built in (pytorch_optimizer.Prodigy, stepped per seed, 256 seeds: 43x).
@@ -64,7 +64,7 @@ def pack_cells(cells: list[dict], workers: int) -> list[list[dict]]:
 def longest_first(costs: list[float], bins: int) -> list[list[int]]:
     """Longest processing time first (Graham 1969): the items by decreasing cost, each onto the
     least loaded of `bins`; the indices in each bin. The packs of a sweep and the wall time of
-    its estimate (workflows/plan.py) both come from here."""
+    its estimate (workflows/estimate.py) both come from here."""
     heap = [(0.0, b) for b in range(max(1, bins))]
     out: list[list[int]] = [[] for _ in heap]
     for index in sorted(range(len(costs)), key=lambda i: -costs[i]):
