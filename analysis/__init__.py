@@ -4,7 +4,7 @@ pairwise comparisons, figures, report.
     analyze(results_dir_or_rows) -> <results>/analysis/report.md
 
 Imports pandas, numpy/scipy, lifelines, seaborn/matplotlib and the producer's declared row schema
-(workflows.rows, torch-free); never torch or ray, and never the engine.
+(workflows.core.rows, torch-free); never torch or ray, and never the engine.
 """
 from .load import check_rows, load_results
 from .prediction import predict, predictions
@@ -25,7 +25,7 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = 150, formats=("png", "pdf"
     Raises FileNotFoundError (no such results) or ValueError (a table that cannot be analysed,
     naming the column and what is allowed).
     """
-    from .pipeline import analyze as run          # plotting and fitting libraries load only here
+    from .pipeline import analyze as run  # plotting and fitting libraries load only here
     return run(path_or_rows, out_dir, dpi=dpi, formats=formats, reference=reference)
 
 

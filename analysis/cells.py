@@ -2,7 +2,7 @@
 duration the rows carry (analysis.survival), and every per-run value summarised over the runs.
 
 Which columns describe the cell and which hold one value per run comes from the producer's
-declaration (workflows/rows.py, read by analysis.schema). A per-run column is never shown as the
+declaration (workflows/core/rows.py, read by analysis.schema). A per-run column is never shown as the
 cell's: numeric ones become `median_<column>` with their spread `q10_<column>` and `q90_<column>`
 (the 10% and 90% quantiles over the cell's runs, NaN runs left out); others are left out of the
 cell table. `per_run_columns(cells)` lists what was summarised, for the report to label.
@@ -12,8 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from workflows.core.survival import duration_pairs
+
 from .schema import split_columns
-from .survival import duration_pairs, summarize_cells
+from .survival import summarize_cells
 
 # Hyperparameters that sweeps vary as covariates (x axes, scaling-law exponents); any other that
 # varies within one optimizer tells its variants apart (adam's beta1, precond_sgd's target).

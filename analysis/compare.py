@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from workflows.core.survival import RESTRICTED
+
 from . import lag_cells
 from .prediction import CLOSED_FORM_PROBLEMS, predictions
 from .scaling import MAX_EXPONENT_WIDTH, covariate_name, design, scaling_groups
-from .survival import RESTRICTED
 from .theory import local_exponents
 
 CLOSE_RATIO = 0.10          # "close": measured/predicted within ±10%

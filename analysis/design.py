@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from workflows.params import condition_holds
+from workflows.core.params import condition_holds
+from workflows.core.schedules import paper_beta2
 
 from .cells import variant_columns
 from .schema import DERIVED, declared_conditions, declared_scope, is_parameter
@@ -73,6 +74,19 @@ def sort_values(values) -> list:
     numbers = [v for v in distinct if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)]
     others = [v for v in distinct if v not in numbers]
     return sorted(numbers) + sorted(others, key=str)
+
+
+def sorted_groups(frame: pd.DataFrame, columns: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
+    """(values, part) per combination of `columns` that occurs, in the values' natural order."""
+    if not columns:
+        return [((), frame)]
+    order = {c: {str(v): i for i, v in enumerate(sort_values(frame[c]))} for c in columns}
+    groups = []
+    for key, part in frame.groupby([frame[c].astype(str) for c in columns], dropna=False, sort=False):
+        values = tuple(part[c].iloc[0] for c in columns)
+        rank = tuple(order[c].get(str(v), len(order[c])) for c, v in zip(columns, values))
+        groups.append((rank, values, part))
+    return [(values, part) for _, values, part in sorted(groups, key=lambda g: g[0])]
 
 
 def format_value(value) -> str:
@@ -190,7 +204,7 @@ def _determined_by(cells: pd.DataFrame, column: str, kept: list[str]) -> str:
     single = [c for c in kept if cells.loc[defined, c].notna().all() and is_function_of(cells, column, [c] + given)]
     if short_name(column) == "beta2" and "optimizer.lr" in single:
         part = cells[cells[column].notna()]
-        rule = np.isclose(part[column].astype(float), 1 - part["optimizer.lr"].astype(float) ** (2 / 3))
+        rule = np.isclose(part[column].astype(float), paper_beta2(part["optimizer.lr"].astype(float)))
         if rule.all():
             return "follows lr (beta2 = 1 - lr^(2/3), the paper's rule)"
     if single:

@@ -1,7 +1,7 @@
-"""Figures chosen from what the sweep varied (analysis.design); each is drawn only when it shows something.
+"""Drawing the figures analysis.figure_choice chooses; each is drawn only when it shows something.
 
-- `escape_vs_<parameter>`: the escape time (KM median per cell) against each varied numeric
-  parameter; `sosp_vs_<parameter>` likewise for the time to a second-order stationary point.
+- `escape_vs_<parameter>` (`line_figure`): the escape time (KM median per cell) against a varied
+  numeric parameter; `sosp_vs_<parameter>` likewise for the time to a second-order stationary point.
 - `speedup_vs_<parameter>` (or `speedup_forest` where nothing numeric varies besides the method):
   the pairwise comparisons' speed-ups with their bootstrap intervals; `speedup_heatmap` over two
   numeric parameters on one diverging scale, centred at 1, shared by every panel.
@@ -25,7 +25,8 @@ from __future__ import annotations
 import re
 import textwrap
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -43,108 +44,83 @@ from matplotlib.ticker import (
 )
 from PIL import Image
 
+from workflows.core.survival import DURATIONS
+
 from .design import (
     axis_label,
     axis_values,
     format_value,
     independent,
     is_beta,
-    is_function_of,
     short_name,
     sort_values,
-    variant_settings,
-    varies,
+    sorted_groups,
+)
+from .figure_choice import (
+    MAX_PANELS,
+    KaplanMeier,
+    LineFigure,
+    LinePlan,
+    LossTraces,
+    Measure,
+    NotDrawn,
+    SpeedupForest,
+    SpeedupHeatmap,
+    choose_figures,
+    fixed_title,
+    heatmap_axes,
+    paper_rule,
 )
 from .pairwise import ALPHA, SIGNIFICANT
 from .palette import MARKERS, THEORY_STYLE, lighter, palette, split_label
-from .survival import DURATION_TITLES, DURATIONS, RESTRICTED
 from .theory import follows_paper_rule, minimum_loss
 
 DEFAULT_DPI = 150
 DEFAULT_FORMATS = ("png", "pdf")
-MAX_PANELS = 12
 MAX_HUES = 8           # Kaplan-Meier: colours a panel tells apart (values of one swept parameter)
 MAX_STYLES = 4         # and line styles (combinations of the others)
 TRACE_COLUMNS = 3      # loss-trace panels a row
 MAX_FOREST_ROWS = 40
 LOG_SPAN = 5            # an axis is logarithmic when its positive values span at least this factor
-TITLE_PARAMETERS = ("problem.name", "problem.dim", "problem.curvature", "problem.noise_scale", "problem.anisotropy",
-                    "problem.n_negative", "problem.escape_radius", "problem.escape_measure", "optimizer.lr",
-                    "optimizer.beta1", "optimizer.beta2", "start_offset", "budget", "seeds")
 
 
-@dataclass
-class Plan:
-    """How one figure lays out the cells that have x: one line per (variant, marker value),
-    panels per facet combination, `averaged` parameters pooled by geometric mean (and said so)."""
-    x: str
-    data: pd.DataFrame
-    facets: list = field(default_factory=list)
-    marker: str | None = None
-    averaged: list = field(default_factory=list)
-    follows: list = field(default_factory=list)
-    determined: dict = field(default_factory=dict)     # parameters that follow the shown ones (for the title)
+def figure_jobs(rows, cells, traces, comparisons, design, dpi: int = DEFAULT_DPI, formats=DEFAULT_FORMATS,
+                settings=(), artefacts=None) -> list:
+    """Every figure that applies (analysis.figure_choice.choose_figures), as jobs [(stem, draw)] for
+    analysis.drawing.Drawing: draw(path) returns ((path, caption), "") or (None, why it was not drawn)."""
+    save = Saver(dpi, formats)
+    colors = palette(cells["optimizer"])
+    if len(comparisons):
+        colors.update({k: v for k, v in palette(pd.concat([comparisons["variant"], comparisons["reference"]])).items()
+                       if k not in colors})
+    return [(chosen.stem, partial(draw, chosen, rows, cells, traces, design.varied, colors, save))
+            for chosen in choose_figures(rows, cells, traces, comparisons, design, settings, artefacts)]
 
 
-def plan_axis(frame: pd.DataFrame, varied: list[str], x: str, y: str, numeric: set) -> tuple[Plan | None, str]:
-    """(the plan, '') or (None, why this figure is not drawn). `frame` has an `optimizer` column
-    (the variant label), `y`, and the varied parameters."""
-    data = frame[frame[x].notna() & np.isfinite(frame[y].astype(float)) & (frame[y].astype(float) > 0)]
-    values = axis_values(data, x)
-    data = data[np.isfinite(values)]
-    if data[x].nunique() < 2:
-        return None, f"{axis_label(x)} takes {data[x].nunique()} value(s) among the cells with a {y.split('_')[0]} time"
-    others = [c for c in varied if c != x and c in data and varies(data[c])]
-    follows = [c for c in others if is_function_of(data, c, [x, "optimizer"])]
-    for c in list(follows):        # x and c determine each other: one figure, along the preferred of the two
-        if c in numeric and is_function_of(data, x, [c, "optimizer"]) and varied.index(c) < varied.index(x):
-            rule = " (beta2 = 1 - lr^(2/3), the paper's rule)" if _paper_rule(data, c, x) else ""
-            return None, f"{axis_label(x)} follows {axis_label(c)} one to one{rule}: see escape_vs_{_stem(c)}"
-    leaders = [c for c in others if data[c].notna().all() and is_function_of(data, x, [c, "optimizer"])]
-    others = [c for c in others if c not in follows]
-    others, determined = independent(data, others)
-    follows += determined
-    series = data.groupby(["optimizer"] + [data[c].astype(str) for c in others], dropna=False)[x].nunique()
-    if series.max() < 2:
-        if leaders:
-            return None, (f"{axis_label(x)} follows {', '.join(axis_label(c) for c in leaders)} (one value of "
-                          f"{axis_label(x)} per value of {axis_label(leaders[0])}): no line has two values of it")
-        return None, (f"no line has two values of {axis_label(x)} once "
-                      f"{', '.join(axis_label(c) for c in others)} are fixed")
-    categorical = [c for c in others if c not in numeric]
-    ordered = categorical + sorted((c for c in others if c in numeric), key=lambda c: -data[c].nunique())
-    facets, rest = [], []
-    for c in ordered:
-        combos = data.groupby([data[f].astype(str) for f in facets + [c]]).ngroups
-        (facets if combos <= MAX_PANELS else rest).append(c)
-    marker = next((c for c in rest if data[c].nunique() <= len(MARKERS)), None)
-    averaged = [c for c in rest if c != marker]
-    return Plan(x, data, facets, marker, averaged, follows), ""
+def draw(chosen, rows, cells, traces, varied, colors, save, path: Path) -> tuple:
+    """One chosen figure drawn at `path`: ((path, caption), "") or (None, why it was not drawn)."""
+    if isinstance(chosen, NotDrawn):
+        return None, chosen.why
+    if isinstance(chosen, LineFigure):
+        return _line_job(chosen, colors, path, save)
+    if isinstance(chosen, SpeedupForest):
+        return forest_plot(chosen.table, chosen.settings, colors, path, save)
+    if isinstance(chosen, SpeedupHeatmap):
+        return speedup_heatmap(chosen.comparisons, chosen.settings, chosen.numeric, colors, path, save)
+    if isinstance(chosen, KaplanMeier):
+        return kaplan_meier_curves(rows, cells, varied, colors, path, save, chosen.duration)
+    if isinstance(chosen, LossTraces):
+        return loss_traces(traces, cells, varied, colors, path, save)
+    raise TypeError(f"{chosen!r} is not a figure of analysis.figure_choice")
 
 
-def _paper_rule(data, a, b) -> bool:
-    columns = {short_name(a): a, short_name(b): b}
-    if set(columns) != {"lr", "beta2"}:
-        return False
-    part = data[data[columns["beta2"]].notna()]
-    return bool(follows_paper_rule(part[columns["lr"]].astype(float), part[columns["beta2"]].astype(float)).all())
-
-
-def _stem(column: str) -> str:
-    return short_name(column).replace("[", "").replace("]", "").replace(".", "_")
-
-
-def _sorted_groups(frame: pd.DataFrame, columns: list[str]) -> list[tuple[tuple, pd.DataFrame]]:
-    """(values, part) per combination of `columns` that occurs, in the values' natural order."""
-    if not columns:
-        return [((), frame)]
-    order = {c: {str(v): i for i, v in enumerate(sort_values(frame[c]))} for c in columns}
-    groups = []
-    for key, part in frame.groupby([frame[c].astype(str) for c in columns], dropna=False, sort=False):
-        values = tuple(part[c].iloc[0] for c in columns)
-        rank = tuple(order[c].get(str(v), len(order[c])) for c, v in zip(columns, values))
-        groups.append((rank, values, part))
-    return [(values, part) for _, values, part in sorted(groups, key=lambda g: g[0])]
+def _line_job(chosen: LineFigure, colors: dict, path: Path, save) -> tuple:
+    """A line figure laid out (LineFigure.plan) and drawn, or why it is not."""
+    plan, why = chosen.plan()
+    if plan is None:
+        return None, why
+    fixed = fixed_title(plan.data, chosen.fixed, exclude=[chosen.x])
+    return line_figure(plan, chosen.measure, colors, chosen.title, fixed, path, save, chosen.own), ""
 
 
 def _describe(columns, values) -> str:
@@ -187,164 +163,35 @@ def _log_ticks(axis, span: float):
     axis.set_minor_locator(NullLocator())
 
 
-def fixed_title(frame: pd.DataFrame, fixed: dict, exclude=()) -> str:
-    """'fixed: problem=quadratic_saddle, dim=10, ...': the title-worthy parameters with one value in
-    every cell drawn (a hyperparameter only some of the methods take is left out)."""
-    items = {}
-    for column in TITLE_PARAMETERS:
-        if column in exclude:
-            continue
-        if column in frame and frame[column].notna().all() and not varies(frame[column]):
-            items[column] = frame[column].iloc[0]
-        elif column in fixed and column not in frame and not column.startswith("optimizer."):
-            items[column] = fixed[column]
-    if not items:
-        return ""
-    text = "fixed: " + ", ".join(("problem" if c == "problem.name" else short_name(c)) + f"={format_value(v)}"
-                                 for c, v in items.items())
-    return text
+# --- line figures ------------------------------------------------------------------------------------
 
-
-@dataclass
-class Measure:
-    """What a line figure draws: the y column (+ _lo/_hi), which points are lower bounds, the theory."""
-    y: str
-    label: str
-    lo: str | None = None
-    hi: str | None = None
-    bound: str | None = None            # a boolean column: the point is a bound (hollow marker)
-    bound_label: str = ""
-    theory: str | None = None
-    reference_line: float | None = None
-
-
-def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: str, path: Path, save,
+def line_figure(plan: LinePlan, measure: Measure, colors: dict, title: str, fixed: str, path: Path, save,
                 own_settings: dict | None = None) -> tuple:
-    """Draw a Plan; returns save()'s (path, caption)."""
-    needed = [plan.x, "optimizer", plan.marker, *plan.facets, *plan.averaged, *plan.follows, measure.y, measure.lo,
-              measure.hi, measure.theory, measure.bound, "artefact", "optimizer.lr", "budget"]
-    data = plan.data[list(dict.fromkeys(c for c in needed if c and c in plan.data))]     # a lean table to draw
-    if plan.averaged:            # one point per (panel, line, x): the averaged parameters pooled, once
-        data = _geometric_mean(data, ["optimizer", *([plan.marker] if plan.marker else []), *plan.facets, plan.x])
-    panels = _sorted_groups(data, plan.facets)
-    rows, columns = _grid(len(panels))
-    width = max(3.4 * columns + 2.2, 7.5)
-    fig = Figure(figsize=(width, 2.9 * rows + 1.2), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
+    """Draw a LinePlan: a panel per facet combination, a line per (variant, marker value) with the
+    measure's interval, bounds, artefacts, theory and the paper's rule marked; returns save()'s
+    (path, caption). `fixed`: the title's line of fixed parameters; `own_settings`: each variant's
+    own settings, for the legend."""
+    data = _drawn_table(plan, measure)
+    panels = sorted_groups(data, plan.facets)
+    fig, axes = _shared_panels(len(panels))
     x_values = axis_values(data, plan.x)
     log_x = _log_axis(x_values)
-    marker_values = sort_values(data[plan.marker]) if plan.marker else []
-    markers = {str(v): MARKERS[i] for i, v in enumerate(marker_values)}
-    # Without a marker parameter, variants of one optimizer (two shades of a hue) also differ in marker.
-    variant_marker = {} if plan.marker else sibling_markers(data["optimizer"].unique())
-    used = {"bound": False, "theory": False, "rule": False}
-    shown = np.concatenate([data[c].to_numpy(float) for c in (measure.y, measure.theory, measure.lo, measure.hi)
-                            if c and c in data])
-    shown = shown[np.isfinite(shown) & (shown > 0)]
-    y_span = shown.max() / shown.min() if len(shown) else 10.0
-    # Scales and limits once, on shared axes, before any panel draws (a panel with one point would
-    # otherwise give its shared partners identical limits).
-    first = axes.flat[0]
-    first.set_yscale("log")
-    if log_x:
-        first.set_xscale("log")
-    finite = x_values[np.isfinite(x_values)]
-    low, high = finite.min(), finite.max()
-    first.set_xlim(*((low / 1.25, high * 1.25) if log_x else (low - 0.06 * (high - low), high + 0.06 * (high - low))))
-    first.set_ylim(shown.min() / 1.3, shown.max() * 1.3)
+    shapes = _Shapes.of(plan, data)
+    y_span = _shared_scales(axes.flat[0], data, measure, x_values, log_x)
+    used = set()                                  # the marks drawn, each to be explained in the legend
     for ax, (values, part) in zip(axes.flat, panels):
         for (optimizer, marker_value), line in _series(part, plan):
-            color = colors[optimizer]
-            shape = markers.get(str(marker_value), variant_marker.get(optimizer, "o"))
-            xs, ys = axis_values(line, plan.x), line[measure.y].to_numpy(float)
-            order = np.argsort(xs)
-            xs, line, ys = xs[order], line.iloc[order], ys[order]
-            ax.plot(xs, ys, color=color, marker=shape, markersize=5, linewidth=1.6, zorder=3)
-            if measure.bound and line[measure.bound].any():
-                hollow = line[measure.bound].to_numpy(bool)
-                ax.plot(xs[hollow], ys[hollow], linestyle="", marker=shape, markersize=8, markerfacecolor="white",
-                        markeredgecolor=color, markeredgewidth=1.5, zorder=4)
-                used["bound"] = True
-            if "artefact" in line and line["artefact"].any():
-                bad = line["artefact"].to_numpy(bool)
-                ax.plot(xs[bad], ys[bad], linestyle="", marker="x", markersize=10, color="#d62728",
-                        markeredgewidth=2, zorder=6)
-                used["artefact"] = True
-            if measure.lo and not plan.averaged:
-                lo, hi = line[measure.lo].to_numpy(float), line[measure.hi].to_numpy(float)
-                ok = np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
-                ax.errorbar(xs[ok], ys[ok], yerr=[ys[ok] - lo[ok], hi[ok] - ys[ok]], fmt="none", ecolor=color,
-                            alpha=0.6, capsize=2, zorder=2)
-            if measure.theory and measure.theory in line:
-                theory = line[measure.theory].to_numpy(float)
-                ok = np.isfinite(theory) & (theory > 0)
-                if ok.sum() >= 1:          # on top: where theory and measurement agree, dashes inside the line
-                    ax.plot(xs[ok], theory[ok], color=lighter(color), zorder=5,
-                            marker="_" if ok.sum() == 1 else None, markersize=12, **THEORY_STYLE)
-                    used["theory"] = True
-            if is_beta(plan.x) and short_name(plan.x) == "beta2" and "optimizer.lr" in line:
-                rule = follows_paper_rule(line["optimizer.lr"].astype(float), line[plan.x].astype(float))
-                if rule.any():
-                    ax.plot(xs[rule], ys[rule], linestyle="", marker="*", markersize=13, color=color,
-                            markeredgecolor="black", zorder=5)
-                    used["rule"] = True
-        if measure.reference_line is not None:
-            ax.axhline(measure.reference_line, color="0.4", linewidth=0.9, linestyle=":", zorder=0)
-        if measure.bound and part[measure.bound].any() and "budget" in part and part["budget"].nunique() == 1:
-            ax.axhline(float(part["budget"].iloc[0]), color="0.5", linewidth=0.9, linestyle=":", zorder=0)
-            used["budget"] = True
+            used |= _draw_line(ax, line, plan, measure, colors[optimizer], shapes.shape(optimizer, marker_value))
+        used |= _draw_guides(ax, part, measure)
         ax.set_title("\n".join(textwrap.wrap(_describe(plan.facets, values), 44)), fontsize=9)
         ax.grid(True, which="major", alpha=0.25)
         _log_ticks(ax.yaxis, y_span)
         _value_ticks(ax, x_values, log_x)
-    for ax in axes[-1]:
-        ax.set_xlabel(axis_label(plan.x))
-    for ax in axes[:, 0]:
-        ax.set_ylabel(measure.label)
-    # the last visible panel of each column carries the x label when the bottom row is short
-    for column in range(columns):
-        visible = [axes[r, column] for r in range(rows) if axes[r, column].get_visible()]
-        if visible:
-            visible[-1].set_xlabel(axis_label(plan.x))
-            visible[-1].xaxis.set_tick_params(labelbottom=True)
-    # Each line's own numeric settings (each optimizer's lr where each has its own), not flags or eps.
-    own = {k: ", ".join(p for p in v.split(", ") if not p.startswith("eps=") and not p.endswith(("=true", "=false"))
-                        and re.search(r"=-?[0-9.]", p))
-           for k, v in (own_settings or {}).items()}
-    handles = [Line2D([], [], color=colors[o], marker=variant_marker.get(o, "o"), linewidth=1.6,
-                      label=o + (f": {own[o]}" if own.get(o) else ""))
-               for o in sorted(data["optimizer"].unique(), key=str)]
-    if plan.marker:
-        handles += [Line2D([], [], color="0.3", marker=markers[str(v)], linestyle="",
-                           label=f"{short_name(plan.marker)}={format_value(v)}") for v in marker_values]
-    if used["theory"]:
-        handles.append(Line2D([], [], color=lighter("#444444"), label="closed form (median), dashed, lighter\n"
-                              "in each method's colour", **THEORY_STYLE))
-    if used.get("artefact"):
-        handles.append(Line2D([], [], color="#d62728", marker="x", markeredgewidth=2, linestyle="",
-                              label="artefact of the set-up\n(see Sanity flags)"))
-    if used.get("budget"):
-        handles.append(Line2D([], [], color="0.5", linewidth=0.9, linestyle=":", label="the budget (censoring)"))
-    if used["bound"]:
-        handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="",
-                              label=measure.bound_label))
-    if used["rule"]:
-        handles.append(Line2D([], [], color="0.3", marker="*", markersize=11, markeredgecolor="black", linestyle="",
-                              label="beta2 = 1 - lr^(2/3) (paper's rule)"))
-    notes = []
-    if plan.averaged:
-        notes.append("averaged over " + ", ".join(axis_label(c) for c in plan.averaged) + " (geometric mean)")
-    for column in plan.follows:
-        if "optimizer.lr" in data and _paper_rule(data, column, "optimizer.lr"):
-            notes.append(f"{short_name(column)} follows lr (beta2 = 1 - lr^(2/3), the paper's rule)")
-        else:
-            notes.append(f"{short_name(column)} follows the parameters shown")
-    notes += [f"{short_name(column)} {text}" for column, text in plan.determined.items()]
-    heading = title + ("; " + "; ".join(notes) if notes else "")
-    wrap = int(width * 11)
+    _label_outer_axes(axes, axis_label(plan.x), measure.label)
+    heading = _heading(plan, data, title)
+    wrap = int(fig.get_figwidth() * 11)
     fig.suptitle("\n".join(textwrap.wrap(heading, wrap) + textwrap.wrap(fixed, wrap)), fontsize=10)
+    handles = _variant_handles(data, plan, colors, shapes, own_settings) + _mark_handles(used, measure)
     fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
     caption = (f"{heading}. " + (f"Panels: one per {', '.join(axis_label(c) for c in plan.facets)} that occurs. "
                                  if plan.facets else "")
@@ -353,10 +200,186 @@ def line_figure(plan: Plan, measure: Measure, colors: dict, title: str, fixed: s
     return save(fig, path, caption)
 
 
-def _series(part: pd.DataFrame, plan: Plan):
+def _drawn_table(plan: LinePlan, measure: Measure) -> pd.DataFrame:
+    """The columns a line figure draws (a lean table); where parameters are averaged, one row per
+    (panel, line, x), pooled once."""
+    needed = [plan.x, "optimizer", plan.marker, *plan.facets, *plan.averaged, *plan.follows, measure.y, measure.lo,
+              measure.hi, measure.theory, measure.bound, "artefact", "optimizer.lr", "budget"]
+    data = plan.data[list(dict.fromkeys(c for c in needed if c and c in plan.data))]
+    if plan.averaged:
+        data = _geometric_mean(data, ["optimizer", *([plan.marker] if plan.marker else []), *plan.facets, plan.x])
+    return data
+
+
+def _shared_panels(n: int):
+    """(figure, axes): n panels sharing both axes, the grid's spare panels hidden."""
+    rows, columns = _grid(n)
+    fig = Figure(figsize=(max(3.4 * columns + 2.2, 7.5), 2.9 * rows + 1.2), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _shared_scales(first, data: pd.DataFrame, measure: Measure, x_values, log_x: bool) -> float:
+    """Scales and limits once, on shared axes, before any panel draws (a panel with one point would
+    otherwise give its shared partners identical limits); returns the span of the y values shown."""
+    shown = np.concatenate([data[c].to_numpy(float) for c in (measure.y, measure.theory, measure.lo, measure.hi)
+                            if c and c in data])
+    shown = shown[np.isfinite(shown) & (shown > 0)]
+    first.set_yscale("log")
+    if log_x:
+        first.set_xscale("log")
+    finite = x_values[np.isfinite(x_values)]
+    low, high = finite.min(), finite.max()
+    first.set_xlim(*((low / 1.25, high * 1.25) if log_x else (low - 0.06 * (high - low), high + 0.06 * (high - low))))
+    first.set_ylim(shown.min() / 1.3, shown.max() * 1.3)
+    return shown.max() / shown.min() if len(shown) else 10.0
+
+
+@dataclass
+class _Shapes:
+    """Marker shapes: one per value of the plan's marker parameter; without one, the variants of one
+    optimizer (two shades of a hue) also differ in shape."""
+    values: list                # the marker parameter's values, in order
+    by_value: dict              # str(value) -> shape
+    by_variant: dict            # variant -> shape
+
+    @classmethod
+    def of(cls, plan: LinePlan, data: pd.DataFrame) -> _Shapes:
+        values = sort_values(data[plan.marker]) if plan.marker else []
+        return cls(values, {str(v): MARKERS[i] for i, v in enumerate(values)},
+                   {} if plan.marker else sibling_markers(data["optimizer"].unique()))
+
+    def shape(self, variant: str, marker_value) -> str:
+        return self.by_value.get(str(marker_value), self.by_variant.get(variant, "o"))
+
+
+def _draw_line(ax, line: pd.DataFrame, plan: LinePlan, measure: Measure, color: str, shape: str) -> set[str]:
+    """One line, its points in x order, with what marks them: hollow where a bound, a red cross where
+    an artefact, the interval (where nothing is averaged), the theory, a star where beta2 follows the
+    paper's rule. Returns the marks drawn ({'bound', 'artefact', 'theory', 'rule'})."""
+    xs, ys = axis_values(line, plan.x), line[measure.y].to_numpy(float)
+    order = np.argsort(xs)
+    xs, line, ys = xs[order], line.iloc[order], ys[order]
+    ax.plot(xs, ys, color=color, marker=shape, markersize=5, linewidth=1.6, zorder=3)
+    used = set()
+    if measure.bound and line[measure.bound].any():
+        hollow = line[measure.bound].to_numpy(bool)
+        ax.plot(xs[hollow], ys[hollow], linestyle="", marker=shape, markersize=8, markerfacecolor="white",
+                markeredgecolor=color, markeredgewidth=1.5, zorder=4)
+        used.add("bound")
+    if "artefact" in line and line["artefact"].any():
+        bad = line["artefact"].to_numpy(bool)
+        ax.plot(xs[bad], ys[bad], linestyle="", marker="x", markersize=10, color="#d62728", markeredgewidth=2,
+                zorder=6)
+        used.add("artefact")
+    if measure.lo and not plan.averaged:
+        lo, hi = line[measure.lo].to_numpy(float), line[measure.hi].to_numpy(float)
+        ok = np.isfinite(lo) & np.isfinite(hi) & (lo > 0)
+        ax.errorbar(xs[ok], ys[ok], yerr=[ys[ok] - lo[ok], hi[ok] - ys[ok]], fmt="none", ecolor=color, alpha=0.6,
+                    capsize=2, zorder=2)
+    if measure.theory and measure.theory in line and _draw_theory(ax, xs, line[measure.theory], color):
+        used.add("theory")
+    if is_beta(plan.x) and short_name(plan.x) == "beta2" and "optimizer.lr" in line:
+        rule = follows_paper_rule(line["optimizer.lr"].astype(float), line[plan.x].astype(float))
+        if rule.any():
+            ax.plot(xs[rule], ys[rule], linestyle="", marker="*", markersize=13, color=color,
+                    markeredgecolor="black", zorder=5)
+            used.add("rule")
+    return used
+
+
+def _draw_theory(ax, xs, theory: pd.Series, color: str) -> bool:
+    """The closed form's values, lighter and dashed, on top (where theory and measurement agree, the
+    dashes lie inside the line); False where it has none to draw."""
+    theory = theory.to_numpy(float)
+    ok = np.isfinite(theory) & (theory > 0)
+    if ok.sum() < 1:
+        return False
+    ax.plot(xs[ok], theory[ok], color=lighter(color), zorder=5, marker="_" if ok.sum() == 1 else None,
+            markersize=12, **THEORY_STYLE)
+    return True
+
+
+def _draw_guides(ax, part: pd.DataFrame, measure: Measure) -> set[str]:
+    """A panel's horizontal guides: the measure's reference (a speed-up of 1) and the budget where the
+    panel has bounds at one budget. Returns {'budget'} where that is drawn."""
+    if measure.reference_line is not None:
+        ax.axhline(measure.reference_line, color="0.4", linewidth=0.9, linestyle=":", zorder=0)
+    if measure.bound and part[measure.bound].any() and "budget" in part and part["budget"].nunique() == 1:
+        ax.axhline(float(part["budget"].iloc[0]), color="0.5", linewidth=0.9, linestyle=":", zorder=0)
+        return {"budget"}
+    return set()
+
+
+def _label_outer_axes(axes, x_label: str, y_label: str):
+    for ax in axes[-1]:
+        ax.set_xlabel(x_label)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(y_label)
+    # the last visible panel of each column carries the x label when the bottom row is short
+    rows, columns = axes.shape
+    for column in range(columns):
+        visible = [axes[r, column] for r in range(rows) if axes[r, column].get_visible()]
+        if visible:
+            visible[-1].set_xlabel(x_label)
+            visible[-1].xaxis.set_tick_params(labelbottom=True)
+
+
+def _heading(plan: LinePlan, data: pd.DataFrame, title: str) -> str:
+    """The title with what the figure pools and what follows the parameters shown."""
+    notes = []
+    if plan.averaged:
+        notes.append("averaged over " + ", ".join(axis_label(c) for c in plan.averaged) + " (geometric mean)")
+    for column in plan.follows:
+        if "optimizer.lr" in data and paper_rule(data, column, "optimizer.lr"):
+            notes.append(f"{short_name(column)} follows lr (beta2 = 1 - lr^(2/3), the paper's rule)")
+        else:
+            notes.append(f"{short_name(column)} follows the parameters shown")
+    notes += [f"{short_name(column)} {text}" for column, text in plan.determined.items()]
+    return title + ("; " + "; ".join(notes) if notes else "")
+
+
+def _variant_handles(data: pd.DataFrame, plan: LinePlan, colors: dict, shapes: _Shapes, own_settings: dict | None) -> list:
+    """A legend entry per variant (with its own numeric settings: each optimizer's lr where each has its
+    own; not flags or eps), then one per marker value."""
+    own = {k: ", ".join(p for p in v.split(", ") if not p.startswith("eps=") and not p.endswith(("=true", "=false"))
+                        and re.search(r"=-?[0-9.]", p))
+           for k, v in (own_settings or {}).items()}
+    handles = [Line2D([], [], color=colors[o], marker=shapes.by_variant.get(o, "o"), linewidth=1.6,
+                      label=o + (f": {own[o]}" if own.get(o) else ""))
+               for o in sorted(data["optimizer"].unique(), key=str)]
+    if plan.marker:
+        handles += [Line2D([], [], color="0.3", marker=shapes.by_value[str(v)], linestyle="",
+                           label=f"{short_name(plan.marker)}={format_value(v)}") for v in shapes.values]
+    return handles
+
+
+def _mark_handles(used: set[str], measure: Measure) -> list:
+    """A legend entry for each kind of mark drawn (_draw_line, _draw_guides)."""
+    handles = []
+    if "theory" in used:
+        handles.append(Line2D([], [], color=lighter("#444444"), label="closed form (median), dashed, lighter\n"
+                              "in each method's colour", **THEORY_STYLE))
+    if "artefact" in used:
+        handles.append(Line2D([], [], color="#d62728", marker="x", markeredgewidth=2, linestyle="",
+                              label="artefact of the set-up\n(see Sanity flags)"))
+    if "budget" in used:
+        handles.append(Line2D([], [], color="0.5", linewidth=0.9, linestyle=":", label="the budget (censoring)"))
+    if "bound" in used:
+        handles.append(Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="",
+                              label=measure.bound_label))
+    if "rule" in used:
+        handles.append(Line2D([], [], color="0.3", marker="*", markersize=11, markeredgecolor="black", linestyle="",
+                              label="beta2 = 1 - lr^(2/3) (paper's rule)"))
+    return handles
+
+
+def _series(part: pd.DataFrame, plan: LinePlan):
     """((optimizer, marker value), cells) per line (averaged parameters are already pooled)."""
     keys = ["optimizer"] + ([plan.marker] if plan.marker else [])
-    for values, line in _sorted_groups(part, keys):
+    for values, line in sorted_groups(part, keys):
         yield (values[0], values[1] if plan.marker else None), line
 
 
@@ -380,20 +403,7 @@ def _geometric_mean(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out
 
 
-def escape_measure(name: str = "escape") -> Measure:
-    event = DURATIONS[name][1]
-    return Measure(y=f"{name}_time", lo=f"{name}_time_lo", hi=f"{name}_time_hi", bound=f"{name}_bound",
-                   label=f"{'escape' if name == 'escape' else name} step (KM median)",
-                   bound_label=f"hollow: more than half not {event}:\nrestricted mean (a lower bound)",
-                   theory="predicted_median" if name == "escape" else None)
-
-
-def speedup_measure() -> Measure:
-    return Measure(y="speedup", lo="speedup_lo", hi="speedup_hi", bound="is_bound",
-                   label="speed-up over reference (tau_ref / tau)",
-                   bound_label="hollow: one side censored past half:\na bound", theory="predicted_speedup",
-                   reference_line=1.0)
-
+# --- the other figures ------------------------------------------------------------------------------
 
 def speedup_heatmap(comparisons: pd.DataFrame, settings: list[str], numeric: set, colors, path: Path, save):
     """Speed-up over two numeric settings, a panel per (variant vs reference, other settings), one
@@ -401,24 +411,12 @@ def speedup_heatmap(comparisons: pd.DataFrame, settings: list[str], numeric: set
     table = comparisons[comparisons["flag"] == ""]
     # Only what the tests call a difference is coloured (analysis.pairwise's findings).
     table = table.assign(significant=table["finding"].isin(SIGNIFICANT) if "finding" in table else False)
-    candidates = [c for c in settings if c in numeric and c in table and table[c].nunique() > 1]
-    # The two axes that leave the fewest panels (each panel a grid over them).
-    choices = []
-    for i, x in enumerate(candidates):
-        for y in candidates[i + 1:]:
-            part = table.dropna(subset=[x, y])
-            if part[x].nunique() < 2 or part[y].nunique() < 2:
-                continue
-            others = [c for c in settings if c in part and c not in (x, y) and varies(part[c])]
-            rest = [c for c in independent(part.assign(optimizer=part["variant"]), [x, y] + others)[0]
-                    if c not in (x, y)]
-            count = len(_sorted_groups(part, ["variant", "reference"] + rest))
-            choices.append((count, -part[x].nunique() * part[y].nunique(), x, y, rest))
-    if not choices:
+    chosen = heatmap_axes(table, settings, numeric)
+    if chosen is None:
         return None, "fewer than two numeric settings vary together among the comparisons"
-    _, _, x, y, rest = min(choices, key=lambda c: c[:2])
+    x, y, rest = chosen
     table = table.dropna(subset=[x, y])
-    panels = _sorted_groups(table, ["variant", "reference"] + rest)
+    panels = sorted_groups(table, ["variant", "reference"] + rest)
     if len(panels) > MAX_PANELS:
         return None, (f"{len(panels)} panels (one per variant, reference and value of "
                       f"{', '.join(axis_label(c) for c in rest) or 'nothing else'}) are more than {MAX_PANELS}")
@@ -670,7 +668,7 @@ def _labels_in_order(cells: pd.DataFrame, columns: list[str], text: pd.Series) -
     """`text` (one label per cell) in the order of the cells sorted by `columns`' values."""
     if not columns:
         return list(text)
-    order = _sorted_groups(cells.assign(_text=text), columns)
+    order = sorted_groups(cells.assign(_text=text), columns)
     return [part["_text"].iloc[0] for _, part in order]
 
 
@@ -691,7 +689,7 @@ def loss_traces(traces: pd.DataFrame, cells: pd.DataFrame, varied, colors, path:
         return None, "no trace belongs to a cell of this table"
     data["share"] = data["recorded"] / data["runs"]
     traced = known[known["cell_id"].isin(data["cell_id"])]
-    problems = [_sorted_groups(part, ["problem", "optimizer"]) for _, part in _sorted_groups(traced, ["problem"])]
+    problems = [sorted_groups(part, ["problem", "optimizer"]) for _, part in sorted_groups(traced, ["problem"])]
     # Per problem its panels, up to TRACE_COLUMNS a row, each with a strip of the runs recorded under
     # it (losses of different problems are not comparable: y is shared within a problem only).
     columns = min(max(len(own) for own in problems), TRACE_COLUMNS)
@@ -711,7 +709,7 @@ def loss_traces(traces: pd.DataFrame, cells: pd.DataFrame, varied, colors, path:
     partial = False
     for ax, strip, (problem, variant), own in panels:
         labels = _label_columns(own, [c for c in varied if c != "problem.name"])
-        ordered = _sorted_groups(own, labels) if labels else [((), own)]
+        ordered = sorted_groups(own, labels) if labels else [((), own)]
         shades = sequential(colors[variant], len(ordered)) if len(ordered) > 1 else [colors[variant]]
         for i, (color, (values, group)) in enumerate(zip(shades, ordered)):
             marker = MARKERS[i % len(MARKERS)]
@@ -782,83 +780,3 @@ def _palette_png(path: Path):
     with Image.open(path) as image:
         quantized = image.convert("RGB").quantize(256, dither=Image.Dither.NONE)
     quantized.save(path, optimize=True)
-
-
-def figure_jobs(rows, cells, traces, comparisons, design, dpi: int = DEFAULT_DPI, formats=DEFAULT_FORMATS,
-                settings=(), artefacts=None) -> list:
-    """Every figure that applies, as jobs [(stem, draw)] for analysis.drawing.Drawing: draw(path)
-    returns ((path, caption), "") or (None, why it was not drawn)."""
-    save = Saver(dpi, formats)
-    colors = palette(cells["optimizer"])
-    if len(comparisons):
-        colors.update({k: v for k, v in palette(pd.concat([comparisons["variant"], comparisons["reference"]])).items()
-                       if k not in colors})
-    numeric = set(design.numeric)
-    artefacts = artefacts or {}          # duration -> its artefact cells (analysis.sanity)
-    frame = cells.copy()
-    for name in DURATIONS:
-        if f"{name}_kind" in frame:
-            frame[f"{name}_bound"] = frame[f"{name}_kind"].eq(RESTRICTED)
-    fixed = design.fixed
-    own = variant_settings(cells, design.per_variant)
-    jobs = []
-    for name in [n for n in DURATIONS if f"{n}_time" in frame]:
-        if name != "escape" and not (frame[f"{name}_n_events"] > 0).any():
-            continue
-        for x in design.numeric:
-            stem = f"{name}_vs_{_stem(x)}"
-            if x in design.determined:
-                jobs.append((stem, lambda p, x=x: (None, f"{axis_label(x)} {design.determined[x]}: no line has "
-                                                         "two values of it once that is fixed")))
-                continue
-            title = f"{DURATION_TITLES.get(name, name)} against {axis_label(x)}"
-            marked = frame.assign(artefact=frame["cell_id"].isin(list(artefacts.get(name, ()))))
-            jobs.append((stem, lambda p, x=x, name=name, title=title, marked=marked: _line_job(
-                marked, design.independent, x, escape_measure(name), numeric, colors, title, fixed, p, save, own,
-                design.determined)))
-    settings = [c for c in settings if c not in design.determined]
-    if len(comparisons):
-        table = comparisons.assign(optimizer=comparisons["variant"], is_bound=comparisons["bound"] != "=")
-        table = table[table["flag"] == ""]
-        varied = list(settings) + (["reference"] if table["reference"].nunique() > 1 else [])
-        lines = [x for x in settings if x in numeric and x in table and table[x].nunique() > 1]
-        if lines:
-            x = max(lines, key=lambda c: _points_on_lines(table, varied, c, numeric))
-            jobs.append((f"speedup_vs_{_stem(x)}", lambda p, x=x: _line_job(
-                table, varied, x, speedup_measure(), numeric, colors,
-                f"Speed-up over {' / '.join(sorted(table['reference'].unique()))} against {axis_label(x)}", fixed, p,
-                save, own)))
-        else:
-            jobs.append(("speedup_forest", lambda p: forest_plot(table, list(settings), colors, p, save)))
-        jobs.append(("speedup_heatmap", lambda p: speedup_heatmap(comparisons, list(settings), numeric, colors, p,
-                                                                  save)))
-    for name, pair in DURATIONS.items():
-        if set(pair) <= set(rows.columns):
-            jobs.append((f"kaplan_meier_{name}", lambda p, name=name: kaplan_meier_curves(
-                rows, cells, design.varied, colors, p, save, name)))
-    if traces is not None and len(traces):
-        jobs.append(("figure1_loss_traces", lambda p: loss_traces(traces, cells, design.varied, colors, p, save)))
-    return jobs
-
-
-def _points_on_lines(frame, varied, x, numeric) -> int:
-    """How many points of `frame` lie on lines of two or more points when x is `x`: the x that shows
-    the most of the table as lines (the first of equals)."""
-    plan, _ = plan_axis(frame, varied, x, "speedup", numeric)
-    if plan is None:
-        return 0
-    keys = ["optimizer"] + [plan.data[c].astype(str) for c in plan.facets + ([plan.marker] if plan.marker else [])]
-    sizes = plan.data.groupby(keys)[x].transform("nunique")
-    return int((sizes >= 2).sum())
-
-
-def _line_job(frame, varied, x, measure, numeric, colors, title, fixed, path, save, own=None, determined=None):
-    """`varied`: the parameters that vary on their own; `determined`: {parameter: 'follows ...'} for those that
-    follow them (named in the title where they vary among the cells drawn, never a facet or an axis)."""
-    plan, why = plan_axis(frame, varied, x, measure.y, numeric)
-    if plan is None:
-        return None, why
-    plan.determined = {c: text for c, text in (determined or {}).items()
-                       if c in plan.data and varies(plan.data[c]) and c not in plan.follows}
-    return line_figure(plan, measure, colors, title, fixed_title(plan.data, fixed, exclude=[x]), path, save,
-                       own), ""

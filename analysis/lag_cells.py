@@ -20,7 +20,11 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from workflows.core.saddles import SYNTHETIC_SADDLES
+from workflows.core.schedules import SCHEDULE_SCHEMA, beta2s, learning_rates, paper_beta2
+
 from .lag import LagEscape, Stable, exact_rule, exponential_rule, lag_escape, sum_rule
+from .theory import follows_paper_rule
 
 TORCH_CLASSES = {"torch.optim.RMSprop": "rmsprop", "torch.optim.Adam": "adam", "torch.optim.AdamW": "adam",
                  "torch.optim.Adagrad": "adagrad"}
@@ -91,7 +95,7 @@ def setting(cell: pd.Series) -> tuple[tuple | None, str]:
         return None, why
     problem = str(cell.get("problem.name", ""))
     get = lambda key, default: _value(cell, f"problem.{key}", default)  # noqa: E731
-    if problem not in ("quadratic_saddle", "staib_toy"):
+    if problem not in SYNTHETIC_SADDLES:
         return None, f"no lag model for problem {problem} (it covers quadratic_saddle and staib_toy)"
     if get("noise_model", "additive") == "proportional":
         return None, "proportional noise (it vanishes at the saddle): the lag map needs additive noise"
@@ -153,7 +157,6 @@ def horizon(budget: int) -> int:
 
 
 def _rule(settings: dict, schedule: tuple, lr: float, budget: int, steps: int | None = None):
-    from workflows.schedules import SCHEDULE_SCHEMA, beta2s, learning_rates
 
     hp = {**{k: p.default for k, p in SCHEDULE_SCHEMA.items()}, "lr": lr,
           **{k: v for k, v in schedule if v is not None and not (isinstance(v, float) and np.isnan(v))}}
@@ -262,8 +265,6 @@ def local_exponents(cell: pd.Series, step: float = 0.05) -> dict:
     local exponents in lr, curvature, sigma_escape (anisotropy: minus it), escape_radius, noise_scale
     (σ₁ and the stable coordinates' σ together) and 1 − β₂ (key 'beta2'). A cell whose β₂ follows
     the paper's rule keeps following it as lr moves. NaN where the model has no prediction."""
-    from .theory import follows_paper_rule, paper_beta2
-
     beta2_column = next((c for c in ("optimizer.beta2", "optimizer.betas[1]", "optimizer.alpha")
                          if c in cell and pd.notna(cell[c])), None)
     if str(cell.get("optimizer.name")) == "torch.optim.RMSprop":

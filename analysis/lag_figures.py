@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from workflows.core.schedules import paper_beta2
+
 from .lag import exponential_rule, floor, floor_ratio, lag_escape
 
 VARIANTS = {"rmsprop": {}, "adam (beta1=0)": {"bias_correction": True},
@@ -35,7 +37,7 @@ def floor_curves(lrs=np.geomspace(1e-4, 0.03, 22), beta2s=(0.99, 0.999)) -> pd.D
     rows = []
     for label, rule in VARIANTS.items():
         for lr in lrs:
-            for beta2, how in [(1 - lr ** (2 / 3), "paper rule")] + [(b, f"beta2={b:g}") for b in beta2s]:
+            for beta2, how in [(float(paper_beta2(lr)), "paper rule")] + [(b, f"beta2={b:g}") for b in beta2s]:
                 ratio = float(floor_ratio(lr, beta2))
                 if 0.2 <= ratio <= 200:
                     rows.append({"variant": label, "beta2": how, "lr": lr, "R": ratio,

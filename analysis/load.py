@@ -12,7 +12,7 @@ inputs (curvature, sigma_escape, escape_radius, optimizer.lr) the closed forms a
 the report says so (`Results.notes`).
 
 Every column is checked against its declared type (analysis.schema.declared_kind: the row schema
-of workflows/rows.py and the run settings' kinds) before anything is computed: a value that cannot
+of workflows/core/rows.py and the run settings' kinds) before anything is computed: a value that cannot
 be read exactly as that type (the text "False" in a boolean column, which bool() reads as True;
 "0.001" in a number's column; 12.5 as a step) is refused in one line naming the column, never
 converted. A column without a declared type (a problem's or an optimizer's own parameter, a column
@@ -166,7 +166,7 @@ def check_types(frame: pd.DataFrame, where: str = "rows", kinds: dict | None = N
         kind = kinds.get(column) if kinds is not None else declared_kind(str(column))
         why = _type_error(frame[column], kind)
         if why:
-            allowed = (f"{ALLOWED[kind]}, as the row schema declares it (workflows/rows.py)" if kind else
+            allowed = (f"{ALLOWED[kind]}, as the row schema declares it (workflows/core/rows.py)" if kind else
                        "numbers as numbers and text as text, one type per column")
             raise ValueError(f"{where}: column {column} {why}; allowed: {allowed}")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .survival import DURATIONS
+from workflows.core.survival import DURATIONS
 
 TARGETS = {"gap": "gap_epsilon", "sosp": "sosp_epsilon"}
 

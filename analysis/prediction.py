@@ -26,11 +26,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from workflows.core.saddles import SYNTHETIC_SADDLES
+from workflows.core.schedules import SCHEDULE_SCHEMA, learning_rates
+
 from .lag_cells import LAG_OPTIMIZERS, is_lag_cell, lag_predictions
 from .recursion import recursion_escape
 from .theory import linear_escape
 
-CLOSED_FORM_PROBLEMS = ("quadratic_saddle", "staib_toy")
+CLOSED_FORM_PROBLEMS = SYNTHETIC_SADDLES
 CLOSED_FORM_OPTIMIZERS = ("sgd", "precond_sgd", *LAG_OPTIMIZERS)
 PREDICTION_COLUMNS = ("predicted_mean", "predicted_median", "predicted_sd", "predicted_escape_fraction",
                       "predicted_restricted_mean", "theory_model", "theory_assumptions", "theory_note")
@@ -173,7 +176,6 @@ def _stable_predictions(out, where, lr, gamma, sigma, radius, fixed_p, stable_al
 def _schedule_predictions(out, where, cells, gamma, sigma, radius, fixed_p, budget):
     """A step-size schedule: the escape-time law of the time-varying recursion, evaluated step by
     step (analysis.recursion), once per distinct cell."""
-    from workflows.schedules import SCHEDULE_SCHEMA, learning_rates
 
     for index in cells.index[where]:
         cell = cells.loc[index]

@@ -22,10 +22,11 @@ from .compare import (
     NO_VERDICT,
     UNINFORMATIVE,
 )
+from .computed import Analysis
 from .design import format_value, is_numeric, short_name, sort_values, variant_settings
 from .pairwise import ALPHA, BOOTSTRAP
-from .scaling import MAX_EXPONENT_WIDTH
 from .sanity import FEW_STEPS
+from .scaling import MAX_EXPONENT_WIDTH
 
 MAX_TABLE_ROWS = 40
 MAX_CELL_ROWS = 60           # the per-cell table: settings combinations, each with every variant
@@ -555,93 +556,137 @@ def comparisons_preview(comparisons: pd.DataFrame, varied: list[str]) -> tuple[p
     return table, "One row per comparison, sorted by " + ", ".join(short_name(c) for c in keys + ["pair"])
 
 
-def write_report(path: Path, *, source, rows, cells, meta, cell_status, comparison, summary, exponent_check,
-                 fits, comparisons, pair_how, figure1, sgd_slope, figures, skipped_figures, notes, design, flags,
-                 per_run, load_notes=(), questions=()) -> Path:
+def write_report(path: Path, analysis: Analysis) -> Path:
+    """report.md of `analysis` (analysis/computed.py) at `path`, its sections in the order a reader
+    needs them; returns the path."""
+    a = analysis
     link = theory_link(path.parent)
-    varied = design.varied
-    no_prediction = cells.loc[cells["predicted_mean"].isna(), "theory_note"].value_counts() \
-        if "predicted_mean" in cells else pd.Series(dtype=int)
-    fit_columns = [c for c in ("group", "duration", "covariates", "dropped", "cells", "runs", "events",
-                               "cells_with_events", "fit_rows", "bin_width", "log_likelihood", "AIC", "sigma",
-                               "rms_factor", "worst_factor", "status", "warnings") if c in fits
-                   and (c != "warnings" or fits[c].fillna("").ne("").any())]
-    exponent_columns = [c for c in ("group", "covariate", "exponent", "lo", "hi", "theory", "theory_cells",
-                                    "theory_local", "theory_regime", "verdict", "no_verdict") if c in exponent_check
-                        and (c != "no_verdict" or exponent_check[c].fillna("").ne("").any())]
-    informative = comparison[comparison["verdict"].isin(["holds", "close", "fails"])] if len(comparison) else comparison
-    worst = informative
-    if len(informative):
-        settings = [c for c in design.independent if c in cells and c != "problem.name"]
-        worst = (informative.assign(off=np.abs(np.log(informative["ratio"])))
-                 .sort_values("off", ascending=False).drop(columns=["off"])
-                 .join(cells[settings].rename(columns=short_name), on="cell_id"))
-        first = ["problem", "optimizer", *[short_name(c) for c in settings]]
-        worst = worst[first + [c for c in worst.columns if c not in first and c not in ("cell_id", "theory_note")]
-                      + ["theory_note"]]
-    title = meta.get("sweep") if meta else (Path(str(source)).name if not str(source).startswith("<") else "rows")
     sections = [
-        f"# Saddle escape analysis: {title}\n",
-        "## What was run\n\n" + what_was_run(rows, cells, meta, cell_status, source, design, load_notes),
+        f"# Saddle escape analysis: {_title(a)}\n",
+        "## What was run\n\n" + what_was_run(a.rows, a.cells, a.meta, a.cell_status, a.source, a.design, a.load_notes),
         "## Sanity flags\n\nCells whose escape time measures the set-up rather than the saddle, and cautions "
-        "(analysis/sanity.py says how each is detected).\n\n" + sanity_section(flags, cells, varied),
+        "(analysis/sanity.py says how each is detected).\n\n" + sanity_section(a.flags, a.cells, a.design.varied),
         "## How escape is measured\n\n" + how_measured(link),
-        "## Findings\n\n" + "".join(
-            f"### {heading}\n\n" + "\n".join(f"- {s}" for s in sentences) + "\n\n"
-            for heading, sentences in (
-                ("Escape times against the predictions", cell_verdicts(summary, comparison, cells, design.independent,
-                                                                        no_prediction) + sgd_slope_verdict(sgd_slope)),
-                ("Which method is faster", pairwise_verdicts(comparisons, pair_how, design.independent)),
-                ("Scaling exponents against the theory", exponent_verdicts(exponent_check) + fit_failures(fits)),
-                ("The paper's Figure 1", figure1_verdicts(figure1)),
-                *((heading, found) for heading, found, _ in questions))
-            if sentences),
+        "## Findings\n\n" + "".join(f"### {heading}\n\n" + "\n".join(f"- {s}" for s in sentences) + "\n\n"
+                                    for heading, sentences in findings(a) if sentences),
+        *(f"## {heading}\n\n{table}" for heading, _, table in a.questions),
+        pairwise_section(a),
+        cells_section(a),
+        per_run_section(a),
+        theory_section(a),
+        scaling_section(a),
+        "## The paper's Figure 1\n\n" + markdown_table(a.figure1, full_table="figure1.csv") if len(a.figure1) else None,
+        "## Figures\n\nEach figure is also saved as PDF next to its PNG.\n\n" + "\n\n".join(
+            f"![{Path(file).stem}](figures/{Path(file).name})\n\n_{caption}_" for file, caption in a.figures) + "\n",
+        notes_section(a),
     ]
-    sections += [f"## {heading}\n\n{table}" for heading, _, table in questions]
-    if len(comparisons):
-        pair_table, pair_layout = comparisons_preview(comparisons, design.independent)
-        sections.append("## Pairwise comparisons\n\n" + f"{pair_how[0].upper() + pair_how[1:]}. {pair_layout}. "
-                        "Each entry: the speed-up, reference median / variant median (above 1 the variant is faster), "
-                        "[its 95% bootstrap interval over runs], or `>=`/`<=` a bound where one side is censored past "
-                        "half; the finding; q: the Benjamini-Hochberg q-value of the log-rank test (`< "
-                        f"{P_FLOOR:g}`: smaller than any value the test resolves); theory: the closed forms' ratio. "
-                        "Both medians, the settings set per variant and the p-values are in `comparisons.csv`.\n\n"
-                        + markdown_table(pair_table, max_rows=MAX_CELL_ROWS, full_table="comparisons.csv"))
-    cell_table_, layout = cells_preview(cells, design.independent, flags)
-    follows = [f"{short_name(c)} {design.determined[c]}" for c in design.varied if c in design.determined]
-    sections.append("## Escape time per cell\n\n" + layout + (f"; {'; '.join(follows)}" if follows else "")
-                    + ". Each entry: the KM median escape step [95% interval], or `RM`, the restricted mean "
-                    "E[min(tau, budget)] (a lower bound on the mean) where more than half the runs are censored; the share of runs that "
-                    "escaped where not all did"
-                    + (", and the closed form's median (`theory`) where one applies" if "predicted_median" in cells
-                       and cells["predicted_median"].notna().any() else "")
-                    + "; `(flagged)`: see Sanity flags. Every column of every cell is in `cells.csv`.\n\n"
-                    + markdown_table(cell_table_, max_rows=MAX_CELL_ROWS, full_table="cells.csv"))
-    run_table = per_run_preview(cells, varied, per_run)
-    if len(run_table):
-        sections.append("## Per-run values\n\nOne value per run, summarised per cell as the median over its runs "
-                        "with the 10%-90% range (never one run's value standing for the cell).\n\n"
-                        + markdown_table(run_table, full_table="cells.csv (median_/q10_/q90_ columns)"))
-    sections.append("## Theory against measurement, cell by cell\n\n"
-                    + markdown_table(summary, full_table="comparison_summary.csv")
-                    + "\nThe informative cells farthest from the prediction:\n\n" + markdown_table(
-                        worst, max_rows=10, full_table="comparison.csv"))
-    sections.append("## Scaling laws (censored log-normal AFT fits)\n\n"
-                    "log tau = c + sum_j a_j log x_j + sigma * noise, fitted with the censored runs in it, per problem "
-                    "and optimizer variant (artefact cells left out); `theory` is the closed form's slope over the "
-                    "same cells, `theory_local` the local exponent of docs/theory.md at the group's centre. For "
-                    "beta1/beta2 the covariate is 1 - beta.\n\n"
-                    + markdown_table(exponent_check[exponent_columns] if len(exponent_check) else exponent_check,
-                                     full_table="exponents.csv")
-                    + "\nFit quality (`rms_factor`/`worst_factor`: fitted against measured KM median per cell, as a "
-                      "factor; `bin_width` > 0: event times were rounded on a log grid of that relative width to fit in "
-                      "time):\n\n" + markdown_table(fits[fit_columns] if len(fits) else fits, full_table="fits.csv"))
-    if len(figure1):
-        sections.append("## The paper's Figure 1\n\n" + markdown_table(figure1, full_table="figure1.csv"))
-    sections.append("## Figures\n\nEach figure is also saved as PDF next to its PNG.\n\n" + "\n\n".join(
-        f"![{Path(file).stem}](figures/{Path(file).name})\n\n_{caption}_" for file, caption in figures) + "\n")
-    extra = [f"Figure `{name}` not drawn: {why}." for name, why in skipped_figures] + notes
-    if extra:
-        sections.append("## Notes\n\n" + "\n".join(f"- {n}" for n in extra) + "\n")
-    path.write_text("\n".join(sections))
+    path.write_text("\n".join(section for section in sections if section is not None))
     return path
+
+
+def _title(a: Analysis) -> str:
+    if a.meta:
+        return a.meta.get("sweep")
+    return Path(str(a.source)).name if not str(a.source).startswith("<") else "rows"
+
+
+def findings(a: Analysis) -> list[tuple[str, list[str]]]:
+    """(heading, sentences) of the Findings, in order; a heading without sentences is left out."""
+    no_prediction = a.cells.loc[a.cells["predicted_mean"].isna(), "theory_note"].value_counts() \
+        if "predicted_mean" in a.cells else pd.Series(dtype=int)
+    independent = a.design.independent
+    return [("Escape times against the predictions",
+             cell_verdicts(a.summary, a.comparison, a.cells, independent, no_prediction) + sgd_slope_verdict(a.sgd_slope)),
+            ("Which method is faster", pairwise_verdicts(a.comparisons, a.pair_how, independent)),
+            ("Scaling exponents against the theory", exponent_verdicts(a.exponent_check) + fit_failures(a.fits)),
+            ("The paper's Figure 1", figure1_verdicts(a.figure1)),
+            *((heading, found) for heading, found, _ in a.questions)]
+
+
+def pairwise_section(a: Analysis) -> str | None:
+    if not len(a.comparisons):
+        return None
+    pair_table, pair_layout = comparisons_preview(a.comparisons, a.design.independent)
+    return ("## Pairwise comparisons\n\n" + f"{a.pair_how[0].upper() + a.pair_how[1:]}. {pair_layout}. "
+            "Each entry: the speed-up, reference median / variant median (above 1 the variant is faster), "
+            "[its 95% bootstrap interval over runs], or `>=`/`<=` a bound where one side is censored past "
+            "half; the finding; q: the Benjamini-Hochberg q-value of the log-rank test (`< "
+            f"{P_FLOOR:g}`: smaller than any value the test resolves); theory: the closed forms' ratio. "
+            "Both medians, the settings set per variant and the p-values are in `comparisons.csv`.\n\n"
+            + markdown_table(pair_table, max_rows=MAX_CELL_ROWS, full_table="comparisons.csv"))
+
+
+def cells_section(a: Analysis) -> str:
+    cells, design = a.cells, a.design
+    cell_table_, layout = cells_preview(cells, design.independent, a.flags)
+    follows = [f"{short_name(c)} {design.determined[c]}" for c in design.varied if c in design.determined]
+    return ("## Escape time per cell\n\n" + layout + (f"; {'; '.join(follows)}" if follows else "")
+            + ". Each entry: the KM median escape step [95% interval], or `RM`, the restricted mean "
+            "E[min(tau, budget)] (a lower bound on the mean) where more than half the runs are censored; the share of runs that "
+            "escaped where not all did"
+            + (", and the closed form's median (`theory`) where one applies" if "predicted_median" in cells
+               and cells["predicted_median"].notna().any() else "")
+            + "; `(flagged)`: see Sanity flags. Every column of every cell is in `cells.csv`.\n\n"
+            + markdown_table(cell_table_, max_rows=MAX_CELL_ROWS, full_table="cells.csv"))
+
+
+def per_run_section(a: Analysis) -> str | None:
+    run_table = per_run_preview(a.cells, a.design.varied, a.per_run)
+    if not len(run_table):
+        return None
+    return ("## Per-run values\n\nOne value per run, summarised per cell as the median over its runs "
+            "with the 10%-90% range (never one run's value standing for the cell).\n\n"
+            + markdown_table(run_table, full_table="cells.csv (median_/q10_/q90_ columns)"))
+
+
+def theory_section(a: Analysis) -> str:
+    return ("## Theory against measurement, cell by cell\n\n"
+            + markdown_table(a.summary, full_table="comparison_summary.csv")
+            + "\nThe informative cells farthest from the prediction:\n\n" + markdown_table(
+                farthest_from_theory(a.comparison, a.cells, a.design), max_rows=10, full_table="comparison.csv"))
+
+
+def farthest_from_theory(comparison: pd.DataFrame, cells: pd.DataFrame, design) -> pd.DataFrame:
+    """The informative cells of `comparison` (holds, close, fails), farthest from the prediction (by
+    |log ratio|) first, with the settings that tell them apart after their problem and variant."""
+    informative = comparison[comparison["verdict"].isin(["holds", "close", "fails"])] if len(comparison) else comparison
+    if not len(informative):
+        return informative
+    settings = [c for c in design.independent if c in cells and c != "problem.name"]
+    worst = (informative.assign(off=np.abs(np.log(informative["ratio"])))
+             .sort_values("off", ascending=False).drop(columns=["off"])
+             .join(cells[settings].rename(columns=short_name), on="cell_id"))
+    first = ["problem", "optimizer", *[short_name(c) for c in settings]]
+    return worst[first + [c for c in worst.columns if c not in first and c not in ("cell_id", "theory_note")]
+                 + ["theory_note"]]
+
+
+FIT_COLUMNS = ("group", "duration", "covariates", "dropped", "cells", "runs", "events", "cells_with_events", "fit_rows",
+               "bin_width", "log_likelihood", "AIC", "sigma", "rms_factor", "worst_factor", "status", "warnings")
+EXPONENT_COLUMNS = ("group", "covariate", "exponent", "lo", "hi", "theory", "theory_cells", "theory_local",
+                    "theory_regime", "verdict", "no_verdict")
+
+
+def scaling_section(a: Analysis) -> str:
+    fits, exponent_check = a.fits, a.exponent_check
+    # the warnings and reasons for no verdict only where there are some
+    fit_columns = [c for c in FIT_COLUMNS if c in fits and (c != "warnings" or fits[c].fillna("").ne("").any())]
+    exponent_columns = [c for c in EXPONENT_COLUMNS if c in exponent_check
+                        and (c != "no_verdict" or exponent_check[c].fillna("").ne("").any())]
+    return ("## Scaling laws (censored log-normal AFT fits)\n\n"
+            "log tau = c + sum_j a_j log x_j + sigma * noise, fitted with the censored runs in it, per problem "
+            "and optimizer variant (artefact cells left out); `theory` is the closed form's slope over the "
+            "same cells, `theory_local` the local exponent of docs/theory.md at the group's centre. For "
+            "beta1/beta2 the covariate is 1 - beta.\n\n"
+            + markdown_table(exponent_check[exponent_columns] if len(exponent_check) else exponent_check,
+                             full_table="exponents.csv")
+            + "\nFit quality (`rms_factor`/`worst_factor`: fitted against measured KM median per cell, as a "
+              "factor; `bin_width` > 0: event times were rounded on a log grid of that relative width to fit in "
+              "time):\n\n" + markdown_table(fits[fit_columns] if len(fits) else fits, full_table="fits.csv"))
+
+
+def notes_section(a: Analysis) -> str | None:
+    extra = [f"Figure `{name}` not drawn: {why}." for name, why in a.skipped_figures] + a.notes
+    if not extra:
+        return None
+    return "## Notes\n\n" + "\n".join(f"- {n}" for n in extra) + "\n"

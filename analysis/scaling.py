@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 from lifelines import LogNormalAFTFitter, exceptions
 
-from .survival import DURATIONS
+from workflows.core.survival import DURATIONS
 
 # Columns that describe the physics of a cell, in the order covariates are preferred when some are
 # collinear (σ₁ = noise_scale/anisotropy: sigma_escape is kept, anisotropy dropped).

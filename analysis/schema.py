@@ -1,11 +1,11 @@
 """Which columns of a results table describe the cell and which hold one value per run.
 
-The producer declares its columns once, in workflows/rows.py (scope "cell" or "run", with units);
+The producer declares its columns once, in workflows/core/rows.py (scope "cell" or "run", with units);
 this module reads that declaration and extends it to columns it does not name:
 
     declared per run (escape_step, tail_gap_mean, ...)          -> per run
     declared per cell, or a parameter (problem.*, optimizer.*,
-      a run setting of workflows/settings.py, base_seed)         -> describes the cell
+      a run setting of workflows/core/settings.py, base_seed)         -> describes the cell
     anything else (a table made elsewhere, a user's own metric)  -> describes the cell only if it is
                                                                    constant within every cell; else
                                                                    per run
@@ -24,31 +24,25 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from workflows.params import conditions
-from workflows.rows import BY_NAME, is_per_run
-from workflows.schedules import SCHEDULE_SCHEMA
-from workflows.settings import RUN_SCHEMA
+from workflows.core.params import conditions
+from workflows.core.rows import BASE_SEED, BY_NAME, PARAMETER_PREFIXES, RUN_SETTING_COLUMNS, is_parameter, is_per_run
+from workflows.core.schedules import SCHEDULE_SCHEMA
+from workflows.core.settings import RUN_SCHEMA
 
-PARAMETER_PREFIXES = ("problem.", "optimizer.")
-# Run settings as rows.parquet stores them: the cell's `seed` is `base_seed` (each row's `seed` is its run).
-RUN_SETTINGS = tuple(k for k in RUN_SCHEMA if k != "seed") + ("base_seed",)
+# Run settings as rows.parquet stores them (workflows/core/rows.py).
+RUN_SETTINGS = RUN_SETTING_COLUMNS
 # Cell columns the engine derives from the parameters (what the problem says about its saddle).
 DERIVED = tuple(c.name for c in BY_NAME.values() if c.scope == "cell" and "<" not in c.name
                 and not c.name.startswith(PARAMETER_PREFIXES) and c.name != "cell_id")
 
 
 def declared_scope(column: str) -> str | None:
-    """'cell', 'run', or None where workflows/rows.py says nothing about the column."""
+    """'cell', 'run', or None where workflows/core/rows.py says nothing about the column."""
     if is_per_run(column):
         return "run"
     if column in BY_NAME or column.startswith(PARAMETER_PREFIXES) or column in RUN_SETTINGS:
         return "cell"
     return None
-
-
-def is_parameter(column: str) -> bool:
-    """A column the sweep sets (problem, optimizer, run settings): what tells cells apart."""
-    return column.startswith(PARAMETER_PREFIXES) or column in RUN_SETTINGS
 
 
 # A Param's kind as the row schema names it.
@@ -61,7 +55,7 @@ def declared_kind(column: str) -> str | None:
     declared = BY_NAME.get(column)
     if declared is not None and declared.dtype:
         return declared.dtype
-    if column == "base_seed":                      # the cell's `seed` setting, stored under this name
+    if column == BASE_SEED:                        # the cell's `seed` setting, stored under this name
         return KIND_DTYPES[RUN_SCHEMA["seed"].kind]
     if column in RUN_SCHEMA:
         return KIND_DTYPES[RUN_SCHEMA[column].kind]
@@ -72,7 +66,7 @@ def declared_kind(column: str) -> str | None:
 
 def declared_conditions() -> dict[str, list]:
     """{column: [the column it depends on, *values]} for the run settings and the step-size schedule's
-    parameters that have an effect only under a condition (workflows.params.Param.applies); a
+    parameters that have an effect only under a condition (workflows.core.params.Param.applies); a
     problem's or optimizer's own come with the results (meta.json's `conditions`)."""
     return {**conditions("", RUN_SCHEMA), **conditions("optimizer.", SCHEDULE_SCHEMA)}
 

@@ -16,53 +16,11 @@ lifelines still does the regression fits and draws the KM curves.
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-# Censored (duration, event) pairs a results table may carry: name -> (duration column, event column).
-# A new pair (e.g. time to a second-order stationary point) is one line here.
-DURATIONS = {
-    "escape": ("escape_step", "escaped"),
-    "sosp": ("sosp_step", "sosp_reached"),
-    "gap": ("gap_step", "gap_reached"),
-}
-# How a report names each duration.
-DURATION_TITLES = {"escape": "Escape time", "sosp": "Time to a second-order stationary point",
-                   "gap": "Time to f - f_min <= gap_epsilon"}
-RESTRICTED = "restricted mean <= budget"
-
-
-def duration_pairs(rows: pd.DataFrame) -> dict[str, tuple[str, str]]:
-    return {name: pair for name, pair in DURATIONS.items() if set(pair) <= set(rows.columns)}
-
-
-def _first_at_or_below(times: np.ndarray, survival: np.ndarray, level: float = 0.5) -> float:
-    below = np.flatnonzero(survival <= level)
-    return float(times[below[0]]) if len(below) else np.inf
-
-
-def kaplan_meier(duration: np.ndarray, event: np.ndarray, horizon: float) -> tuple[float, float, float, float]:
-    """(median, median_lo, median_hi, restricted mean to `horizon`) of one cell."""
-    duration, event = np.asarray(duration, dtype=float), np.asarray(event, dtype=bool)
-    if not event.any():                         # no escape at all: S = 1 up to the last time seen
-        return np.inf, np.inf, np.inf, float(min(horizon, duration.max()) + max(0.0, horizon - duration.max()))
-    fit = stats.ecdf(stats.CensoredData(uncensored=duration[event], right=duration[~event]))
-    times, survival = fit.sf.quantiles, fit.sf.probabilities
-    with warnings.catch_warnings():           # "undefined at some observations": where S = 0 or 1
-        warnings.simplefilter("ignore", RuntimeWarning)
-        band = fit.sf.confidence_interval(0.95, method="log-log")
-    # The log-log band is undefined where S is 0 or 1; as lifelines does, it collapses to 0
-    # where S = 0 and to 1 where S = 1.
-    low, high = (np.where(survival == 0, 0.0, np.nan_to_num(b.probabilities, nan=1.0)) for b in (band.low, band.high))
-    # ∫₀^horizon S(t) dt of the right-continuous step function, S = 1 before the first time.
-    edges = np.clip(np.concatenate([[0.0], times, [horizon]]), 0.0, horizon)
-    heights = np.concatenate([[1.0], survival])
-    restricted = float(np.sum(np.diff(edges) * heights))
-    return (_first_at_or_below(times, survival), _first_at_or_below(times, low),
-            _first_at_or_below(times, high), restricted)
+from workflows.core.survival import DURATIONS, RESTRICTED, kaplan_meier
 
 
 def summarize_cells(rows: pd.DataFrame, name: str = "escape") -> pd.DataFrame:

@@ -8,9 +8,9 @@ drawn from
 rounded up to integer steps; every run still unescaped at the budget is censored there. The
 budget is the (1 − censored) quantile of all drawn τ, so about that fraction is censored.
 
-The columns are workflows/rows.py's, filled in its order: every cell-scope column once per cell
+The columns are workflows/core/rows.py's, filled in its order: every cell-scope column once per cell
 (the problem's and optimizer's parameter families from PROBLEM / the optimizer's own values, the
-run settings at workflows/settings.py's defaults), and every per-run column that applies (the
+run settings at workflows/core/settings.py's defaults), and every per-run column that applies (the
 tail columns with `tail_steps`, the SOSP columns with `sosp_epsilon`), with a value that differs
 from run to run wherever the engine's does.
 """
@@ -21,8 +21,8 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from workflows.rows import COLUMNS
-from workflows.settings import RUN_SCHEMA
+from workflows.core.rows import COLUMNS
+from workflows.core.settings import RUN_SCHEMA
 
 # The problem family's values: a quadratic saddle (the engine writes every parameter, defaults included).
 PROBLEM = {"dim": None, "n_negative": 1, "curvature": 1.0, "positive_curvature": 1.0, "condition": 1.0,

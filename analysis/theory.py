@@ -19,6 +19,8 @@ from functools import cached_property
 import numpy as np
 from scipy import special, stats
 
+from workflows.core.schedules import paper_beta2
+
 # E[ln(1/|Z|)] for Z ~ N(0, 1) is (γ_Euler + ln 2)/2: the constant in E[τ].
 EULER_C = (np.euler_gamma + np.log(2)) / 2
 GAUSS_NODES, GAUSS_WEIGHTS = np.polynomial.legendre.leggauss(64)
@@ -304,11 +306,6 @@ def lambda_prime(lr, curvature, sigma_escape, escape_radius=1.0):
                   / (np.asarray(lr) * np.asarray(sigma_escape)))
 
 
-def paper_beta2(lr):
-    """Staib et al.'s recommended EMA parameter: β₂ = 1 − η^(2/3)."""
-    return 1 - np.asarray(lr, dtype=float) ** (2 / 3)
-
-
 def follows_paper_rule(lr, beta2):
     return np.isclose(np.asarray(beta2, dtype=float), paper_beta2(lr))
 
@@ -350,7 +347,6 @@ __all__ = [
     "local_exponents",
     "minimum_loss",
     "noise_preconditioner_escape_time",
-    "paper_beta2",
     "preconditioned_escape_time",
     "sgd_escape_median",
     "sgd_escape_sd",

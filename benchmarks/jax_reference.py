@@ -105,7 +105,7 @@ def optimizer_fns(optimizer: dict):
     1−β₁), v as RMSprop, x ← x − η/(1−β₁ᵗ) · m/(√v/√(1−β₂ᵗ) + ε)). t counts from 1."""
     import jax.numpy as jnp
 
-    from workflows.schedules import SCHEDULE_SCHEMA
+    from workflows.core.schedules import SCHEDULE_SCHEMA
 
     name = optimizer.get("name")
     if name not in OPTIMIZER_DEFAULTS:

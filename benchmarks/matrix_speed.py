@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from problems import make_problem
+from workflows.registry import make_problem
 from workflows import simulate
 
 RUNS, BUDGET = 1024, 200

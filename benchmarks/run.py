@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import adapter_speed, jax_reference, matrix_speed  # noqa: E402
 from benchmarks.analysis_million_rows import measure as measure_analysis  # noqa: E402
-from problems import make_problem  # noqa: E402
+from workflows.registry import make_problem  # noqa: E402
 from workflows import normalize_cell, simulate  # noqa: E402
 from workflows.engine import keep_freed_memory  # noqa: E402
 from workflows.spec import load_sweeps  # noqa: E402

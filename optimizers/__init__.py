@@ -24,20 +24,4 @@ BUILTIN_OPTIMIZERS = (sgd, momentum, rmsprop, adam, adagrad, precond_sgd, adapti
                       perturbed_sgd, cnc_sgd, muon, matrix_whitening)
 
 
-def validate_optimizer(spec: dict) -> dict:
-    """{'name': ..., **hyperparameters} -> the same with every default filled in and checked."""
-    from workflows.registry import get_optimizer
-
-    params = dict(spec)
-    component = get_optimizer(params.pop("name", None))
-    return {"name": component.name, **component.validate(params)}
-
-
-def make_optimizer(spec: dict, problem=None) -> Optimizer:
-    from workflows.registry import get_optimizer
-
-    hp = validate_optimizer(spec)
-    return get_optimizer(hp.pop("name")).factory(hp, problem)
-
-
-__all__ = ["BUILTIN_OPTIMIZERS", "Optimizer", "make_optimizer", "select_runs", "validate_optimizer"]
+__all__ = ["BUILTIN_OPTIMIZERS", "Optimizer", "select_runs"]

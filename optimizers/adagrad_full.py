@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import torch
 
-from workflows.params import Param, non_negative
+from workflows.core.params import Param, non_negative
 
 from .base import Optimizer, full_precondition, lr_param, sgd_step
 

@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import torch
 
-from workflows.params import Param, non_negative, unit_open
+from workflows.core.compat import fused_adam
+from workflows.core.params import Param, non_negative, unit_open
 
 from .base import Optimizer, lr_param, sgd_step
 
@@ -50,7 +51,7 @@ def adam_family(hp: dict, amsgrad: bool) -> Optimizer:
     # fewer memory passes than the unfused update below). It always bias-corrects, with 1 − β₂ᵗ:
     # right for a fixed β₂ only, so a β₂ that follows the step size takes the unfused update.
     varying_beta2 = hp.get("beta2_rule", "none") != "none"
-    fused = getattr(torch, "_fused_adam_", None) if hp["bias_correction"] and not varying_beta2 else None
+    fused = fused_adam() if hp["bias_correction"] and not varying_beta2 else None
 
     def init(x):
         # β₁ = 0: m is g itself, so no buffer is kept (the fused kernel wants one regardless).

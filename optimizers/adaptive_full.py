@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from workflows.params import Param, non_negative, unit_closed, unit_open
+from workflows.core.params import Param, non_negative, unit_closed, unit_open
 
 from .base import Optimizer, full_precondition, lr_param, sgd_step
 

@@ -5,7 +5,7 @@
     x ← x − η A_t m / (1 − β₁ᵗ)
 
 Adam whose preconditioner is monotone: a stale large gradient keeps the steps small for good,
-where Adam forgets it after ~1/(1 − β₂) steps (THEORY.md §3 on stale v).
+where Adam forgets it after ~1/(1 − β₂) steps (docs/theory.md, the lag theory).
 """
 from .adam import SCHEMA as ADAM_SCHEMA
 from .adam import adam_family

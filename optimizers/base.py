@@ -23,7 +23,7 @@ from typing import Any, Callable, NamedTuple
 
 import torch
 
-from workflows.params import Param, positive
+from workflows.core.params import Param, positive
 
 State = Any
 
@@ -35,6 +35,18 @@ class Optimizer(NamedTuple):
     # -> state, which the engine prefers. `update` stays the readable definition; the tests
     # check that the two agree and that both equal torch.optim.
     apply: Callable[[torch.Tensor, State, torch.Tensor], State] | None = None
+
+
+def update_from(apply: Callable) -> Callable:
+    """`update(grad, state, x) -> (step, state)` of an optimizer defined by its in-place `apply`
+    (the exact path, which the engine prefers): the step x_new − x, with x left as it was."""
+    def update(grad, state, x):
+        before = x.clone()
+        state = apply(grad, state, x)
+        step = x - before
+        x.copy_(before)
+        return step, state
+    return update
 
 
 class Empty(NamedTuple):

@@ -1,5 +1,5 @@
 """Shampoo-style matrix whitening (Gupta, Koren & Singer 2018), batched over runs, on each matrix
-the problem declares (problems/shapes.py):
+the problem declares (workflows/core/shapes.py):
 
     L ← β₂ L + (1 − β₂) G Gᵀ,   R ← β₂ R + (1 − β₂) Gᵀ G       (β₂ = 1: the sums L += GGᵀ, Shampoo)
     L̂ = L / (1 − β₂ᵗ),  R̂ = R / (1 − β₂ᵗ)                       (bias correction, as Adam's; not for sums)
@@ -28,8 +28,8 @@ from typing import NamedTuple
 
 import torch
 
-from problems.shapes import is_matrix, split, structure
-from workflows.params import Param, at_least, choice, non_negative
+from workflows.core.params import Param, at_least, choice, non_negative
+from workflows.core.shapes import is_matrix, split, structure
 
 from .base import Optimizer, lr_param, matrix_power, require_problem
 

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from workflows.params import Param, unit_open
+from workflows.core.params import Param, unit_open
 
 from .base import Optimizer, lr_param, sgd_step
 

@@ -1,5 +1,5 @@
 """Muon (Jordan et al. 2024; "Muon is Scalable for LLM Training", Liu et al. 2025), batched over runs,
-as torch.optim.Muon computes it, on each matrix the problem declares (problems/shapes.py):
+as torch.optim.Muon computes it, on each matrix the problem declares (workflows/core/shapes.py):
 
     B ← μ B + (1 − μ) G                           momentum (torch's lerp form)
     U = G + μ (B − G)  (Nesterov)  or  B
@@ -27,10 +27,10 @@ import math
 
 import torch
 
-from problems.shapes import is_matrix, split, structure
-from workflows.params import Param, choice, non_negative, positive
+from workflows.core.params import Param, choice, non_negative, positive
+from workflows.core.shapes import is_matrix, split, structure
 
-from .base import Optimizer, lr_param, require_problem
+from .base import Optimizer, lr_param, require_problem, update_from
 
 NAME = "muon"
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -115,14 +115,7 @@ def build(hp: dict, problem=None) -> Optimizer:
         state.count = t
         return state
 
-    def update(grad, state, x):
-        before = x.clone()
-        state = apply(grad, state, x)
-        step = x - before
-        x.copy_(before)
-        return step, state
-
-    return Optimizer(init, update, apply)
+    return Optimizer(init, update_from(apply), apply)
 
 
 def adamw_step(w, g, m, v, t: int, lr: float, decay: float):

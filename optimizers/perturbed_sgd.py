@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import torch
 
-from workflows.params import Param, at_least, choice, non_negative, positive
+from workflows.core.params import Param, at_least, choice, non_negative, positive
 
 from .base import Optimizer, full_gradient_is_small, lr_param, require_problem, sgd_step
 

@@ -16,7 +16,7 @@ for the second moment).
 """
 import torch
 
-from workflows.params import Param, choice, non_negative, unit_closed
+from workflows.core.params import Param, choice, non_negative, unit_closed
 
 from .base import Empty, Optimizer, full_precondition, lr_param, matrix_power, sgd_step
 

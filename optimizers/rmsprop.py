@@ -4,13 +4,13 @@
     A_t = diag(√v + ε)⁻¹              the preconditioner estimate
     x ← x − η A_t g
 
-No bias correction, so the first steps are about η/√(1 − β₂) (THEORY.md §3).
+No bias correction, so the first steps are about η/√(1 − β₂) (docs/theory.md).
 """
 from typing import NamedTuple
 
 import torch
 
-from workflows.params import Param, non_negative, unit_open
+from workflows.core.params import Param, non_negative, unit_open
 
 from .base import Optimizer, lr_param, sgd_step
 

@@ -1,6 +1,6 @@
 """SGD: x ← x − η g. The baseline every adaptive method is a preconditioned version of."""
 
-from workflows.params import Param
+from workflows.core.params import Param
 
 from .base import Empty, Optimizer, lr_param, sgd_step
 

@@ -31,7 +31,7 @@ that wrap another optimizer (SAM, Lookahead) are refused by their constructor's 
 Hyperparameters are the class's constructor arguments (all but the first, `params`), with the
 signature's defaults; a list such as `betas: [0.9, 0.99]` becomes a tuple. Adapter keys are
 added (ADAPTER_KEYS): `param_shape`, what one seed's parameters are: `tensors` (default: the
-problem's named tensors, problems/shapes.py: matrix factorisation's U [n, r], a deep linear
+problem's named tensors, workflows/core/shapes.py: matrix factorisation's U [n, r], a deep linear
 network's W₁ … W_L, an MLP's weights and biases; one [d] vector where the problem declares none),
 `vector` (one [d]) or `row` (one [1, d]); `fallback` (auto | none | adamw: which tensors that are
 not matrices go to AdamW) and `fallback_lr` (AdamW's step size; null: the class's lr).
@@ -69,10 +69,11 @@ from typing import NamedTuple
 
 import torch
 
-from problems.shapes import structure
-from workflows.params import Param, choice, positive, resolve
+from workflows.core.component import Component, MissingExtra
+from workflows.core.params import Param, choice, positive, resolve
+from workflows.core.shapes import structure
 
-from .base import Optimizer
+from .base import Optimizer, update_from
 from .torch_layouts import Block, Streams, TorchOptimizerState, blocks, one_line, probe, tolerance, train_mode
 
 log = logging.getLogger("saddlescape.adapter")
@@ -87,7 +88,7 @@ PROBE_MIN_STEPS, PROBE_MAX_STEPS = 16, 1024
 # The tensors the class's own checks are run on under param_shape `tensors` (a matrix and a
 # vector, as a matrix problem with a bias hands them), and under `vector` / `row`.
 CHECK_SHAPES = {"tensors": ((3, 2), (3,)), "vector": ((3,),), "row": ((1, 3),)}
-# The dtype of a cell that does not say (workflows/settings.py) and of the probes at the defaults.
+# The dtype of a cell that does not say (workflows/core/settings.py) and of the probes at the defaults.
 DEFAULT_DTYPE = "float32"
 
 
@@ -121,8 +122,6 @@ def resolve_class(name: str, allowed_modules: tuple[str, ...]):
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if module_name.split(".")[0] in EXTRA_MODULES:
-            from workflows.registry import MissingExtra
-
             raise MissingExtra(f"{where}: module {module_name} is not installed ({error}); allowed: "
                                f"{INSTALL_HINT}", "optimizers") from None
         raise ValueError(f"{where}: module {module_name} is not installed ({error}); allowed: "
@@ -208,8 +207,6 @@ def adapt_class(name: str, cls, origin: str):
     extra={"class": its qualified name, "cls": the class, "layout", "mode"}), layout and mode
     being those of the class at its defaults on a small batch (R = 8, d = 10), or None when it
     has required arguments; a cell's own come from `layout_of`."""
-    from workflows.registry import Component
-
     where = f"optimizer.name={name!r}"
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)) or cls is torch.optim.Optimizer:
         raise ValueError(f"{where}: {cls!r} is not an optimizer class; allowed: a subclass of "
@@ -657,16 +654,7 @@ def build(name: str, cls, hp: dict, problem=None) -> Optimizer:
         state.step(grad, x)
         return state
 
-    def update(grad, state, x):
-        # apply is the exact path (the engine prefers it); this returns x_new − x for callers
-        # that want the step, with x left as it was.
-        before = x.clone()
-        state = apply(grad, state, x)
-        step = x - before
-        x.copy_(before)
-        return step, state
-
-    return Optimizer(init, update, apply)
+    return Optimizer(init, update_from(apply), apply)
 
 
 def layout_of(component, params: dict, runs: int, dim: int, dtype: str = DEFAULT_DTYPE, shapes=None) -> str:

@@ -1,7 +1,7 @@
 """How the torch.optim adapter (optimizers/torch_adapter.py) steps the R runs of one cell, each an
 independent run of the class on its own parameters, and the probe that decides it.
 
-Each run's x [d] is handed to the class as the problem's named tensors (problems/shapes.py: U
+Each run's x [d] is handed to the class as the problem's named tensors (workflows/core/shapes.py: U
 [n, r], W₁ … W_L, weights and biases), as blocks of x's columns; `param_shape: vector` hands one
 [d] tensor, `row` one [1, d]. A layout says how the R runs' tensors become torch parameters:
 

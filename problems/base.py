@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from workflows.params import Param, resolve
+from workflows.core.params import Param, resolve
 
 
 class Problem:
@@ -25,7 +25,7 @@ class Problem:
     escape_radius: float
     escape_direction: torch.Tensor   # unit eigenvector of the most negative Hessian eigenvalue at x*
     minimum_loss: float | None = None  # the local minima's loss, where known in closed form
-    # The named tensors whose flattened concatenation is x (problems/shapes.py); () means one
+    # The named tensors whose flattened concatenation is x (workflows/core/shapes.py); () means one
     # vector [d]. Only optimizers see it: the engine, escape measures and rows keep x flat.
     shapes: tuple = ()
     noise_cov_constant: bool = True      # additive noise: Σ does not depend on x

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from workflows.params import Param, at_least, choice, non_negative, positive
+from workflows.core.params import Param, at_least, choice, non_negative, positive
+from workflows.core.shapes import Shape
 
 from .noise import random_rotation
 from .sampled import (
@@ -36,7 +37,6 @@ from .sampled import (
     data_tmatmul,
     escape_params,
 )
-from .shapes import Shape
 
 
 class DeepLinear(FiniteSum):

@@ -2,7 +2,7 @@
 
     import torch
     from problems.from_loss import GaussianNoise, Landscape, define_problem
-    from workflows.params import Param, at_least
+    from workflows.core.params import Param, at_least
     from workflows.registry import register_problem
 
     def build(p, generator, dtype):
@@ -20,7 +20,7 @@ A landscape is a batched loss f(x) ([R, d] → [R], torch, differentiable), a sa
 and a noise model:
 
 - `GaussianNoise(Σ)`: additive, g = ∇f(x) + ξ with ξ ~ N(0, Σ) the same at every x (the
-  setting of THEORY.md §3 and of Staib et al.'s analysis);
+  setting of docs/theory.md and of Staib et al.'s analysis);
 - `Minibatches(data, example_loss, batch_size)`: the user's data set, g = (1/B) Σ_b ∇ℓ(x; z_{i_b})
   with i_b uniform with replacement; f defaults to the data mean of ℓ, and the noise covariance
   is exactly Σ_B(x) = Cov_i[∇ℓ_i(x)] / B (per-example gradients, problems/sampled.py).
@@ -46,10 +46,10 @@ from typing import Any, Callable
 
 import torch
 
-from workflows.params import Param
+from workflows.core.params import Param
+from workflows.core.shapes import structure
 
 from .sampled import EXAMPLE_CHUNK, FiniteSum, escape_params, unit_sign
-from .shapes import structure
 
 # A quadratic has a constant Hessian: its Hessian-vector products at points within the escape
 # radius equal the saddle's to rounding. Above this relative change the landscape is not one.
@@ -176,7 +176,7 @@ class Landscape:
     `minimizers`). `escape_radius`: the radius when the problem's `escape_radius` parameter is
     null (it wins over the minimizers' default). `shapes`: the named tensors whose flattened
     concatenation is x, as (name, shape) pairs, e.g. [("W", (4, 3)), ("b", (3,))] for
-    x = (vec W, b) (problems/shapes.py: matrix optimizers such as Muon act on each matrix); default:
+    x = (vec W, b) (workflows/core/shapes.py: matrix optimizers such as Muon act on each matrix); default:
     one vector."""
     loss: Callable[[torch.Tensor], torch.Tensor] | None
     saddle: torch.Tensor
@@ -293,7 +293,7 @@ class LossProblem(FiniteSum):
 
     # --- what the closed forms need to know -----------------------------------------------------------
     def _theory(self, land: Landscape, minimizers, hessian, evals, evecs) -> dict:
-        """Facts of the saddle that decide whether THEORY.md §3's closed forms apply, in float64:
+        """Facts of the saddle that decide whether docs/theory.md's closed forms apply, in float64:
 
         closed_form        "quadratic_additive_gaussian" when the noise is GaussianNoise and the
                            Hessian does not change within the escape radius (hessian_variation
@@ -336,7 +336,7 @@ def define_problem(name: str, build: Callable, schema: dict[str, Param] | None =
                    limits: tuple = ()) -> type[LossProblem]:
     """A Problem class named `name` from `build(params, generator, dtype) -> Landscape`.
 
-    schema: the problem's parameters ({name: Param}, workflows/params.py), which sweeps may vary
+    schema: the problem's parameters ({name: Param}, workflows/core/params.py), which sweeps may vary
         as `problem.<name>`; `escape_measure` (norm | projection) and `escape_radius` (null: the
         landscape's, else half the distance to the nearest minimizer) are added unless given.
     limits: cross-parameter checks, (key, ok(p), allowed(p)) as Problem.LIMITS.

@@ -29,10 +29,10 @@ import math
 
 import torch
 
-from workflows.params import Param, positive
+from workflows.core.params import Param, positive
+from workflows.core.shapes import Shape
 
 from .sampled import FiniteSum, batch_size_param, data_matmul, data_tmatmul
-from .shapes import Shape
 
 N_DIGITS, N_CLASSES, N_FEATURES = 1797, 10, 65
 

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import torch
 
-from workflows.params import Param, at_least, choice, non_negative, positive
+from workflows.core.params import Param, at_least, choice, non_negative, positive
+from workflows.core.shapes import Shape
 
 from .noise import random_rotation
-from .shapes import Shape
 from .sampled import FiniteSum, batch_size_param, escape_params
 
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from workflows.params import Param, at_least, non_negative
+from workflows.core.params import Param, at_least, non_negative
+from workflows.core.shapes import Shape
 
 from .sampled import (
     FiniteSum,
@@ -29,7 +30,6 @@ from .sampled import (
     data_tmatmul,
     escape_params,
 )
-from .shapes import Shape
 
 
 class MLPTeacherStudent(FiniteSum):

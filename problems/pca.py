@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from workflows.params import Param, at_least, positive
+from workflows.core.params import Param, at_least, positive
 
 from .noise import random_rotation
 from .sampled import SampledProblem, batch_size_param, escape_params

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from workflows.params import Param, at_least, non_negative
+from workflows.core.params import Param, at_least, non_negative
 
 from .sampled import (
     FiniteSum,

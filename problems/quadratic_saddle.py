@@ -1,4 +1,4 @@
-"""f(x) = ½ xᵀHx + (quartic/4)‖x‖⁴, a strict saddle at x* = 0 (THEORY.md §3).
+"""f(x) = ½ xᵀHx + (quartic/4)‖x‖⁴, a strict saddle at x* = 0 (docs/theory.md).
 
 H = Q diag(λ) Qᵀ with k = n_negative eigenvalues −curvature (the escape directions) and the
 rest positive. The gradient noise is additive, ξ = B (s ⊙ z), covariance Σ = B diag(s²) Bᵀ with
@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from workflows.params import Param, at_least, choice, non_negative, positive
+from workflows.core.params import Param, at_least, choice, non_negative, positive
 
 from .base import Problem, noise_anisotropy
 from .noise import random_rotation, standard_noise

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from workflows.params import Param, at_least, choice, positive
+from workflows.core.params import Param, at_least, choice, positive
 
 from .base import Problem, noise_anisotropy
 

@@ -1,4 +1,4 @@
-"""The toy problem of Staib et al. (ICML 2019), Figure 1 (THEORY.md §1):
+"""The toy problem of Staib et al. (ICML 2019), Figure 1 (docs/theory.md):
 
     f(x) = (1/n) Σ_i ½ xᵀHx + b_iᵀx + ‖x‖₁₀¹⁰,    H = diag(1, −0.1),
 
@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from workflows.params import Param, at_least, positive
+from workflows.core.params import Param, at_least, positive
 
 from .base import Problem
 

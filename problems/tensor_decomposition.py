@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from workflows.params import Param, at_least
+from workflows.core.params import Param, at_least
 
 from .noise import random_rotation
 from .sampled import SampledProblem, batch_size_param, escape_params

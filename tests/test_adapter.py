@@ -492,7 +492,7 @@ def test_a_class_that_reads_second_derivatives_gets_them_by_what_it_does_not_its
     (issue 27; issue 24 item 6 refused it): on f = ½ Σ c x² its step x − lr g/h with h = the Hessian's
     diagonal is Newton's, so from any start one step at lr 1 lands on the minimum. One whose step needs
     a Hessian argument is still refused in one line."""
-    from problems import make_problem
+    from workflows.registry import make_problem
     from workflows.registry import register_optimizer, unregister
 
     register_optimizer(GraphNewton, "graph_newton")

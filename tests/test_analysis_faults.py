@@ -23,14 +23,15 @@ from analysis.compare import (
     with_predictions,
 )
 from analysis.design import sort_values, sweep_design
-from analysis.figures import Saver, plan_axis, speedup_heatmap
+from analysis.figure_choice import plan_axis
+from analysis.figures import Saver, speedup_heatmap
 from analysis.pairwise import choose_pairs, compare_pairs, setting_columns
 from analysis.palette import BUILT_IN, THEORY_STYLE, lighter, palette, variant_color
 from analysis.report import cell_verdicts, sort_cells
 from analysis.sanity import artefact_cells, sanity_flags
 from analysis.schema import split_columns
 from analysis.synthetic import synthetic_rows
-from analysis.theory import paper_beta2
+from workflows.core.schedules import paper_beta2
 from workflows import simulate_cell
 
 PNG = {"formats": ("png",), "dpi": 60}       # where the figures' files are not the point: faster

@@ -275,7 +275,7 @@ def test_a_censored_cell_without_a_predicted_mean_is_still_compared():
                           "escaped_fraction": [0.1, 0.6], "predicted_mean": np.nan,
                           "predicted_median": [np.nan, 905.0], "predicted_sd": np.nan,
                           "predicted_escape_fraction": [0.11, 0.62], "predicted_restricted_mean": [985.0, 790.0]})
-    from analysis.survival import RESTRICTED
+    from workflows.core.survival import RESTRICTED
     cells.loc[0, "escape_kind"] = RESTRICTED
     got = compare_cells(cells)
     assert list(got["measure"]) == ["restricted mean", "median"] and list(got["verdict"]) == ["holds", "holds"]

@@ -8,7 +8,7 @@ from lifelines.statistics import logrank_test
 from scipy import stats
 
 from analysis.pairwise import bootstrap_medians, km_medians
-from analysis.survival import kaplan_meier
+from workflows.core.survival import kaplan_meier
 
 
 def censored_sample(n, scale, budget, rng):

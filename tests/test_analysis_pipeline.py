@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis import analyze
-from analysis.theory import paper_beta2
+from workflows.core.schedules import paper_beta2
 from workflows import simulate, simulate_cell
 
 TABLES = ("cells.csv", "comparison.csv", "comparison_summary.csv", "comparisons.csv", "exponents.csv", "fits.csv",
@@ -109,7 +109,7 @@ def test_a_sweep_with_nothing_to_plot_still_gets_a_report(tmp_path):
 
 
 def test_analysis_imports_neither_torch_nor_ray_nor_the_engine():
-    """The analysis reads the declared row schema (workflows.rows, torch-free) and nothing else of
+    """The analysis reads the declared row schema (workflows.core.rows, torch-free) and nothing else of
     the producer."""
     code = ("import sys, analysis, analysis.figures, analysis.report, analysis.pipeline; "
             "print(sorted(m for m in ('torch', 'ray', 'workflows.engine', 'workflows.cell', 'problems', "

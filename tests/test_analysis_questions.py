@@ -8,7 +8,7 @@ from analysis.cells import cell_table
 from analysis.matched import matched_accuracy, matched_durations
 from analysis.prediction import predictions
 from analysis.theory import linear_escape
-from analysis.tracking import best_beta2, beta2_scaling
+from analysis.tracking_error import best_beta2, beta2_scaling
 from workflows import simulate
 
 
@@ -69,6 +69,21 @@ def test_the_best_beta2_and_its_scaling_are_recovered():
     assert scaling["exponent_lo"] <= 0.7 <= scaling["exponent_hi"]
     assert scaling["constant_lo"] <= 3.0 <= scaling["constant_hi"]
     assert not scaling["rule_constant_inside"]                     # c = 3 is not the rule's 1
+
+
+def test_the_tracking_figure_is_drawn_with_too_few_step_sizes_for_a_power_law(tmp_path):
+    """Two step sizes: the scaling table is empty (a power law needs three), and the figure failed
+    with KeyError: 'optimizer' ("not drawn" in the report); it is drawn, without the fitted line."""
+    from analysis.tracking_error import tracking_figure
+
+    rows = synthetic_tracking()
+    rows = rows[rows["optimizer.lr"].isin([1e-3, 1e-2])]
+    best = best_beta2(rows, bootstrap=20)
+    scaling = beta2_scaling(best)
+    assert scaling.empty
+    saved = []
+    tracking_figure(rows, best, scaling, {"rmsprop": "#1f77b4"}, tmp_path / "t", lambda fig, path, caption: saved.append(fig))
+    assert len(saved) == 1
 
 
 def test_matched_accuracy_picks_each_optimizers_best_step_size():

@@ -5,7 +5,9 @@ import pytest
 from lifelines import KaplanMeierFitter
 from lifelines.utils import median_survival_times, restricted_mean_survival_time
 
-from analysis.survival import RESTRICTED, summarize_cells
+from workflows.core.survival import RESTRICTED
+
+from analysis.survival import summarize_cells
 
 
 def random_cells(n_cells=25, seed=1):

@@ -6,8 +6,8 @@ import pandas as pd
 
 from workflows import simulate_cell
 from workflows.registry import registry
-from workflows.rows import BY_NAME, COLUMNS, markdown_table
-from workflows.settings import RUN_SCHEMA
+from workflows.core.rows import BY_NAME, COLUMNS, markdown_table
+from workflows.core.settings import RUN_SCHEMA
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 FAMILIES = ("problem.", "optimizer.")
@@ -33,7 +33,7 @@ def test_the_engine_writes_exactly_the_declared_columns():
     run_settings = {"base_seed" if k == "seed" else k for k in RUN_SCHEMA}
     undeclared = [c for c in rows.columns
                   if c not in BY_NAME and not c.startswith(FAMILIES) and c not in run_settings]
-    assert not undeclared, f"columns the engine writes that workflows/rows.py does not declare: {undeclared}"
+    assert not undeclared, f"columns the engine writes that workflows/core/rows.py does not declare: {undeclared}"
     absent = [c.name for c in COLUMNS if "<" not in c.name and c.name not in rows]
     assert not absent, f"declared columns the engine did not write: {absent}"
     for column in COLUMNS:

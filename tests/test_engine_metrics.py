@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from problems import make_problem
+from workflows.registry import make_problem
 from problems.curvature import lanczos_min_eigenvalue, min_hessian_eigenvalue
 from workflows import cell_id, simulate_cell
 

@@ -6,8 +6,8 @@ import pytest
 import scipy.linalg
 import torch
 
-from optimizers import make_optimizer
-from problems import make_problem
+from workflows.registry import make_optimizer
+from workflows.registry import make_problem
 
 F64 = torch.float64
 
@@ -144,7 +144,7 @@ def test_gradient_tests_need_the_problem(spec, message):
     ({"name": "amsgrad", "beta2": 1.0}, "optimizer amsgrad: beta2=1.0 is out of range; allowed: in [0, 1)"),
 ])
 def test_bad_hyperparameters_raise_a_clear_error(spec, message):
-    from optimizers import validate_optimizer
+    from workflows.registry import validate_optimizer
     with pytest.raises(ValueError) as err:
         validate_optimizer(spec)
     assert message in str(err.value)

@@ -127,7 +127,7 @@ def pca_landscape(p, generator, dtype):
 
 
 def test_minibatch_noise_has_the_covariance_of_a_direct_computation():
-    from workflows.params import Param, at_least
+    from workflows.core.params import Param, at_least
 
     PCA = define_problem("pca_on_my_data", pca_landscape, {
         "dim": Param(5, int, ">= 2", at_least(2), "d"), "n": Param(300, int, ">= 2", at_least(2), "examples"),

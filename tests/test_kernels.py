@@ -128,7 +128,7 @@ def test_the_compiled_block_is_used_only_where_it_is_the_faster_path():
     """Up to MAX_COMPILED_COORDINATES seeds × dim, or in at most MAX_WIDE_DIM dimensions, the compiled
     block runs the cell; beyond both the reference loop's torch kernels are faster (workflows/kernels.py
     gives the figures)."""
-    from problems import make_problem
+    from workflows.registry import make_problem
     from workflows.cell import normalize_cell
     from workflows.kernels import MAX_COMPILED_COORDINATES, MAX_WIDE_DIM, compiled_block
 

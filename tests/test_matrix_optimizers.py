@@ -1,17 +1,19 @@
 """Optimizers that see matrices (issue 27): problems declare their parameter's named tensors
-(problems/shapes.py), and the built-in `muon` and `matrix_whitening` act on each matrix, batched over
+(workflows/core/shapes.py), and the built-in `muon` and `matrix_whitening` act on each matrix, batched over
 runs. The references are the library classes stepped one optimizer per seed on that seed's
 matrices: torch.optim.Muon (with AdamW on the tensors that are not matrices) and
 pytorch_optimizer.Shampoo."""
 import pytest
 import torch
 
-from optimizers import make_optimizer, select_runs
-from problems import make_problem
+from optimizers import select_runs
+
+from workflows.registry import make_optimizer
+from workflows.registry import make_problem
 from problems.from_loss import GaussianNoise, Landscape, define_problem
-from problems.shapes import flat, split, structure
+from workflows.core.shapes import flat, split, structure
 from workflows.engine import simulate, step
-from workflows.params import Param, at_least
+from workflows.core.params import Param, at_least
 
 MATRIX_PROBLEMS = {
     "matrix_factorization": ({"size": 6, "rank": 2}, [("U", (6, 2))]),

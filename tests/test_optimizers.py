@@ -4,8 +4,10 @@ and bad hyperparameters raise a clear error."""
 import pytest
 import torch
 
-from optimizers import make_optimizer, select_runs, validate_optimizer
-from problems import make_problem
+from optimizers import select_runs
+
+from workflows.registry import make_optimizer, validate_optimizer
+from workflows.registry import make_problem
 from workflows.registry import registry
 
 # (our spec, the torch.optim class, its keyword arguments)

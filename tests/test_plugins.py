@@ -17,9 +17,10 @@ from ray import cloudpickle as ray_cloudpickle
 from optimizers.base import Optimizer, lr_param
 from problems.from_loss import GaussianNoise, Landscape, define_problem
 from workflows.api import run_sweep
-from workflows.params import Param, positive, unit_open
-from workflows.registry import get_optimizer, get_problem, register_optimizer, register_problem, registered_lines, \
-    registry, unregister
+from workflows.core.params import Param, positive, unit_open
+from workflows.cli import registered_lines
+from workflows.registry import get_optimizer, get_problem, inventory, register_optimizer, register_problem, registry, \
+    unregister
 from workflows.spec import SweepError
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -140,7 +141,7 @@ def test_a_plugin_wheel_shipped_with_py_modules_is_found_on_the_workers(local_ra
     (with its dist-info, so with its entry points) on each node. Here a task gets that runtime_env;
     this process has not installed the plugin. A local path is uploaded only at job level
     (`ray job submit`, ray.init): the test uploads the wheel itself, as the job level does."""
-    from ray._private.runtime_env.packaging import get_uri_for_package, upload_package_to_gcs
+    from workflows.core.compat import upload_package
 
     source = tmp_path / "shipped"
     (source / "shipped_plugin").mkdir(parents=True)
@@ -149,8 +150,7 @@ def test_a_plugin_wheel_shipped_with_py_modules_is_found_on_the_workers(local_ra
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
                     "-w", str(tmp_path / "dist"), str(source)], check=True, timeout=300)
     wheel, = (tmp_path / "dist").glob("shipped_plugin-0.1.0-*.whl")
-    uri = get_uri_for_package(wheel)
-    upload_package_to_gcs(uri, wheel.read_bytes())
+    uri = upload_package(wheel)
 
     @local_ray.remote(num_cpus=0, runtime_env={"py_modules": [uri]})
     def origin(name):
@@ -163,7 +163,7 @@ def test_a_plugin_wheel_shipped_with_py_modules_is_found_on_the_workers(local_ra
 
 
 def test_validate_lists_plugins_as_the_readme_shows(readme_plugin_installed):
-    lines = registered_lines()
+    lines = registered_lines(inventory())
     # The README's sample of `saddlescape validate`, line for line where it names the plugin (the
     # versions of torch and the optimizer packages are the README machine's).
     sample = re.search(r"\n(    problems: .*?)\n\n", README.read_text(), re.S).group(1)
@@ -225,7 +225,7 @@ def test_a_plugin_that_fails_to_load_is_reported_not_fatal(broken_plugin, tmp_pa
                            "optimizer": {"value": {"name": "sgd", "lr": 0.1}}, "seeds": 4, "budget": 500}}
     assert run_sweep(spec, storage=tmp_path, backend="local").counts["done"] == 1
     assert get_optimizer("sgd").origin == "built-in"
-    lines = registered_lines()
+    lines = registered_lines(inventory())
     assert "plugins that failed to load (3; sweeps that name them fail, the others run):" in lines
     errors = "\n".join(lines[lines.index("plugins that failed to load (3; sweeps that name them fail, the others run):"):])
     assert "optimizer broken_import: saddlescape_broken_plugin.missing:Thing: ModuleNotFoundError: " in errors

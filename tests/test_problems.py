@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from problems import make_problem, validate_problem
+from workflows.registry import make_problem, validate_problem
 from workflows.registry import registry
 
 SPECS = [

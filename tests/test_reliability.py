@@ -227,7 +227,16 @@ def test_no_eval_exec_or_unpickling_of_user_input_and_token_auth_stays_on():
         for line in text.splitlines():
             if "yaml.load(" in line:
                 assert "Loader=SweepLoader" in line, f"{path}: {line}"
+    # Token authentication is what saddlescape configures before Ray starts (core/compat.configure,
+    # called by the command line and by every run); importing a module changes no environment.
     env = {k: v for k, v in ray_env().items() if k != "RAY_AUTH_MODE"}
-    probe = subprocess.run([sys.executable, "-c", "import os, workflows.tune_runner; print(os.environ['RAY_AUTH_MODE'])"],
-                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert probe.stdout.strip() == "token", probe.stderr
+    probes = {"import": "import os, workflows.tune_runner, workflows.ray_session",
+              # The command line's order: its modules (which do not import Ray), configure, then Ray.
+              "command": "import os, sys, workflows.cli; assert 'ray' not in sys.modules; "
+                         "from workflows.core.compat import configure; configure(); import workflows.tune_runner"}
+    seen = {}
+    for name, code in probes.items():
+        probe = subprocess.run([sys.executable, "-c", code + "; print(os.environ.get('RAY_AUTH_MODE'))"], cwd=ROOT,
+                               env=env, capture_output=True, text=True, timeout=120)
+        seen[name] = probe.stdout.split()[-1:] if probe.returncode == 0 else probe.stderr
+    assert seen == {"import": ["None"], "command": ["token"]}, seen

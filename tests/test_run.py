@@ -115,15 +115,18 @@ def test_a_relative_storage_path_is_where_the_results_go(local_ray, tmp_path, mo
 def test_tune_does_not_import_the_trackers_to_count_callbacks_when_usage_statistics_are_off():
     """Tune's fit() imports mlflow's, wandb's and comet's integrations to count its callbacks for
     Ray's usage statistics (1.6 s per run with mlflow installed); with the statistics off (our
-    default) workflows.tune_runner leaves that out."""
+    default, compat.configure) a sweep's fit() runs without that (compat.quiet_tune), and the
+    process keeps Ray's own function outside it: nothing is patched at import."""
     import subprocess
     import sys
 
-    code = ("import sys; import workflows.tune_runner as t; from ray.air._internal import usage; "
-            "usage.tag_callbacks([t.Progress(1, print)]); print('mlflow' in sys.modules)")
+    code = ("import sys; from workflows.core import compat; compat.configure(); import workflows.tune_runner as t; "
+            "original = compat.usage_tag_callbacks()\n"
+            "with compat.quiet_tune(): compat.usage_tag_callbacks()([t.Progress(1, print)])\n"
+            "print('mlflow' in sys.modules, compat.usage_tag_callbacks() is original)")
     env = {k: v for k, v in os.environ.items() if k != "RAY_USAGE_STATS_ENABLED"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.strip() == "False True", out.stderr
 
 
 def test_a_prefetched_module_is_the_module_and_a_failed_prefetch_fails_as_an_ordinary_import():

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from problems import make_problem, validate_problem
+from workflows.registry import make_problem, validate_problem
 from problems.sampled import FiniteSum
 from workflows.registry import get_problem, registry
 

@@ -1,4 +1,4 @@
-"""Step-size schedules (workflows/schedules.py): the step sizes against torch.optim.lr_scheduler,
+"""Step-size schedules (workflows/core/schedules.py): the step sizes against torch.optim.lr_scheduler,
 SGD under η_t = η/√t against a Monte Carlo of the scalar recursion and against its escape-time
 formula (analysis/recursion.py), the β₂ rule evaluated per step, and the compiled block against
 the reference loop under every schedule."""
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from analysis.recursion import monte_carlo_escape, recursion_escape
-from workflows.schedules import learning_rates, paper_beta2
+from workflows.core.schedules import learning_rates, paper_beta2
 from workflows import normalize_cell, simulate
 
 BUDGET = 200
@@ -70,7 +70,7 @@ def test_the_beta2_rule_follows_the_step_size_at_every_step():
                                          "beta2": float(paper_beta2(0.01)), "beta2_rule": "paper"},
                            "seeds": 2, "budget": 3, "run_to_budget": True})
     rows = simulate(cell, reference=True).rows
-    from problems import make_problem
+    from workflows.registry import make_problem
     from workflows.engine import block_steps
     problem = make_problem(cell["problem"], seed=0)
     generator = torch.Generator().manual_seed(1)

@@ -167,7 +167,7 @@ def test_the_shipped_sweeps_validate(capsys):
 
 
 def test_the_readme_run_settings_table_lists_every_run_setting():
-    from workflows.settings import RUN_SCHEMA
+    from workflows.core.settings import RUN_SCHEMA
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     table = readme.split("Run settings (a cell's keys besides", 1)[1].split("\n\n", 2)[1]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from problems import make_problem
+from workflows.registry import make_problem
 from workflows import normalize_cell, simulate
 from workflows.engine import block_steps, start_points
 

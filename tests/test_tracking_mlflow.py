@@ -296,7 +296,7 @@ def test_without_mlflow_track_is_one_line_and_nothing_is_written(tmp_path, monke
 
 def test_more_params_than_a_request_takes_a_long_value_and_bracketed_names(tracking_uri):
     """MLflow's limits: 100 params a request, 6000 characters a value, no [ ] in names."""
-    from workflows.tracking import CellRecord, MlflowTracker
+    from workflows.trackers import CellRecord, MlflowTracker
 
     tracker = MlflowTracker()
     tracker.open("limits", "MLflow's limits", {"sweep": "limits"}, "test", echo=lambda line: None)

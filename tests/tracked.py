@@ -1,5 +1,5 @@
 """What a tracker must hold for a stored cell, computed here from the sweep's own cells and from
-rows.parquet / cells.parquet, independently of workflows/tracking.py: the parameters from
+rows.parquet / cells.parquet, independently of workflows/trackers.py: the parameters from
 workflows.cell.flatten_cell, the Kaplan–Meier summaries from lifelines (not the scipy estimator
 the tracker and the analysis use)."""
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 from lifelines import KaplanMeierFitter
 from lifelines.utils import median_survival_times, restricted_mean_survival_time
 
-from workflows.cell import cell_id, flatten_cell
+from workflows.cell import cell_id
+from workflows.core.rows import flatten_cell
 from workflows.spec import load_sweeps
 
 SUMMARISED_PER_RUN = ("loss_at_escape", "final_loss", "final_grad_norm", "final_distance",

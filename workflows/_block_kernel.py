@@ -1,7 +1,7 @@
 """The compiled block of steps behind workflows/kernels.py (numba; imported only when used).
 
 One call runs the steps of one block for the whole batch, as the reference loop does
-(workflows/engine.py, workflows/runs.py), step by step:
+(workflows/engine.py, workflows/record.py), step by step:
 
     step t:  g = ∇f(x) + noise_t           the problem's stochastic gradient, every run
              x ← x + step(g)                the optimizer's update, in place, state with it
@@ -34,11 +34,32 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-SGD, MOMENTUM, RMSPROP, ADAM, AMSGRAD, ADAGRAD, PRECOND = range(7)
-QUADRATIC, STAIB = range(2)
-NORM, PROJECTION, COORDINATE = range(3)
-LR, NEG_LR, STEP_SIZE, BIAS2_SQRT, BETA2, ONE_MINUS_BETA2 = range(6)
-BETA1, ONE_MINUS_BETA1, EPS, MU, NESTEROV, BIAS_CORRECTION, ONE, TEN = range(8)
+from .kernel_codes import (
+    ADAGRAD,
+    ADAM,
+    AMSGRAD,
+    BETA1,
+    BETA2,
+    BIAS2_SQRT,
+    BIAS_CORRECTION,
+    COORDINATE,
+    EPS,
+    MOMENTUM,
+    MU,
+    NEG_LR,
+    NESTEROV,
+    NORM,
+    ONE,
+    ONE_MINUS_BETA1,
+    ONE_MINUS_BETA2,
+    PRECOND,
+    QUADRATIC,
+    RMSPROP,
+    SGD,
+    STAIB,
+    STEP_SIZE,
+    TEN,
+)
 
 
 def cast(value, like):

@@ -36,14 +36,20 @@ from typing import Callable
 
 import pandas as pd
 
-from . import plan as plan_
-from . import yaml12
+from . import estimate, report_inputs, yaml12
+from .cell import cell_id
+from .core.compat import configure
+from .core.suggest import count
 from .definition import Verdict, compare
 from .interrupt import SweepInterrupted, deferred, noticed
+from .local_runner import run_cells
+from .lock import sweep_lock, this_command
+from .packing import pack_cells
+from .prefetch import prefetch
 from .registry import parameter_conditions
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
 from .store import Store
-from .suggest import count
+from .trackers import Session, TrackingError, check, sweep_tags
 
 BACKENDS = ("ray", "local")
 PACKAGES = ("torch", "ray", "pandas", "numpy", "pyarrow", "pyyaml", "lifelines", "scipy", "seaborn")
@@ -57,7 +63,7 @@ class SweepResult:
     meta: dict
     counts: dict
     store: Store = field(repr=False)
-    tracking: object = field(default=None, repr=False)   # the trackers' session (workflows/tracking.py)
+    tracking: object = field(default=None, repr=False)   # the trackers' session (workflows/trackers.py)
 
     @property
     def rows(self) -> pd.DataFrame:
@@ -71,10 +77,8 @@ class SweepResult:
         """The report (analysis.analyze) of these results; returns report.md's path. `reference`: the
         optimizer name(s) or variant label(s) to compare against (default: the sweep's). Run with
         `track=`, the report and its figures also go to the tracker (MLflow: the parent run)."""
-        from analysis import analyze
+        from analysis import analyze  # lazy: scipy, lifelines and matplotlib take seconds to import
 
-        from . import report_inputs
-        from .lock import sweep_lock
         if not self.store.local:
             raise ValueError(f"analyze: {self.path} is remote; allowed: a local results directory "
                              "(or use `saddlescape analyze`, which copies it)")
@@ -106,13 +110,12 @@ def run_sweep(spec_or_path, sweep: str | None = None, *, storage=None, workers: 
     allow_changed: proceed when the stored results were written by a definition whose stored
         cells would drop out of the tables (workflows/definition.py); default: refuse.
     track: "mlflow", "tensorboard" or both (a list): every stored cell also goes to that
-        experiment tracker (workflows/tracking.py), as with `saddlescape run --track`; a tracker
+        experiment tracker (workflows/trackers.py), as with `saddlescape run --track`; a tracker
         that fails is one warning on stderr, never an exception.
     Raises SweepError (a ValueError) on a bad spec, with one line naming what is wrong, before
     anything is written; SweepInterrupted (a KeyboardInterrupt) on Ctrl-C, after keeping every
     finished cell (calling run_sweep again resumes).
     """
-    from .lock import this_command
 
     chosen = resolve_sweep(spec_or_path, sweep, max_cells)
     return execute(chosen, storage or "results", backend=backend, workers=workers, address=address,
@@ -145,7 +148,7 @@ def resolve_sweep(spec_or_path, sweep: str | None, max_cells: int = DEFAULT_MAX_
 
 
 @dataclass
-class Plan:
+class RunPlan:
     """What a run of `sweep` on `store` would do, found without writing anything."""
     root: str                    # the results root, absolute where local
     store: Store
@@ -170,10 +173,9 @@ def absolute(storage) -> str:
     return storage if "://" in storage else os.path.abspath(storage)
 
 
-def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool = False) -> Plan:
+def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool = False) -> RunPlan:
     """Raises SweepError when the store holds results of a definition this one may not share.
     `python`: errors name run_sweep's arguments (storage=) instead of the command line's."""
-    from .cell import cell_id
 
     flag = "storage=" if python else "--storage "
     storage = absolute(storage)
@@ -187,7 +189,7 @@ def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool =
     if verdict.kind == "refused":
         raise SweepError(verdict.message)
     done = store.done(cells)
-    return Plan(storage, store, cells, done, [c for k, c in cells.items() if k not in done], verdict)
+    return RunPlan(storage, store, cells, done, [c for k, c in cells.items() if k not in done], verdict)
 
 
 def open_store(storage: str, name: str, flag: str = "--storage ") -> Store:
@@ -223,15 +225,16 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
     writes the tables of every finished cell and a meta.json that says `interrupted`, and raises
     SweepInterrupted (with the result). `note`, `warn`: where one-line notes and warnings go
     (default: stderr). `track`: experiment trackers that get every stored cell
-    (workflows/tracking.py); refused (SweepError, nothing written) when unknown or not installed.
+    (workflows/trackers.py); refused (SweepError, nothing written) when unknown or not installed.
     `python`: called by run_sweep (errors name its arguments). A sweep whose cells to run would
     take more than a day, or more than 1e12 seed-steps, gets the warning `validate` gives, and runs.
     One run at a time per sweep folder: another waits for it (workflows/lock.py); `command` says
     who holds it."""
-    from .lock import sweep_lock
 
     if backend not in BACKENDS:
         raise SweepError(f"backend={backend!r} is not known; allowed: {', '.join(BACKENDS)}")
+    if backend == "ray":
+        configure()                               # before Ray is imported or started (core/compat.py)
     note = note or (lambda line: print(f"note: {line}", file=sys.stderr, flush=True))
     warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr, flush=True))
     trackers = check_trackers(track)
@@ -244,114 +247,173 @@ def execute(sweep: Sweep, storage: str, *, backend: str = "ray", workers: int | 
 def _execute(sweep: Sweep, storage: str, backend, workers, address, max_failures, echo, allow_changed, note, warn,
              trackers, python) -> SweepResult:
     p = plan(sweep, storage, allow_changed, python)
-    store, cells, done, todo = p.store, p.cells, p.done, p.todo
+    _prepare(sweep, p, backend, address, note, warn)
+    started = now()
+    echo(f"sweep {sweep.name}: {count(len(p.cells), 'cell')}, {len(p.done)} already stored, {len(p.todo)} to run "
+         f"-> {p.store.uri}")
+    session = open_tracking(trackers, sweep, p.store, echo, note, warn)
+    run, interrupted = _compute(sweep, p, backend=backend, workers=workers, address=address,
+                                max_failures=max_failures, echo=echo, warn=warn,
+                                on_cell=session.cell_stored if session else None)
+    tables = _consolidate(p, session)
+    computed = tables.done - p.done.keys()
+    if interrupted:
+        run["engine_seconds"] = round(float(tables.cells.loc[tables.cells.cell_id.isin(computed),
+                                                              "engine_seconds"].sum()) if computed else 0.0, 3)
+    meta = _meta(sweep, p, run, started, interrupted, computed)
+    if not _published(p.store, tables, meta):
+        interrupted = interrupted or "consolidation"
+    counts = tables.counts
+    result = SweepResult(p.store.uri, {**meta, "cells": {**meta["cells"], **counts}}, counts, p.store, session)
+    interrupted = _finish_tracking(session, tables, result, interrupted)
+    if interrupted:
+        raise SweepInterrupted(interrupted, result)
+    return result
+
+
+def _prepare(sweep: Sweep, p: RunPlan, backend: str, address, note, warn):
+    """The sweep's notes and warnings; a cluster address checked; the failed cells' attempts
+    counted afresh."""
     for line in [*sweep.notes, p.verdict.message]:
         if line:
             note(line)
     for line in sweep.warnings:
         warn(line)
-    if todo and backend == "ray" and (address or os.environ.get("RAY_ADDRESS")):
+    if p.todo and backend == "ray" and (address or os.environ.get("RAY_ADDRESS")):
         from .ray_session import cluster_address
 
         cluster_address(address)              # one line now, not minutes of Ray's retries later
+    for key in p.cells.keys() - p.done.keys():
+        p.store.delete(f"failed/{key}.json")        # about to be retried: count its attempts afresh
 
-    def warn_if_absurd(n_workers: int):
-        """validate's warning of a sweep of days, for the cells this run computes on its workers."""
-        absurd = plan_.warning(sweep.name, todo, plan_.seed_steps(todo), n_workers, backend)
-        if absurd:
-            warn(absurd)
-    for key in cells.keys() - done.keys():
-        store.delete(f"failed/{key}.json")        # about to be retried: count its attempts afresh
-    started = now()
-    echo(f"sweep {sweep.name}: {count(len(cells), 'cell')}, {len(done)} already stored, {len(todo)} to run -> {store.uri}")
-    session = open_tracking(trackers, sweep, store, echo, note, warn)
-    on_cell = session.cell_stored if session else None     # each cell as it is stored, from the driver
+
+@dataclass
+class _Stage:
+    """Where a run is, for the line and the meta.json of a Ctrl-C: None, "ray start" or "cells"."""
+    name: str | None = None
+
+
+def _compute(sweep: Sweep, p: RunPlan, *, backend: str, workers, address, max_failures: int, echo, warn,
+            on_cell) -> tuple[dict, str | None]:
+    """Compute the plan's cells to do on `backend`, each stored as it finishes (`on_cell` then gets
+    it, from the driver). Returns (the run's record for meta.json: backend, workers and seconds,
+    the stage a Ctrl-C came in or None); on Ctrl-C the cells in flight stop and the finished ones
+    are kept, and the record holds what was measured until then."""
     run = {"backend": backend, "workers": 0, "ray_start_seconds": 0.0, "tune_seconds": 0.0, "engine_seconds": 0.0,
            "address": address or os.environ.get("RAY_ADDRESS") if backend == "ray" else None}
-    stage = None                                  # where a Ctrl-C came, if one did
+    stage = _Stage()
     try:
-        if todo and backend == "ray":
-            stage = "ray start"
-            with noticed():                       # a Ctrl-C during `import ray` is not lost
-                from . import ray_session        # Ray only when there is work for it
-                from .packing import pack_cells
-                from .prefetch import prefetch
-
-            t0 = time.perf_counter()
-            runner = prefetch(f"{__package__}.tune_runner")    # Ray Tune, while Ray starts
-            with ray_session.connected(address, workers) as n_workers:
-                with noticed():
-                    tune_runner = runner.module()
-                t1 = time.perf_counter()          # "Ray start": Ray up and Ray Tune imported
-                stage = "cells"
-                warn_if_absurd(n_workers)
-                packs = pack_cells(todo, n_workers)
-                echo(f"  {count(len(packs), 'trial')} on {count(n_workers, 'worker')}")
-                run.update(workers=n_workers, ray_start_seconds=round(t1 - t0, 3))
-                progress = tune_runner.run_packs(packs, p.root, sweep.name, workers=n_workers,
-                                                 max_failures=max_failures, echo=echo, on_cell=on_cell)
-                engine = progress.engine_seconds
-                t2 = time.perf_counter()
-            # Parallel efficiency: engine time over the workers' wall time while Tune ran; the rest
-            # is Tune's per-trial overhead and idle workers at the end.
-            run.update(tune_seconds=round(t2 - t1, 3), engine_seconds=round(engine, 3),
-                       trials=len(progress.trials), warm_trials=len(progress.warm_trials),
-                       efficiency=round(engine / max((t2 - t1) * n_workers, 1e-9), 4))
-        elif todo:
-            from .local_runner import run_cells
-
-            stage = "cells"
-            warn_if_absurd(1)
-            t1 = time.perf_counter()
-            engine = run_cells(todo, store, max_failures=max_failures, echo=echo, on_cell=on_cell)
-            run.update(workers=1, engine_seconds=round(engine, 3), local_seconds=round(time.perf_counter() - t1, 3))
-        stage = None
+        if p.todo and backend == "ray":
+            _run_on_ray(sweep, p, run, stage, workers=workers, address=address, max_failures=max_failures,
+                       echo=echo, warn=warn, on_cell=on_cell)
+        elif p.todo:
+            _run_here(sweep, p, run, stage, max_failures=max_failures, echo=echo, warn=warn, on_cell=on_cell)
     except KeyboardInterrupt:
-        echo(f"  interrupted during {stage}: keeping the finished cells")
-    interrupted = stage
-    stage = "consolidation"
+        echo(f"  interrupted during {stage.name}: keeping the finished cells")
+        return run, stage.name
+    return run, None
+
+
+def _run_on_ray(sweep: Sweep, p: RunPlan, run: dict, stage: _Stage, *, workers, address, max_failures: int, echo, warn,
+               on_cell):
+    """The cells as Ray Tune trials, packed for the workers; `run` gets the workers and the seconds
+    of Ray's start, of Tune and of the engine."""
+    stage.name = "ray start"
+    with noticed():                       # a Ctrl-C during `import ray` is not lost
+        from . import ray_session  # Ray only when there is work for it
+
+    t0 = time.perf_counter()
+    runner = prefetch(f"{__package__}.tune_runner")    # Ray Tune, while Ray starts
+    with ray_session.connected(address, workers) as n_workers:
+        with noticed():
+            tune_runner = runner.module()
+        t1 = time.perf_counter()          # "Ray start": Ray up and Ray Tune imported
+        stage.name = "cells"
+        _warn_if_absurd(sweep, p.todo, n_workers, "ray", warn)
+        packs = pack_cells(p.todo, n_workers)
+        echo(f"  {count(len(packs), 'trial')} on {count(n_workers, 'worker')}")
+        run.update(workers=n_workers, ray_start_seconds=round(t1 - t0, 3))
+        progress = tune_runner.run_packs(packs, p.root, sweep.name, workers=n_workers,
+                                         max_failures=max_failures, echo=echo, on_cell=on_cell)
+        engine = progress.engine_seconds
+        t2 = time.perf_counter()
+    # Parallel efficiency: engine time over the workers' wall time while Tune ran; the rest
+    # is Tune's per-trial overhead and idle workers at the end.
+    run.update(tune_seconds=round(t2 - t1, 3), engine_seconds=round(engine, 3),
+               trials=len(progress.trials), warm_trials=len(progress.warm_trials),
+               efficiency=round(engine / max((t2 - t1) * n_workers, 1e-9), 4))
+
+
+def _run_here(sweep: Sweep, p: RunPlan, run: dict, stage: _Stage, *, max_failures: int, echo, warn, on_cell):
+    """The cells one after another in this process (the local backend); `run` gets the seconds."""
+    stage.name = "cells"
+    _warn_if_absurd(sweep, p.todo, 1, "local", warn)
+    t1 = time.perf_counter()
+    engine = run_cells(p.todo, p.store, max_failures=max_failures, echo=echo, on_cell=on_cell)
+    run.update(workers=1, engine_seconds=round(engine, 3), local_seconds=round(time.perf_counter() - t1, 3))
+
+
+def _warn_if_absurd(sweep: Sweep, todo: list, n_workers: int, backend: str, warn):
+    """validate's warning of a sweep of days, for the cells this run computes on its workers."""
+    absurd = estimate.warning(sweep.name, todo, estimate.seed_steps(todo), n_workers, backend)
+    if absurd:
+        warn(absurd)
+
+
+def _consolidate(p: RunPlan, session):
+    """The sweep's tables from its stored cells (store.collect). A Ctrl-C here leaves the stored
+    tables as they were, closes the tracking session as killed and raises SweepInterrupted."""
     try:
-        tables = store.collect(cells)
+        return p.store.collect(p.cells)
     except KeyboardInterrupt:
         if session is not None:
-            session.finish(set(done), None, {}, "KILLED", interrupted=True)
+            session.finish(set(p.done), None, {}, "KILLED", interrupted=True)
         raise SweepInterrupted("consolidation") from None       # the stored tables are as they were
-    computed = tables.done - done.keys()
-    if interrupted:
-        run["engine_seconds"] = round(float(tables.cells.loc[tables.cells.cell_id.isin(computed),
-                                                              "engine_seconds"].sum()) if computed else 0.0, 3)
-    meta = {
+
+
+def _meta(sweep: Sweep, p: RunPlan, run: dict, started: str, interrupted: str | None, computed: set) -> dict:
+    """meta.json: the sweep's definition, the versions and commit that ran it, its cells' counts and
+    the run's record (`_compute`)."""
+    return {
         "sweep": sweep.name, "description": sweep.description,
         "yaml": yaml12.dump({sweep.name: sweep.definition}),
         "definition": sweep.definition, "definition_hash": sweep.hash,
         "overrides": sweep.overrides,
-        "hash": hashlib.sha256("".join(sorted(cells)).encode()).hexdigest()[:16],
+        "hash": hashlib.sha256("".join(sorted(p.cells)).encode()).hexdigest()[:16],
         "versions": versions(), "git_commit": git_commit(), "host": platform.node(),
-        "analysis": sweep.analysis, "conditions": parameter_conditions(cells.values()),
+        "analysis": sweep.analysis, "conditions": parameter_conditions(p.cells.values()),
         "started": started, "finished": now(),
         "interrupted": interrupted is not None, "interrupted_during": interrupted,
         "definition_change": p.verdict.message or None,
         # computed: cells that got results in this run; attempted: the cells it set out to run.
-        "cells": {"computed_this_run": len(computed), "attempted_this_run": len(todo), "reused": len(done)},
+        "cells": {"computed_this_run": len(computed), "attempted_this_run": len(p.todo), "reused": len(p.done)},
         "run": run,
     }
+
+
+def _published(store: Store, tables, meta: dict) -> bool:
+    """The tables and their meta.json written together (a Ctrl-C is held until both are); False
+    where one came meanwhile."""
     try:
-        with deferred():                          # the tables and their meta.json, together
+        with deferred():
             store.publish(tables, meta)
     except KeyboardInterrupt:
-        interrupted = interrupted or "consolidation"
-    counts = tables.counts
-    result = SweepResult(store.uri, {**meta, "cells": {**meta["cells"], **counts}}, counts, store, session)
-    if session is not None:
-        status = "KILLED" if interrupted else "FAILED" if counts["failed"] else "FINISHED"
-        try:
-            session.finish(tables.done, result.meta, result.meta["cells"], status,
-                           interrupted=interrupted is not None)
-        except KeyboardInterrupt:               # Ctrl-C while the last cells were being tracked
-            interrupted = interrupted or "tracking"
-    if interrupted:
-        raise SweepInterrupted(interrupted, result)
-    return result
+        return False
+    return True
+
+
+def _finish_tracking(session, tables, result: SweepResult, interrupted: str | None) -> str | None:
+    """The trackers get the run's last cells, meta and status (killed, failed or finished); returns
+    the stage of the run's interruption ("tracking" where a Ctrl-C came now), or None."""
+    if session is None:
+        return interrupted
+    counts = result.counts
+    status = "KILLED" if interrupted else "FAILED" if counts["failed"] else "FINISHED"
+    try:
+        session.finish(tables.done, result.meta, result.meta["cells"], status, interrupted=interrupted is not None)
+    except KeyboardInterrupt:               # Ctrl-C while the last cells were being tracked
+        return interrupted or "tracking"
+    return interrupted
 
 
 def check_trackers(track) -> tuple:
@@ -359,7 +421,6 @@ def check_trackers(track) -> tuple:
     one is unknown or its library is missing. Without trackers nothing of tracking is imported."""
     if not track:
         return ()
-    from .tracking import TrackingError, check
 
     try:
         return check(track)
@@ -372,11 +433,8 @@ def open_tracking(trackers: tuple, sweep: Sweep, store: Store, echo, note, warn)
     thread while the sweep starts."""
     if not trackers:
         return None
-    from .tracking import Session
 
-    tags = {"sweep": sweep.name, "definition_hash": sweep.hash,
-            "saddlescape_version": str(_version("saddlescape")), "git_commit": str(git_commit()),
-            "results": store.uri}
+    tags = sweep_tags(sweep.name, sweep.hash, _version("saddlescape"), git_commit(), store.uri)
     return Session(trackers, store, sweep.name, sweep.description, tags, "run", echo, note, warn)
 
 

@@ -4,8 +4,12 @@
      "optimizer": {"name": "adam", "lr": 1e-3, "beta1": 0.0, "beta2": 0.999},
      "seeds": 256, "seed": 0, "budget": 20000}
 
-`normalize_cell` fills every default and checks every value, so two spellings of the same
-experiment get the same `cell_id` (the key results are stored and resumed under).
+A cell is made once, where it enters (`make_cell`: the sweep's expansion, or `simulate` given a
+plain dict): every default filled in, every value checked, hashed into the `cell_id` its results
+are stored and resumed under (two spellings of one experiment get the same id), and flattened
+into the columns its rows carry. The result, a `Cell`, is that dict, read-only, with `.id` and
+`.columns`; nothing downstream normalises or hashes it again (`normalize_cell` and `cell_id`
+return what it holds).
 """
 from __future__ import annotations
 
@@ -13,17 +17,49 @@ import functools
 import hashlib
 import json
 
-from optimizers import validate_optimizer
-from problems import validate_problem
-
-from .params import resolve
-from .registry import get_optimizer, get_problem
-from .settings import RUN_SCHEMA
+from .core.params import resolve
+from .core.rows import flatten_cell
+from .core.saddles import SYNTHETIC_SADDLES
+from .core.settings import RUN_SCHEMA
+from .registry import get_optimizer, get_problem, make_problem, validate_optimizer, validate_problem
 
 CELL_KEYS = ("problem", "optimizer", *RUN_SCHEMA)
 
 
+class Cell(dict):
+    """A normalised cell (problem, optimizer, run settings) that knows its `id` and its row
+    `columns`. A dict for everything that reads one (JSON, the engine, the analysis's tables), and
+    read-only: a changed cell would no longer be the one its id names."""
+
+    __slots__ = ("id", "columns")
+
+    def __init__(self, normalised: dict, key: str):
+        super().__init__(normalised)
+        self.id, self.columns = key, flatten_cell(normalised)
+
+    def __reduce__(self):                     # pickled to Ray's workers with its id
+        return Cell, (dict(self), self.id)
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError(f"cell {self.id} is read-only; allowed: make_cell({{**cell, ...}}) for another cell")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only
+
+
+def make_cell(cell: dict) -> Cell:
+    """The cell a spec describes, made once: normalised (`normalize_cell`) and hashed (`cell_id`).
+    A Cell given is returned as it is. Raises ValueError (one line) for a spec that is not one."""
+    if isinstance(cell, Cell):
+        return cell
+    normalised = normalize_cell(cell)
+    return Cell(normalised, _hash(normalised))
+
+
 def normalize_cell(cell: dict) -> dict:
+    """{problem, optimizer, run settings} with every default filled in and every value checked (a
+    Cell is normalised already). Raises ValueError (one line)."""
+    if isinstance(cell, Cell):
+        return cell
     if not isinstance(cell, dict):
         raise ValueError(f"cell={cell!r} is not a mapping; allowed: a dict with keys {', '.join(CELL_KEYS)}")
     for key in ("problem", "optimizer"):
@@ -52,7 +88,6 @@ def differentiable_twice(optimizer: str, problem_json: str, dtype: str):
     get none. The problem is built once per spec and tried near its saddle."""
     import torch
 
-    from problems import make_problem
 
     spec = json.loads(problem_json)
     problem = make_problem(spec, seed=0, dtype=getattr(torch, dtype))
@@ -73,7 +108,7 @@ def differentiable_twice(optimizer: str, problem_json: str, dtype: str):
 
 # The preconditioner's tracking error needs E[g²|x] in closed form, (∇f)² + diag Σ with Σ fixed,
 # and a second-moment estimate v to compare with it.
-TRACKED_OPTIMIZERS, TRACKED_PROBLEMS = ("rmsprop", "adam", "amsgrad"), ("quadratic_saddle", "staib_toy")
+TRACKED_OPTIMIZERS, TRACKED_PROBLEMS = ("rmsprop", "adam", "amsgrad"), SYNTHETIC_SADDLES
 CELL_LIMITS = (
     ("tracking_error", lambda c: not c["tracking_error"] or (c["optimizer"]["name"] in TRACKED_OPTIMIZERS
                                                              and c["problem"]["name"] in TRACKED_PROBLEMS
@@ -87,10 +122,13 @@ CELL_LIMITS = (
 
 
 def cell_id(cell: dict) -> str:
-    """Hash of the normalised cell: what a result is stored under. A parameter added after cells
-    were first stored (Param.hashed_at_default = False) enters the hash only away from its
-    default, so every cell stored before keeps its id."""
-    cell = normalize_cell(cell)
+    """Hash of the normalised cell: what a result is stored under (a Cell's own `id`)."""
+    return cell.id if isinstance(cell, Cell) else _hash(normalize_cell(cell))
+
+
+def _hash(cell: dict) -> str:
+    """A parameter added after cells were first stored (Param.hashed_at_default = False) enters the
+    hash only away from its default, so every cell stored before keeps its id."""
     hashed = {"problem": _hashed(cell["problem"], get_problem(cell["problem"]["name"]).schema),
               "optimizer": _hashed(cell["optimizer"], get_optimizer(cell["optimizer"]["name"]).schema),
               **_hashed({k: v for k, v in cell.items() if k not in ("problem", "optimizer")}, RUN_SCHEMA)}
@@ -103,18 +141,3 @@ def _hashed(values: dict, schema: dict) -> dict:
             if k not in schema or schema[k].hashed_at_default or v != schema[k].default}
 
 
-def flatten_cell(cell: dict) -> dict:
-    """Columns of a results row: problem.*, optimizer.*, then the run settings.
-    The cell's `seed` becomes `base_seed`, since each row's `seed` is its run index. A list-valued
-    parameter (torch's `betas`) becomes one column per entry, `optimizer.betas[0]`, ...: numbers
-    the analysis can sort, plot and fit."""
-    flat = {}
-    for kind in ("problem", "optimizer"):
-        for key, value in cell[kind].items():
-            if isinstance(value, (list, tuple)):
-                flat.update({f"{kind}.{key}[{i}]": v for i, v in enumerate(value)})
-            else:
-                flat[f"{kind}.{key}"] = value
-    flat.update({("base_seed" if k == "seed" else k): v for k, v in cell.items()
-                 if k not in ("problem", "optimizer")})
-    return flat

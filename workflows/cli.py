@@ -17,14 +17,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import plan as plan_
-from . import report_inputs
-from .api import BACKENDS, absolute, check_trackers, execute, local_path, open_store, plan, resolve_sweep
-from .interrupt import EXIT_CODE, RESUME, SweepInterrupted, exit_by_sigint
+from . import estimate, report_inputs
+from .api import BACKENDS, _version, absolute, check_trackers, execute, local_path, open_store, plan, resolve_sweep
+from .core.compat import configure, exit_without_teardown
+from .core.suggest import count, plural
+from .interrupt import EXIT_CODE, RESUME, SweepInterrupted, exit_by_sigint, surfaced
+from .lock import sweep_lock
+from .registry import THIS_PROCESS, Inventory, inventory
 from .spec import DEFAULT_MAX_CELLS, NeedsExtra, SweepError, load_sweeps, sweep_names
 from .store import Store
-from .suggest import count, plural
-from .tracking import TRACKERS
+from .trackers import TRACKERS, TrackingError, local_copy, track_stored
 
 
 def echo(line: str):
@@ -63,12 +65,12 @@ def cmd_validate(args) -> int:
         for line in sweep.warnings:
             warn(line)
         summary = sweep.description if len(sweep.description) <= 50 else sweep.description[:47] + "..."
-        wall = plan_.wall_seconds(sweep.cells, workers)
-        marked = bool(plan_.unmodelled(sweep.cells))
+        wall = estimate.wall_seconds(sweep.cells, workers)
+        marked = bool(estimate.unmodelled(sweep.cells))
         any_marked = any_marked or marked
         echo(f"  {name:<{width}}  {len(sweep.cells):>6} {plural(len(sweep.cells), 'cell ', 'cells')}  "
-             f"<= {sweep.seed_steps:.2e} seed-steps  ~ {plan_.duration(wall):>9}{'*' if marked else ' '}  {summary}")
-        warning = plan_.warning(name, sweep.cells, sweep.seed_steps, workers)
+             f"<= {sweep.seed_steps:.2e} seed-steps  ~ {estimate.duration(wall):>9}{'*' if marked else ' '}  {summary}")
+        warning = estimate.warning(name, sweep.cells, sweep.seed_steps, workers)
         if warning:
             warn(warning)
     for name, error in needs.items():
@@ -77,11 +79,39 @@ def cmd_validate(args) -> int:
     if any_marked:
         echo("  * some cells are of kinds the time estimate does not model (other problems than the "
              "synthetic saddles, SOSP checks, optimizers that are not built in): they can take many times longer")
-    from .registry import registered_lines        # what a sweep may name (plugins load here)
 
-    for line in registered_lines():
+    for line in registered_lines(inventory()):
         echo(line)
     return 0
+
+
+def registered_lines(found: Inventory) -> list[str]:
+    """What `saddlescape validate` prints about the names a sweep may use: per kind the
+    built-ins, this process's registrations and the plugins (with their distribution and
+    version, and the adapter's mode for a torch.optim class), the modules whose optimizer classes
+    may be named by path (with their installed versions), then every plugin that failed to load,
+    with its error."""
+    lines = []
+    for kind, builtins in found.builtins.items():
+        local, plugins = found.local[kind], found.plugins[kind]
+        lines.append(f"{kind}s: {len(builtins)} built-in, {len(plugins)} from plugins"
+                     + (f", {len(local)} {THIS_PROCESS}" if local else ""))
+        for label, names in (("built-in", builtins), (THIS_PROCESS, local)):
+            if names:
+                lines.append(f"  {label}: {', '.join(names)}")
+        for name, component in plugins.items():
+            mode = component.extra.get("mode")
+            via = f"; {component.extra['class']} through the adapter, {mode or 'mode decided per cell'}" \
+                if "class" in component.extra else ""
+            lines.append(f"  {name} ({component.origin}{via})")
+    missing = "not installed: pip install -e '.[optimizers]'"
+    modules = [f"{m} ({version or missing})" for m, version in found.class_modules]
+    modules += [f"{m.module} ({m.origin})" for m in found.plugin_modules]
+    lines.append("optimizer classes by path (e.g. torch.optim.NAdam) from: " + ", ".join(modules))
+    if found.errors:
+        lines.append(f"plugins that failed to load ({len(found.errors)}; sweeps that name them fail, the others run):")
+        lines += [f"  {kind} {name}: {error}" for kind, name, error in found.errors]
+    return lines
 
 
 def validate_sweeps(args) -> dict:
@@ -104,7 +134,6 @@ def cmd_run(args) -> int:
     sweep = resolve_sweep(args.sweeps, args.sweep, args.max_cells, overrides=args.overrides)
     if args.dry_run:
         return dry_run(sweep, args)
-    from .lock import sweep_lock
 
     # The folder is held through the analysis too: a run waiting for it would otherwise write its
     # tables, and then its report, while this one writes its report (workflows/lock.py).
@@ -144,7 +173,6 @@ def run_and_report(sweep, args) -> int:
             result.store.mark_analysis_stale(counts, "the analysis was interrupted")
             return interrupted("analysis")
         if result.tracking is not None:
-            from .tracking import local_copy
 
             try:
                 with local_copy(result.store, "analysis") as analysis:
@@ -153,10 +181,10 @@ def run_and_report(sweep, args) -> int:
             except KeyboardInterrupt:
                 return interrupted("tracking the report")
     if counts["failed"] or counts["missing"]:
-        from .cell import cell_id
 
+        ids = {cell.id for cell in sweep.cells}           # once: a sweep of 10⁴ failed cells took hours
         for key, record in result.store.failures().items():
-            if key in {cell_id(c) for c in sweep.cells}:
+            if key in ids:
                 echo(f"  failed cell {key}: {record['error'].splitlines()[0]}")
         return 1
     return 0
@@ -178,30 +206,29 @@ def dry_run(sweep, args) -> int:
         warn(line)
     echo(f"sweep {sweep.name}: {count(len(p.cells), 'cell')}, {len(p.done)} already stored, {len(p.todo)} to run -> "
          f"{p.store.uri} (dry run: nothing written, no Ray started)")
-    fixed, table = plan_.varying_table(sweep.cells, set(p.done), list(p.cells))
+    fixed, table = estimate.varying_table(sweep.cells, set(p.done), list(p.cells))
     if fixed:
         echo("  in every cell: " + ", ".join(fixed))
     for line in table:
         echo("  " + line)
-    wall = plan_.wall_seconds(p.todo, workers, args.backend)
-    echo(f"  estimate for the {count(len(p.todo), 'cell')} to run: <= {plan_.seed_steps(p.todo):.2e} seed-steps, "
-         f"about {plan_.duration(plan_.engine_seconds(p.todo))} of engine time, wall about {plan_.duration(wall)} on "
+    wall = estimate.wall_seconds(p.todo, workers, args.backend)
+    echo(f"  estimate for the {count(len(p.todo), 'cell')} to run: <= {estimate.seed_steps(p.todo):.2e} seed-steps, "
+         f"about {estimate.duration(estimate.engine_seconds(p.todo))} of engine time, wall about {estimate.duration(wall)} on "
          f"{count(1 if args.backend == 'local' else workers, 'worker')} "
          "(every seed to its budget; most cells stop earlier)")
-    unmodelled = plan_.unmodelled(p.todo)
+    unmodelled = estimate.unmodelled(p.todo)
     if unmodelled:
         echo(f"  {unmodelled}")
-    warning = plan_.warning(sweep.name, p.todo, plan_.seed_steps(p.todo), workers, args.backend)
+    warning = estimate.warning(sweep.name, p.todo, estimate.seed_steps(p.todo), workers, args.backend)
     if warning:
         warn(warning)
     return 0
 
 
 def analyze_store(store: Store) -> str:
-    from .interrupt import surfaced
 
     with surfaced():                                    # scipy's extensions load here
-        from analysis import analyze
+        from analysis import analyze  # lazy: scipy, lifelines and matplotlib take seconds to import
 
     report_inputs.forget(store)
     if store.local:
@@ -230,7 +257,6 @@ def report_path(store: Store) -> str:
 def cmd_track(args) -> int:
     """The stored cells of a results directory (or URI) not yet in the trackers; exit 1 where a
     tracker failed (the results are untouched)."""
-    from .tracking import TrackingError, track_stored
 
     try:
         complete = track_stored(local_path(args.path), args.to, echo=echo, note=note, warn=warn)
@@ -242,7 +268,7 @@ def cmd_track(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from analysis import analyze
+    from analysis import analyze  # lazy: scipy, lifelines and matplotlib take seconds to import
 
     path = local_path(args.path)
     options = {"dpi": args.dpi, "formats": args.format.split(","), "reference": args.reference}
@@ -327,7 +353,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def version() -> str:
-    from .api import _version
 
     return _version("saddlescape") or "unknown (not installed)"
 
@@ -356,35 +381,21 @@ def parse(argv) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    """The command (argv: its arguments, default the process's own). Interrupted by Ctrl-C, the
-    command line's process dies of SIGINT after its cleanup, as shells expect (status 130, and a
-    shell loop running it stops); called with explicit arguments it returns 130 instead."""
-    code = command(argv)
-    if code == EXIT_CODE and argv is None:
+    """The command (argv: its arguments, default the process's own); returns its exit code,
+    whoever calls it. Interrupted by Ctrl-C it returns 130 (the process entry `entry` then dies of
+    SIGINT, as shells expect)."""
+    configure()
+    return command(argv)
+
+
+def entry():
+    """The `saddlescape` command and `python -m workflows`: the process ends with the command. Killed
+    by SIGINT after its cleanup when interrupted (status 130, and a shell loop running it stops);
+    otherwise without the interpreter's teardown (compat.exit_without_teardown: 1.3-1.5 s saved)."""
+    code = main()
+    if code == EXIT_CODE:
         exit_by_sigint()
-    if argv is None:
-        exit_now(code)
-    return code
-
-
-def exit_now(code: int):
-    """End the command's process without the interpreter's teardown of its modules: with torch, Ray
-    and the analysis loaded that took 1.3–1.5 s after the work was done (measured here), every time.
-    What the teardown would do that matters is done first: non-daemon threads joined, the atexit
-    handlers run (Ray's, multiprocessing's, the trackers'), the output flushed."""
-    import atexit
-    import threading
-
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):          # a closed pipe (`... | head`) or stream: nothing to keep
-            pass
-    os._exit(code)
+    exit_without_teardown(code)
 
 
 def command(argv) -> int:
@@ -415,4 +426,4 @@ def command(argv) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

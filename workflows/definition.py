@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from .suggest import count
+from . import yaml12
+from .core.suggest import count
 
 ALLOW_FLAG = "--allow-changed (run_sweep(..., allow_changed=True))"
 
@@ -43,7 +44,6 @@ def stored_definition(meta: dict, name: str) -> dict | None:
     it kept one) its `yaml`."""
     if isinstance(meta.get("definition"), dict):
         return meta["definition"]
-    from . import yaml12
 
     try:
         parsed = yaml12.load(meta.get("yaml") or "")
@@ -166,7 +166,6 @@ def compare(store, sweep, cell_ids, allow_changed: bool = False, python: bool = 
 def _stored_in_order(meta: dict, name: str) -> dict | None:
     """The stored definition with its keys in their written order: meta.json's `definition` is
     written with sorted keys, its `yaml` keeps the order."""
-    from . import yaml12
 
     try:
         parsed = yaml12.load(meta.get("yaml") or "")

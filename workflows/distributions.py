@@ -29,6 +29,8 @@ import math
 import random
 from decimal import Decimal
 
+from .core.suggest import did_you_mean
+
 # distribution -> (what it draws, how its bounds are read)
 DISTRIBUTIONS = {
     "uniform": "real", "log_uniform_values": "real", "log_uniform": "real",
@@ -94,7 +96,6 @@ def value_range(spec: dict) -> tuple[float, float]:
 
 def check(key: str, spec: dict) -> None:
     """Refuse a distribution that cannot be drawn as written. Raises DistributionError."""
-    from .suggest import did_you_mean
 
     dist = spec.get("distribution")
     if not isinstance(dist, str) or dist not in DISTRIBUTIONS:
@@ -181,7 +182,7 @@ def looks_like_values(key: str, spec: dict) -> str:
 
 
 def check_for(key: str, spec: dict, param) -> None:
-    """Refuse a distribution the parameter cannot take (`param`: its workflows.params.Param):
+    """Refuse a distribution the parameter cannot take (`param`: its workflows.core.params.Param):
     a draw of the wrong type, or bounds outside the parameter's range."""
     dist = spec["distribution"]
     if param.kind in (bool, str):

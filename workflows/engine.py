@@ -4,7 +4,7 @@ Every run starts at the saddle (plus an optional offset) and takes stochastic-gr
 until it escapes (the first step with escape_distance ≥ escape_radius), diverges (non-finite,
 or beyond divergence_radius) or reaches the budget. A run that has not escaped by then is
 right-censored: escaped = False and escape_step = the last step observed (the budget, or the
-step at which it diverged), never a made-up escape time. workflows/runs.py keeps that record.
+step at which it diverged), never a made-up escape time. workflows/record.py keeps that record.
 
 Second-order stationarity (`sosp_epsilon` > 0): every `sosp_every` steps (and at step 0) the
 runs not there yet are tested for ‖∇f‖ ≤ ε and λ_min(∇²f) ≥ −√(ρε) (workflows/metrics.py). A
@@ -35,14 +35,13 @@ import pandas as pd
 import torch
 
 from optimizers import select_runs
-from problems import make_problem
 
-from .cell import cell_id, flatten_cell, normalize_cell
+from .cell import Cell, make_cell
+from .core.schedules import Schedule
 from .kernels import compiled_block
 from .metrics import GapTracker, SOSPTracker, cnc_constant
-from .registry import get_optimizer
-from .runs import TAIL_QUANTILES, RunRecord
-from .schedules import Schedule
+from .record import TAIL_QUANTILES, RunRecord
+from .registry import get_optimizer, make_problem
 
 NOISE_BLOCK_ELEMENTS = 1 << 18   # per block: big enough to amortise the call, small enough for cache
 MAX_BLOCK_STEPS = 64
@@ -64,7 +63,7 @@ def simulate(cell: dict, *, reference: bool = False) -> Result:
     runs the reference loop below even where a compiled block covers the cell (the tests compare
     the two)."""
     started = time.perf_counter()
-    cell = normalize_cell(cell)
+    cell = make_cell(cell)                 # a Cell as it is; a plain dict made into one, once
     dtype = getattr(torch, cell["dtype"])
     budget, seed = cell["budget"], cell["seed"]
     # Two streams from one seed: the problem's own randomness, and the per-step noise.
@@ -105,7 +104,7 @@ def simulate(cell: dict, *, reference: bool = False) -> Result:
                     record.finish(t, x, sosp.reached & gap.reached)
                 record.record_losses(t, x)
         if cell["inject_fault"] == "raise":
-            raise RuntimeError(f"injected fault in cell {cell_id(cell)} at step {t}")
+            raise RuntimeError(f"injected fault in cell {cell.id} at step {t}")
         keep = record.drop_finished()                                 # finished runs leave the batch
         if keep is not None and compiled is not None:
             compiled.compact(keep)
@@ -150,14 +149,14 @@ def step(optimizer, grad: torch.Tensor, state, x: torch.Tensor):
     return state
 
 
-def row_table(cell: dict, problem, record: RunRecord) -> pd.DataFrame:
-    """One row per seed, in the order of workflows/rows.py."""
+def row_table(cell: Cell, problem, record: RunRecord) -> pd.DataFrame:
+    """One row per seed, in the order of workflows/core/rows.py."""
     runs = len(record.escaped)
     final_x = record.final_x
     minimum_loss = math.nan if problem.minimum_loss is None else float(problem.minimum_loss)
     columns = {
-        "cell_id": cell_id(cell),
-        **flatten_cell(cell),
+        "cell_id": cell.id,
+        **cell.columns,
         **problem.derived(),
         "saddle_loss": float(problem.saddle_loss),
         "minimum_loss": minimum_loss,

@@ -28,15 +28,33 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-SGD, MOMENTUM, RMSPROP, ADAM, AMSGRAD, ADAGRAD, PRECOND = range(7)
-OPTIMIZER_CODES = {"sgd": SGD, "momentum": MOMENTUM, "rmsprop": RMSPROP, "adam": ADAM, "amsgrad": AMSGRAD,
-                   "adagrad": ADAGRAD, "precond_sgd": PRECOND}
-QUADRATIC, STAIB = range(2)
-NORM, PROJECTION, COORDINATE = range(3)
-# Per-step hyperparameter columns handed to the kernel (one row per step of the block), in the
-# dtype of the iterates: what torch's kernels cast their double scalars to.
-LR, NEG_LR, STEP_SIZE, BIAS2_SQRT, BETA2, ONE_MINUS_BETA2 = range(6)
-N_STEP_COLUMNS = 6
+from optimizers.precond_sgd import fixed_preconditioner
+
+from .core.saddles import SYNTHETIC_SADDLES
+from .core.schedules import Schedule
+from .kernel_codes import (
+    ADAGRAD,
+    ADAM,
+    AMSGRAD,
+    BETA2,
+    BIAS2_SQRT,
+    COORDINATE,
+    LR,
+    MOMENTUM,
+    N_STEP_COLUMNS,
+    NEG_LR,
+    NORM,
+    ONE_MINUS_BETA2,
+    OPTIMIZER_CODES,
+    PRECOND,
+    PROJECTION,
+    QUADRATIC,
+    RMSPROP,
+    SGD,
+    STAIB,
+    STEP_SIZE,
+)
+
 COLUMN_CHUNK = 4096            # steps whose columns are computed at once (step_columns)
 MAX_BLOCK = 1 << 16            # more steps than any block has (workflows/engine.py: MAX_BLOCK_STEPS)
 # Above this many coordinates (seeds × dim), and in more than MAX_WIDE_DIM dimensions, the
@@ -53,7 +71,7 @@ MAX_WIDE_DIM = 16
 
 def compiled_block(cell: dict, problem, hp: dict):
     """A CompiledBlock for this cell, or None where the reference loop must run it."""
-    if cell["sosp_epsilon"] > 0 or problem.name not in ("quadratic_saddle", "staib_toy"):
+    if cell["sosp_epsilon"] > 0 or problem.name not in SYNTHETIC_SADDLES:
         return None
     if cell["seeds"] * problem.dim > MAX_COMPILED_COORDINATES and problem.dim > MAX_WIDE_DIM:
         return None
@@ -73,7 +91,6 @@ class CompiledBlock:
     reference compacts its tensors), and one call of the compiled kernel per block of steps."""
 
     def __init__(self, cell: dict, problem, hp: dict):
-        from .schedules import Schedule
 
         self.cell, self.problem, self.hp = cell, problem, hp
         self.schedule, self.beta2_power = Schedule(hp, cell["budget"]), 1.0
@@ -110,7 +127,6 @@ class CompiledBlock:
         self.noise_var = np.ascontiguousarray(torch.diagonal(cov).to(problem.saddle.dtype).numpy())
         self.track = bool(cell["tracking_error"])
         if self.code == PRECOND:
-            from optimizers.precond_sgd import fixed_preconditioner
             A = fixed_preconditioner(problem, hp)
             self.full = A.dim() == 2
             self.A = A.numpy() if self.full else A.numpy()[None, :]
@@ -213,16 +229,21 @@ class CompiledBlock:
             tail_at = np.where(t >= record.tail_start, t - record.tail_start, -1).astype(np.int64)
         noise_array = noise.numpy()
         staib = noise_array.dtype == np.int64             # staib_toy draws indices of b_i
+        # By name: the kernel takes 42 arguments, and a positional call would have to match its
+        # signature by position.
         events = _kernel()(
-            flags, self.eigs, self.eigs_tiled, self.std_tiled, self.preconditioner_tiled, self.H, self.Q,
-            self.noise_std, self.noise_var, self.quartic, self.noise_length, self.staib_b, self.basis, self.A,
-            self.step_columns(t0, steps), fixed,
-            self.x, self.s1, self.s2, self.s3, record.active.numpy(),
-            self.no_noise if staib else noise_array, noise_array if staib else self.no_indices,
-            record.threshold.numpy(), record.done.numpy(), record.escaped.numpy(),
-            self.dtype(record.radius), self.dtype(record.divergence_radius), t0,
-            gap_values, gap.reached.numpy(), gap.step.numpy(), self.track_sum, self.track_count, self.track_at_escape,
-            event_step, x_escape, x_final, trace_at, tail_at, record.trace.numpy(), record.tail.numpy())
+            flags=flags, eigs=self.eigs, eigs_tiled=self.eigs_tiled, std_tiled=self.std_tiled,
+            preconditioner_tiled=self.preconditioner_tiled, H=self.H, Q=self.Q, noise_std=self.noise_std,
+            noise_var=self.noise_var, quartic=self.quartic, noise_length=self.noise_length, staib_b=self.staib_b,
+            basis=self.basis, A=self.A, steps=self.step_columns(t0, steps), fixed=fixed,
+            x=self.x, s1=self.s1, s2=self.s2, s3=self.s3, rows=record.active.numpy(),
+            noise=self.no_noise if staib else noise_array, indices=noise_array if staib else self.no_indices,
+            threshold=record.threshold.numpy(), done=record.done.numpy(), escaped=record.escaped.numpy(),
+            radius=self.dtype(record.radius), divergence_radius=self.dtype(record.divergence_radius), t0=t0,
+            gap=gap_values, gap_reached=gap.reached.numpy(), gap_step=gap.step.numpy(), track_sum=self.track_sum,
+            track_count=self.track_count, track_at_escape=self.track_at_escape, event_step=event_step,
+            x_escape=x_escape, x_final=x_final, trace_at=trace_at, tail_at=tail_at, trace=record.trace.numpy(),
+            tail=record.tail.numpy())
         if events:                                        # most blocks have none
             self.apply_events(event_step, x_escape, x_final, record)
         return t0 + steps
@@ -245,7 +266,7 @@ class CompiledBlock:
                       torch.from_numpy(snapshot[now]))
 
     def tracking_columns(self, rows):
-        """tracking_error_mean and tracking_error_at_escape (workflows/rows.py)."""
+        """tracking_error_mean and tracking_error_at_escape (workflows/core/rows.py)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             rows["tracking_error_mean"] = self.track_sum / self.track_count
         rows["tracking_error_at_escape"] = self.track_at_escape
@@ -262,7 +283,7 @@ def _kernel():
     """The compiled kernel (numba compiles on first use; cache=True keeps the machine code)."""
     global _COMPILED
     if _COMPILED is None:
-        from ._block_kernel import step_block
+        from ._block_kernel import step_block  # lazy: numba loads the compiled kernel (seconds)
         _COMPILED = step_block
     return _COMPILED
 

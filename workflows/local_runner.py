@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 from . import progress
 from .cell import cell_id
+from .engine import simulate
 from .store import Store
 
 TRIAL_THREADS = 1            # torch intra-op threads of a cell, on either backend: a cell owns one core
@@ -48,8 +49,6 @@ class Outcome(NamedTuple):
 def compute_and_store(cell: dict, store: Store) -> Outcome:
     """Simulate one cell and write its part file (atomically), unless it is stored already; an
     exception is recorded as the cell's failure, never raised."""
-    from .engine import simulate
-
     key = cell_id(cell)
     if store.part_info(key, cell["seeds"]) is not None:
         return Outcome(key, 0.0, True, None)
@@ -68,7 +67,7 @@ def run_cells(cells: list[dict], store: Store, *, max_failures: int = 2, echo=pr
     """Every cell in turn, on TRIAL_THREADS torch threads (the caller's setting restored after);
     returns the summed engine seconds. Progress lines as the Ray runner's.
     `on_cell(cell_id)`: told of each cell once it is stored, as the Ray runner's Progress tells
-    it (the experiment trackers, workflows/tracking.py)."""
+    it (the experiment trackers, workflows/trackers.py)."""
     with trial_threads():
         return _run_cells(cells, store, max_failures, echo, every, on_cell)
 

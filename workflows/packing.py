@@ -12,6 +12,9 @@ from __future__ import annotations
 import heapq
 import math
 
+from .core.saddles import SYNTHETIC_SADDLES
+from .registry import REGISTRIES
+
 PACKS_PER_WORKER = 4
 SECONDS_PER_PACK = 120.0
 # Rough costs of the engine on one core: per step (Python and op dispatch) and per
@@ -21,19 +24,17 @@ COORDINATE_STEP_SECONDS = 3e-9
 
 
 # What the per-step costs were measured on: the built-in optimizers on the synthetic saddles.
-# Elsewhere a step costs many times more, and the estimate says so (workflows/plan.py): other
+# Elsewhere a step costs many times more, and the estimate says so (workflows/estimate.py): other
 # problems' gradients (the study's logistic_regression cells took up to 453x their estimate,
 # mlp_teacher_student 388x, matrix_factorization 38x), SOSP checks (up to 14x), and optimizers
 # that are not built in (pytorch_optimizer.Prodigy, stepped per seed, 256 seeds: 43x).
-MODELLED_PROBLEMS = ("quadratic_saddle", "staib_toy")
+MODELLED_PROBLEMS = SYNTHETIC_SADDLES
 
 
 def unmodelled_kinds(cell: dict) -> list[str]:
     """What in this cell's step estimated_seconds does not model (see MODELLED_PROBLEMS): the
     problem (with "with SOSP checks" where it has them) and an optimizer that is not built in;
     empty when the estimate models the cell."""
-    from .registry import REGISTRIES
-
     problem, optimizer = cell["problem"]["name"], cell["optimizer"]["name"]
     kinds = []
     if problem not in MODELLED_PROBLEMS or cell.get("sosp_epsilon"):
@@ -56,11 +57,18 @@ def pack_cells(cells: list[dict], workers: int) -> list[list[dict]]:
         return []
     costs = [estimated_seconds(c) for c in cells]
     wanted = max(PACKS_PER_WORKER * workers, math.ceil(sum(costs) / SECONDS_PER_PACK))
-    n_packs = min(len(cells), wanted)
-    heap = [(0.0, i) for i in range(n_packs)]
-    packs: list[list[dict]] = [[] for _ in range(n_packs)]
-    for index in sorted(range(len(cells)), key=lambda i: -costs[i]):
+    packs = longest_first(costs, min(len(cells), wanted))
+    return [[cells[i] for i in pack] for pack in packs if pack]
+
+
+def longest_first(costs: list[float], bins: int) -> list[list[int]]:
+    """Longest processing time first (Graham 1969): the items by decreasing cost, each onto the
+    least loaded of `bins`; the indices in each bin. The packs of a sweep and the wall time of
+    its estimate (workflows/estimate.py) both come from here."""
+    heap = [(0.0, b) for b in range(max(1, bins))]
+    out: list[list[int]] = [[] for _ in heap]
+    for index in sorted(range(len(costs)), key=lambda i: -costs[i]):
         load, which = heapq.heappop(heap)
-        packs[which].append(cells[index])
+        out[which].append(index)
         heapq.heappush(heap, (load + costs[index], which))
-    return [p for p in packs if p]
+    return out

@@ -8,7 +8,7 @@ first finished cell instead, and the estimate shown only once MIN_CELLS more hav
 """
 from __future__ import annotations
 
-from .suggest import plural
+from .core.suggest import plural
 
 MIN_CELLS = 3          # cells finished after the first before the time left is estimated
 

@@ -13,27 +13,12 @@ import sys
 import threading
 from pathlib import Path
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")   # no internet to report usage to
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")        # our progress lines, not Tune's tables
-# Ctrl-C is ours (workflows/interrupt.py): Tune's own SIGINT handler ends fit() "gracefully",
-# advises Tuner.restore (wrong here: rerunning the command resumes) and stays installed after
-# fit() returns, swallowing a later Ctrl-C. Without it, Ctrl-C is a KeyboardInterrupt in fit().
-# Read by Tune at every fit(), so set here, before any.
-os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-# Tune gives its trial actors this variable (for PyTorch Lightning) through a runtime_env, which
-# keeps them off the workers Ray starts ahead (workflows/tune_runner.py: inherited_environment);
-# set here, before Ray starts, the embedded Ray's workers inherit it instead.
-os.environ.setdefault("PL_DISABLE_FORK", "1")
-if "ray" not in sys.modules:
-    # Token authentication, explicitly (Ray 2.60's default for a new local Ray; a client of an
-    # existing cluster needs it said). Ray reads it once, at import: set later, the driver and
-    # the cluster would disagree.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+import ray
 
-import ray  # noqa: E402
-
-from .interrupt import deferred, noticed  # noqa: E402
-from .spec import SweepError  # noqa: E402
+from .core import compat
+from .core.compat import configure
+from .interrupt import deferred, noticed
+from .spec import SweepError
 
 CONNECT_SECONDS = 5.0       # a TCP connection to the cluster's address, then its GCS's first answer:
 ANSWER_SECONDS = 10.0       # a live head answers in milliseconds; Ray itself waits 20-40 s, and retries
@@ -69,25 +54,22 @@ def cluster_address(address: str | None) -> str | None:
     where = f"{source} {given}" if source == "--address" else f"{source}={given}"
     allowed = ("allowed: a running Ray head's HOST:PORT (`ray start --head` prints it; 6379 by default), "
                "ray://HOST:PORT (Ray Client) or auto, or no address for an embedded local Ray")
-    from ray._common.network_utils import parse_address
-    from ray._private import services
-
     scheme, _, rest = given.partition("://") if "://" in given else ("", "", given)
     if scheme and scheme != "ray":
         hint = " (the dashboard's address, which `ray job submit` takes)" if scheme in ("http", "https") else ""
         raise SweepError(f"{where}: not a Ray cluster address{hint}; {allowed}")
     if given == "auto":
         try:
-            rest = services.canonicalize_bootstrap_address(given)
+            rest = compat.canonical_address(given)
         except ConnectionError:
             raise SweepError(f"{where}: no Ray cluster was started on this machine; {allowed}") from None
-    parsed = parse_address(rest)
+    parsed = compat.parse_address(rest)
     if parsed is None or not parsed[1].isdigit():
         raise SweepError(f"{where}: not HOST:PORT; {allowed}")
     host, port = parsed[0].strip("[]"), int(parsed[1])
     # Ray connects to this machine's network address for a loopback one (unless told it is on one
     # machine only): probe what Ray will use.
-    target = host if scheme else services.resolve_ip_for_localhost(host)
+    target = host if scheme else compat.localhost_ip(host)
     refused = _unreachable(target, port)
     if refused and target != host and not _unreachable(host, port):
         _check_gcs(f"{host}:{port}", where, allowed)          # a Ray head there? Else that is the one line.
@@ -143,8 +125,6 @@ def _check_gcs(address: str, where: str, allowed: str):
         raise SweepError(f"{where}: what listens there is not a Ray head (it does not speak gRPC: the dashboard's port, for one); "
                          f"{allowed}")
     try:
-        from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
-        from ray._raylet import GcsClient
         from ray.exceptions import AuthenticationError
     except ImportError:                     # another Ray: its ray.init is then the only check
         return
@@ -153,7 +133,7 @@ def _check_gcs(address: str, where: str, allowed: str):
     try:
         # What ray.init checks first. Token mode without a token must stop here: Ray's C++ client
         # would end the whole process (exit 1, nothing said) when it finds none.
-        ensure_token_if_auth_enabled(None, create_token_if_missing=False)
+        compat.check_token()
     except AuthenticationError:
         raise SweepError(f"{where}: this client uses token authentication (RAY_AUTH_MODE=token, saddlescape's "
                          f"default) but {token_situation()}; {with_token}") from None
@@ -161,7 +141,7 @@ def _check_gcs(address: str, where: str, allowed: str):
 
     def ask():
         try:
-            GcsClient(address=address).cluster_id
+            compat.gcs_cluster_id(address)
             outcome.append(None)
         except Exception as e:              # noqa: BLE001 - reported below
             outcome.append(e)
@@ -225,6 +205,7 @@ def connected(address: str | None, workers: int | None):
     started = not ray.is_initialized()
     try:
         if started:
+            configure()                           # the environment Ray's processes start with
             address = address or os.environ.get("RAY_ADDRESS")
             address = None if address in ("", "local") else address
             common = dict(logging_level=logging.WARNING, log_to_driver=False)

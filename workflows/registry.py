@@ -33,10 +33,18 @@ import importlib
 import importlib.metadata
 import inspect
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
 
-from .params import Param, resolve
+import torch
+
+from optimizers import BUILTIN_OPTIMIZERS
+from optimizers.base import Optimizer
+from optimizers.torch_adapter import adapt, adapt_class, optimizer_classes
+from problems import BUILTIN_PROBLEMS
+from problems.base import Problem
+
+from .core.component import Component
+from .core.params import conditions
 
 KINDS = ("problem", "optimizer")
 ENTRY_POINT_GROUPS = {"problem": "saddlescape.problems", "optimizer": "saddlescape.optimizers"}
@@ -46,58 +54,9 @@ ADAPTABLE_MODULES = ("torch.optim", "pytorch_optimizer", "schedulefree")
 THIS_PROCESS = "registered in this process"
 
 
-class MissingExtra(ValueError):
-    """A name whose package is an optional extra that is not installed (one line, as any lookup
-    error); `extra` names the extra (`pip install -e '.[<extra>]'`)."""
-
-    def __init__(self, message: str, extra: str):
-        super().__init__(message)
-        self.extra = extra
-
-
-@dataclass(frozen=True)
-class Component:
-    kind: str                                   # "problem" or "optimizer"
-    name: str                                   # what a sweep writes as <kind>.name
-    schema: Mapping[str, Param]                 # every parameter, with its default and range
-    factory: Callable[..., Any]                 # builds the problem / the optimizer
-    validate_params: Callable[[dict], dict] | None = None   # defaults + checks; default: resolve(schema)
-    origin: str = "built-in"                    # built-in, plugin <distribution> <version>, adapter, this process
-    doc: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)  # origin-specific facts (the adapter's mode, ...)
-
-    def __post_init__(self):
-        # Every optimizer also takes a step-size schedule (workflows/schedules.py): its schema is
-        # its own parameters and the schedule's, where a name is not its own already (schedulefree
-        # classes have a warmup_steps of their own: the name is theirs).
-        own = dict(self.schema)
-        object.__setattr__(self, "own_schema", own)
-        if self.kind == "optimizer":
-            from .schedules import SCHEDULE_SCHEMA
-            object.__setattr__(self, "schema", {**own, **{k: p for k, p in SCHEDULE_SCHEMA.items() if k not in own}})
-
-    def validate(self, params: dict) -> dict:
-        """{parameter: value} with every default filled in and every value checked, in schema order."""
-        owner = f"{self.kind} {self.name}"
-        schedule = {k: p for k, p in self.schema.items() if k not in self.own_schema}
-        own = {k: v for k, v in params.items() if k not in schedule}
-        out = self.validate_params(own) if self.validate_params is not None else resolve(owner, self.own_schema, own)
-        if not schedule:
-            return out
-        from .schedules import canonical
-        timing = resolve(owner, schedule, {k: v for k, v in params.items() if k in schedule})
-        if timing.get("beta2_rule", "none") != "none" and "beta2" not in out:
-            raise ValueError(f"{owner}: beta2_rule={timing['beta2_rule']!r} is not allowed: it sets a beta2 this "
-                             "optimizer does not have; allowed: none (the rule serves rmsprop, adam, amsgrad, "
-                             "adaptive_full)")
-        return canonical({**out, **timing})
-
-
 def problem_component(cls, origin: str = "built-in") -> Component:
     """A Problem subclass (problems/base.py; problems/from_loss.py makes them from a loss) as a
     component. Raises TypeError for anything else."""
-    from problems.base import Problem
-
     if not (inspect.isclass(cls) and issubclass(cls, Problem) and isinstance(cls.name, str) and cls.name):
         raise TypeError(f"{cls!r} is not a problem; allowed: a subclass of problems.base.Problem with a name "
                         "(problems.from_loss.define_problem makes one from a loss function)")
@@ -146,17 +105,16 @@ class Registry:
     def builtins(self) -> dict[str, Component]:
         if self._builtins is None:
             if self.kind == "problem":
-                from problems import BUILTIN_PROBLEMS
                 self._builtins = {c.name: problem_component(c) for c in BUILTIN_PROBLEMS}
             else:
-                from optimizers import BUILTIN_OPTIMIZERS
                 self._builtins = {m.NAME: optimizer_component(m) for m in BUILTIN_OPTIMIZERS}
         return self._builtins
 
     def plugins(self) -> dict[str, Component]:
-        """Every plugin component (all entry points loaded; those that fail are in plugin_errors)."""
+        """Every plugin component installed now (the entry points looked for again, as `get` does
+        for a name it does not know, and all loaded; those that fail are in plugin_errors)."""
         with self._lock:
-            for name in self._scan():
+            for name in self._scan(rescan=True):
                 self._load(name)
             return {n: c for n, c in self._plugins.items() if isinstance(c, Component)}
 
@@ -227,7 +185,6 @@ class Registry:
                 if self.kind == "optimizer" and "." in name and self._allows(name):
                     break
             if self.kind == "optimizer" and "." in name:
-                from optimizers.torch_adapter import adapt
                 self._adapted[name] = adapt(name, self.adaptable_modules())
                 return self._adapted[name]
         raise ValueError(f"{self.kind}.name={name!r} is not a known {self.kind}; allowed: {self._allowed()}")
@@ -317,7 +274,6 @@ def _plugin_component(kind: str, name: str, target, origin: str) -> Component | 
             raise ValueError(f"the optimizer's NAME is {target.NAME!r}, the entry point's {name!r}; allowed: the same")
         return optimizer_component(target, origin)
     if inspect.ismodule(target):
-        from optimizers.torch_adapter import optimizer_classes
         if not optimizer_classes(target):
             raise TypeError(f"module {target.__name__} has neither NAME/SCHEMA/build nor torch.optim.Optimizer "
                             "classes; allowed: either")
@@ -325,7 +281,6 @@ def _plugin_component(kind: str, name: str, target, origin: str) -> Component | 
     if not inspect.isclass(target):
         raise TypeError(f"{target!r} is not an optimizer; allowed: a module with NAME, SCHEMA and build, "
                         "a torch.optim.Optimizer subclass, or a module of such classes")
-    from optimizers.torch_adapter import adapt_class
     return adapt_class(name, target, origin)
 
 
@@ -344,12 +299,40 @@ def get_optimizer(name) -> Component:
     return REGISTRIES["optimizer"].get(name)
 
 
+def validate_problem(spec: dict) -> dict:
+    """{'name': ..., **params} -> the same with every default filled in and every value checked."""
+    params = dict(spec)
+    component = get_problem(params.pop("name", None))
+    return {"name": component.name, **component.validate(params)}
+
+
+def make_problem(spec: dict, seed: int, dtype=torch.float32, device="cpu") -> Problem:
+    """The problem a spec names, built from plain data. Its own randomness (rotations, data) comes
+    from a generator seeded by `seed`, separate from the per-step noise: the same cell is the same
+    problem. `problem.seed` keeps it (an optimizer that draws random numbers seeds its runs from it)."""
+    params = validate_problem(spec)
+    component = get_problem(params.pop("name"))
+    problem = component.factory(params, torch.Generator().manual_seed(seed), dtype=dtype, device=device)
+    problem.seed = seed
+    return problem
+
+
+def validate_optimizer(spec: dict) -> dict:
+    """{'name': ..., **hyperparameters} -> the same with every default filled in and checked."""
+    params = dict(spec)
+    component = get_optimizer(params.pop("name", None))
+    return {"name": component.name, **component.validate(params)}
+
+
+def make_optimizer(spec: dict, problem=None) -> Optimizer:
+    hp = validate_optimizer(spec)
+    return get_optimizer(hp.pop("name")).factory(hp, problem)
+
+
 def parameter_conditions(cells) -> dict[str, list]:
     """{column: [the column it depends on, *values]} for the parameters of these cells' problems and
     optimizers that have an effect only under a condition (Param.applies), as rows.parquet names
     them: meta.json keeps it for the analysis, which imports no problem or optimizer."""
-    from .params import conditions
-
     out = {}
     for kind, get in (("problem", get_problem), ("optimizer", get_optimizer)):
         for name in sorted({cell[kind]["name"] for cell in cells}):
@@ -377,7 +360,6 @@ def register_optimizer(module_or_class, name: str | None = None) -> Component:
     if _is_own_optimizer(module_or_class):
         return REGISTRIES["optimizer"].register(optimizer_component(module_or_class, THIS_PROCESS))
     if inspect.isclass(module_or_class):
-        from optimizers.torch_adapter import adapt_class
         return REGISTRIES["optimizer"].register(adapt_class(name or module_or_class.__name__, module_or_class,
                                                             THIS_PROCESS))
     raise TypeError("register_optimizer: allowed: a module with NAME, SCHEMA and build, or a "
@@ -398,40 +380,34 @@ def unregister(kind: str, name: str):
     REGISTRIES[kind]._local.pop(name, None)
 
 
-def registered_lines() -> list[str]:
-    """What `saddlescape validate` prints about the names a sweep may use: per kind the
-    built-ins, this process's registrations and the plugins (with their distribution and
-    version, and the adapter's mode for a torch.optim class), the modules whose optimizer classes
-    may be named by path (with their installed versions), then every plugin that failed to load,
-    with its error. Loads every plugin."""
-    lines = []
+@dataclass(frozen=True)
+class Inventory:
+    """The names a sweep may use now: per kind the built-ins, this process's registrations and the
+    plugin components (each Component carries its origin, and for a torch.optim class the
+    adapter's `class` and `mode` in `extra`); the modules whose optimizer classes may be named by
+    path; every plugin that failed to load."""
+    builtins: dict[str, list[str]]                  # kind -> names
+    local: dict[str, list[str]]                     # kind -> names registered in this process
+    plugins: dict[str, dict[str, Component]]        # kind -> {name: component}
+    class_modules: list[tuple[str, str | None]]     # (module, its distribution's version; None: not installed)
+    plugin_modules: list[PluginModule]              # the plugins' modules of optimizer classes
+    errors: list[tuple[str, str, str]]              # (kind, name, error)
+
+
+def inventory() -> Inventory:
+    """What `saddlescape validate` lists (workflows/cli.py formats it). Loads every plugin."""
+    builtins, local, plugins = {}, {}, {}
     for kind in KINDS:
         reg = REGISTRIES[kind]
-        groups = {"built-in": list(reg.builtins()), THIS_PROCESS: list(reg.local())}
-        plugins = reg.plugins()
-        lines.append(f"{kind}s: {len(groups['built-in'])} built-in, {len(plugins)} from plugins"
-                     + (f", {len(groups[THIS_PROCESS])} {THIS_PROCESS}" if groups[THIS_PROCESS] else ""))
-        for label, names in groups.items():
-            if names:
-                lines.append(f"  {label}: {', '.join(names)}")
-        for name, component in plugins.items():
-            mode = component.extra.get("mode")
-            via = f"; {component.extra['class']} through the adapter, {mode or 'mode decided per cell'}" \
-                if "class" in component.extra else ""
-            lines.append(f"  {name} ({component.origin}{via})")
-    modules = [f"{m} ({_module_version(m)})" for m in ADAPTABLE_MODULES]
-    modules += [f"{m.module} ({m.origin})" for m in REGISTRIES["optimizer"].plugin_modules().values()]
-    lines.append("optimizer classes by path (e.g. torch.optim.NAdam) from: " + ", ".join(modules))
-    errors = [(kind, name, error) for kind in KINDS for name, error in REGISTRIES[kind].plugin_errors().items()]
-    if errors:
-        lines.append(f"plugins that failed to load ({len(errors)}; sweeps that name them fail, the others run):")
-        lines += [f"  {kind} {name}: {error}" for kind, name, error in errors]
-    return lines
+        builtins[kind], local[kind], plugins[kind] = list(reg.builtins()), list(reg.local()), reg.plugins()
+    return Inventory(builtins, local, plugins, [(m, _module_version(m)) for m in ADAPTABLE_MODULES],
+                     list(REGISTRIES["optimizer"].plugin_modules().values()),
+                     [(kind, name, error) for kind in KINDS for name, error in REGISTRIES[kind].plugin_errors().items()])
 
 
-def _module_version(module: str) -> str:
+def _module_version(module: str) -> str | None:
     distribution = {"torch.optim": "torch", "pytorch_optimizer": "pytorch-optimizer"}.get(module, module)
     try:
         return importlib.metadata.version(distribution)
     except importlib.metadata.PackageNotFoundError:
-        return "not installed: pip install -e '.[optimizers]'"
+        return None

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .store import STALE_BANNER
+
 FILE = "analysis/inputs.json"
 REPORT = "analysis/report.md"
 # What analysis/ fits and draws with: a new version may change a number or a figure.
@@ -62,8 +64,6 @@ def code_version() -> str:
 
 def up_to_date(store, options: dict | None = None) -> bool:
     """Whether report.md exists, is not marked out of date, and was written from these inputs."""
-    from .store import STALE_BANNER
-
     recorded = store.read_json(FILE)
     if not recorded:
         return False

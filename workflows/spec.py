@@ -44,10 +44,17 @@ from pathlib import Path
 
 import yaml
 
-from . import distributions, overrides as overrides_
+from optimizers.torch_adapter import usable
+
+from . import distributions, yaml12
+from . import overrides as overrides_
+from .cell import make_cell
+from .core.component import MissingExtra
+from .core.schedules import paper_beta2
+from .core.settings import RUN_SCHEMA
+from .core.suggest import did_you_mean, plural
+from .definition import definition_hash
 from .registry import registry as registry_of
-from .settings import RUN_SCHEMA
-from .suggest import did_you_mean, plural
 from .yaml12 import SweepLoader  # noqa: F401  (the loader a sweep file is read with)
 
 SWEEP_KEYS = ("description", "method", "samples", "random_seed", "parameters", "analysis")
@@ -66,8 +73,8 @@ DISTRIBUTIONS = tuple(distributions.DISTRIBUTIONS)
 # component with every default filled in.
 RULES = {
     # Staib et al.'s recommendation β₂ = 1 − η^(2/3): the averaging window follows the step size.
-    "optimizer.beta2": {"paper": lambda optimizer: 1 - optimizer["lr"] ** (2 / 3)},
-    # Isotropic noise of fixed total variance spread over d coordinates (THEORY.md §3: σ₁² ∝ 1/d).
+    "optimizer.beta2": {"paper": lambda optimizer: float(paper_beta2(optimizer["lr"]))},
+    # Isotropic noise of fixed total variance spread over d coordinates (docs/theory.md: σ₁² ∝ 1/d).
     "problem.noise_scale": {"inverse_sqrt_dim": lambda problem: problem["dim"] ** -0.5},
 }
 DEFAULT_MAX_CELLS = 10_000
@@ -116,8 +123,6 @@ class Sweep:
         its draws as well (each parameter's key, in the order drawn: it follows the order the file
         writes them in, so moving two keys can change every cell); a grid's cells do not depend on
         any order."""
-        from .definition import definition_hash
-
         return definition_hash(self.definition, self.draws)
 
 
@@ -126,8 +131,6 @@ class Sweep:
 
 def load_yaml(path) -> dict:
     """The file's document, by the YAML 1.2 core schema (workflows/yaml12.py)."""
-    from . import yaml12
-
     try:
         with open(path, encoding="utf-8") as f:
             return yaml12.load(f)
@@ -275,17 +278,15 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
         raw_cells = [_sample(where, base, specs, top, rng, max_cells, drawn) for _ in range(samples)]
         draws = hashlib.sha256("\n".join(drawn).encode()).hexdigest()[:16]
 
-    from .cell import cell_id, normalize_cell      # torch (through the components): only here
-
-    cells, seen, repeats = [], set(), 0
+    cells, seen = [], set()
     for raw in raw_cells:
         try:
-            cell = normalize_cell(raw)
+            cell = make_cell(raw)
         except ValueError as e:
             hint = f"; {SEEDS_HINT}" if re.search(r"\bseeds=", str(e)) and "values" in _spec_of("seeds", base, specs, top) \
                 else ""
             raise SweepError(f"{where}: {e}{hint}") from None
-        key = cell_id(cell)
+        key = cell.id
         if key not in seen:
             seen.add(key)
             cells.append(cell)
@@ -516,7 +517,6 @@ def _choices(spec: dict) -> list:
 def _get(where: str, registry, name):
     """The component called `name`, or one line naming it, its closest known name (one that can
     be stepped) and the rest; NeedsExtra where its package is an extra not installed."""
-    from .registry import MissingExtra
 
     try:
         return registry.get(name)
@@ -537,8 +537,6 @@ def _suggestable(registry) -> list[str]:
         except (ValueError, ImportError):
             continue
         if cls is not None:
-            from optimizers.torch_adapter import usable
-
             if not usable(cls):
                 continue
         out.append(name)
@@ -601,23 +599,23 @@ def _components(where, kind: str, defaults: dict, specs: dict, top: dict, pick, 
                 if k in schema:
                     _check_list_grid(where, f"{kind}.{k}", spec, schema[k], name)
             out.extend(_product(where, kind, name, schema, fields, pick, max_cells - len(out)))
-        for field in inline if shared else ():
-            if not any(field in schema_of(n) for n in names):
-                raise SweepError(f"{where}: {kind}.{field} is not a parameter of {', '.join(map(str, names))}")
+        for key in inline if shared else ():
+            if not any(key in schema_of(n) for n in names):
+                raise SweepError(f"{where}: {kind}.{key} is not a parameter of {', '.join(map(str, names))}")
     # A dotted key that no component takes is a typo: in the sweep and the overrides, against its
     # components; in the defaults, against every registered one (a default may serve other sweeps).
     for layer, names in ((over, sorted({c["name"] for c in out})), (high, sorted({c["name"] for c in out})),
                          (low, sorted(registry.names()))):
-        for field in layer:
-            if not any(field in schema_of(n) for n in names):
+        for key in layer:
+            if not any(key in schema_of(n) for n in names):
                 allowed = sorted({k for n in names for k in schema_of(n)})
                 # The components' own parameters first; the step-size schedule's, which every
                 # optimizer takes, once after them.
                 own = sorted({k for n in names for k in registry.get(n).own_schema})
                 shared = [k for k in allowed if k not in own]
                 listed = ", ".join(own) + (f" (and the step-size schedule's: {', '.join(shared)})" if shared else "")
-                raise SweepError(f"{where}: {kind}.{field} is not a parameter of {', '.join(names)}"
-                                 f"{did_you_mean(field, allowed)}; allowed: {listed}")
+                raise SweepError(f"{where}: {kind}.{key} is not a parameter of {', '.join(names)}"
+                                 f"{did_you_mean(key, allowed)}; allowed: {listed}")
     return out
 
 
@@ -656,14 +654,14 @@ def _product(where, kind, name, schema, fields: dict, pick, room: int) -> list[d
     for combo in itertools.product(*choices):
         component = {"name": name, **dict(zip(keys, combo))}
         filled = {k: p.default for k, p in schema.items()} | component
-        for field, value in list(component.items()):
+        for key, value in list(component.items()):
             if isinstance(value, dict) and "rule" in value:
                 try:
-                    component[field] = RULES[f"{kind}.{field}"][value["rule"]](filled)
+                    component[key] = RULES[f"{kind}.{key}"][value["rule"]](filled)
                 except (KeyError, TypeError, ValueError, ArithmeticError):      # dim: false is 0: 0 ** -0.5
-                    raise SweepError(f"{where}: {kind}.{field}={value!r} cannot be derived for {name}; "
+                    raise SweepError(f"{where}: {kind}.{key}={value!r} cannot be derived for {name}; "
                                      f"allowed: a rule whose inputs are numbers") from None
-                if (kind, field, value["rule"]) == ("optimizer", "beta2", "paper") and "beta2_rule" in schema:
+                if (kind, key, value["rule"]) == ("optimizer", "beta2", "paper") and "beta2_rule" in schema:
                     # Under a step-size schedule the rule is evaluated at every step (beta2 above
                     # is its value at step 1); under a constant step it is that one value.
                     component["beta2_rule"] = "paper"

@@ -26,6 +26,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .core.rows import flatten_cell
+
 META_KEY = b"saddlescape"
 
 
@@ -96,9 +98,17 @@ class Store:
             info = json.loads(meta.metadata[META_KEY])
         except (FileNotFoundError, OSError, KeyError, TypeError, ValueError, pa.ArrowException):
             return None
-        if info.get("cell_id") != key or meta.num_rows != seeds or info.get("seeds") != seeds:
-            return None
-        return info
+        return info if _complete(info, key, meta.num_rows, seeds) else None
+
+    def read_part(self, key: str) -> tuple[pd.DataFrame, dict]:
+        """The stored cell's rows and its part's metadata. Raises OSError where the part is missing,
+        ValueError where it is not the complete part of this cell (the check part_info makes)."""
+        with self.fs.open_input_file(self.path(f"parts/{key}.parquet")) as f:
+            table = pq.read_table(f)
+        info = json.loads(table.schema.metadata[META_KEY])
+        if not _complete(info, key, table.num_rows, info.get("seeds")):
+            raise ValueError(f"parts/{key}.parquet is not the complete part of cell {key}")
+        return table.to_pandas(), info
 
     def done(self, cells: dict[str, dict]) -> dict[str, dict]:
         """{cell_id: part metadata} for the cells whose results are complete."""
@@ -152,8 +162,6 @@ class Store:
     def collect(self, cells: dict[str, dict]) -> "Tables":
         """The tables, in memory: reading every part is the slow half of a consolidation, and
         writes nothing (a Ctrl-C here leaves the stored tables as they were)."""
-        from .cell import flatten_cell
-
         done, failed = self.done(cells), self.failures()
         frames, traces, summary = [], [], []
         for key, cell in cells.items():
@@ -217,6 +225,12 @@ class Store:
 
 
 STALE_BANNER = "> **Out of date:**"
+
+
+def _complete(info: dict, key: str, rows: int, seeds) -> bool:
+    """Whether a part is the whole of cell `key`: its metadata names the cell, and it holds one row
+    per seed (a part cut short by a crash, or another cell's rows under this name, is not)."""
+    return info.get("cell_id") == key and rows == seeds and info.get("seeds") == seeds
 
 
 class Tables(NamedTuple):

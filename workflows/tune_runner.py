@@ -9,37 +9,22 @@ says (the retry skips the cells already stored), and what still fails is recorde
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import sys
 import time
 
-from . import ray_session  # noqa: F401  (first: it sets Ray's environment before Ray is imported)
+import torch
+from ray import tune
 
-from ray import tune  # noqa: E402
-from ray.tune.execution import class_cache  # noqa: E402
-
-from . import progress  # noqa: E402
-from .cell import cell_id  # noqa: E402
-from .local_runner import TRIAL_THREADS, compute_and_store  # noqa: E402
-from .ray_session import warm_workers  # noqa: E402
-from .registry import local_registrations  # noqa: E402
-from .store import Store  # noqa: E402
+from . import progress
+from .cell import cell_id
+from .core import compat
+from .engine import keep_freed_memory
+from .local_runner import TRIAL_THREADS, compute_and_store
+from .ray_session import warm_workers
+from .registry import adopt_registrations, local_registrations
+from .store import Store
 
 TRIAL_RESOURCES = {"cpu": TRIAL_THREADS}
-logging.getLogger("ray.tune").setLevel(logging.WARNING)   # no "Wrote the latest version..." lines
-# A failed trial is reported once, as one line per failed cell (workflows/cli.py), from the store's
-# failure records; Tune's controller would also log each attempt's full remote traceback.
-for _name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
-    logging.getLogger(_name).setLevel(logging.CRITICAL)
-if os.environ.get("RAY_USAGE_STATS_ENABLED") == "0":
-    # Tune's fit() counts the callbacks it is given for Ray's usage statistics, and imports the
-    # mlflow, wandb and comet integrations to do so (ray.air._internal.usage.tag_callbacks): with
-    # mlflow installed (the tracking extra) that is 1.6 s of every run's driver, for statistics
-    # that are switched off. Not counted when they are off.
-    from ray.air._internal import usage as _air_usage  # noqa: E402
-
-    _air_usage.tag_callbacks = lambda callbacks: False
 
 
 class CellFailures(RuntimeError):
@@ -51,8 +36,6 @@ def run_pack(config: dict, packs: list[list[dict]], registrations=None):
     """The trainable: one pack of cells. The packs travel through the object store
     (tune.with_parameters), the config holds only an index, so Tune's per-result logs stay small.
     `registrations`: the optimizers and problems the driver registered in its own process."""
-    from .registry import adopt_registrations
-
     # Whether this worker is one Ray started ahead and warmed (workflows/warm_worker.py), not one
     # started for this trial: its process was created before Tune began (a causal order, not a race
     # with the worker's imports). Both clocks are this machine's (a cluster's workers are not warmed).
@@ -74,46 +57,24 @@ def run_pack(config: dict, packs: list[list[dict]], registrations=None):
         raise CellFailures("; ".join(f"cell {k}: {v}" for k, v in failures.items()))
 
 
-@contextlib.contextmanager
 def inherited_environment():
-    """Trial actors without a runtime_env, on the embedded local Ray whose workers were started and
-    warmed ahead (workflows/ray_session.py, workflows/warm_worker.py).
-
-    Ray's pool keys its workers by runtime_env: an actor with one never takes a worker started
-    ahead; it waits for a fresh process and its imports (3-4 s here, every worker, every sweep).
-    Tune gives each trial actor the environment variables it means to carry to other machines
-    (PL_DISABLE_FORK=1 for PyTorch Lightning, AWS credentials and Ray Train's variables where the
-    driver has them: ray/tune/execution/class_cache.py). On the embedded Ray every worker already
-    inherits the driver's environment (and PL_DISABLE_FORK, which ray_session sets), so there they
-    are left out of the actor's runtime_env; on a cluster Tune's defaults stand."""
-    if not warm_workers():
-        yield
-        return
-    defaults, propagated = dict(class_cache.DEFAULT_ENV_VARS), set(class_cache.ENV_VARS_TO_PROPAGATE)
-    class_cache.DEFAULT_ENV_VARS.clear()
-    class_cache.ENV_VARS_TO_PROPAGATE.clear()
-    try:
-        yield
-    finally:
-        class_cache.DEFAULT_ENV_VARS.update(defaults)
-        class_cache.ENV_VARS_TO_PROPAGATE.update(propagated)
+    """Trial actors without a runtime_env on the embedded local Ray, whose workers were started and
+    warmed ahead and inherit the driver's environment (compat.trials_without_runtime_env says why);
+    on a cluster Tune's defaults stand."""
+    return compat.trials_without_runtime_env() if warm_workers() else contextlib.nullcontext()
 
 
 def start_worker():
     """What a trial's process sets once: one torch thread (a trial owns one core: no
     oversubscription) and an allocator that keeps freed memory (workflows/engine.py says why).
     Done here, where the trial starts, not when the engine is imported."""
-    import torch
-
-    from .engine import keep_freed_memory
-
     torch.set_num_threads(TRIAL_THREADS)
     keep_freed_memory()
 
 
 class Progress(tune.Callback):
     """Cells done / total, elapsed time, and an estimate of the time left (workflows/progress.py). `on_cell(cell_id)`:
-    told of each cell once it is stored (the experiment trackers, workflows/tracking.py; it only
+    told of each cell once it is stored (the experiment trackers, workflows/trackers.py; it only
     queues the cell, so Tune's loop never waits for a tracker)."""
 
     def __init__(self, total: int, echo, every: float = 2.0, on_cell=None):
@@ -173,7 +134,7 @@ def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, workers: 
             failure_config=tune.FailureConfig(max_failures=max_failures),
             callbacks=[progress], verbose=0, log_to_file=True),
     )
-    with inherited_environment():
+    with inherited_environment(), compat.quiet_tune():
         grid = tuner.fit()
     # A trial that died without writing its failures (a killed worker): record them here.
     recorded = store.failures()

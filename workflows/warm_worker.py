@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import os
 
+from . import tune_runner  # noqa: F401  (Ray Tune, torch, the trainable's modules)
+from .engine import simulate
+from .spec import sweeps_from_mapping
+
 
 def process_started() -> float:
     """When this process was created, in seconds since boot (CLOCK_BOOTTIME, the clock of
@@ -21,10 +25,6 @@ def process_started() -> float:
     ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
     return ticks / os.sysconf("SC_CLK_TCK")
 
-
-from . import tune_runner  # noqa: F401,E402  (Ray Tune, torch, the trainable's modules)
-from .engine import simulate  # noqa: E402
-from .spec import sweeps_from_mapping  # noqa: E402
 
 # The smallest cells of the shapes most sweeps run (float32, the compiled block's two kinds of
 # optimizer update): a few milliseconds once the kernel is loaded. Nothing is stored.

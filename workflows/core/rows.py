@@ -2,7 +2,7 @@
 
 The engine writes these columns (tests/test_docs.py checks it writes no other), the analysis
 reads which of them are per run and which describe the cell from here, the synthetic generator
-fills them, and README.md's column table is this table (`python -m workflows.rows` prints it;
+fills them, and README.md's column table is this table (`python -m workflows.core.rows` prints it;
 the same test checks the README against it).
 
     scope "cell": the same value on every run of a cell (its parameters, what the problem says
@@ -13,6 +13,8 @@ Torch-free: the analysis imports it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .settings import RUN_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,42 @@ def is_per_run(column: str) -> bool:
     """Whether a column of rows.parquet holds one value per run (an outcome) rather than a
     description of the cell."""
     return column in PER_RUN
+
+
+# How a cell becomes the columns that describe it on each of its rows: problem.*, optimizer.*
+# (parameters), then the run settings, the cell's `seed` stored as `base_seed` (each row's `seed`
+# is its run index).
+PARAMETER_PREFIXES = ("problem.", "optimizer.")
+BASE_SEED = "base_seed"
+
+
+def stored_setting(name: str) -> str:
+    """The rows.parquet column of a run setting."""
+    return BASE_SEED if name == "seed" else name
+
+
+RUN_SETTING_COLUMNS = tuple(stored_setting(k) for k in RUN_SCHEMA)
+
+
+def is_parameter(column: str) -> bool:
+    """Whether a rows.parquet column is one of the flattened cell's parameters (what a sweep sets
+    and tells cells apart): problem.*, optimizer.*, a run setting."""
+    return column.startswith(PARAMETER_PREFIXES) or column in RUN_SETTING_COLUMNS
+
+
+def flatten_cell(cell: dict) -> dict:
+    """The columns a normalised cell gives each of its rows: problem.*, optimizer.*, then the run
+    settings (`seed` as `base_seed`). A list-valued parameter (torch's `betas`) becomes one column
+    per entry, `optimizer.betas[0]`, ...: numbers the analysis can sort, plot and fit."""
+    flat = {}
+    for kind in ("problem", "optimizer"):
+        for key, value in cell[kind].items():
+            if isinstance(value, (list, tuple)):
+                flat.update({f"{kind}.{key}[{i}]": v for i, v in enumerate(value)})
+            else:
+                flat[f"{kind}.{key}"] = value
+    flat.update({stored_setting(k): v for k, v in cell.items() if k not in ("problem", "optimizer")})
+    return flat
 
 
 def markdown_table() -> str:

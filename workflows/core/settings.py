@@ -1,6 +1,6 @@
 """The run settings of a cell: everything besides its problem and its optimizer.
 
-Torch-free, so that the row schema (workflows/rows.py) and the analysis can read it.
+Torch-free, so that the row schema (workflows/core/rows.py) and the analysis can read it.
 """
 from __future__ import annotations
 

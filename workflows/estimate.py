@@ -10,13 +10,13 @@ first, as the runner's packing does, and adds the fixed cost of a Ray run (a few
 """
 from __future__ import annotations
 
-import heapq
 import math
 
 import pandas as pd
 
-from .packing import estimated_seconds, unmodelled_kinds
-from .suggest import count
+from .core.rows import flatten_cell
+from .core.suggest import count
+from .packing import estimated_seconds, longest_first, unmodelled_kinds
 
 RAY_FIXED_SECONDS = 6.0            # Ray's start + Tune's worker start, measured on 2 cores (README)
 ABSURD_SEED_STEPS = 1e12
@@ -31,10 +31,9 @@ def wall_seconds(cells: list[dict], workers: int, backend: str = "ray") -> float
         return 0.0
     if backend == "local":
         workers = 1
-    loads = [0.0] * max(1, min(workers, len(cells)))
-    for cost in sorted((estimated_seconds(c) for c in cells), reverse=True):
-        heapq.heapreplace(loads, loads[0] + cost)
-    return max(loads) + (RAY_FIXED_SECONDS if backend == "ray" else 0.0)
+    costs = [estimated_seconds(c) for c in cells]
+    busiest = max(sum(costs[i] for i in b) for b in longest_first(costs, min(workers, len(cells))))
+    return busiest + (RAY_FIXED_SECONDS if backend == "ray" else 0.0)
 
 
 def duration(seconds: float) -> str:
@@ -62,8 +61,6 @@ def varying_table(cells: list[dict], stored: set[str] | None = None, ids: list[s
                   limit: int = 40) -> tuple[list[str], list[str]]:
     """(the settings every cell shares, among the usual ones; the table of what varies, as lines).
     `stored`/`ids`: cell ids already stored, and each cell's id, for a `stored` column."""
-    from .cell import flatten_cell
-
     frame = pd.DataFrame([flatten_cell(c) for c in cells])
     text = frame.astype(str)
 

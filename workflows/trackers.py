@@ -7,7 +7,7 @@
 A cell's record is read back from its stored part file (parts/<cell_id>.parquet), so a cell
 tracked as Tune reports it, at the end of a run, or by `saddlescape track` from any storage is
 the same record: its parameters (the flattened cell, as in rows.parquet) and a summary of its
-runs (`summary_metrics`; the Kaplan–Meier helpers of analysis.survival). The trackers run in one
+runs (workflows/core/survival.py: cell_summary). The trackers run in one
 background thread of the driver: a slow or dead tracker never holds up Tune's loop or the engine,
 and it never costs a result or changes an exit code. Its first failure is one warning line;
 the tracker is then left alone for the rest of the command, and the command ends with a note
@@ -35,7 +35,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .suggest import count
+from .core.rows import is_parameter
+from .core.suggest import count
+from .core.survival import cell_summary
+from .store import Store
 
 TRACKERS = ("mlflow", "tensorboard")
 LIBRARIES = {"mlflow": ("mlflow",), "tensorboard": ("tensorboardX",)}
@@ -80,82 +83,12 @@ class CellRecord:
 def read_record(store, key: str) -> CellRecord:
     """The record of the stored cell `key`. Raises (OSError, ValueError, KeyError) where its part
     is missing or is not this cell's."""
-    import pyarrow.parquet as pq
-
-    from .store import META_KEY
-
-    path = store.path(f"parts/{key}.parquet")
-    with store.fs.open_input_file(path) as f:
-        table = pq.read_table(f)
-    info = json.loads(table.schema.metadata[META_KEY])
-    if info.get("cell_id") != key or table.num_rows != info.get("seeds"):
-        raise ValueError(f"parts/{key}.parquet is not the complete part of cell {key}")
-    mtime = store.fs.get_file_info(path).mtime
+    rows, info = store.read_part(key)
+    mtime = store.fs.get_file_info(store.path(f"parts/{key}.parquet")).mtime
     stored = mtime.timestamp() if mtime else time.time()
-    rows = table.to_pandas()
     params = {column: _native(rows[column].iloc[0]) for column in rows.columns if is_parameter(column)}
-    metrics = summary_metrics(rows, info["engine_seconds"])
+    metrics = cell_summary(rows, info["engine_seconds"])
     return CellRecord(key, params, metrics, stored - info["engine_seconds"], stored)
-
-
-def is_parameter(column: str) -> bool:
-    """Whether a rows.parquet column is one of the flattened cell's parameters (workflows.cell.
-    flatten_cell: problem.*, optimizer.*, the run settings with `seed` as `base_seed`)."""
-    from .settings import RUN_SCHEMA
-
-    return column.startswith(("problem.", "optimizer.")) or column in {
-        "base_seed" if key == "seed" else key for key in RUN_SCHEMA}
-
-
-def summary_metrics(rows, engine_seconds: float) -> dict[str, float]:
-    """One cell's runs summarised, name -> value; only finite values (a KM median that is
-    undefined because more than half the runs are censored is absent: `<duration>_restricted_mean`
-    is then the cell's measure, as in the report). rows: the cell's rows (one per seed).
-
-      n_seeds, n_escaped, n_diverged, diverged_fraction, engine_seconds
-      per censored duration of analysis.survival.DURATIONS the cell records (escape; sosp and gap
-      where sosp_epsilon / gap_epsilon turn them on), with (duration, event) its columns:
-        <event>_fraction                         escaped_fraction, sosp_reached_fraction, ...
-        <duration>_km_median, _km_median_lo, _km_median_hi   Kaplan–Meier median, 95% log-log interval
-        <duration>_restricted_mean               ∫₀^budget S(t) dt
-        mean_<duration>_of_<event>               mean over the runs that had the event
-                                                 (mean_escape_step_of_escaped, as in cells.parquet)
-      every cell-scope number of workflows/rows.py (curvature, sigma_escape, noise_anisotropy, ...)
-      <column>_median for every per-run float column of workflows/rows.py the cell has
-        (final_loss_median, tail_loss_q90_median, tracking_error_mean_median, ...): the median over runs
-    """
-    import numpy as np
-
-    from analysis.survival import DURATIONS, kaplan_meier
-
-    from .rows import COLUMNS
-
-    out = {"n_seeds": len(rows), "n_escaped": int(rows["escaped"].sum()), "n_diverged": int(rows["diverged"].sum()),
-           "diverged_fraction": float(rows["diverged"].mean()), "engine_seconds": float(engine_seconds)}
-    for duration, event in DURATIONS.values():
-        if duration not in rows or event not in rows:
-            continue
-        recorded = rows[rows[duration].notna() & rows[event].notna()]
-        if not len(recorded):
-            continue
-        steps, happened = recorded[duration].to_numpy(float), recorded[event].astype(bool).to_numpy()
-        # The horizon of the restricted mean is the budget, as in analysis.survival.summarize_cells.
-        horizon = float(recorded["budget"].max()) if "budget" in recorded else float(steps.max())
-        median, low, high, restricted = kaplan_meier(steps, happened, horizon)
-        out.update({f"{event}_fraction": float(happened.mean()), f"{duration}_km_median": median,
-                    f"{duration}_km_median_lo": low, f"{duration}_km_median_hi": high,
-                    f"{duration}_restricted_mean": restricted})
-        if happened.any():
-            out[f"mean_{duration}_of_{event}"] = float(steps[happened].mean())
-    for column in COLUMNS:
-        if column.dtype != "float64" or column.name not in rows:
-            continue
-        values = rows[column.name].to_numpy(float)
-        if column.scope == "cell":
-            out[column.name] = float(values[0])
-        elif np.isfinite(values).any():
-            out[f"{column.name}_median"] = float(np.nanmedian(values[np.isfinite(values)]))
-    return {name: float(value) for name, value in out.items() if math.isfinite(value)}
 
 
 def _native(value):
@@ -541,7 +474,6 @@ class _ThreadFilter(logging.Filter):
 def open_results(path: str):
     """The Store of results/<sweep> (a local path or a pyarrow URI) and its meta.json; raises
     TrackingError (one line) where nothing there looks like a sweep's results."""
-    from .store import Store
 
     path = str(path).rstrip("/")
     if "://" in path:
@@ -561,15 +493,20 @@ def open_results(path: str):
     return store, meta or {}, stored
 
 
+def sweep_tags(sweep: str, definition_hash, version, git_commit, results: str) -> dict[str, str]:
+    """What every tracked run of a sweep is tagged with, by `run --track` and by `track` alike."""
+    return {"sweep": sweep, "definition_hash": str(definition_hash), "saddlescape_version": str(version),
+            "git_commit": str(git_commit), "results": results}
+
+
 def track_stored(path: str, names, *, echo, note, warn) -> bool:
     """Track every stored cell of results/<sweep> not tracked yet (one parent run holding
     meta.json and the report); returns whether every stored cell is tracked now."""
     names = check(names, "--to")
     store, meta, stored = open_results(path)
     sweep = meta.get("sweep") or store.uri.rsplit("/", 1)[-1]
-    tags = {"sweep": sweep, "definition_hash": str(meta.get("definition_hash")),
-            "saddlescape_version": str((meta.get("versions") or {}).get("saddlescape")),
-            "git_commit": str(meta.get("git_commit")), "results": store.uri}
+    tags = sweep_tags(sweep, meta.get("definition_hash"), (meta.get("versions") or {}).get("saddlescape"),
+                      meta.get("git_commit"), store.uri)
     session = Session(names, store, sweep, meta.get("description", ""), tags, "track", echo, note, warn)
     counts = {k: v for k, v in (meta.get("cells") or {}).items() if isinstance(v, (int, float))}
     complete = session.finish(stored, meta or None, counts, "FINISHED")

@@ -2,7 +2,7 @@
 
 A diagonal adaptive method divides by √v_t, its moving-average estimate of E[g²|x_t]. With
 `tracking_error: true` every run records the relative error ‖v_t − E[g²|x_t]‖ / ‖E[g²|x_t]‖
-averaged over its escape phase (workflows/rows.py: tracking_error_mean). Staib et al. chose
+averaged over its escape phase (workflows/core/rows.py: tracking_error_mean). Staib et al. chose
 β₂ = 1 − η^(2/3) so that this error is small: the average's variance grows with 1 − β₂, its lag
 behind a moving x with η/(1 − β₂); balancing the two gives 1 − β₂ ∝ η^(2/3). Here that claim is
 measured, not assumed:
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from .palette import shade
 
 COLUMN = "tracking_error_mean"
 BOOTSTRAP = 200
@@ -135,8 +137,6 @@ def tracking_figure(rows: pd.DataFrame, best: pd.DataFrame, scaling: pd.DataFram
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from .palette import shade
-
     data = rows[rows[COLUMN].notna()].assign(memory=lambda f: 1 - f["optimizer.beta2"].astype(float))
     optimizers = sorted(data["optimizer.name"].astype(str).unique())
     fig = Figure(figsize=(11, 4.2 * len(optimizers)), layout="constrained")
@@ -168,7 +168,8 @@ def tracking_figure(rows: pd.DataFrame, best: pd.DataFrame, scaling: pd.DataFram
                        fmt="o", color=color, capsize=3, label="best 1 - beta2 [95%]")
         grid = np.geomspace(lr.min(), lr.max(), 50)
         right.plot(grid, grid ** RULE_EXPONENT, "--", color="grey", label="the rule: lr^(2/3)")
-        fit = scaling[scaling["optimizer"] == name]
+        # No power law where fewer than three step sizes had a determined minimiser (an empty table).
+        fit = scaling[scaling["optimizer"] == name] if "optimizer" in scaling else scaling.iloc[:0]
         if len(fit):
             f = fit.iloc[0]
             right.plot(grid, f["constant"] * grid ** f["exponent"], "-", color=color,

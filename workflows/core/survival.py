@@ -1,0 +1,111 @@
+"""Censored durations and their Kaplan–Meier summaries: the per-cell summary every stage uses.
+
+A run that did not reach an event (escape, an SOSP, f − f_min ≤ ε) within the budget is
+right-censored at its step (the budget, or where it diverged): it stays in the risk set until then
+and is never counted as an event. `kaplan_meier` gives one cell's median with its 95% interval
+(the pointwise log-log band inverted at 0.5, as lifelines' `median_survival_times(
+kmf.confidence_interval_)` does) and restricted mean E[min(τ, budget)]; `cell_summary` is a
+cell's runs summarised, computed where the cell is: the experiment trackers record it, and the
+analysis tables read the same numbers (analysis/survival.py: its table over many cells).
+
+The estimator is scipy's (`scipy.stats.ecdf` on `CensoredData`): a maintained implementation,
+about 0.3 ms a cell, where a lifelines fitter costs about 6 ms. tests/test_analysis_survival.py
+checks it against lifelines cell by cell.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .rows import COLUMNS
+
+# Censored (duration, event) pairs a results table may carry: name -> (duration column, event column).
+# A new pair (e.g. time to a second-order stationary point) is one line here.
+DURATIONS = {
+    "escape": ("escape_step", "escaped"),
+    "sosp": ("sosp_step", "sosp_reached"),
+    "gap": ("gap_step", "gap_reached"),
+}
+# How a report names each duration.
+DURATION_TITLES = {"escape": "Escape time", "sosp": "Time to a second-order stationary point",
+                   "gap": "Time to f - f_min <= gap_epsilon"}
+RESTRICTED = "restricted mean <= budget"
+
+
+def duration_pairs(rows: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    return {name: pair for name, pair in DURATIONS.items() if set(pair) <= set(rows.columns)}
+
+
+def _first_at_or_below(times: np.ndarray, survival: np.ndarray, level: float = 0.5) -> float:
+    below = np.flatnonzero(survival <= level)
+    return float(times[below[0]]) if len(below) else np.inf
+
+
+def kaplan_meier(duration: np.ndarray, event: np.ndarray, horizon: float) -> tuple[float, float, float, float]:
+    """(median, median_lo, median_hi, restricted mean to `horizon`) of one cell."""
+    duration, event = np.asarray(duration, dtype=float), np.asarray(event, dtype=bool)
+    if not event.any():                         # no escape at all: S = 1 up to the last time seen
+        return np.inf, np.inf, np.inf, float(min(horizon, duration.max()) + max(0.0, horizon - duration.max()))
+    fit = stats.ecdf(stats.CensoredData(uncensored=duration[event], right=duration[~event]))
+    times, survival = fit.sf.quantiles, fit.sf.probabilities
+    with warnings.catch_warnings():           # "undefined at some observations": where S = 0 or 1
+        warnings.simplefilter("ignore", RuntimeWarning)
+        band = fit.sf.confidence_interval(0.95, method="log-log")
+    # The log-log band is undefined where S is 0 or 1; as lifelines does, it collapses to 0
+    # where S = 0 and to 1 where S = 1.
+    low, high = (np.where(survival == 0, 0.0, np.nan_to_num(b.probabilities, nan=1.0)) for b in (band.low, band.high))
+    # ∫₀^horizon S(t) dt of the right-continuous step function, S = 1 before the first time.
+    edges = np.clip(np.concatenate([[0.0], times, [horizon]]), 0.0, horizon)
+    heights = np.concatenate([[1.0], survival])
+    restricted = float(np.sum(np.diff(edges) * heights))
+    return (_first_at_or_below(times, survival), _first_at_or_below(times, low),
+            _first_at_or_below(times, high), restricted)
+
+
+def cell_summary(rows, engine_seconds: float) -> dict[str, float]:
+    """One cell's runs summarised, name -> value; only finite values (a KM median that is
+    undefined because more than half the runs are censored is absent: `<duration>_restricted_mean`
+    is then the cell's measure, as in the report). rows: the cell's rows (one per seed).
+
+      n_seeds, n_escaped, n_diverged, diverged_fraction, engine_seconds
+      per censored duration of DURATIONS the cell records (escape; sosp and gap
+      where sosp_epsilon / gap_epsilon turn them on), with (duration, event) its columns:
+        <event>_fraction                         escaped_fraction, sosp_reached_fraction, ...
+        <duration>_km_median, _km_median_lo, _km_median_hi   Kaplan–Meier median, 95% log-log interval
+        <duration>_restricted_mean               ∫₀^budget S(t) dt
+        mean_<duration>_of_<event>               mean over the runs that had the event
+                                                 (mean_escape_step_of_escaped, as in cells.parquet)
+      every cell-scope number of rows.py (curvature, sigma_escape, noise_anisotropy, ...)
+      <column>_median for every per-run float column of rows.py the cell has
+        (final_loss_median, tail_loss_q90_median, tracking_error_mean_median, ...): the median over runs
+    """
+    out = {"n_seeds": len(rows), "n_escaped": int(rows["escaped"].sum()), "n_diverged": int(rows["diverged"].sum()),
+           "diverged_fraction": float(rows["diverged"].mean()), "engine_seconds": float(engine_seconds)}
+    for duration, event in DURATIONS.values():
+        if duration not in rows or event not in rows:
+            continue
+        recorded = rows[rows[duration].notna() & rows[event].notna()]
+        if not len(recorded):
+            continue
+        steps, happened = recorded[duration].to_numpy(float), recorded[event].astype(bool).to_numpy()
+        # The horizon of the restricted mean is the budget, as in the analysis's tables.
+        horizon = float(recorded["budget"].max()) if "budget" in recorded else float(steps.max())
+        median, low, high, restricted = kaplan_meier(steps, happened, horizon)
+        out.update({f"{event}_fraction": float(happened.mean()), f"{duration}_km_median": median,
+                    f"{duration}_km_median_lo": low, f"{duration}_km_median_hi": high,
+                    f"{duration}_restricted_mean": restricted})
+        if happened.any():
+            out[f"mean_{duration}_of_{event}"] = float(steps[happened].mean())
+    for column in COLUMNS:
+        if column.dtype != "float64" or column.name not in rows:
+            continue
+        values = rows[column.name].to_numpy(float)
+        if column.scope == "cell":
+            out[column.name] = float(values[0])
+        elif np.isfinite(values).any():
+            out[f"{column.name}_median"] = float(np.nanmedian(values[np.isfinite(values)]))
+    return {name: float(value) for name, value in out.items() if math.isfinite(value)}
