@@ -183,8 +183,9 @@ def noise_phase(rule: Rule, curvature: float, sigma: float) -> NoisePhase:
         log_n = np.concatenate([[0.0], np.cumsum(growth)])       # ln N_s, N₁ = 1
         variance = np.sum((kappa[1:] * np.exp(-log_n[1:])) ** 2)
         if len(kappa) > 1 and kappa[-1] > 0 and np.isclose(kappa[-1], kappa[-2], rtol=1e-12, atol=0):
-            lam = 1 + kappa[-1]                                   # the tail beyond T, constant gains
-            variance += (kappa[-1] * np.exp(-log_n[-1])) ** 2 / (lam**2 - 1)
+            # The tail beyond T at constant gains: Σ_j κ² N_T⁻² (1 + κ)^(−2j) = κ N_T⁻²/(2 + κ), written
+            # so that a vanishing gain (a schedule decayed to ~0) gives ~0, not 0/0.
+            variance += kappa[-1] * np.exp(-2 * log_n[-1]) / (2 + kappa[-1])
         return NoisePhase(1.0, 0.0, float(np.sqrt(variance)), 0.0)
 
     def matrix(k):
@@ -205,7 +206,8 @@ def noise_phase(rule: Rule, curvature: float, sigma: float) -> NoisePhase:
     values_r, right = np.linalg.eig(tail)
     direction = right[:, int(np.argmax(values_r.real))].real
     start_m = float(direction[1] / direction[0])
-    variance = float(ell @ noise(kappa[-1])) ** 2 / (lam**2 - 1) if lam > 1 else 0.0
+    # The noise beyond the last step at its gains; a vanishing gain adds nothing (and λ² − 1 would be 0).
+    variance = float(ell @ noise(kappa[-1])) ** 2 / (lam**2 - 1) if lam - 1 > 1e-9 else 0.0
     # ℓ_s for s = end … 2 (the adjoint of step s), accumulating the noise each step feeds in.
     for s in range(end, 1, -1):
         k = kappa[s - 1]

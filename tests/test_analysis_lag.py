@@ -290,3 +290,15 @@ def test_a_confining_quartic_is_in_the_map(lr, beta2, sigma):
     runs = monte_carlo(rule, 1.0, sigma, 0.5, runs=3000, seed=1, quartic=1.0)
     assert runs.mean() == pytest.approx(law.mean, rel=0.015)
     assert abs(lag_escape(rule, 1.0, sigma, 0.5).mean / runs.mean() - 1) > 0.03
+
+
+def test_a_step_size_decayed_to_almost_nothing_leaves_the_noise_phase_finite():
+    """Halving every 500 steps for 3 budgets: the last gains are ~1e-75, (1 + κ)² − 1 rounds to 0, and
+    the noise phase's tail must not become inf (the lr_schedules study cell that stopped the analysis)."""
+    cell = pd.DataFrame([{"cell_id": "a", "problem.name": "quadratic_saddle", "problem.dim": 10,
+                          "problem.escape_measure": "projection", "optimizer.name": "rmsprop", "optimizer.lr": 1e-3,
+                          "optimizer.beta2": 0.99, "optimizer.lr_schedule": "step", "optimizer.decay_factor": 0.5,
+                          "optimizer.decay_every": 500, "curvature": 1.0, "sigma_escape": 0.01, "escape_radius": 1.0,
+                          "budget": 40_000}])
+    got = predictions(cell)["predicted_mean"].iloc[0]
+    assert 500 < got < 2000
