@@ -44,7 +44,7 @@ recursion (`monte_carlo`) and the engine.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
