@@ -183,8 +183,9 @@ def noise_phase(rule: Rule, curvature: float, sigma: float) -> NoisePhase:
         log_n = np.concatenate([[0.0], np.cumsum(growth)])       # ln N_s, N₁ = 1
         variance = np.sum((kappa[1:] * np.exp(-log_n[1:])) ** 2)
         if len(kappa) > 1 and kappa[-1] > 0 and np.isclose(kappa[-1], kappa[-2], rtol=1e-12, atol=0):
-            lam = 1 + kappa[-1]                                   # the tail beyond T, constant gains
-            variance += (kappa[-1] * np.exp(-log_n[-1])) ** 2 / (lam**2 - 1)
+            # The tail beyond T at constant gains: Σ_j κ² N_T⁻² (1 + κ)^(−2j) = κ N_T⁻²/(2 + κ), written
+            # so that a vanishing gain (a schedule decayed to ~0) gives ~0, not 0/0.
+            variance += kappa[-1] * np.exp(-2 * log_n[-1]) / (2 + kappa[-1])
         return NoisePhase(1.0, 0.0, float(np.sqrt(variance)), 0.0)
 
     def matrix(k):
@@ -205,7 +206,8 @@ def noise_phase(rule: Rule, curvature: float, sigma: float) -> NoisePhase:
     values_r, right = np.linalg.eig(tail)
     direction = right[:, int(np.argmax(values_r.real))].real
     start_m = float(direction[1] / direction[0])
-    variance = float(ell @ noise(kappa[-1])) ** 2 / (lam**2 - 1) if lam > 1 else 0.0
+    # The noise beyond the last step at its gains; a vanishing gain adds nothing (and λ² − 1 would be 0).
+    variance = float(ell @ noise(kappa[-1])) ** 2 / (lam**2 - 1) if lam - 1 > 1e-9 else 0.0
     # ℓ_s for s = end … 2 (the adjoint of step s), accumulating the noise each step feeds in.
     for s in range(end, 1, -1):
         k = kappa[s - 1]
@@ -445,10 +447,12 @@ class LagEscape:
 
 
 def run_map(rule: Rule, curvature: float, sigma: float, thresholds, y1: np.ndarray, m1: np.ndarray,
-            u1: float, chunk: int = 512) -> np.ndarray:
+            u1: float, chunk: int = 512, quartic: float = 0.0, spread=None) -> np.ndarray:
     """The deterministic lag map from (y₁, m₁, u₁) at step 1; per node the first step t with
     y_t ≥ thresholds(t)[t − 1] (steps + 1 where never). y in units of σ₁/γ, u of σ₁². `thresholds(n)`
-    gives the escape level for steps 1 … n (asked for in chunks, as far as some node is left)."""
+    gives the escape level for steps 1 … n (asked for in chunks, as far as some node is left).
+    quartic: λ of a confining (λ/4)‖x‖⁴, whose gradient λ‖x‖²x turns minus the escape coordinate's
+    gradient into y (1 − (λ/γ)(x² + V_⊥)); `spread(n)` gives V_⊥ for steps 1 … n (0 without it)."""
     y, m = np.array(y1, float), np.array(m1, float)
     u = np.full_like(y, u1)
     top = u.copy()
@@ -464,11 +468,15 @@ def run_map(rule: Rule, curvature: float, sigma: float, thresholds, y1: np.ndarr
             break
         if t > len(level):
             level = thresholds(min(len(level) + chunk, rule.steps))
-        square = y * y + 1
+        drift = y
+        if quartic:
+            others = spread(t - 1)[t - 2] if spread is not None else 0.0
+            drift = y * (1 - quartic / curvature * ((sigma * y / curvature) ** 2 + others))
+        square = drift * drift + 1
         u = square if rule.exact else rule.decay[t - 1] * u + rule.fresh[t - 1] * square
         if rule.running_max:
             top = np.maximum(top, u)
-        m = y if b1 == 0 else b1 * m + (1 - b1) * y
+        m = drift if b1 == 0 else b1 * m + (1 - b1) * drift
         y = y + rule.lrs[t - 1] * curvature * m / (rule.bias1[t - 1] *
                                                    rule.denominator(top if rule.running_max else u, sigma, t))
         hit = y >= level[t - 1]
@@ -481,10 +489,11 @@ def run_map(rule: Rule, curvature: float, sigma: float, thresholds, y1: np.ndarr
 
 def lag_escape(rule: Rule, curvature: float, sigma: float, radius: float, stable: Stable | None = None,
                start_offset: float = 0.0, dim: float = 1.0, quantiles: int = QUANTILES,
-               budget: int | None = None) -> LagEscape:
+               budget: int | None = None, quartic: float = 0.0) -> LagEscape:
     """The lag model's escape-step law for one cell (docstring of this module). The map runs for
     the rule's length; `budget` (default: that length) is the cell's, which censors the runs.
-    stable: the other coordinates, for the norm measure (None: projection)."""
+    stable: the other coordinates, for the norm measure (None: projection). quartic: λ of a confining
+    (λ/4)‖x‖⁴ (in the lag map's drift; negligible in the noise phase, ignored for the stable ones)."""
     phase = noise_phase(rule, curvature, sigma)
     starts, start_weights = offset_shares(start_offset, dim, curvature, sigma)
     law = amplitude(rule, phase, curvature, sigma, starts, start_weights)
@@ -499,7 +508,8 @@ def lag_escape(rule: Rule, curvature: float, sigma: float, radius: float, stable
         return curvature / sigma * np.sqrt(np.maximum(radius**2 - spread.upto(steps), 0.0))
     u1 = 1.0 if rule.exact else rule.decay[0] * rule.initial / sigma**2 + rule.fresh[0] * (1 + np.sum(
         start_weights * starts**2))
-    steps = run_map(rule, curvature, sigma, thresholds, w, w * phase.start_m, u1)
+    steps = run_map(rule, curvature, sigma, thresholds, w, w * phase.start_m, u1, quartic=quartic,
+                    spread=spread.upto if stable is not None else None)
     weights = np.full(quantiles, 1.0 / quantiles)
     used = spread.upto(int(min(steps.max(), rule.steps)))
     return LagEscape(steps[:-1].astype(float), weights, rule.steps if budget is None else int(budget),
@@ -603,7 +613,7 @@ def crossover(rule: Rule, curvature: float, radius: float, low: float = 1e-7, hi
 # -- the check: a direct Monte Carlo of the scalar recursion ---------------------------------------
 
 def monte_carlo(rule: Rule, curvature: float, sigma: float, radius: float, stable: Stable | None = None,
-                runs: int = 20_000, seed: int = 0, start_y: float = 0.0) -> np.ndarray:
+                runs: int = 20_000, seed: int = 0, start_y: float = 0.0, quartic: float = 0.0) -> np.ndarray:
     """Escape steps of the exact recursion (float64): the escape coordinate x (g = −γx + σ₁ξ) and,
     for the norm measure, every stable coordinate (g = λx + σξ); censored runs get T + 1. What the
     map is checked against (tests/test_analysis_lag.py); the engine is the same recursion in d
@@ -621,9 +631,10 @@ def monte_carlo(rule: Rule, curvature: float, sigma: float, radius: float, stabl
     steps = np.full(runs, rule.steps + 1)
     index = np.arange(runs)
     for t in range(1, rule.steps + 1):
-        g = curv * x + sig * rng.standard_normal(x.shape)
+        full = curv * x + (quartic * (x * x).sum(1, keepdims=True) * x if quartic else 0.0)
+        g = full + sig * rng.standard_normal(x.shape)
         if rule.exact:
-            u = (curv * x) ** 2 / sig**2 + 1
+            u = full**2 / sig**2 + 1
             denominator = (sig**2 * u + rule.eps) ** (rule.alpha / 2)
         else:
             u = rule.decay[t - 1] * u + rule.fresh[t - 1] * g * g

@@ -179,7 +179,7 @@ def lag_case(case: tuple) -> tuple[LagEscape | None, str]:
     rule = _rule(dict(rule_items), schedule, lr, budget, horizon(budget))
     others = None if stable is None else Stable(np.array(stable[0]), np.array(stable[1]), np.array(stable[2]),
                                                  stable[3])
-    law = lag_escape(rule, gamma, sigma, radius, others, offset, dim, budget=budget)
+    law = lag_escape(rule, gamma, sigma, radius, others, offset, dim, budget=budget, quartic=case[13])
     if law.spread_max >= SPREAD_LIMIT * radius**2:
         return None, (f"the stable coordinates' spread sum E x_i^2 reaches {law.spread_max:.3g} >= r^2/4: an escape "
                       "by the norm then measures them, not the saddle (use escape_measure: projection)")
@@ -218,7 +218,8 @@ def describe(settings: dict, case: tuple) -> tuple[str, str]:
     if problem == "staib_toy":
         notes.append("approximate: finite-sum noise (only its variance enters), the x^10 term ignored")
     if quartic:
-        notes.append(f"approximate: the quartic ignored (lambda r^2/gamma = {quartic * case[6]**2 / case[4]:.2g})")
+        notes.append(f"the quartic (lambda r^2/gamma = {quartic * case[6]**2 / case[4]:.2g}) in the escape coordinate's "
+                     "drift, at the stable coordinates' mean spread; ignored in the stable coordinates themselves")
     if noise == "student_t":
         notes.append("approximate: Student-t noise (only E g^2 enters; v fluctuates more than under Gaussian noise)")
     return model, "; ".join(notes)

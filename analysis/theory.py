@@ -10,6 +10,10 @@ With k escape directions of the same γ and σ₁ (n_negative = k) the escape no
 The engine counts whole steps: the first integer t with |x_t| ≥ r is ⌈τ⌉. Its median is ⌈median τ⌉,
 its mean E[τ] + ½ (the fractional part is close to uniform), its variance var τ + 1/12; this matters
 where escape takes a handful of steps (ηγ ≳ 0.3: docs/theory.md section 3, "Whole steps").
+
+These are the linear recursions: SGD and the fixed noise preconditioner Σ^(−α/2). RMSProp, Adam,
+AdaGrad and the second-moment preconditioner G(x)^(−α/2) follow the lag model (analysis/lag.py, with
+its continuum closed forms: the Bessel time and the floor (2/R) ln I₀(R/2); docs/theory.md section 4b).
 """
 from __future__ import annotations
 

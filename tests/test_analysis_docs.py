@@ -46,3 +46,14 @@ def test_the_readmes_study_figures_exist():
     for link in local_links(ROOT / "README.md"):
         if link.startswith("docs/study/") or link == "docs/theory.md":
             assert (ROOT / link).exists(), link
+
+
+def test_no_document_calls_the_fixed_noise_preconditioner_ideal():
+    """Σ^(−α/2) built from the noise at the saddle and the paper's G(x)^(−1/2) are different objects
+    (docs/theory.md section 4): neither the docs, the study, the sweeps nor the analysis call the first
+    'ideal' (issue 22)."""
+    paths = [ROOT / "README.md", ROOT / "sweeps.yaml", *(ROOT / "docs").glob("*.md"),
+             *(ROOT / "docs" / "study").glob("**/*.md"), *(ROOT / "analysis").glob("*.py")]
+    offenders = [str(p.relative_to(ROOT)) for p in paths
+                 if "ideal" in p.read_text().lower().replace("ideal_precond when measured", "")]
+    assert not offenders, offenders

@@ -3,11 +3,18 @@
     .venv/bin/python docs/study/answers.py > docs/study/answers.md
 
 Reads results/study/<sweep>/ (rows.parquet, and the tables `saddlescape analyze` writes under
-analysis/: cells.csv, exponents.csv, tracking*.csv, matched_*.csv); computes nothing the sweeps
-did not measure, except the closed forms of analysis.theory where a question compares against
-them. Every question first says what it tests; statistics are compared like with like (a
-Kaplan-Meier median with a predicted median, a mean only where every run escaped, so that it is
-a mean), and cells where the measured statistic is censored are counted apart, never as agreeing.
+analysis/: cells.csv, comparison.csv, tracking*.csv, matched_*.csv) and writes one figure,
+docs/study/anisotropy/figures/floor_vs_R.png. It computes nothing the sweeps did not measure,
+except the models of analysis/ where a question compares against them (the lag model's floor and
+crossover, the linear law's median), and intervals (bootstrap over runs, order statistics).
+
+Each question says three things, as a referee would ask: the claim tested (the paper's, quoted or
+paraphrased with its assumptions, or "an implementation check" where it is not the paper's), the
+evidence with its intervals, and the verdict within the regime tested. Statistics are compared
+like with like (a mean where every run escaped, a Kaplan-Meier median where some were censored,
+the escaped fraction where more than half were); a censored statistic is counted apart, never as
+agreeing; a range is given wherever a summary could hide one; correlations over pairs that share
+a member get no p-value.
 """
 from __future__ import annotations
 
@@ -20,25 +27,15 @@ from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from analysis.lag import crossover, exponential_rule, floor, floor_ratio  # noqa: E402
 from analysis.lag_cells import lag_case, setting  # noqa: E402
-from analysis.theory import (lambda_prime, noise_preconditioner_escape_time, sgd_escape_median,  # noqa: E402
-                             sign_regime_escape_time)
+from analysis.lag_figures import floor_curves, floor_figure  # noqa: E402
+from analysis.pairwise import bootstrap_medians  # noqa: E402
+from analysis.survival import RESTRICTED  # noqa: E402
+from analysis.theory import lambda_prime, sgd_escape_median  # noqa: E402
 
 RESULTS = ROOT / "results" / "study"
-
-
-def quadratic_lag_median(cell: pd.Series, curvature: float, sigma: float, radius: float) -> float:
-    """The lag model's median for a quadratic saddle with this cell's γ, σ₁, r and optimizer (escape
-    along the escape direction): what the quadratic theory would say about a data problem."""
-    quadratic = cell.copy()
-    quadratic["problem.name"], quadratic["problem.escape_measure"] = "quadratic_saddle", "projection"
-    for key in ("problem.n_negative", "problem.rotate_hessian", "problem.noise_model", "problem.noise_dist",
-                "problem.quartic", "start_offset"):
-        quadratic[key] = np.nan
-    quadratic["curvature"], quadratic["sigma_escape"], quadratic["escape_radius"] = curvature, sigma, radius
-    case, _ = setting(quadratic)
-    law = lag_case(case)[0] if case is not None else None
-    return law.median if law is not None else np.nan
+FIGURES = ROOT / "docs" / "study"
 
 
 def cells(sweep: str) -> pd.DataFrame:
@@ -63,27 +60,20 @@ def show(frame: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def tests(text: str):
-    print(f"*What this tests:* {text}\n")
+def claim(text: str):
+    print(f"*Claim tested:* {text}\n")
 
 
-def measured_vs_predicted(c: pd.DataFrame) -> pd.DataFrame:
-    """Like with like: the mean against the predicted mean where every run escaped, the KM median
-    against the predicted median where some runs were censored but the median was reached, and
-    nothing where the median itself is censored (`compared` = 'censored': excluded from counts)."""
-    full = c.escape_mean.notna()
-    median = ~full & np.isfinite(c.escape_median)            # a censored median is stored as inf
-    out = c.assign(
-        compared=np.select([full, median], ["mean", "median"], "censored"),
-        measured=np.select([full, median], [c.escape_mean, c.escape_median], np.nan),
-        predicted=np.select([full, median], [c.predicted_mean, c.predicted_median], np.nan))
-    return out.assign(ratio=out.measured / out.predicted)
+def verdict(text: str):
+    print(f"*Verdict:* {text}\n")
 
 
 def interval(row, prefix: str = "escape_time") -> str:
+    """The cell's escape statistic with its interval; where more than half the runs were censored,
+    what is known: a lower bound."""
     v, lo, hi = row[prefix], row[f"{prefix}_lo"], row[f"{prefix}_hi"]
-    if not np.isfinite(v):
-        return f"> {row['budget']:g} (censored)" if "budget" in row else "censored"
+    if row.get("escape_kind") == RESTRICTED or not np.isfinite(v):
+        return f"> {row['budget']:g} for {1 - row['escaped_fraction']:.0%} of runs (censored)"
     return f"{v:.4g} [{lo:.4g}, {hi:.4g}]"
 
 
@@ -96,280 +86,400 @@ def median_interval(values: np.ndarray) -> tuple[float, float, float]:
     return float(np.median(values)), float(ci.low), float(ci.high)
 
 
+def counts(ratio: pd.Series) -> str:
+    off = (ratio - 1).abs()
+    return (f"{int((off <= 0.01).sum())} within 1%, {int((off <= 0.03).sum())} within 3%, "
+            f"{int((off <= 0.06).sum())} within 6% of {len(ratio)}; measured/predicted {ratio.min():.3f}-"
+            f"{ratio.max():.3f}")
+
+
+class Runs:
+    """A sweep's runs by cell, for bootstrap intervals of ratios of KM medians."""
+
+    def __init__(self, sweep: str):
+        self.rows = rows(sweep, ["cell_id", "escape_step", "escaped"]).groupby("cell_id")
+
+    def medians(self, cell_id: str) -> np.ndarray:
+        part = self.rows.get_group(cell_id)
+        return bootstrap_medians(part["escape_step"].to_numpy(float), part["escaped"].to_numpy(bool),
+                                 seed=int(cell_id[:8], 16))
+
+    def ratio(self, numerator: str, denominator: str) -> tuple[float, float, float]:
+        """KM median of `numerator` over that of `denominator`, with the bootstrap's 95% interval."""
+        a, b = self.medians(numerator), self.medians(denominator)
+        point = np.median(self.rows.get_group(numerator)["escape_step"]) / np.median(
+            self.rows.get_group(denominator)["escape_step"])
+        r = a / b
+        return float(point), float(np.quantile(r, 0.025)), float(np.quantile(r, 0.975))
+
+
+def fmt_ratio(t: tuple[float, float, float]) -> str:
+    return f"{t[0]:.4g} [{t[1]:.4g}, {t[2]:.4g}]"
+
+
+def compared(sweep: str) -> pd.DataFrame:
+    """comparison.csv (one row per cell with a prediction) joined with the cells' settings."""
+    c = cells(sweep).set_index("cell_id")
+    out = table(sweep, "comparison.csv").set_index("cell_id")
+    return out.join(c.drop(columns=[k for k in out.columns if k in c.columns]), how="left").reset_index()
+
+
+def informative(comparison: pd.DataFrame) -> pd.DataFrame:
+    return comparison[comparison["verdict"].isin(["holds", "close", "fails"])]
+
+
 # --------------------------------------------------------------------------------------------------
 
 def q1():
-    c = measured_vs_predicted(cells("stepsize"))
-    sgd = c[c.optimizer == "sgd"].copy()
-    sgd["lr*curvature"] = (sgd["optimizer.lr"] * sgd["curvature"]).map(lambda v: float(f"{v:.6g}"))
-    print("## Q1. SGD's closed form\n")
-    tests("SGD's escape time on quadratic_saddle against the linear-recursion closed form with the "
-          "whole-step correction (docs/theory.md §2-3), over lr·γ from 1e-5 to 1; each cell's mean against "
-          "the predicted mean where every run escaped, its KM median against the predicted median where "
-          "some were censored; cells whose median is censored test nothing and are counted apart.")
-    full = sgd[sgd.compared == "mean"]
+    c = compared("stepsize")
+    sgd = c[c["optimizer.name"] == "sgd"].copy()
+    print("## Q1. SGD's escape law: an implementation check\n")
+    claim("none of the paper's. The linear recursion x ← (1 + ηγ)x + ησ₁ξ has a known escape law "
+          "(docs/theory.md §2-3, with whole steps); the engine and the analysis must reproduce it. This "
+          "checks saddlescape, not Staib et al. Escape along the escape direction (projection), lr·γ from "
+          "1e-5 to 1, σ₁ = 1e-2 and 1e-4, γ = 0.1 and 1, 1024 seeds per cell.")
+    inf = informative(sgd)
+    full = inf[inf.measure == "mean"]
     x = np.log(full.curvature * full.escape_radius**2 / (full["optimizer.lr"] * full.sigma_escape**2))
-    y = full["optimizer.lr"] * full.curvature * full.escape_mean
+    y = full["optimizer.lr"] * full.curvature * (full.measured - 0.5)       # whole steps: the ½ removed
     fit = stats.linregress(x, y)
     half = stats.t.ppf(0.975, len(x) - 2) * fit.stderr
-    print(f"lr·γ·E[τ] against ln(γr²/(lr·σ₁²)) over {len(full)} fully escaped SGD cells: slope "
-          f"{fit.slope:.3f} [{fit.slope - half:.3f}, {fit.slope + half:.3f}] (theory 0.5), intercept "
-          f"{fit.intercept:.3f}.\n")
-    compared = sgd[sgd.compared != "censored"]
-    within = lambda tol: int((abs(compared.ratio - 1) <= tol).sum())  # noqa: E731
-    print(f"Cells: {len(sgd)}; compared {len(compared)} ({(sgd.compared == 'mean').sum()} on the mean, "
-          f"{(sgd.compared == 'median').sum()} on the median); excluded {int((sgd.compared == 'censored').sum())} "
-          f"whose median is censored (lr·γ "
-          f"{', '.join(f'{v:g}' for v in sorted(sgd[sgd.compared == 'censored']['lr*curvature'].unique()))}). "
-          f"Of the compared: {within(0.01)} within 1%, {within(0.02)} within 2%, {within(0.05)} within 5%; "
-          f"measured/predicted {compared.ratio.min():.3f} to {compared.ratio.max():.3f}.\n")
-    by = (compared.groupby(["lr*curvature", "compared"]).agg(cells=("ratio", "size"), ratio_min=("ratio", "min"),
-                                                              ratio_max=("ratio", "max"),
-                                                              escaped=("escaped_fraction", "min")).reset_index())
-    print(show(by))
+    cells_all = cells("stepsize")
+    n_sgd = int((cells_all["optimizer.name"] == "sgd").sum())
+    print(f"SGD cells: {n_sgd}; compared {len(inf)} ({(inf.measure == 'mean').sum()} on the mean, "
+          f"{(inf.measure == 'median').sum()} on the median, {(inf.measure == 'restricted mean').sum()} on the "
+          f"escaped fraction); {int((sgd.verdict == 'uninformative (censored)').sum())} uninformative (no run escaped, "
+          f"as predicted). {counts(inf.ratio)}.\n")
+    print(f"lr·γ·(E[τ] − ½) against ln(γr²/(lr·σ₁²)) over {len(full)} fully escaped cells: slope "
+          f"{fit.slope:.4f} [{fit.slope - half:.4f}, {fit.slope + half:.4f}] (the law: 0.5).\n")
+    inf = inf.assign(**{"lr*curvature": (inf["optimizer.lr"] * inf.curvature).map(lambda v: float(f"{v:.6g}"))})
+    print(show(inf.groupby(["lr*curvature", "measure"]).ratio.agg(["size", "min", "max"]).reset_index()))
     print()
+    verdict(f"the implementation reproduces the law: {counts(inf.ratio)}; slope inside its interval"
+            if fit.slope - half <= 0.5 <= fit.slope + half else f"the slope {fit.slope:.3f} misses 0.5")
 
 
 def q2():
-    c = cells("noise_precond")
-    pre = c[(c.optimizer == "precond_sgd") & c.escape_mean.notna()]
-    X = np.column_stack([np.ones(len(pre)), np.log(pre.sigma_escape), np.log(pre["problem.noise_scale"])])
-    y = np.log(pre.escape_mean)
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
-    dof = len(y) - X.shape[1]
-    s2 = float(((y - X @ coef) ** 2).sum() / dof)
-    se = np.sqrt(np.diag(s2 * np.linalg.inv(X.T @ X)))
+    c = compared("noise_precond")
+    pre = informative(c[c["optimizer.name"] == "precond_sgd"])
+    full = pre[pre.measure == "mean"]
+    X = np.column_stack([np.ones(len(full)), np.log(full.sigma_escape), np.log(full["problem.noise_scale"])])
+    yv = np.log(full.measured)
+    coef, *_ = np.linalg.lstsq(X, yv, rcond=None)
+    dof = len(yv) - X.shape[1]
+    se = np.sqrt(np.diag(float(((yv - X @ coef) ** 2).sum() / dof) * np.linalg.inv(X.T @ X)))
     t = stats.t.ppf(0.975, dof)
-    print("## Q2. The ideal preconditioner\n")
-    tests("precond_sgd with A = Σ^(-1/2) on quadratic_saddle: the exponent of σ₁ in E[τ] and that of the "
-          "other directions' noise (which the ideal preconditioner should not see), by least squares over "
-          "the fully escaped cells; each cell's mean against its closed form.")
-    print(f"OLS of ln E[τ] on ln σ₁ and ln noise_scale over {len(pre)} fully escaped precond_sgd cells "
-          f"(lr 1e-4): exponent of σ₁ {coef[1]:.3f} [{coef[1] - t * se[1]:.3f}, {coef[1] + t * se[1]:.3f}], "
-          f"of noise_scale {coef[2]:.3f} [{coef[2] - t * se[2]:.3f}, {coef[2] + t * se[2]:.3f}].\n")
-    lam = lambda_prime(pre["optimizer.lr"], pre.curvature, pre.sigma_escape, pre.escape_radius)
-    print(f"The closed form's local exponent 1 − 1/Λ′ (docs/theory.md §5) over these cells: "
-          f"{(1 - 1 / lam).min():.3f} to {(1 - 1 / lam).max():.3f}.\n")
-    pre = pre.assign(ratio=pre.escape_mean / pre.predicted_mean)
-    print(f"measured/predicted mean per cell: {pre.ratio.min():.3f} to {pre.ratio.max():.3f}.\n")
-    iso = c[c["problem.anisotropy"] == 1].copy()
-    iso["escape time [95%]"] = iso.apply(interval, axis=1)
-    print("Isotropic noise (anisotropy 1), escape time by optimizer:\n")
-    print(show(iso[["problem.noise_scale", "optimizer", "escaped_fraction", "escape_kind", "escape time [95%]",
-                    "predicted_mean"]].sort_values(["problem.noise_scale", "optimizer"])))
-    print()
+    lam = lambda_prime(full["optimizer.lr"], full.curvature, full.sigma_escape, full.escape_radius)
+    print("## Q2. The fixed noise preconditioner Σ^(−1/2): an implementation check\n")
+    claim("none of the paper's. precond_sgd with target noise multiplies the gradient by Σ^(−1/2), Σ the noise "
+          "covariance at the saddle: along the escape direction that is SGD with the step η/σ₁, so E[τ] ∝ σ₁ "
+          "(up to a logarithm) and it cannot see the other directions' noise, *by construction*. The paper's "
+          "preconditioner is the second-moment one, G(x)^(−1/2) (Q3). Checked here: that the implementation "
+          "does what its definition says. lr 1e-4, σ₁ 1e-3 to 10, the other directions' noise 1 or 10.")
+    print(f"OLS of ln E[τ] on ln σ₁ and ln noise_scale over {len(full)} fully escaped cells: exponent of σ₁ "
+          f"{coef[1]:.3f} [{coef[1] - t * se[1]:.3f}, {coef[1] + t * se[1]:.3f}] (the law's local 1 − 1/Λ′: "
+          f"{(1 - 1 / lam).min():.3f}-{(1 - 1 / lam).max():.3f}), of noise_scale {coef[2]:.3f} "
+          f"[{coef[2] - t * se[2]:.3f}, {coef[2] + t * se[2]:.3f}] (0 by construction). Per cell: {counts(pre.ratio)}.\n")
+    verdict("the implementation matches its definition (each cell against its closed form as above); the σ₁ "
+            "exponent holds by construction and says nothing about the paper.")
 
 
-def regime_position(c: pd.DataFrame) -> pd.Series:
-    """0 in the sign regime (τ = r/lr), 1 at the ideal preconditioner's τ: where between the two
-    the measured escape time sits, on a log scale."""
-    ideal = noise_preconditioner_escape_time(c["optimizer.lr"], c.curvature, c.sigma_escape, c.escape_radius)
-    sign = sign_regime_escape_time(c["optimizer.lr"], c.escape_radius)
-    return np.log(c.escape_time / sign) / np.log(ideal / sign)
-
-
-def predicted_crossing(lr: float, curvature: float, radius: float, floor: float) -> float:
-    """u = γr/σ₁ where the ideal preconditioner's time σ₁Λ′/(2ηγ) meets a floor of `floor`·r/η:
-    u = Λ′(u)/(2·floor), Λ′ = ln(7.1 γ r²/(η σ₁)) = ln(7.1 r u/η) (fixed point)."""
-    u = 5.0
-    for _ in range(100):
-        u = float(lambda_prime(lr, curvature, curvature * radius / u, radius)) / (2 * floor)
-    return u
+def q3_floor_figure(c: pd.DataFrame) -> pd.DataFrame:
+    """Measured floors (cells at γr/σ₁ ≥ 1000, where the lag model's time no longer depends on σ₁):
+    η·E[τ]/r with the mean's t interval, against R; drawn with the model's curves."""
+    deep = c[(c["optimizer.name"].isin(["rmsprop", "adam"])) & (c.curvature * c.escape_radius / c.sigma_escape >= 1000)
+             & c.escape_mean.notna()].copy()
+    deep["variant"] = np.where(deep["optimizer.name"] == "rmsprop", "rmsprop",
+                               "adam (beta1=" + deep["optimizer.beta1"].map(lambda b: f"{b:g}") + ")")
+    unit = deep["optimizer.lr"] / deep.escape_radius
+    deep = deep.assign(R=floor_ratio(deep["optimizer.lr"], deep["optimizer.beta2"], deep.escape_radius),
+                       floor=deep.escape_mean * unit, lo=deep.escape_mean_lo * unit, hi=deep.escape_mean_hi * unit,
+                       predicted=deep.predicted_mean * unit)
+    floor_figure(deep, FIGURES / "anisotropy" / "figures" / "floor_vs_R.png", floor_curves())
+    return deep
 
 
 def q3():
     c = cells("anisotropy")
-    adaptive = c[c["optimizer.name"].isin(["rmsprop", "adam"]) & c.escape_time.notna()].copy()
-    adaptive["gamma*r/sigma1"] = adaptive.curvature * adaptive.escape_radius / adaptive.sigma_escape
-    adaptive["position"] = regime_position(adaptive)
-    adaptive["variant"] = adaptive.optimizer              # the analysis's label: "adam (beta1=0.9)"
-    print("## Q3. RMSProp and Adam: ideal preconditioner, then the sign regime\n")
-    tests("where RMSProp/Adam's escape time leaves the ideal preconditioner's closed form for the sign "
-          "regime's r/η, against the crossing of the two curves, γr/σ₁ = Λ′/(2f) with f = 1 (the nominal "
-          "floor r/η) and with f the measured floor; and the floor itself. All at equal nominal lr.")
-    print("Position between the regimes (1: the ideal preconditioner's escape time, 0: r/lr), median over "
-          "lr and noise_scale, by γr/σ₁:\n")
-    pivot = adaptive.pivot_table(index="gamma*r/sigma1", columns="variant", values="position", aggfunc="median")
-    print(show(pivot.reset_index()))
-    print()
-    sign = adaptive[adaptive["gamma*r/sigma1"] >= 100]
-    floors = (sign.assign(floor=sign.escape_time / sign_regime_escape_time(sign["optimizer.lr"], sign.escape_radius))
-              .groupby(["variant", "optimizer.lr"]).floor.agg(["min", "median", "max"]))
-    print("The floor: measured/(r/lr) deep in the sign regime (γr/σ₁ ≥ 100):\n")
-    print(show(floors.reset_index()))
-    print()
-    series = []
-    for (variant, lr, noise), part in adaptive.groupby(["variant", "optimizer.lr", "problem.noise_scale"]):
-        part = part.sort_values("gamma*r/sigma1")
-        p, g = part.position.to_numpy(), np.log(part["gamma*r/sigma1"].to_numpy())
-        below = np.flatnonzero((p[:-1] >= 0.5) & (p[1:] < 0.5))
-        if not len(below):
-            continue
-        i = below[0]
-        measured = np.exp(g[i] + (0.5 - p[i]) * (g[i + 1] - g[i]) / (p[i + 1] - p[i]))
-        gamma, r = part.curvature.iloc[0], part.escape_radius.iloc[0]
-        floor = floors.loc[(variant, lr), "median"]
-        series.append({"variant": variant, "lr": lr, "noise_scale": noise, "measured crossing": measured,
-                       "Λ′/2 (floor 1)": predicted_crossing(lr, gamma, r, 1.0), "measured floor": floor,
-                       "Λ′/(2·floor)": predicted_crossing(lr, gamma, r, floor)})
-    series = pd.DataFrame(series)
-    inside = ((series["measured crossing"] >= series["Λ′/2 (floor 1)"])
-              & (series["measured crossing"] <= series["Λ′/(2·floor)"]))
-    print(f"Where the position crosses ½ (log-interpolated), per (variant, lr, noise_scale) series, against the "
-          f"predicted crossings; {int(inside.sum())} of {len(series)} measured crossings lie between the two "
-          f"predictions; measured/(Λ′/(2·floor)) {np.min(series['measured crossing'] / series['Λ′/(2·floor)']):.2f} "
-          f"to {np.max(series['measured crossing'] / series['Λ′/(2·floor)']):.2f}:\n")
-    print(show(series))
-    print()
-    adam = adaptive[adaptive["optimizer.name"] == "adam"]
+    comp = compared("anisotropy")
+    adaptive = comp[comp["optimizer.name"].isin(["rmsprop", "adam"])]
+    inf = informative(adaptive)
+    print("## Q3. RMSProp and Adam at an anisotropic saddle: the lag, the floor, the crossover\n")
+    claim("Staib et al. read RMSProp/Adam as SGD preconditioned by an estimate of G(x)^(−1/2), G = E[g gᵀ], "
+          "and prove that the moving average concentrates around G (their Theorem 4.1: β2 close to 1, bounded "
+          "noise); the preconditioned noise is then isotropic, so they escape fast even when little noise lies "
+          "along the escape direction. Tested: (a) whether escape times follow a model in which the average "
+          "does *not* track G (the lag model, docs/theory.md §4b), cell by cell; (b) RMSProp/Adam against the "
+          "second-moment preconditioner G(x)^(−1/2) itself (the tracking limit), same lr and settings, ratio "
+          "of KM medians with bootstrap intervals; (c) the floor (little noise along v) against f(R) = (2/R) "
+          "ln I₀(R/2), R = r(1 − β2)/η; (d) where escape turns from noise-led to floor-led, from the model "
+          "alone (no crossing is estimated from the data). Diagonal noise, escape along the escape direction, "
+          "d = 10, lr 1e-3 to 1e-2 with the paper's β2, anisotropy 1 to 10⁴, 1024 seeds.")
+    by = inf.groupby("optimizer").ratio
+    print("(a) The lag model cell by cell (measured/predicted, like with like):\n")
+    print(show(by.agg(["size", "min", "median", "max"]).reset_index()))
+    print(f"\nAll {len(inf)} RMSProp/Adam cells: {counts(inf.ratio)}; {len(adaptive) - len(inf)} not informative.\n")
+    more = compared("stepsize")
+    more = more[more["optimizer.name"].isin(["rmsprop", "adam"])]
+    print(f"The same model on the `stepsize` sweep's RMSProp/Adam cells (lr 1e-4 to 0.1, γ 0.1 and 1, σ₁ 1e-2 and "
+          f"1e-4): {counts(informative(more).ratio)}; {len(more) - len(informative(more))} not informative "
+          f"(no run escaped, as predicted, or an artefact).\n")
+    runs = Runs("anisotropy")
     key = ["problem.anisotropy", "problem.noise_scale", "optimizer.lr"]
-    pair = adam.pivot_table(index=key, columns="variant", values="escape_time")
-    effect = (pair["adam (beta1=0.9)"] / pair["adam (beta1=0)"]).rename("beta1_0.9_over_beta1_0").reset_index()
-    effect["gamma*r/sigma1"] = effect["problem.anisotropy"] / effect["problem.noise_scale"]
-    print("β1 = 0.9 against β1 = 0 (escape-time ratio), by γr/σ₁ (median over lr):\n")
-    print(show(effect.groupby("gamma*r/sigma1")["beta1_0.9_over_beta1_0"].median().reset_index()))
+    second = c[(c["optimizer.name"] == "precond_sgd") & (c["optimizer.target"] == "second_moment")].set_index(key)
+    out = []
+    for _, cell in c[c["optimizer.name"].isin(["rmsprop", "adam"])].iterrows():
+        partner = second.loc[tuple(cell[k] for k in key)]
+        if not (np.isfinite(cell.escape_median) and np.isfinite(partner.escape_median)):
+            continue
+        ratio = runs.ratio(partner.cell_id, cell.cell_id)
+        out.append({"variant": cell.optimizer, "lr": cell["optimizer.lr"], "noise_scale": cell["problem.noise_scale"],
+                    "gamma*r/sigma1": cell.curvature * cell.escape_radius / cell.sigma_escape,
+                    "G^-1/2 over variant": ratio[0], "lo": ratio[1], "hi": ratio[2]})
+    ratios = pd.DataFrame(out)
+    print("(b) The second-moment preconditioner's KM median over RMSProp's/Adam's (above 1: the estimate with "
+          "its lag escapes sooner than the preconditioner it estimates), by γr/σ₁, range over lr and noise_scale "
+          "with the extremes' intervals:\n")
+    summary = []
+    for (variant, u), part in ratios.groupby(["variant", "gamma*r/sigma1"]):
+        lo_row, hi_row = part.loc[part["G^-1/2 over variant"].idxmin()], part.loc[part["G^-1/2 over variant"].idxmax()]
+        summary.append({"variant": variant, "gamma*r/sigma1": u, "cells": len(part),
+                        "smallest [95%]": fmt_ratio((lo_row["G^-1/2 over variant"], lo_row.lo, lo_row.hi)),
+                        "largest [95%]": fmt_ratio((hi_row["G^-1/2 over variant"], hi_row.lo, hi_row.hi))})
+    print(show(pd.DataFrame(summary)))
     print()
-    sgd = c[c.optimizer == "sgd"].set_index(key)
-    matched = sgd.reindex(pd.MultiIndex.from_frame(adaptive[key]))
-    speed = adaptive.assign(speedup=matched.escape_time.to_numpy() / adaptive.escape_time.to_numpy(),
-                            sgd_censored=matched.escape_time.isna().to_numpy())
-    print("Speed-up over SGD **at the same nominal lr** (escape-time ratio), by noise_scale and anisotropy, "
-          "median over lr. At the same lr an adaptive step along the escape direction is about lr/σ₁, so this "
-          "mixes rescaling the step with whitening the noise (Q10 compares each at its own best lr). "
-          f"{int(speed.sgd_censored.sum())} adaptive cells whose SGD partner is censored are left out.\n")
-    print(show(speed[~speed.sgd_censored].pivot_table(index=["problem.noise_scale", "problem.anisotropy"],
-                                                      columns="variant", values="speedup",
-                                                      aggfunc="median").reset_index()))
+    sign = ratios[ratios["gamma*r/sigma1"] >= 100]
+    print(f"Where γr/σ₁ ≥ 100 ({len(sign)} pairs): G^(−1/2)'s time is {sign['G^-1/2 over variant'].min():.3g}-"
+          f"{sign['G^-1/2 over variant'].max():.3g}× RMSProp's/Adam's; every interval above 1: "
+          f"{bool((sign.lo > 1).all())}. Where γr/σ₁ ≤ 3 ({int((ratios['gamma*r/sigma1'] <= 3).sum())} pairs): "
+          f"{ratios.loc[ratios['gamma*r/sigma1'] <= 3, 'G^-1/2 over variant'].min():.3g}-"
+          f"{ratios.loc[ratios['gamma*r/sigma1'] <= 3, 'G^-1/2 over variant'].max():.3g}.\n")
+    deep = q3_floor_figure(c)
+    print("(c) The floor: η·E[τ]/r where γr/σ₁ ≥ 1000 (mean with its 95% t interval), the lag model's "
+          "prediction for the cell, and the continuum f(R) (figure: anisotropy/figures/floor_vs_R.png):\n")
+    deep = deep.assign(**{"f(R) continuum": floor(deep.R), "measured/model": deep.floor / deep.predicted,
+                          "floor [95%]": [f"{f:.4f} [{lo:.4f}, {hi:.4f}]" for f, lo, hi in zip(deep.floor, deep.lo, deep.hi)]})
+    print(show(deep.groupby(["variant", "optimizer.lr"]).agg(
+        R=("R", "first"), cells=("floor", "size"), floor_min=("floor", "min"), floor_max=("floor", "max"),
+        model=("predicted", "median"), continuum=("f(R) continuum", "first"),
+        ratio_min=("measured/model", "min"), ratio_max=("measured/model", "max")).reset_index(), 4))
     print()
+    rows_ = []
+    for lr in sorted(c["optimizer.lr"].unique()):
+        beta2 = 1 - lr ** (2 / 3)
+        for label, kw in (("rmsprop", {}), ("adam (beta1=0)", {"bias_correction": True}),
+                          ("adam (beta1=0.9)", {"bias_correction": True, "beta1": 0.9})):
+            rows_.append({"variant": label, "lr": lr,
+                          "crossover gamma*r/sigma1": crossover(exponential_rule(np.full(40_000, lr), beta2, **kw),
+                                                                1.0, 1.0)})
+    cross = pd.DataFrame(rows_)
+    print("(d) The crossover from the model: the γr/σ₁ where its noise-led limit (the average tracking the "
+          "noise alone up to r) meets its floor-led limit (σ₁ → 0):\n")
+    print(show(cross))
+    print()
+    print("Cells on either side of it, measured/predicted (the model covers both sides; no separate regime "
+          "formula is fitted):\n")
+    inf = inf.assign(u=inf.curvature * inf.escape_radius / inf.sigma_escape)
+    inf = inf.merge(cross.rename(columns={"variant": "optimizer", "lr": "optimizer.lr"}), how="left",
+                    on=["optimizer", "optimizer.lr"])
+    inf["side"] = np.where(inf.u < inf["crossover gamma*r/sigma1"], "noise-led (below)", "floor-led (above)")
+    print(show(inf.groupby("side").ratio.agg(["size", "min", "max"]).reset_index()))
+    print()
+    sgd = c[c["optimizer.name"] == "sgd"].set_index(key)
+    adaptive_cells = c[c["optimizer.name"].isin(["rmsprop", "adam"])]
+    matched = sgd.reindex(pd.MultiIndex.from_frame(adaptive_cells[key]))
+    speed = adaptive_cells.assign(speedup=matched.escape_time.to_numpy() / adaptive_cells.escape_time.to_numpy())
+    print("(e) Speed-up over SGD **at the same nominal lr** (a description, not evidence for the paper: along the "
+          "escape direction an adaptive step is about lr/σ₁ and SGD's lr, so this mixes a larger effective step "
+          "with whitening; Q10 compares each method at its own best lr):\n")
+    print(show(speed.pivot_table(index=["problem.noise_scale", "problem.anisotropy"], columns="optimizer",
+                                 values="speedup", aggfunc=lambda v: f"{np.min(v):.3g}-{np.max(v):.3g}").reset_index()))
+    print()
+    verdict(f"(a) the lag model predicts the cells ({counts(inf.ratio)}); (b) where little noise lies along the "
+            f"escape direction RMSProp/Adam escape {sign['G^-1/2 over variant'].min():.2g}-"
+            f"{sign['G^-1/2 over variant'].max():.2g}× sooner than the second-moment preconditioner they are said to "
+            "estimate: the average does not track G during escape, and its lag speeds escape. Their escape time "
+            "stops depending on σ₁ once floor-led while SGD's keeps growing (the behaviour the paper predicts); "
+            "the paper's mechanism, an estimate tracking G, does not describe how it comes about.")
 
 
 def q4():
+    comp = compared("beta2")
+    inf = informative(comp)
     c = cells("beta2")
     c["rule"] = np.isclose(c["optimizer.beta2"], 1 - c["optimizer.lr"] ** (2 / 3))
     c["beta2"] = np.where(c.rule, "rule", c["optimizer.beta2"].map(lambda b: f"{b:g}"))
     print("## Q4. β2 at a constant step\n")
-    tests("at a *constant* lr the rule β2 = 1 − lr^(2/3) is one fixed β2 (0.99 at lr 1e-3, 0.954 at 1e-2), so "
-          "this asks only how that value compares with other fixed values, on escape time and on the "
-          "neighbourhood reached (median over runs of the mean gap f − f_min over the last steps), each with "
-          "its 95% interval. The paper's rule under a decaying step, what it was derived for, is Q9.")
+    claim("none of the paper's about escape at a constant step. The paper recommends β2 = 1 − η^(2/3) to keep "
+          "the average's window matched to the step (a claim about tracking G; its own test, Experiment 2, "
+          "decays the step: Q9). At a constant lr the rule is one fixed β2 (0.9978 at 1e-4, 0.99 at 1e-3, 0.954 "
+          "at 1e-2), so this describes how escape and the neighbourhood reached depend on β2, and tests the lag "
+          "model's prediction of that dependence. Confined saddle (quartic 1, escape at r = 0.5 along v), "
+          "anisotropy 10 and 1000, 512 seeds.")
+    print(f"The lag model (the quartic in its drift: λr²/γ = 0.25) against the cells: {counts(inf.ratio)}; "
+          f"{len(comp) - len(inf)} not informative, {len(c) - len(comp)} without a prediction.\n")
+    c["escape time [95%]"] = c.apply(interval, axis=1)
+    print(show(c.pivot_table(index=["optimizer", "problem.anisotropy", "optimizer.lr"], columns="beta2",
+                             values="escape time [95%]", aggfunc="first").fillna("(the rule's)").reset_index()))
+    print()
     gaps = rows("beta2", ["cell_id", "tail_gap_mean"]).groupby("cell_id").tail_gap_mean.apply(
         lambda v: median_interval(v.to_numpy()))
-    c["escape time [95%]"] = c.apply(interval, axis=1)
-    c["median tail gap [95%]"] = c.cell_id.map(lambda i: "{:.4g} [{:.4g}, {:.4g}]".format(*gaps[i]))
-    for measure in ("escape time [95%]", "median tail gap [95%]"):
-        pivot = c.pivot_table(index=["optimizer", "problem.anisotropy", "optimizer.lr"], columns="beta2",
-                              values=measure, aggfunc="first").fillna("(the rule)")
-        print(f"{measure}:\n")
-        print(show(pivot.reset_index()))
-        print()
-    # Can the rule be told apart from its neighbours on the gap? Disjoint 95% intervals only.
     c["gap"], c["gap_lo"], c["gap_hi"] = zip(*c.cell_id.map(gaps))
-    verdicts = {"rule lower": 0, "rule higher": 0, "overlap": 0}
+    tally = {"rule lower": 0, "rule higher": 0, "overlap": 0}
     for _, part in c.groupby(["optimizer", "problem.anisotropy", "optimizer.lr"]):
         rule = part[part.rule]
         if rule.empty:
             continue
         rule = rule.iloc[0]
         for _, other in part[~part.rule].iterrows():
-            if rule.gap_hi < other.gap_lo:
-                verdicts["rule lower"] += 1
-            elif rule.gap_lo > other.gap_hi:
-                verdicts["rule higher"] += 1
-            else:
-                verdicts["overlap"] += 1
-    print(f"The rule's median tail gap against each fixed β2 in the same cell: lower with disjoint intervals "
-          f"{verdicts['rule lower']}, higher with disjoint intervals {verdicts['rule higher']}, intervals "
-          f"overlapping {verdicts['overlap']}.\n")
-    for lr in sorted(c["optimizer.lr"].unique()):
-        print(f"- lr {lr:g}: the rule gives β2 = {1 - lr ** (2 / 3):.4f}")
-    print()
+            key = ("rule lower" if rule.gap_hi < other.gap_lo else "rule higher" if rule.gap_lo > other.gap_hi
+                   else "overlap")
+            tally[key] += 1
+    print(f"Neighbourhood (median over runs of the mean gap f − f_min over the last 2000 steps, order-statistic "
+          f"95% intervals): the rule's value against each other fixed β2 of the same cell: lower with disjoint "
+          f"intervals {tally['rule lower']}, higher {tally['rule higher']}, overlapping {tally['overlap']}.\n")
+    if (RESULTS / "logistic_beta").exists():
+        d = cells("logistic_beta")
+        d["rule"] = np.isclose(d["optimizer.beta2"], 1 - d["optimizer.lr"] ** (2 / 3))
+        d["time to f − f_min ≤ 0.1 [95%]"] = d.apply(interval, axis=1)
+        print("On digits (`logistic_beta`, logistic regression, constant lr), the time to f − f_min ≤ 0.1:\n")
+        print(show(d[["optimizer.lr", "optimizer.beta2", "rule", "escaped_fraction", "time to f − f_min ≤ 0.1 [95%]"]]
+                   .sort_values(["optimizer.lr", "optimizer.beta2"])))
+        print()
+    few = inf[inf.measured < 15]
+    verdict(f"larger β2 escapes sooner, and the lag model (a longer memory lags more and takes longer steps) "
+            f"predicts it: {counts(inf.ratio)}; the largest misses are the {len(few)} cells that escape within 15 "
+            f"steps (measured/predicted {few.ratio.min():.2f}-{few.ratio.max():.2f}: RMSProp's first steps, "
+            "η/√(1 − β2), are then comparable to r). The neighbourhood hardly depends on β2 "
+            f"({tally['overlap']} of {sum(tally.values())} comparisons overlap). Nothing here tests the rule, "
+            "which is a claim about a decaying step.")
 
 
 def q5():
     c = cells("staib2019")
-    print("## Q5. The paper's Figure 1\n")
-    tests("the paper's staib_toy set-up (RMSProp against SGD over step sizes): escape time and the loss "
-          "afterwards.")
-    print(show(c[["optimizer", "optimizer.lr", "escaped_fraction", "escape_kind", "escape_time", "escape_time_lo",
-                  "escape_time_hi", "median_tail_loss_mean"]].sort_values(["optimizer", "optimizer.lr"])))
+    print("## Q5. The paper's Figure 1 on staib_toy\n")
+    claim("\"SGD needs η = 0.01 to escape as fast as RMSProp with η = 0.001, and with that step it bounces "
+          "around the minimum instead of settling\" (their Figure 1: H = diag(1, −0.1), noise covariance "
+          "diag(1, 0.01), β2 = 1 − η^(2/3)). Escape is |x₂| ≥ 0.3; 512 seeds, 10⁴ steps; SGD's step is "
+          "bracketed by measured cells, not interpolated.")
+    c["escape time [95%]"] = c.apply(interval, axis=1)
+    tails = rows("staib2019", ["cell_id", "tail_loss_mean"]).groupby("cell_id").tail_loss_mean.apply(
+        lambda v: median_interval(v.to_numpy()))
+    c["tail loss [95%]"] = c.cell_id.map(lambda i: "{:.5f} [{:.5f}, {:.5f}]".format(*tails[i]))
+    print(show(c[["optimizer", "optimizer.lr", "escaped_fraction", "escape time [95%]", "tail loss [95%]"]]
+               .sort_values(["optimizer", "optimizer.lr"])))
     print()
-    figure1 = RESULTS / "staib2019" / "analysis" / "figure1.csv"
-    if figure1.exists():
-        print(show(pd.read_csv(figure1)))
-        print()
+    rms = c[(c["optimizer.name"] == "rmsprop") & np.isclose(c["optimizer.lr"], 1e-3)].iloc[0]
+    sgd = c[c["optimizer.name"] == "sgd"].sort_values("optimizer.lr")
+    slower = sgd[sgd.escape_time_lo > rms.escape_time_hi]             # disjoint intervals only
+    faster = sgd[sgd.escape_time_hi < rms.escape_time_lo]
+    low = slower["optimizer.lr"].max() if len(slower) else np.nan
+    high = faster["optimizer.lr"].min() if len(faster) else np.nan
+    same = sgd[(sgd["optimizer.lr"] > low) & (sgd["optimizer.lr"] < high)]
+    print(f"RMSProp at lr 1e-3 escapes in {interval(rms)} steps. SGD is slower (disjoint intervals) up to lr "
+          f"{low:g} and faster from lr {high:g}"
+          + (f"; in between ({', '.join(f'{v:g}' for v in same['optimizer.lr'])}) it cannot be told apart" if len(same)
+             else "") + f": the step SGD needs is {low / 1e-3:.3g}-{high / 1e-3:.3g}× RMSProp's.\n")
+    minimum = -0.05 * 0.01 ** (1 / 4) + 0.01 ** (10 / 8)
+    sgd_near = sgd.iloc[np.argmin(np.abs(np.log(sgd["optimizer.lr"]) - np.log(0.01)))]
+    gap_sgd = tuple(v - minimum for v in tails[sgd_near.cell_id])
+    gap_rms = tuple(v - minimum for v in tails[rms.cell_id])
+    print(f"Afterwards (median over runs of the mean loss over the last 1000 steps, minus the minimum {minimum:.5f}): "
+          f"SGD at lr {sgd_near['optimizer.lr']:g} {gap_sgd[0]:.2e} [{gap_sgd[1]:.2e}, {gap_sgd[2]:.2e}], RMSProp "
+          f"at 1e-3 {gap_rms[0]:.2e} [{gap_rms[1]:.2e}, {gap_rms[2]:.2e}].\n")
+    verdict(f"reproduced within the grid's resolution: SGD needs {low / 1e-3:.3g}-{high / 1e-3:.3g}× RMSProp's step "
+            "(the paper: 10×), and then sits farther from the minimum (intervals disjoint: "
+            f"{gap_sgd[1] > gap_rms[2]}).")
 
 
 def q6():
     c = cells("alignment")
-    c["alignment"] = np.where(c["problem.rotate_hessian"].astype(str) == "True", "rotated with H (off-axis)",
-                              np.where(c["problem.noise_alignment"] == "rotated", "rotated independently",
-                                       "aligned with the axes"))
-    c["method"] = c.optimizer                 # the analysis labels variants: "precond_sgd (form=full)"
-    key = ["alignment", "problem.anisotropy", "optimizer.lr"]
-    sgd = c[c.optimizer == "sgd"].set_index(key)["escape_time"]
-    c["speedup"] = sgd.reindex(pd.MultiIndex.from_frame(c[key])).to_numpy() / c.escape_time.to_numpy()
-    print("## Q6. Noise alignment\n")
-    tests("the speed-up over SGD at the same nominal lr when the noise's eigenbasis is the coordinate axes, "
-          "is rotated together with the Hessian, or is rotated independently of it.")
-    print("Speed-up over SGD at anisotropy 1000 (by lr):\n")
-    pivot = c[c["problem.anisotropy"] == 1000].pivot_table(index=["alignment", "optimizer.lr"], columns="method",
-                                                          values="speedup")
-    print(show(pivot.reset_index()))
+    c["alignment"] = np.where(c["problem.rotate_hessian"].astype(str) == "True", "rotated with H",
+                              np.where(c["problem.noise_alignment"] == "rotated", "rotated independently", "aligned"))
+    runs = Runs("alignment")
+    print("## Q6. Noise off the coordinate axes\n")
+    claim("the paper's preconditioner is the full matrix G(x)^(−1/2); practice, and its experiments, use the "
+          "diagonal. A diagonal preconditioner can only rescale coordinates, so it whitens noise only when the "
+          "noise's (and H's) eigenbasis is the coordinate axes. Tested within each method at the same lr, so no "
+          "cross-method step-size confound: the KM median with the noise rotated over the same with it aligned "
+          "(anisotropy 1000, escape along the escape direction, 512 seeds). Above 1: slower when rotated.")
+    key = ["problem.anisotropy", "optimizer", "optimizer.lr"]
+    aligned = c[c.alignment == "aligned"].set_index(key)
+    out = []
+    for _, cell in c[(c.alignment != "aligned") & (c["problem.anisotropy"] == 1000)].iterrows():
+        base = aligned.loc[tuple(cell[k] for k in key)]
+        if not (np.isfinite(cell.escape_median) and np.isfinite(base.escape_median)):
+            out.append({"method": cell.optimizer, "lr": cell["optimizer.lr"], "noise": cell.alignment,
+                        "rotated over aligned [95%]": "censored"})
+            continue
+        out.append({"method": cell.optimizer, "lr": cell["optimizer.lr"], "noise": cell.alignment,
+                    "rotated over aligned [95%]": fmt_ratio(runs.ratio(cell.cell_id, base.cell_id))})
+    print(show(pd.DataFrame(out).pivot_table(index=["method", "lr"], columns="noise",
+                                             values="rotated over aligned [95%]", aggfunc="first").reset_index()))
     print()
-    print("sigma_escape by alignment at anisotropy 1000 (noise_scale 1):\n")
-    print(show(c[c["problem.anisotropy"] == 1000].groupby("alignment").sigma_escape.first().reset_index()))
-    print()
+    print("σ₁ along the escape direction at anisotropy 1000: "
+          + ", ".join(f"{a} {s:.3g}" for a, s in c[c["problem.anisotropy"] == 1000].groupby("alignment").sigma_escape.first().items())
+          + ".\n")
+    sigmas = c[c["problem.anisotropy"] == 1000].groupby("alignment").sigma_escape.first()
+    verdict("diagonal methods escape several times later when H and the noise are rotated together off the axes "
+            "(σ₁ unchanged, but the diagonal no longer sees it; table above); the full-matrix forms do not change. "
+            f"An independent rotation changes σ₁ itself ({sigmas['aligned']:.3g} → {sigmas['rotated independently']:.3g}): "
+            "SGD then escapes sooner, every method's time moves with σ₁, and the comparison is about σ₁, not alignment.")
 
 
 def q7():
-    c = cells("heavy_tails")
-    c["noise"] = np.where(c["problem.noise_dist"] == "gaussian", "gaussian", "t, df " + c["problem.df"].astype(str))
-    key = ["optimizer", "problem.anisotropy", "optimizer.lr"]
-    gauss = c[c.noise == "gaussian"].set_index(key)["escape_time"]
-    c["vs_gaussian"] = c.escape_time.to_numpy() / gauss.reindex(pd.MultiIndex.from_frame(c[key])).to_numpy()
-    print("## Q7. Noise beyond the Gaussian\n")
-    tests("(a) Student-t noise with df 3 and 5, scaled to the Gaussian's covariance (finite variance: "
-          "what a central-limit argument covers); (b) symmetric α-stable noise, α < 2 (infinite variance: "
-          "what it does not), against the α-stable closed form; (c) noise whose scale vanishes at the "
-          "saddle and grows with the distance from it (no closed form).")
-    print("(a) Student-t: escape time relative to Gaussian noise of the same covariance (median over lr):\n")
-    print(show(c[c.noise != "gaussian"].pivot_table(index=["noise", "problem.anisotropy"], columns="optimizer",
-                                                    values="vs_gaussian", aggfunc="median").reset_index()))
+    c = compared("heavy_tails")
+    print("## Q7. Noise outside the Gaussian\n")
+    claim("the paper assumes bounded (or sub-Gaussian) noise. (a) Student-t with df 3 and 5 at the Gaussian's "
+          "covariance is inside that assumption's spirit (finite variance; for df 3 the fourth moment, and with "
+          "it v's own variance, is infinite); (b) α-stable noise with α < 2 has infinite variance: outside the "
+          "paper's assumptions, so nothing here can confirm or refute it; (c) noise vanishing at the saddle "
+          "leaves σ₁ = 0: outside as well.")
+    inf = informative(c)
+    inf = inf.assign(noise=np.where(inf["problem.noise_dist"] == "gaussian", "gaussian",
+                                    "t, df " + inf["problem.df"].astype(str)))
+    print("(a) The models (SGD's law; the lag model, which uses only E g²) against each cell, by noise:\n")
+    print(show(inf.groupby(["noise", "optimizer"]).ratio.agg(["size", "min", "max"]).reset_index()))
     print()
-    sgd = measured_vs_predicted(c[c.optimizer == "sgd"])
-    sgd = sgd[sgd.compared != "censored"]
-    print("SGD's closed form (measured/predicted, like with like) by noise:\n")
-    print(show(sgd.groupby("noise").ratio.agg(["size", "min", "median", "max"]).reset_index()))
-    print()
-    fits = table("heavy_tails", "exponents.csv")
-    if len(fits):
-        print(show(fits[["group", "covariate", "exponent", "lo", "hi"]]))
-        print()
     try:
-        s = measured_vs_predicted(cells("noise_stable"))
+        s = cells("noise_stable")
     except FileNotFoundError:
         print("(b) noise_stable: results missing\n")
     else:
-        gauss = s[s["problem.stable_alpha"] == 2].set_index(["optimizer", "problem.anisotropy"]).escape_time
-        s["vs α=2"] = s.escape_time.to_numpy() / gauss.reindex(
-            pd.MultiIndex.from_frame(s[["optimizer", "problem.anisotropy"]])).to_numpy()
-        s["escape time [95%]"] = s.apply(interval, axis=1)
-        print("(b) α-stable noise (α = 2 is the Gaussian of the same scale); measured/predicted compares like "
-              "with like (mean or median); no closed form for RMSProp/Adam:\n")
-        print(show(s[["optimizer", "problem.anisotropy", "problem.stable_alpha", "escaped_fraction",
-                      "escape time [95%]", "vs α=2", "compared", "ratio"]]
-                   .sort_values(["optimizer", "problem.anisotropy", "problem.stable_alpha"])))
+        gauss = s[s["problem.stable_alpha"] == 2].set_index(["optimizer", "problem.anisotropy"])
+        runs = Runs("noise_stable")
+        out = []
+        for _, cell in s[s["problem.stable_alpha"] < 2].iterrows():
+            base = gauss.loc[(cell.optimizer, cell["problem.anisotropy"])]
+            ok = np.isfinite(cell.escape_median) and np.isfinite(base.escape_median)
+            out.append({"optimizer": cell.optimizer, "anisotropy": cell["problem.anisotropy"],
+                        "alpha": cell["problem.stable_alpha"],
+                        "KM median over alpha = 2 [95%]": fmt_ratio(runs.ratio(cell.cell_id, base.cell_id)) if ok
+                        else "censored"})
+        print("(b) α-stable noise, the KM median over that at α = 2 (the Gaussian of the same scale):\n")
+        print(show(pd.DataFrame(out).sort_values(["optimizer", "anisotropy", "alpha"])))
         print()
+        sgd = informative(compared("noise_stable"))
+        print(f"SGD's and the fixed noise preconditioner's α-stable law (docs/theory.md §11), an implementation check: "
+              f"{counts(sgd.ratio)}.\n")
     try:
         p = cells("noise_proportional")
     except FileNotFoundError:
         print("(c) noise_proportional: results missing\n")
     else:
         p["escape time [95%]"] = p.apply(interval, axis=1)
-        print("(c) Noise proportional to ‖x − x*‖/l (vanishing at the saddle), start offset 0.01 (no closed form):\n")
+        print("(c) Noise ‖x − x*‖/l times Σ^(1/2)ξ, runs from offset 0.01 (no model):\n")
         print(show(p[["optimizer", "optimizer.lr", "problem.anisotropy", "problem.noise_length", "escaped_fraction",
                       "escape time [95%]"]].sort_values(["problem.noise_length", "problem.anisotropy", "optimizer"])))
         print()
+    lag = inf[inf["optimizer.name"].isin(["rmsprop", "adam"])].groupby("noise").ratio
+    verdict("(a) with finite variance the models hold as for Gaussian noise where v's own fluctuations stay "
+            f"bounded (RMSProp/Adam at df 5: {lag.min()['t, df 5']:.3f}-{lag.max()['t, df 5']:.3f}; Gaussian "
+            f"{lag.min()['gaussian']:.3f}-{lag.max()['gaussian']:.3f}); at df 3, whose fourth moment is infinite, the "
+            f"lag model, which keeps only E g², is off by up to {1 - lag.min()['t, df 3']:.0%} "
+            f"({lag.min()['t, df 3']:.3f}-{lag.max()['t, df 3']:.3f}); (b) and (c) describe behaviour outside the "
+            "paper's assumptions (with infinite variance RMSProp/Adam slow down: one jump inflates v), not a "
+            "failure of the paper.")
 
 
 DATA_SWEEPS = ("mf_batch", "pca_gap", "tensor_precond", "phase_batch", "deep_linear_depth", "mlp_offset")
@@ -377,11 +487,13 @@ DATA_SWEEPS = ("mf_batch", "pca_gap", "tensor_precond", "phase_batch", "deep_lin
 
 def q8():
     print("## Q8. The data-driven problems\n")
-    tests("whether the quadratic closed forms, evaluated at each data problem's measured σ₁ and curvature, "
-          "rank the measured SGD-over-adaptive speed-ups (KM median against KM median; predicted medians), "
-          "against a naive predictor that knows only the step sizes and σ₁, lr_adaptive/(lr_SGD·σ₁), "
-          "and against the noise anisotropy alone. Pairs whose escape times repeat another pair's exactly "
-          "(the same runs under two labels) are counted once.")
+    claim("the paper's mechanism predicts that an adaptive method's advantage over SGD grows as the noise "
+          "along the escape direction shrinks relative to the rest (its ill-conditioning). Tested: whether the "
+          "quadratic models, evaluated at each data saddle's measured σ₁ and curvature (SGD's law; the lag "
+          "model for the adaptive method), track the measured SGD-over-adaptive speed-up *beyond* what the "
+          "step sizes alone give. The null is the step-size ratio lr_adaptive/lr_SGD (lr_adaptive/(lr_SGD·σ₁) "
+          "is already the whitening mechanism, not a null). Pairs sharing an SGD cell are not independent: "
+          "rank correlations are shown without p-values, and every pair is listed.")
     out = []
     for sweep in DATA_SWEEPS:
         if not (RESULTS / sweep).exists():
@@ -403,85 +515,89 @@ def q8():
                 sgd_censored = not np.isfinite(s.escape_median)
                 sgd_time = s.budget if sgd_censored else s.escape_median
                 out.append({"sweep": sweep, "config": ", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(varying, values))
-                            if varying else "", "adaptive": a.optimizer,
+                            if varying else "", "sgd cell": s.cell_id[:6], "adaptive": a.optimizer,
                             "noise_anisotropy": s.noise_anisotropy, "sigma_escape": sigma,
-                            "sgd_median": sgd_time, "sgd_censored": sgd_censored, "sgd_pred": sgd_pred,
-                            "adaptive_median": a.escape_median, "adaptive_pred": ada_pred,
-                            "speedup": sgd_time / a.escape_median, "speedup_pred": sgd_pred / ada_pred,
-                            "naive": a["optimizer.lr"] / (lr_s * sigma) if sigma > 0 else np.nan})
+                            "sgd_median": sgd_time, "sgd_censored": sgd_censored,
+                            "adaptive_median": a.escape_median, "speedup": sgd_time / a.escape_median,
+                            "model speed-up": sgd_pred / ada_pred, "lr ratio (null)": a["optimizer.lr"] / lr_s})
     pairs = pd.DataFrame(out)
-    duplicated = pairs.duplicated(["sweep", "config", "sgd_median", "adaptive_median", "speedup_pred"])
-    dropped = ", ".join(f"{p.sweep} {p.config} {p.adaptive}" for p in pairs[duplicated].itertuples()) or "none"
-    print(f"{len(pairs)} (problem, adaptive) pairs; {int(duplicated.sum())} repeat another pair's numbers exactly "
-          f"and are dropped ({dropped}).\n")
+    duplicated = pairs.duplicated(["sweep", "config", "sgd_median", "adaptive_median"])
     pairs = pairs[~duplicated]
     shown = pairs.assign(speedup=[(">" if cen else "") + f"{v:.3g}" for v, cen in zip(pairs.speedup, pairs.sgd_censored)])
+    print(f"{len(pairs)} (problem, adaptive) pairs over {pairs['sgd cell'].nunique()} SGD cells "
+          f"({int(duplicated.sum())} repeating another pair's numbers dropped):\n")
     print(show(shown.drop(columns=["sgd_censored"])))
     print()
-    ok = pairs[np.isfinite(pairs.speedup_pred) & np.isfinite(pairs.speedup) & (pairs.speedup_pred > 0)
-               & ~pairs.sgd_censored & np.isfinite(pairs.naive)]
+    ok = pairs[np.isfinite(pairs["model speed-up"]) & np.isfinite(pairs.speedup) & ~pairs.sgd_censored
+               & (pairs["model speed-up"] > 0)]
     if len(ok) > 2:
-        rho_pred = stats.spearmanr(ok.speedup, ok.speedup_pred)
-        rho_naive = stats.spearmanr(ok.speedup, ok.naive)
-        rho_aniso = stats.spearmanr(ok.speedup, ok.noise_anisotropy)
-        ratio = ok.speedup / ok.speedup_pred
-        sgd_ratio = ok.drop_duplicates(["sweep", "config"]).pipe(lambda f: f.sgd_median / f.sgd_pred)
-        print(f"Over {len(ok)} pairs with noise at the saddle and SGD's median reached: Spearman correlation of the "
-              f"measured speed-up with the quadratic prediction {rho_pred.statistic:.2f} (p = {rho_pred.pvalue:.2g}), "
-              f"with the naive lr_adaptive/(lr_SGD·σ₁) {rho_naive.statistic:.2f} (p = {rho_naive.pvalue:.2g}), with the "
-              f"noise anisotropy {rho_aniso.statistic:.2f} (p = {rho_aniso.pvalue:.2g}). Measured/predicted speed-up: "
-              f"median {np.median(ratio):.2f}, range {ratio.min():.2f} to {ratio.max():.2f}. SGD's KM median against "
-              f"its predicted median over {len(sgd_ratio)} configurations: {sgd_ratio.min():.2f} to {sgd_ratio.max():.2f} "
-              f"(median {np.median(sgd_ratio):.2f}; {int((sgd_ratio < 1).sum())} below 1).\n")
-        print(f"Speed-ups where SGD's median is censored are lower bounds (>): "
-              f"{', '.join(pairs[pairs.sgd_censored].apply(lambda p: f'{p.sweep} {p.config} {p.adaptive}: >{p.speedup:.3g}', axis=1)) or 'none'}.\n")
-    if (RESULTS / "logistic_beta").exists():
-        c = cells("logistic_beta")
-        c["rule"] = np.isclose(c["optimizer.beta2"], 1 - c["optimizer.lr"] ** (2 / 3))
-        c["time to gap 0.1 [95%]"] = c.apply(interval, axis=1)
-        print("logistic_beta (constant lr, β2 against the rule's value, digits):\n")
-        print(show(c[["optimizer.lr", "optimizer.beta2", "rule", "escaped_fraction", "time to gap 0.1 [95%]",
-                      "median_tail_loss_mean"]].sort_values(["optimizer.lr", "optimizer.beta2"])))
-        print()
+        rho_model = stats.spearmanr(ok.speedup, ok["model speed-up"]).statistic
+        rho_null = stats.spearmanr(ok.speedup, ok["lr ratio (null)"]).statistic
+        rho_aniso = stats.spearmanr(ok.speedup, ok.noise_anisotropy).statistic
+        rho_sigma = stats.spearmanr(ok.speedup, 1 / ok.sigma_escape).statistic
+        ratio = ok.speedup / ok["model speed-up"]
+        anisotropies = ok.noise_anisotropy[ok.noise_anisotropy < 1e3]
+        print(f"Over the {len(ok)} pairs with noise at the saddle and SGD's median reached ({ok['sgd cell'].nunique()} "
+              f"SGD cells): Spearman's ρ of the measured speed-up with the model's {rho_model:.2f}, with the step-size "
+              f"ratio (the null) {rho_null:.2f}, with 1/σ₁ {rho_sigma:.2f}, with the noise anisotropy {rho_aniso:.2f}. "
+              f"Measured over the model's speed-up, every pair: {', '.join(f'{v:.2g}' for v in sorted(ratio))}. "
+              f"Noise anisotropy at these saddles (tensor decomposition's 2-component saddle, σ₁ ≈ 2e-16, aside): "
+              f"{anisotropies.min():.2g}-{anisotropies.max():.2g}.\n")
+        verdict(f"the quadratic models rank the speed-ups (ρ {rho_model:.2f}; the step-size ratio alone: {rho_null:.2f}), "
+                f"but what they rank by is σ₁ itself (ρ {rho_sigma:.2f} with 1/σ₁, {rho_aniso:.2f} with the anisotropy): "
+                "the adaptive step is normalised by the noise along the escape direction (about lr/σ₁ there), so it "
+                "gains where that noise is small in absolute terms (large batches), on saddles whose noise is not "
+                "ill-conditioned (anisotropy mostly below 1). That is the normalisation, not the whitening of "
+                "anisotropic noise the paper describes; magnitudes are off by up to the factors listed. No "
+                "significance is claimed (pairs share SGD cells).")
+
+
+def quadratic_lag_median(cell: pd.Series, curvature: float, sigma: float, radius: float) -> float:
+    """The lag model's median for a quadratic saddle with this cell's γ, σ₁, r and optimizer (escape
+    along the escape direction): what the quadratic theory would say about a data problem."""
+    quadratic = cell.copy()
+    quadratic["problem.name"], quadratic["problem.escape_measure"] = "quadratic_saddle", "projection"
+    for key in ("problem.n_negative", "problem.rotate_hessian", "problem.noise_model", "problem.noise_dist",
+                "problem.quartic", "start_offset"):
+        quadratic[key] = np.nan
+    quadratic["curvature"], quadratic["sigma_escape"], quadratic["escape_radius"] = curvature, sigma, radius
+    case, _ = setting(quadratic)
+    law = lag_case(case)[0] if case is not None else None
+    return law.median if law is not None else np.nan
 
 
 def q9():
-    print("## Q9. The β2 rule under a decaying step, and the tracking error\n")
-    tests("(a) SGD under step-size schedules against the time-varying recursion's escape time (docs/theory.md "
-          "§9); (b) the paper's Experiment 2 on scikit-learn's digits (the offline stand-in for MNIST): RMSProp, "
-          "batch 100, η_t = η₁/√t, β2_t = 1 − η_t^(2/3) at every step against fixed β2, by the training loss "
-          "and the censored time to f − f_min ≤ 0.1; (c) the β2 minimising the preconditioner's tracking error "
-          "‖v − E[g²|x]‖/‖E[g²|x]‖ over the escape phase at each lr, and its power law in lr against the "
-          "rule's 1 − β2 = lr^(2/3) (docs/theory.md §10).")
+    print("## Q9. Schedules, the paper's Experiment 2, and the tracking error\n")
+    claim("(a) none of the paper's: SGD under a schedule against the time-varying recursion (an implementation "
+          "check), and RMSProp/Adam under the same schedules against the lag model with β2_t = 1 − η_t^(2/3) per "
+          "step; (b) the paper's Experiment 2: on logistic regression with η_t = 0.001/√t, the rule β_t = 1 − "
+          "η_t^(2/3) against fixed β2 (they report the rule as competitive or better); here scikit-learn's digits "
+          "stand in for MNIST, batch 100, 5000 steps, 8 seeds; (c) the rule's *exponent*: its derivation balances "
+          "the average's variance (∝ 1 − β2) against its lag (∝ η/(1 − β2)), giving 1 − β2 ∝ η^(2/3); the "
+          "constant is not fixed by the paper, so only the exponent is tested.")
     try:
-        s = measured_vs_predicted(cells("lr_schedules"))
+        s = compared("lr_schedules")
     except FileNotFoundError:
         print("(a) lr_schedules: results missing\n")
     else:
-        s["escape time [95%]"] = s.apply(interval, axis=1)
-        sgd = s[s["optimizer.name"] == "sgd"]
-        compared = sgd[sgd.compared != "censored"]
-        print(f"(a) SGD under schedules: {len(compared)} of {len(sgd)} cells compared (the rest censored), "
-              f"measured/predicted {compared.ratio.min():.3f} to {compared.ratio.max():.3f}:\n")
-        print(show(sgd[["optimizer.lr_schedule", "optimizer.lr", "escaped_fraction", "escape time [95%]", "compared",
-                        "measured", "predicted", "ratio"]].sort_values(["optimizer.lr_schedule", "optimizer.lr"])))
-        print()
-        print("Adaptive methods (β2 from the rule at every step) under the same schedules:\n")
-        print(show(s[s["optimizer.name"] != "sgd"].pivot_table(index=["optimizer.lr"], columns=["optimizer.name", "optimizer.lr_schedule"],
-                                                               values="escape time [95%]", aggfunc="first").T.reset_index()))
-        print()
+        inf = informative(s)
+        print("(a) Each model against its cells, by optimizer and schedule:\n")
+        print(show(inf.groupby(["optimizer.name", "optimizer.lr_schedule"]).ratio.agg(["size", "min", "max"])
+                   .reset_index()))
+        print(f"\nSGD: {counts(inf[inf['optimizer.name'] == 'sgd'].ratio)}; RMSProp/Adam: "
+              f"{counts(inf[inf['optimizer.name'] != 'sgd'].ratio)}.\n")
     try:
         e = cells("experiment2")
     except FileNotFoundError:
         print("(b) experiment2: results missing\n")
     else:
-        r = rows("experiment2", ["cell_id", "tail_loss_mean", "final_loss"])
+        r = rows("experiment2", ["cell_id", "tail_loss_mean"])
         e["beta2"] = np.where(e.get("optimizer.beta2_rule", "none").astype(str) == "paper", "rule",
                               e["optimizer.beta2"].map(lambda b: f"{b:g}"))
-        tail = r.groupby("cell_id").tail_loss_mean.apply(lambda v: "{:.4g} [{:.4g}, {:.4g}]".format(*median_interval(v)))
+        tail = r.groupby("cell_id").tail_loss_mean.apply(lambda v: median_interval(v.to_numpy()))
         e["time to f − f_min ≤ 0.1 [95%]"] = e.apply(interval, axis=1)
-        e["median loss, last 500 steps [95%]"] = e.cell_id.map(tail)
-        print("(b) Experiment 2, RMSProp, η_t = lr/√t, 5000 steps, 8 seeds per cell:\n")
+        e["median loss, last 500 steps [95%]"] = e.cell_id.map(lambda i: "{:.4g} [{:.4g}, {:.4g}]".format(*tail[i]))
+        print("(b) Experiment 2, RMSProp, η_t = lr/√t (order-statistic intervals over 8 seeds):\n")
         print(show(e[["optimizer.lr", "beta2", "escaped_fraction", "time to f − f_min ≤ 0.1 [95%]",
                       "median loss, last 500 steps [95%]"]].sort_values(["optimizer.lr", "beta2"])))
         print()
@@ -490,47 +606,62 @@ def q9():
     except FileNotFoundError:
         print("(c) tracking: results missing\n")
     else:
-        print("(c) The best 1 − β2 per lr (quadratic_saddle, dim 10, anisotropy 10; `determined`: its bootstrap "
-              "interval spans at most a factor 3, used in the fit):\n")
+        print("(c) The best 1 − β2 per lr (`determined`: its bootstrap interval spans at most a factor 3, used in "
+              "the fit) and the power law 1 − β2* = c·lr^p (95% bootstrap intervals over runs):\n")
         print(show(best[["optimizer.name", "optimizer.lr", "best_1-beta2", "best_lo", "best_hi", "at_edge",
-                         "determined", "min_error", "rule_1-beta2", "error_at_rule"]]))
+                         "determined", "rule_1-beta2"]]))
         print()
-        print("The power law 1 − β2* = c·lr^p (95% bootstrap intervals over runs):\n")
-        print(show(scaling))
+        print(show(scaling.drop(columns=[c for c in ("rule_constant_inside",) if c in scaling])))
         print()
+    exponents = "; ".join(f"{r.optimizer} {r.exponent:.3f} [{r.exponent_lo:.3f}, {r.exponent_hi:.3f}]"
+                          f" ({'includes' if r.exponent_lo <= 2 / 3 <= r.exponent_hi else 'excludes'} 2/3)"
+                          for r in scaling.itertuples()) if "scaling" in dir() else "missing"
+    verdict("(a) both models hold under every schedule tested (ranges above); (b) in this stand-in the rule is "
+            "not better than a fixed β2 = 0.999 (see the intervals): the paper's Experiment 2 is not reproduced "
+            f"here, which says nothing about MNIST; (c) the best 1 − β2's exponent in lr: {exponents}. The rule's "
+            "exponent is near the measured one; its constant (1) is not the paper's claim and is only described.")
 
 
 def q10():
-    print("## Q10. Comparisons at matched accuracy\n")
-    tests("each optimizer at its own best step size (the smallest KM median among six) for each accuracy ε: "
-          "the time to f − f_min ≤ ε on the confined quadratic saddle, and to an (ε, √(ρε))-SOSP there and on "
-          "matrix factorization at a non-top saddle; a best step size at an end of the six is flagged.")
+    print("## Q10. At matched accuracy, each method at its own best step size\n")
+    claim("adaptive methods reach second-order stationary points faster than SGD *when the noise is "
+          "ill-conditioned along the escape direction* (the paper's condition). Each optimizer at its own best "
+          "lr among six (the smallest KM median) for each ε: the time to f − f_min ≤ ε on the confined quadratic "
+          "saddle (anisotropy 100) and to an (ε, √(ρε))-SOSP there and on matrix factorization at a non-top "
+          "saddle, whose measured noise anisotropy is below 1 (more noise along the escape direction than "
+          "elsewhere): there the paper predicts no advantage.")
+    tallies = {p: {"adaptive": 0, "sgd": 0, "overlap": 0} for p in ("quadratic_saddle", "matrix_factorization")}
     for name, sweep in (("gap", "matched_gap"), ("sosp", "matched_sosp")):
         try:
             t = table(sweep, f"matched_{name}.csv")
         except FileNotFoundError:
             print(f"{sweep}: results missing\n")
             continue
-        t["median [95%]"] = ["censored (fewer than half reached ε)" if cen else f"{m:.4g} [{lo:.4g}, {hi:.4g}]"
+        for (problem, _), part in t.groupby(["problem", "epsilon"]):
+            sgd = part[part.optimizer.str.startswith("sgd")]
+            for _, other in part[~part.optimizer.str.startswith("sgd")].iterrows():
+                if sgd.empty or sgd.censored.iloc[0] or other.censored:
+                    continue
+                key = ("adaptive" if other.median_hi < sgd.median_lo.iloc[0] else
+                       "sgd" if sgd.median_hi.iloc[0] < other.median_lo else "overlap")
+                tallies.setdefault(problem, {"adaptive": 0, "sgd": 0, "overlap": 0})[key] += 1
+        t["median [95%]"] = ["censored" if cen else f"{m:.4g} [{lo:.4g}, {hi:.4g}]"
                              for m, lo, hi, cen in zip(t["median"], t.median_lo, t.median_hi, t.censored)]
         print(f"{sweep}:\n")
         print(show(t[["problem", "epsilon", "optimizer", "best_lr", "best_at_edge", "reached", "median [95%]"]]
                    .sort_values(["problem", "epsilon", "optimizer"], ascending=[True, False, True])))
         print()
-        ratios = []
-        for (problem, eps), part in t.groupby(["problem", "epsilon"]):
-            by = part.set_index("optimizer")
-            sgd = by.loc[by.index.str.startswith("sgd")]
-            for label in by.index[~by.index.str.startswith("sgd")]:
-                if len(sgd) and not sgd.censored.iloc[0] and not by.loc[label, "censored"]:
-                    ratios.append({"problem": problem, "epsilon": eps, "adaptive": label,
-                                   "SGD / adaptive": sgd["median"].iloc[0] / by.loc[label, "median"],
-                                   "intervals disjoint": bool(sgd.median_hi.iloc[0] < by.loc[label, "median_lo"]
-                                                              or by.loc[label, "median_hi"] < sgd.median_lo.iloc[0])})
-        if ratios:
-            print(f"{sweep}, SGD's time over each adaptive method's, each at its best lr:\n")
-            print(show(pd.DataFrame(ratios)))
-            print()
+        c = cells(sweep)
+        print(f"{sweep}: noise anisotropy at the saddle by problem: "
+              + ", ".join(f"{p} {a:.3g}" for p, a in c.groupby("problem.name").noise_anisotropy.first().items()) + ".\n")
+    verdict(f"on the confined quadratic saddle (noise anisotropy about 95) the adaptive method is faster with "
+            f"disjoint intervals in {tallies['quadratic_saddle']['adaptive']} of {sum(tallies['quadratic_saddle'].values())} "
+            f"(accuracy, method) comparisons reached, SGD in {tallies['quadratic_saddle']['sgd']}, overlapping in "
+            f"{tallies['quadratic_saddle']['overlap']}; on matrix factorization (anisotropy 0.57: no ill-conditioning "
+            f"along the escape direction) SGD is faster in {tallies['matrix_factorization']['sgd']} of "
+            f"{sum(tallies['matrix_factorization'].values())} comparisons reached (the smaller ε reached by no "
+            "method): what the paper's condition predicts, not a failure of it. Best step sizes at an end of the "
+            "grid are flagged (best_at_edge): there the method could be faster still.")
 
 
 if __name__ == "__main__":
