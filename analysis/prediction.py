@@ -34,6 +34,10 @@ from .recursion import recursion_escape
 from .theory import linear_escape
 
 CLOSED_FORM_PROBLEMS = SYNTHETIC_SADDLES
+# Optimizers that whiten each matrix of the parameter (optimizers/muon.py, matrix_whitening.py and
+# their library counterparts): docs/theory.md says what their whitening predicts and what it does not.
+MATRIX_WHITENING = ("muon", "matrix_whitening", "torch.optim.Muon", "pytorch_optimizer.Muon", "pytorch_optimizer.AdaMuon",
+                    "pytorch_optimizer.Shampoo", "pytorch_optimizer.ScalableShampoo", "pytorch_optimizer.SOAP")
 CLOSED_FORM_OPTIMIZERS = ("sgd", "precond_sgd", *LAG_OPTIMIZERS)
 PREDICTION_COLUMNS = ("predicted_mean", "predicted_median", "predicted_sd", "predicted_escape_fraction",
                       "predicted_restricted_mean", "theory_model", "theory_assumptions", "theory_note")
@@ -214,6 +218,10 @@ def _no_closed_form(get, problem, optimizer, lr, gamma, sigma, radius, eps, alph
     noise_dist = get("problem.noise_dist", "gaussian").astype(str)
     scheduled = get("optimizer.lr_schedule", "constant").astype(str) != "constant"
     checks = [
+        (optimizer.isin(MATRIX_WHITENING),
+         "no prediction for " + optimizer + ": a matrix whitening (docs/theory.md, Matrix whitening, derives its "
+         "noise-dominated scaling, escape time linear in the escape direction's noise, but not the constant of its "
+         "Newton-Schulz or Kronecker-factored step)"),
         (~problem.isin(CLOSED_FORM_PROBLEMS),
          "no closed form for problem " + problem + " (docs/theory.md covers quadratic saddles)"),
         (~optimizer.isin(CLOSED_FORM_OPTIMIZERS) & ~adaptive,

@@ -430,3 +430,28 @@ def test_a_hessian_class_is_refused_up_front_where_the_loss_has_no_second_deriva
         assert not (tmp_path / "r").exists()
     finally:
         unregister("problem", "kernel_saddle")
+
+
+def test_the_readme_muon_sweep_runs_and_the_report_names_no_prediction(tmp_path):
+    """README's copy-paste sweep, as written (its seeds and budget lowered): every optimizer escapes
+    matrix factorisation's saddle, and the matrix optimizers get "no prediction" with the reason."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from analysis.prediction import predictions
+    from workflows import run_sweep
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("**Parameter shapes.**"):]
+    block = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))["sweeps"]["muon_mf"]
+    block["parameters"].update(seeds=8, budget=1500)
+    result = run_sweep(block, "muon_mf", storage=tmp_path, backend="local")
+    rows = result.rows
+    assert set(rows["optimizer.name"]) == {"muon", "torch.optim.Muon", "matrix_whitening", "adam", "sgd"}
+    assert rows.groupby("optimizer.name")["escaped"].mean().gt(0.5).all(), rows.groupby("optimizer.name")["escaped"].mean()
+    cells = rows.drop_duplicates("cell_id")
+    notes = predictions(cells)["theory_note"]
+    matrix = notes[cells["optimizer.name"].isin(["muon", "torch.optim.Muon", "matrix_whitening"]).to_numpy()]
+    assert len(matrix) == 3 and matrix.str.startswith("no prediction for").all(), matrix.tolist()
