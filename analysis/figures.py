@@ -291,7 +291,7 @@ def _draw_line(ax, line: pd.DataFrame, plan: LinePlan, measure: Measure, color: 
 
 
 def _draw_theory(ax, xs, theory: pd.Series, color: str) -> bool:
-    """The closed form's values, lighter and dashed, on top (where theory and measurement agree, the
+    """The prediction's values (closed forms, the lag model), lighter and dashed, on top (where theory and measurement agree, the
     dashes lie inside the line); False where it has none to draw."""
     theory = theory.to_numpy(float)
     ok = np.isfinite(theory) & (theory > 0)
@@ -360,7 +360,7 @@ def _mark_handles(used: set[str], measure: Measure) -> list:
     """A legend entry for each kind of mark drawn (_draw_line, _draw_guides)."""
     handles = []
     if "theory" in used:
-        handles.append(Line2D([], [], color=lighter("#444444"), label="closed form (median), dashed, lighter\n"
+        handles.append(Line2D([], [], color=lighter("#444444"), label="predicted (median), dashed, lighter\n"
                               "in each method's colour", **THEORY_STYLE))
     if "artefact" in used:
         handles.append(Line2D([], [], color="#d62728", marker="x", markeredgewidth=2, linestyle="",
@@ -515,7 +515,7 @@ def forest_plot(comparisons: pd.DataFrame, settings: list[str], colors, path: Pa
     ax.set_xlabel("speed-up tau_ref / tau (KM medians; > 1: faster than the reference)")
     ax.set_title("Pairwise comparisons: speed-up with 95% bootstrap interval", fontsize=10)
     handles = [Line2D([], [], color="0.3", marker="o", linestyle="", label="measured (hollow: a bound)"),
-               Line2D([], [], color="0.6", marker="|", markersize=12, linestyle="", label="closed forms' ratio")]
+               Line2D([], [], color="0.6", marker="|", markersize=12, linestyle="", label="predictions' ratio")]
     fig.legend(handles=handles, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     caption = ("Pairwise comparisons: the ratio of KM median escape steps (reference / variant) with its 95% "
                "bootstrap interval over runs; hollow: one side censored past half (a bound); ticks: the closed "

@@ -611,7 +611,7 @@ def pairwise_section(a: Analysis) -> str | None:
             "Each entry: the speed-up, reference median / variant median (above 1 the variant is faster), "
             "[its 95% bootstrap interval over runs], or `>=`/`<=` a bound where one side is censored past "
             "half; the finding; q: the Benjamini-Hochberg q-value of the log-rank test (`< "
-            f"{P_FLOOR:g}`: smaller than any value the test resolves); theory: the closed forms' ratio. "
+            f"{P_FLOOR:g}`: smaller than any value the test resolves); theory: the predictions' ratio. "
             "Both medians, the settings set per variant and the p-values are in `comparisons.csv`.\n\n"
             + markdown_table(pair_table, max_rows=MAX_CELL_ROWS, full_table="comparisons.csv"))
 
