@@ -22,6 +22,7 @@ text.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -101,10 +102,11 @@ def _reads_as_number(text: str) -> bool:
     if text.strip().lower() in ("true", "false"):
         return True
     try:
-        float(text)
+        number = float(text)
     except ValueError:
         return False
-    return True
+    # '9193e35603236865' (a hex cell id) parses, to inf: only a spelled-out infinity is one.
+    return math.isfinite(number) or text.strip().lower().lstrip("+-") in ("inf", "infinity")
 
 
 def _examples(values, limit: int = 3) -> str:
@@ -137,7 +139,9 @@ def _type_error(values: pd.Series, kind: str | None) -> str:
     texts = [v for v in distinct if isinstance(v, str)]
     numbers = [v for v in distinct if _is_number(v)]
     booleans = [v for v in distinct if isinstance(v, (bool, np.bool_))]
-    numeric_texts = [v for v in texts if _reads_as_number(v)]
+    # Text is what a declared text column holds, digits or not (ids, labels): only columns declared
+    # numeric or boolean, or not declared at all, can hold numbers written as text.
+    numeric_texts = [] if kind == "string" else [v for v in texts if _reads_as_number(v)]
     if numeric_texts:
         what = "booleans" if all(v.strip().lower() in ("true", "false") for v in numeric_texts) else "numbers"
         return f"holds {what} written as text ({_examples(numeric_texts)}; read back from a CSV?)"

@@ -10,6 +10,11 @@ diagonal in the coordinate axes, which is what a diagonal preconditioner cannot 
 
 The quartic confines the iterate: along an escape direction −γt + λt³ = 0, so the minima lie at
 distance √(γ/λ) from the saddle with loss −γ²/(4λ).
+
+`matrix_rows` > 1 declares x a matrix X [matrix_rows, dim/matrix_rows] (row-major), for the
+optimizers that act on matrices (Muon, Shampoo; workflows/core/shapes.py). Nothing else changes:
+the escape direction e₁ is the entry X[0, 0] (or H's rotated eigenvector, read as a matrix), and
+the noise is the same vector noise, isotropic in the matrix when anisotropy is 1.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import math
 import torch
 
 from workflows.core.params import Param, at_least, choice, non_negative, positive
+from workflows.core.shapes import Shape
 
 from .base import Problem, noise_anisotropy
 from .noise import random_rotation, standard_noise
@@ -50,18 +56,25 @@ class QuadraticSaddle(Problem):
                                   "vanishing at the saddle"),
         "noise_length": Param(1.0, float, "> 0", positive, "ℓ of proportional noise", hashed_at_default=False,
                               applies=("noise_model", "proportional")),
+        "matrix_rows": Param(1, int, ">= 1, dividing dim", at_least(1),
+                             "x is a matrix [matrix_rows, dim/matrix_rows] for matrix optimizers; 1: a vector",
+                             hashed_at_default=False),
         "escape_radius": Param(1.0, float, "> 0", positive, "r"),
         "escape_measure": choice("norm", "norm", "projection",
                                  doc="norm: ‖x − x*‖; projection: the norm within the escape subspace"),
     }
 
     LIMITS = (("n_negative", lambda p: p["n_negative"] <= p["dim"],
-               lambda p: f"1 <= n_negative <= dim (dim={p['dim']})"),)
+               lambda p: f"1 <= n_negative <= dim (dim={p['dim']})"),
+              ("matrix_rows", lambda p: p["dim"] % p["matrix_rows"] == 0,
+               lambda p: f"a divisor of dim (dim={p['dim']})"))
 
     def __init__(self, params: dict, generator: torch.Generator, dtype=torch.float32, device="cpu"):
         p = self.params = params
         d, k = p["dim"], p["n_negative"]
         self.dim, self.escape_radius = d, p["escape_radius"]
+        rows = p["matrix_rows"]
+        self.shapes = (Shape("X", (rows, d // rows)),) if rows > 1 else ()
         positive_eigs = torch.logspace(0, -math.log10(p["condition"]), d - k, dtype=torch.float64)
         eigs = torch.cat([torch.full((k,), -p["curvature"], dtype=torch.float64),
                           p["positive_curvature"] * positive_eigs])

@@ -364,3 +364,18 @@ def test_a_run_records_which_parameters_apply_when():
     assert conditions["problem.noise_length"] == ["problem.noise_model", "proportional"]
     assert conditions["optimizer.final_lr"] == ["optimizer.lr_schedule", "cosine"]
     assert "optimizer.beta1" not in conditions and "problem.dim" not in conditions
+
+
+@pytest.mark.parametrize("cell_id", ["9193e35603236865", "0000000000001234", "12e4", "1e999"])
+def test_cell_ids_made_of_digits_are_text_not_numbers(none_escaped, cell_id):
+    """A cell id is 16 hex digits: some are all digits, some digits around one 'e' (which float()
+    reads as a number, or as inf); a declared text column takes them as the text they are (a sweep's
+    analysis failed on '9193e35603236865')."""
+    first = none_escaped["cell_id"] == none_escaped["cell_id"].iloc[0]
+    rows = load_results(none_escaped.assign(cell_id=none_escaped["cell_id"].where(~first, cell_id))).rows
+    assert cell_id in set(rows["cell_id"])
+
+
+def test_an_undeclared_text_column_that_overflows_float_is_not_called_a_number():
+    from analysis.load import _reads_as_number
+    assert not _reads_as_number("9193e35603236865") and _reads_as_number("inf") and _reads_as_number("1e-3")

@@ -22,6 +22,7 @@ MATRIX_PROBLEMS = {
     "mlp_teacher_student": ({"input_dim": 5, "hidden": 3}, [("W", (3, 5)), ("w", (3,))]),
     "logistic_regression": ({"n_samples": 200}, [("W", (65, 10))]),           # 64 pixels and a constant
     "quadratic_saddle": ({"dim": 7}, [("x", (7,))]),
+    "quadratic_saddle ": ({"dim": 12, "matrix_rows": 3}, [("X", (3, 4))]),   # read as a matrix
     "pca": ({}, None),
 }
 
@@ -29,7 +30,7 @@ MATRIX_PROBLEMS = {
 @pytest.mark.parametrize("name", MATRIX_PROBLEMS)
 def test_shapes_cover_x_and_round_trip(name):
     params, expected = MATRIX_PROBLEMS[name]
-    problem = make_problem({"name": name, **params}, seed=0)
+    problem = make_problem({"name": name.strip(), **params}, seed=0)
     shapes = structure(problem)
     if expected is not None:
         assert [(s.name, s.shape) for s in shapes] == expected
