@@ -336,6 +336,7 @@ def _run_on_ray(sweep: Sweep, p: RunPlan, run: dict, stage: _Stage, *, workers, 
                                          max_failures=max_failures, echo=echo, on_cell=on_cell)
         engine = progress.engine_seconds
         t2 = time.perf_counter()
+        run["cells_ended_at"] = time.time()       # epoch seconds: what follows is Ray's stop and the tables
     # Parallel efficiency: engine time over the workers' wall time while Tune ran; the rest
     # is Tune's per-trial overhead and idle workers at the end.
     run.update(tune_seconds=round(t2 - t1, 3), engine_seconds=round(engine, 3),
@@ -349,6 +350,7 @@ def _run_here(sweep: Sweep, p: RunPlan, run: dict, stage: _Stage, *, max_failure
     _warn_if_absurd(sweep, p.todo, 1, "local", warn)
     t1 = time.perf_counter()
     engine = run_cells(p.todo, p.store, run=new_run_id(), max_failures=max_failures, echo=echo, on_cell=on_cell)
+    run["cells_ended_at"] = time.time()
     run.update(workers=1, engine_seconds=round(engine, 3), local_seconds=round(time.perf_counter() - t1, 3))
 
 

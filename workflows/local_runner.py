@@ -57,7 +57,7 @@ def compute(cell: dict, store: Store, writer: BlockWriter) -> Outcome:
         error = f"{type(e).__name__}: {e}"
         store.record_failure(cell, key, error + "\n" + traceback.format_exc())
         return Outcome(key, 0.0, error)
-    writer.add(key, cell["seeds"], result.rows, result.trace, result.seconds)
+    writer.add(key, cell["seeds"], result.columns, result.trace, result.seconds)
     return Outcome(key, result.seconds, None)
 
 
@@ -75,8 +75,7 @@ def run_cells(cells: list[dict], store: Store, *, run: str, max_failures: int = 
 def _run_cells(cells, store, run, max_failures, echo, every, on_cell) -> float:
     start, last, engine, finished, first_at = time.monotonic(), 0.0, 0.0, 0, None
     stored = (lambda keys, seconds: [on_cell(key) for key in keys]) if on_cell is not None else None
-    writer = BlockWriter(store, block_prefix(run, "local"), stored)
-    try:
+    with BlockWriter(store, block_prefix(run, "local"), stored) as writer:   # a Ctrl-C too: what finished is kept
         for cell in cells:
             for _attempt in range(max_failures + 1):
                 outcome = compute(cell, store, writer)
@@ -89,6 +88,4 @@ def _run_cells(cells, store, run, max_failures, echo, every, on_cell) -> float:
             if now - last >= every or finished == len(cells):
                 last = now
                 echo(progress.line(finished, len(cells), now - start, first_at))
-    finally:
-        writer.flush()              # a Ctrl-C too: the cells computed so far are kept
     return engine

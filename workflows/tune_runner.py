@@ -54,18 +54,20 @@ def run_pack(config: dict, packs: list, registrations=None, run: str = ""):
     already = set(store.index(prefix=prefix).ids())
     failures: dict[str, str] = {}
 
-    def written(keys, seconds):
-        tune.report({"cell_ids": keys, "cells_stored": len(keys), "engine_seconds": seconds, "warm_worker": warm,
-                     "cells_failed": len(failures)})
+    def report(writer):                  # from this thread: Tune's report is the trial's own
+        for keys, seconds in writer.take_written():
+            tune.report({"cell_ids": keys, "cells_stored": len(keys), "engine_seconds": seconds, "warm_worker": warm,
+                         "cells_failed": len(failures)})
 
-    writer = BlockWriter(store, prefix, written)
-    for cell in ray.get(packs[config["pack"]]):
-        if cell_id(cell) in already:
-            continue
-        outcome = compute(cell, store, writer)
-        if outcome.error is not None:
-            failures[outcome.cell_id] = outcome.error
-    writer.flush()
+    with BlockWriter(store, prefix) as writer:
+        for cell in ray.get(packs[config["pack"]]):
+            if cell_id(cell) in already:
+                continue
+            outcome = compute(cell, store, writer)
+            if outcome.error is not None:
+                failures[outcome.cell_id] = outcome.error
+            report(writer)
+    report(writer)
     if failures:
         raise CellFailures("; ".join(f"cell {k}: {v}" for k, v in failures.items()))
 
