@@ -44,10 +44,11 @@ class BlockWriter:
     `on_written(cell_ids, engine_seconds)` is told of each block written, from the thread that
     wrote it; `take_written()` gives the same to the caller's thread (Tune's reports)."""
 
-    def __init__(self, store: Store, prefix: str, on_written=None, flush_seconds: float = FLUSH_SECONDS,
-                 max_cells: int = MAX_CELLS):
+    def __init__(self, store: Store, prefix: str, on_written=None, flush_seconds: float | None = None,
+                 max_cells: int | None = None):
         self.store, self.prefix, self.on_written = store, prefix, on_written
-        self.flush_seconds, self.max_cells = flush_seconds, max_cells
+        self.flush_seconds = FLUSH_SECONDS if flush_seconds is None else flush_seconds
+        self.max_cells = MAX_CELLS if max_cells is None else max_cells
         self.waiting: dict[tuple, _Pending] = {}
         self.first_waiting: float | None = None
         self.count = 0

@@ -43,7 +43,8 @@ BLOCKS, LEGACY = "blocks", "parts"
 INDEX = "index.parquet"
 FORMAT = 2                       # the block layout; parts/ (one file per cell) was 1
 # The index's own columns; every other column is the cell's summary (core.survival.cell_summary).
-INDEX_COLUMNS = ("cell_id", "block", "block_bytes", "row_start", "n_rows", "seeds", "has_trace", "stored_at")
+INDEX_COLUMNS = ("cell_id", "block", "block_bytes", "block_mtime", "row_start", "n_rows", "seeds", "has_trace",
+                 "stored_at")
 
 
 class Store:
@@ -138,16 +139,19 @@ class Store:
         kept: list[pa.Table] = []
         fresh = dict(listed)
         if known is not None and known.num_rows:
-            sizes = dict(zip(known.column("block").to_pylist(), known.column("block_bytes").to_pylist()))
-            still = [block for block, size in sizes.items() if listed.get(block) == size]
+            # A block is immutable; a file of the same name with another size or time (a part of the
+            # old layout rewritten, a block replaced by hand) is read afresh.
+            sizes = dict(zip(known.column("block").to_pylist(),
+                             zip(known.column("block_bytes").to_pylist(), known.column("block_mtime").to_pylist())))
+            still = [block for block, stamp in sizes.items() if listed.get(block) == stamp]
             if still:
                 mask = pc.is_in(known.column("block"), pa.array(still))
                 kept.append(known.filter(mask))
             for block in still:
                 fresh.pop(block, None)
         entries = []
-        for block, size in sorted(fresh.items()):
-            entries += self._footer_entries(block, size)
+        for block, stamp in sorted(fresh.items()):
+            entries += self._footer_entries(block, stamp)
         if entries:
             kept.append(_entries_table(entries))
         table = _concat(kept)
@@ -167,8 +171,8 @@ class Store:
             return None
         return table if set(INDEX_COLUMNS) <= set(table.column_names) else None
 
-    def _blocks(self, prefix: str = "") -> dict[str, int]:
-        """{path in the store: bytes} of every block file (and of every part of the old layout)."""
+    def _blocks(self, prefix: str = "") -> dict[str, tuple[int, int]]:
+        """{path in the store: (bytes, mtime in ns)} of every block file (and of every part of the old layout)."""
         out = {}
         for folder in (BLOCKS, LEGACY):
             if prefix and folder == LEGACY:
@@ -178,10 +182,10 @@ class Store:
                 name = info.base_name
                 if (name.endswith(".parquet") and not name.endswith(".trace.parquet") and name.startswith(prefix)
                         and info.type == pafs.FileType.File):
-                    out[f"{folder}/{name}"] = info.size
+                    out[f"{folder}/{name}"] = (info.size, info.mtime_ns or 0)
         return out
 
-    def _footer_entries(self, block: str, size: int) -> list[dict]:
+    def _footer_entries(self, block: str, stamp: tuple[int, int]) -> list[dict]:
         """The cells a block holds, from its footer; [] where it is not a complete block (truncated,
         corrupt, or counts that do not add up). A part of the old layout is a block of its cell."""
         try:
@@ -194,7 +198,8 @@ class Store:
             key = block.rsplit("/", 1)[1].removesuffix(".parquet")
             if not _complete(info, key, meta.num_rows, info.get("seeds") if isinstance(info, dict) else None):
                 return []
-            return [{"cell_id": key, "block": block, "block_bytes": size, "row_start": 0, "n_rows": meta.num_rows,
+            return [{"cell_id": key, "block": block, "block_bytes": stamp[0], "block_mtime": stamp[1], "row_start": 0,
+                     "n_rows": meta.num_rows,
                      "seeds": info["seeds"], "has_trace": bool(info.get("has_trace")),
                      "stored_at": self._mtime(block), **self._legacy_summary(block, info)}]
         cells = info.get("cells") if isinstance(info, dict) else None
@@ -202,7 +207,8 @@ class Store:
             return []
         if any(c.get("n_rows") != c.get("seeds") for c in cells):
             return []
-        return [{"cell_id": c["cell_id"], "block": block, "block_bytes": size, "row_start": c["row_start"],
+        return [{"cell_id": c["cell_id"], "block": block, "block_bytes": stamp[0], "block_mtime": stamp[1],
+                 "row_start": c["row_start"],
                  "n_rows": c["n_rows"], "seeds": c["seeds"], "has_trace": bool(c.get("has_trace")),
                  "stored_at": c.get("stored_at"), **(c.get("summary") or {})} for c in cells]
 
@@ -313,7 +319,8 @@ def _entries_table(entries: list[dict]) -> pa.Table:
 
 def _index_types(schema: pa.Schema) -> pa.Schema:
     """The index's columns as their fixed types; every summary column a float."""
-    fixed = {"cell_id": pa.string(), "block": pa.string(), "block_bytes": pa.int64(), "row_start": pa.int64(),
+    fixed = {"cell_id": pa.string(), "block": pa.string(), "block_bytes": pa.int64(), "block_mtime": pa.int64(),
+             "row_start": pa.int64(),
              "n_rows": pa.int64(), "seeds": pa.int64(), "has_trace": pa.bool_(), "stored_at": pa.float64()}
     return pa.schema([pa.field(f.name, fixed.get(f.name, pa.float64())) for f in schema])
 
