@@ -49,7 +49,7 @@ from .packing import pack_cells
 from .prefetch import prefetch
 from .registry import parameter_conditions
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
-from .store import Store
+from .store import Store, explicit_root
 from .trackers import Session, TrackingError, check, sweep_tags
 
 BACKENDS = ("ray", "local")
@@ -157,6 +157,7 @@ class RunPlan:
     done: set                    # the ids of the cells already stored
     todo: list                   # the cells to compute
     verdict: Verdict             # how the sweep relates to the definition that wrote the store
+    index: object = None         # what the store held (store.Index)
 
 
 def local_path(path) -> str:
@@ -189,8 +190,9 @@ def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool =
                          "pyarrow filesystem URI this machine can read and write") from None
     if verdict.kind == "refused":
         raise SweepError(verdict.message)
-    done = store.index().done(cells)
-    return RunPlan(storage, store, cells, done, [c for k, c in cells.items() if k not in done], verdict)
+    index = store.index()
+    done = index.done(cells)
+    return RunPlan(storage, store, cells, done, [c for k, c in cells.items() if k not in done], verdict, index)
 
 
 def open_store(storage: str, name: str, flag: str = "--storage ") -> Store:
@@ -332,7 +334,7 @@ def _run_on_ray(sweep: Sweep, p: RunPlan, run: dict, stage: _Stage, *, workers, 
         packs = pack_cells(p.todo, n_workers)
         echo(f"  {count(len(packs), 'trial')} on {count(n_workers, 'worker')}")
         run.update(workers=n_workers, ray_start_seconds=round(t1 - t0, 3))
-        progress = tune_runner.run_packs(packs, p.root, sweep.name, run=new_run_id(), workers=n_workers,
+        progress = tune_runner.run_packs(packs, explicit_root(p.root), sweep.name, run=new_run_id(), workers=n_workers,
                                          max_failures=max_failures, echo=echo, on_cell=on_cell)
         engine = progress.engine_seconds
         t2 = time.perf_counter()
@@ -366,7 +368,8 @@ def _consolidate(p: RunPlan, session):
     up to date). A Ctrl-C here leaves the stored tables as they were, closes the tracking session
     as killed and raises SweepInterrupted."""
     try:
-        return tables.collect(p.store, p.cells)
+        # Nothing computed: what the store holds is what the plan read.
+        return tables.collect(p.store, p.cells, p.index if not p.todo else None)
     except KeyboardInterrupt:
         if session is not None:
             session.finish(set(p.done), None, {}, "KILLED", interrupted=True)

@@ -27,6 +27,7 @@ import io
 import json
 import os
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterable
 
@@ -296,6 +297,40 @@ class Store:
 
 
 STALE_BANNER = "> **Out of date:**"
+
+
+# Where an S3 endpoint and region may be given in the environment (the AWS SDK's names), and the
+# URI query options pyarrow's S3 filesystem reads them from.
+S3_ENVIRONMENT = (("endpoint_override", ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")),
+                  ("region", ("AWS_REGION", "AWS_DEFAULT_REGION")))
+
+
+def explicit_root(root: str, environ=os.environ) -> str:
+    """`root` with what this process's environment adds to it written into the URI: an s3:// root's
+    endpoint (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL: endpoint_override and scheme) and region
+    (AWS_REGION or AWS_DEFAULT_REGION), unless the URI names them. The driver hands this to the
+    workers, whose nodes need not have the driver's environment (issue 25: 100 of 100 cells
+    failed on a second node). Credentials are never put in it: each node uses its own (its
+    environment, ~/.aws, an instance role)."""
+    if not root.startswith("s3://"):
+        return root
+    base, _, query = root.partition("?")
+    given = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+    before = dict(given)
+    for option, names in S3_ENVIRONMENT:
+        value = next((environ[name] for name in names if environ.get(name)), None)
+        if option in given or value is None:
+            continue
+        if option == "endpoint_override":
+            url = urllib.parse.urlsplit(value if "://" in value else f"https://{value}")
+            given["endpoint_override"] = url.netloc + url.path.rstrip("/")
+            given.setdefault("scheme", url.scheme)
+        else:
+            given[option] = value
+    added = {key: value for key, value in given.items() if key not in before}
+    if not added:
+        return root
+    return f"{base}?{'&'.join(filter(None, (query, urllib.parse.urlencode(added))))}"
 
 
 def join_uri(root: str, sweep: str) -> tuple[str, str]:

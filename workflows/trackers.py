@@ -479,8 +479,10 @@ def open_results(path: str):
     TrackingError (one line) where nothing there looks like a sweep's results."""
 
     path = str(path).rstrip("/")
-    if "://" in path:
-        root, _, name = path.rpartition("/")
+    if "://" in path:                       # s3://bucket/prefix/<sweep>?endpoint_override=...: the query is the root's
+        base, mark, query = path.partition("?")
+        root, _, name = base.rstrip("/").rpartition("/")
+        root += mark + query
     else:
         root, name = os.path.split(os.path.abspath(path))
     try:
