@@ -254,7 +254,8 @@ class Store:
         return {r["cell_id"]: r for r in records if r}
 
     def _listed(self, folder: str) -> set[str]:
-        selector = pafs.FileSelector(self.path(folder), allow_not_found=True)
+        """The names in a folder of the sweep's ("": the sweep's folder itself)."""
+        selector = pafs.FileSelector(self.path(folder) if folder else self.base, allow_not_found=True)
         return {info.base_name for info in self.fs.get_file_info(selector)}
 
     def read_table(self, relpath: str) -> pd.DataFrame:

@@ -62,6 +62,10 @@ def collect(store: Store, cells: dict, index: Index | None = None) -> Tables:
     written to temporary files (publish puts them in place). Writes nothing else."""
     index = index if index is not None else store.index()
     store.save_index(index)
+    if store.local:                 # a killed run's temporaries (a local folder is one run's at a time)
+        for name in store._listed(""):
+            if name.startswith(TABLES) and ".tmp-" in name:
+                store.delete(name)
     done = index.done(cells)
     failed = _failures(store, cells.keys() - done)
     statuses = [(key, "ok" if key in done else "failed" if key in failed else "missing") for key in cells]
@@ -94,7 +98,7 @@ def publish(store: Store, tables: Tables, meta: dict):
         for name in ("rows.parquet", "traces.parquet", "cells.parquet"):
             temporary = tables.temporaries.get(name)
             if temporary is not None:
-                store.fs.move(store.path(temporary), store.path(name))
+                _place(store, temporary, name)
             else:                           # a table with nothing in it is absent, never left over
                 store.delete(name)
         tables.temporaries.clear()
@@ -102,6 +106,11 @@ def publish(store: Store, tables: Tables, meta: dict):
         if changed:
             store.mark_analysis_stale(tables.counts)
     store.write_json("meta.json", {**meta, "cells": {**meta.get("cells", {}), **tables.counts}})
+
+
+def _place(store: Store, temporary: str, name: str):
+    """A table's temporary renamed to its name (on an object store: copied, then deleted)."""
+    store.fs.move(store.path(temporary), store.path(name))
 
 
 def discard(store: Store, tables: Tables):

@@ -149,7 +149,7 @@ def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, run: str,
                      "tune_started": time.clock_gettime(time.CLOCK_BOOTTIME)},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=workers),
         run_config=tune.RunConfig(
-            name="_tune", storage_path=store.uri if not store.local else store.base,
+            name="_tune", storage_path=store.base,
             storage_filesystem=None if store.local else store.fs,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             callbacks=[progress], verbose=0, log_to_file=True),
