@@ -5,6 +5,7 @@ import textwrap
 
 import pandas as pd
 import pytest
+from stored import stored_files
 import torch
 
 from problems.quadratic_saddle import QuadraticSaddle
@@ -38,10 +39,10 @@ def test_run_sweep_returns_its_tables_and_a_second_call_computes_nothing(tmp_pat
     stored = json.loads((tmp_path / "notebook" / "meta.json").read_text())
     assert stored["cells"]["computed_this_run"] == 4
 
-    parts = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "notebook" / "parts").iterdir()}
+    parts = stored_files(tmp_path / "notebook")
     again = run_sweep(BLOCK, storage=tmp_path, backend="local")
     assert again.meta["cells"]["computed_this_run"] == 0 and again.meta["cells"]["reused"] == 4
-    assert parts == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "notebook" / "parts").iterdir()}
+    assert parts == stored_files(tmp_path / "notebook")
     pd.testing.assert_frame_equal(sort(again.rows), sort(rows))
 
 

@@ -18,13 +18,13 @@ def test_a_sweeps_cells_are_normalised_and_hashed_once_each(tmp_path, monkeypatc
     calls = {"normalize": 0, "hash": 0}
     normalize, digest = cell_module.normalize_cell, cell_module._hash
 
-    def counted_normalize(cell):
+    def counted_normalize(cell, memo=None):
         calls["normalize"] += not isinstance(cell, Cell)
-        return normalize(cell)
+        return normalize(cell, memo)
 
-    def counted_hash(cell):
+    def counted_hash(cell, memo=None):
         calls["hash"] += 1
-        return digest(cell)
+        return digest(cell, memo)
 
     monkeypatch.setattr(cell_module, "normalize_cell", counted_normalize)
     monkeypatch.setattr(cell_module, "_hash", counted_hash)

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from stored import stored_cells, stored_files
 from gate import Gate
 from raycluster import kill_session, ray_env, session_members
 
+from workflows import tables
 from workflows import run_sweep
 from workflows.cli import main
 from workflows.interrupt import RESUME, SweepInterrupted
@@ -95,9 +97,8 @@ class Driver:
 
 
 def parts(storage: Path) -> set[str]:
-    folder = storage / "r" / "parts"
-    return {p.name for p in folder.glob("*.parquet") if not p.name.endswith(".trace.parquet")} if folder.exists() \
-        else set()
+    """The cells stored (a block is written within seconds of its cells: workflows/blocks.py)."""
+    return stored_cells(storage / "r") if (storage / "r").exists() else set()
 
 
 def meta(storage: Path) -> dict:
@@ -127,7 +128,7 @@ def interrupted_output_is_right(driver: Driver, stage: str):
 
 def check_resume(storage: Path, args, kept: set[str], gate: Gate):
     """A rerun completes the sweep, computing only what the interruption left, never a kept cell again."""
-    stamps = {name: (storage / "r" / "parts" / name).stat().st_mtime_ns for name in kept}
+    stamps = stored_files(storage / "r")
     gate.open()
     rerun = Driver(args, gate)
     try:
@@ -140,7 +141,7 @@ def check_resume(storage: Path, args, kept: set[str], gate: Gate):
         # Its own embedded Ray: every trial ran on a worker started and warmed while Tune started.
         assert m["run"]["trials"] >= 1 and m["run"]["warm_trials"] == m["run"]["trials"], m["run"]
     assert m["cells"]["reused"] == len(kept) and m["cells"]["computed_this_run"] == N_CELLS - len(kept)
-    assert stamps == {name: (storage / "r" / "parts" / name).stat().st_mtime_ns for name in kept}
+    assert stamps.items() <= stored_files(storage / "r").items()      # no stored block rewritten
     rows = pd.read_parquet(storage / "r" / "rows.parquet")
     assert len(rows) == N_CELLS * 128 and not rows.duplicated(["cell_id", "seed"]).any()
 
@@ -254,10 +255,10 @@ def test_ctrl_c_while_reading_the_parts_leaves_the_stored_tables_as_they_were(tm
     before = {p.name: p.read_bytes() for p in Path(first.path).glob("*.*")}
     grown = {"parameters": {**SMALL["parameters"], "optimizer.lr": {"values": [0.1, 0.2, 0.3]}}}
 
-    def interrupted_collect(self, cells):
+    def interrupted_collect(store, cells, index=None):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Store, "collect", interrupted_collect)
+    monkeypatch.setattr(tables, "collect", interrupted_collect)
     with pytest.raises(SweepInterrupted) as stop:
         run_sweep(grown, "c", storage=tmp_path, backend="local")
     assert stop.value.stage == "consolidation" and stop.value.result is None
@@ -267,16 +268,16 @@ def test_ctrl_c_while_reading_the_parts_leaves_the_stored_tables_as_they_were(tm
 
 
 def test_ctrl_c_while_writing_the_tables_waits_for_meta_json(tmp_path, monkeypatch):
-    original = Store.write_table
+    original = Store.write_json
     calls = []
 
-    def write_table_then_sigint(self, relpath, frame, metadata=None):
-        if relpath == "rows.parquet" and not calls:
+    def sigint_then_write_json(self, relpath, data):
+        if relpath == "meta.json" and not calls:
             calls.append(relpath)
             os.kill(os.getpid(), signal.SIGINT)              # arrives between the tables and meta.json
-        return original(self, relpath, frame, metadata)
+        return original(self, relpath, data)
 
-    monkeypatch.setattr(Store, "write_table", write_table_then_sigint)
+    monkeypatch.setattr(Store, "write_json", sigint_then_write_json)
     with pytest.raises(SweepInterrupted) as stop:
         run_sweep(SMALL, "w", storage=tmp_path, backend="local")
     assert calls and stop.value.stage == "consolidation"

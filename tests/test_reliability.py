@@ -16,8 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from gate import Gate
+from stored import stored_cells, stored_files
 from raycluster import RayNode, kill_session, ray_env
 
+from workflows import blocks
 from workflows.cli import main
 
 pytestmark = [pytest.mark.reliability, pytest.mark.ray]
@@ -78,8 +80,8 @@ def driver(args, gate: Gate) -> subprocess.Popen:
 
 
 def stored(storage: Path, sweep="r") -> int:
-    parts = storage / sweep / "parts"
-    return len([p for p in parts.glob("*.parquet") if not p.name.endswith(".trace.parquet")]) if parts.exists() else 0
+    """Cells stored (a block is written within seconds of its cells: workflows/blocks.py)."""
+    return len(stored_cells(storage / sweep)) if (storage / sweep).exists() else 0
 
 
 def kill_driver(proc: subprocess.Popen) -> None:
@@ -144,11 +146,11 @@ def test_a_failing_cell_is_retried_recorded_and_rerun_alone(local_ray, tmp_path,
     records = [json.loads(p.read_text()) for p in (storage / "f" / "failed").glob("*.json")]
     assert len(records) == 2 and all(r["attempts"] == 2 for r in records)   # max_failures=1: 2 tries
     assert len(rows(storage, "f")) == 2 * 64                                 # the rest completed
-    stamps = {p.name: p.stat().st_mtime_ns for p in (storage / "f" / "parts").iterdir()}
+    stamps = stored_files(storage / "f")
     assert main(args) == 1                                      # the rerun retries only the failed cells
     assert meta(storage, "f")["cells"]["attempted_this_run"] == 2
     assert meta(storage, "f")["cells"]["computed_this_run"] == 0                # and they fail again
-    assert stamps == {p.name: p.stat().st_mtime_ns for p in (storage / "f" / "parts").iterdir()}
+    assert stamps == stored_files(storage / "f")
 
 
 def test_a_dead_worker_node_loses_nothing(reference, gate, tmp_path):
@@ -197,20 +199,27 @@ def test_divergence_gives_diverged_rows_and_no_crash(local_ray, tmp_path):
     assert out.escape_step.between(1, 500).all()
 
 
-def test_a_truncated_or_corrupt_part_is_recomputed_never_read(local_ray, tmp_path):
+def test_a_truncated_or_corrupt_block_is_recomputed_never_read(local_ray, tmp_path, monkeypatch):
+    """Blocks of one cell each (written in this process), then one truncated as a killed writer
+    without the rename would leave it, one overwritten with garbage, one replaced by another
+    block's bytes, and a leftover temporary file: the rerun (on Ray) recomputes exactly the three
+    cells whose blocks are not theirs any more, and the rows are the first run's."""
     storage = tmp_path / "s"
     sweep_file(tmp_path).write_text(textwrap.dedent(SWEEP).replace("gated_saddle", "quadratic_saddle"))
     args = ["run", str(tmp_path / "sweeps.yaml"), "--sweep", "r", "--storage", str(storage), "--no-analyze"]
-    parts = storage / "r" / "parts"
-    assert main(args) == 0
+    monkeypatch.setattr(blocks, "MAX_CELLS", 1)
+    assert main([*args, "--backend", "local"]) == 0
+    monkeypatch.undo()
     reference = rows(storage)
-    files = sorted(p for p in parts.glob("*.parquet") if not p.name.endswith(".trace.parquet"))
+    folder = storage / "r" / "blocks"
+    files = sorted(p for p in folder.glob("*.parquet") if not p.name.endswith(".trace.parquet"))
+    assert len(files) == N_CELLS
     truncated, garbage, swapped = files[0], files[1], files[2]
     data = truncated.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])               # a killed writer without the rename
     garbage.write_bytes(os.urandom(len(garbage.read_bytes())))   # a corrupt disk block
-    swapped.write_bytes(files[3].read_bytes())                   # another cell's rows under its name
-    (parts / f"{files[4].name}.tmp-deadbeef").write_bytes(b"PAR1")   # a leftover temporary file
+    swapped.write_bytes(files[3].read_bytes())                   # another block's cell under its name
+    (folder / f"{files[4].name}.tmp-deadbeef").write_bytes(b"PAR1")   # a leftover temporary file
     assert main(args) == 0
     assert meta(storage)["cells"]["computed_this_run"] == 3
     pd.testing.assert_frame_equal(rows(storage), reference)

@@ -6,6 +6,7 @@ import textwrap
 
 import pandas as pd
 import pytest
+from stored import stored_cells, stored_files
 
 from workflows.cli import main
 
@@ -65,11 +66,14 @@ def test_results_layout_schema_and_meta(local_ray, tmp_path):
 
 def test_a_second_run_recomputes_nothing_and_an_extended_grid_only_its_new_cells(local_ray, tmp_path):
     _, results, _ = run(tmp_path)
-    stamps = {p.name: p.stat().st_mtime_ns for p in (results / "parts").iterdir()}
+    stamps = stored_files(results)
+    tables = {name: (results / name).stat().st_mtime_ns for name in ("rows.parquet", "cells.parquet")}
     rows_before = pd.read_parquet(results / "rows.parquet")
     code, _, meta = run(tmp_path)
     assert code == 0 and meta["cells"]["computed_this_run"] == 0 and meta["cells"]["reused"] == 6
-    assert stamps == {p.name: p.stat().st_mtime_ns for p in (results / "parts").iterdir()}
+    assert stamps == stored_files(results)
+    # Nothing changed: the tables are not rewritten (issue 25).
+    assert tables == {name: (results / name).stat().st_mtime_ns for name in ("rows.parquet", "cells.parquet")}
     pd.testing.assert_frame_equal(rows_before, pd.read_parquet(results / "rows.parquet"))
 
     code, _, meta = run(tmp_path, "[1, 10, 100]")
@@ -108,8 +112,7 @@ def test_a_relative_storage_path_is_where_the_results_go(local_ray, tmp_path, mo
     path.write_text(textwrap.dedent(SMOKE_LIKE.format(anisotropies="[1]")))
     monkeypatch.chdir(tmp_path)
     assert main(["run", "sweeps.yaml", "--sweep", "s", "--storage", "relative/results", "--no-analyze"]) == 0
-    parts = (tmp_path / "relative" / "results" / "s" / "parts").glob("*.parquet")
-    assert len([p for p in parts if not p.name.endswith(".trace.parquet")]) == 4
+    assert len(stored_cells(tmp_path / "relative" / "results" / "s")) == 4
 
 
 def test_tune_does_not_import_the_trackers_to_count_callbacks_when_usage_statistics_are_off():

@@ -36,7 +36,8 @@ from typing import Callable
 
 import pandas as pd
 
-from . import estimate, report_inputs, yaml12
+from . import estimate, report_inputs, tables, yaml12
+from .blocks import new_run_id
 from .cell import cell_id
 from .core.compat import configure
 from .core.suggest import count
@@ -48,7 +49,7 @@ from .packing import pack_cells
 from .prefetch import prefetch
 from .registry import parameter_conditions
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
-from .store import Store
+from .store import Store, explicit_root
 from .trackers import Session, TrackingError, check, sweep_tags
 
 BACKENDS = ("ray", "local")
@@ -153,9 +154,10 @@ class RunPlan:
     root: str                    # the results root, absolute where local
     store: Store
     cells: dict                  # cell_id -> cell, in the sweep's order
-    done: dict                   # cell_id -> part metadata, the cells already stored
+    done: set                    # the ids of the cells already stored
     todo: list                   # the cells to compute
     verdict: Verdict             # how the sweep relates to the definition that wrote the store
+    index: object = None         # what the store held (store.Index)
 
 
 def local_path(path) -> str:
@@ -188,8 +190,9 @@ def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool =
                          "pyarrow filesystem URI this machine can read and write") from None
     if verdict.kind == "refused":
         raise SweepError(verdict.message)
-    done = store.done(cells)
-    return RunPlan(storage, store, cells, done, [c for k, c in cells.items() if k not in done], verdict)
+    index = store.index()
+    done = index.done(cells)
+    return RunPlan(storage, store, cells, done, [c for k, c in cells.items() if k not in done], verdict, index)
 
 
 def open_store(storage: str, name: str, flag: str = "--storage ") -> Store:
@@ -255,17 +258,16 @@ def _execute(sweep: Sweep, storage: str, backend, workers, address, max_failures
     run, interrupted = _compute(sweep, p, backend=backend, workers=workers, address=address,
                                 max_failures=max_failures, echo=echo, warn=warn,
                                 on_cell=session.cell_stored if session else None)
-    tables = _consolidate(p, session)
-    computed = tables.done - p.done.keys()
+    made = _consolidate(p, session)
+    computed = made.done - p.done
     if interrupted:
-        run["engine_seconds"] = round(float(tables.cells.loc[tables.cells.cell_id.isin(computed),
-                                                              "engine_seconds"].sum()) if computed else 0.0, 3)
+        run["engine_seconds"] = round(tables.engine_seconds(made, computed), 3)
     meta = _meta(sweep, p, run, started, interrupted, computed)
-    if not _published(p.store, tables, meta):
+    if not _published(p.store, made, meta):
         interrupted = interrupted or "consolidation"
-    counts = tables.counts
+    counts = made.counts
     result = SweepResult(p.store.uri, {**meta, "cells": {**meta["cells"], **counts}}, counts, p.store, session)
-    interrupted = _finish_tracking(session, tables, result, interrupted)
+    interrupted = _finish_tracking(session, made, result, interrupted)
     if interrupted:
         raise SweepInterrupted(interrupted, result)
     return result
@@ -283,8 +285,7 @@ def _prepare(sweep: Sweep, p: RunPlan, backend: str, address, note, warn):
         from .ray_session import cluster_address
 
         cluster_address(address)              # one line now, not minutes of Ray's retries later
-    for key in p.cells.keys() - p.done.keys():
-        p.store.delete(f"failed/{key}.json")        # about to be retried: count its attempts afresh
+    p.store.clear_failures(p.cells.keys() - p.done)      # about to be retried: count its attempts afresh
 
 
 @dataclass
@@ -333,10 +334,11 @@ def _run_on_ray(sweep: Sweep, p: RunPlan, run: dict, stage: _Stage, *, workers, 
         packs = pack_cells(p.todo, n_workers)
         echo(f"  {count(len(packs), 'trial')} on {count(n_workers, 'worker')}")
         run.update(workers=n_workers, ray_start_seconds=round(t1 - t0, 3))
-        progress = tune_runner.run_packs(packs, p.root, sweep.name, workers=n_workers,
+        progress = tune_runner.run_packs(packs, explicit_root(p.root), sweep.name, run=new_run_id(), workers=n_workers,
                                          max_failures=max_failures, echo=echo, on_cell=on_cell)
         engine = progress.engine_seconds
         t2 = time.perf_counter()
+        run["cells_ended_at"] = time.time()       # epoch seconds: what follows is Ray's stop and the tables
     # Parallel efficiency: engine time over the workers' wall time while Tune ran; the rest
     # is Tune's per-trial overhead and idle workers at the end.
     run.update(tune_seconds=round(t2 - t1, 3), engine_seconds=round(engine, 3),
@@ -349,7 +351,8 @@ def _run_here(sweep: Sweep, p: RunPlan, run: dict, stage: _Stage, *, max_failure
     stage.name = "cells"
     _warn_if_absurd(sweep, p.todo, 1, "local", warn)
     t1 = time.perf_counter()
-    engine = run_cells(p.todo, p.store, max_failures=max_failures, echo=echo, on_cell=on_cell)
+    engine = run_cells(p.todo, p.store, run=new_run_id(), max_failures=max_failures, echo=echo, on_cell=on_cell)
+    run["cells_ended_at"] = time.time()
     run.update(workers=1, engine_seconds=round(engine, 3), local_seconds=round(time.perf_counter() - t1, 3))
 
 
@@ -361,10 +364,12 @@ def _warn_if_absurd(sweep: Sweep, todo: list, n_workers: int, backend: str, warn
 
 
 def _consolidate(p: RunPlan, session):
-    """The sweep's tables from its stored cells (store.collect). A Ctrl-C here leaves the stored
-    tables as they were, closes the tracking session as killed and raises SweepInterrupted."""
+    """The sweep's tables from its stored cells (workflows/tables.py: made in temporaries, or found
+    up to date). A Ctrl-C here leaves the stored tables as they were, closes the tracking session
+    as killed and raises SweepInterrupted."""
     try:
-        return p.store.collect(p.cells)
+        # Nothing computed: what the store holds is what the plan read.
+        return tables.collect(p.store, p.cells, p.index if not p.todo else None)
     except KeyboardInterrupt:
         if session is not None:
             session.finish(set(p.done), None, {}, "KILLED", interrupted=True)
@@ -391,18 +396,20 @@ def _meta(sweep: Sweep, p: RunPlan, run: dict, started: str, interrupted: str | 
     }
 
 
-def _published(store: Store, tables, meta: dict) -> bool:
-    """The tables and their meta.json written together (a Ctrl-C is held until both are); False
-    where one came meanwhile."""
+def _published(store: Store, made: tables.Tables, meta: dict) -> bool:
+    """The tables and their meta.json put in place together (a Ctrl-C is held until both are: a few
+    renames and a small file); False where one came meanwhile."""
     try:
         with deferred():
-            store.publish(tables, meta)
+            tables.publish(store, made, meta)
     except KeyboardInterrupt:
         return False
+    finally:
+        tables.discard(store, made)
     return True
 
 
-def _finish_tracking(session, tables, result: SweepResult, interrupted: str | None) -> str | None:
+def _finish_tracking(session, made, result: SweepResult, interrupted: str | None) -> str | None:
     """The trackers get the run's last cells, meta and status (killed, failed or finished); returns
     the stage of the run's interruption ("tracking" where a Ctrl-C came now), or None."""
     if session is None:
@@ -410,7 +417,7 @@ def _finish_tracking(session, tables, result: SweepResult, interrupted: str | No
     counts = result.counts
     status = "KILLED" if interrupted else "FAILED" if counts["failed"] else "FINISHED"
     try:
-        session.finish(tables.done, result.meta, result.meta["cells"], status, interrupted=interrupted is not None)
+        session.finish(made.done, result.meta, result.meta["cells"], status, interrupted=interrupted is not None)
     except KeyboardInterrupt:               # Ctrl-C while the last cells were being tracked
         return interrupted or "tracking"
     return interrupted

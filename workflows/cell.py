@@ -31,11 +31,19 @@ class Cell(dict):
     `columns`. A dict for everything that reads one (JSON, the engine, the analysis's tables), and
     read-only: a changed cell would no longer be the one its id names."""
 
-    __slots__ = ("id", "columns")
+    __slots__ = ("id", "_columns")
 
     def __init__(self, normalised: dict, key: str):
         super().__init__(normalised)
-        self.id, self.columns = key, flatten_cell(normalised)
+        self.id, self._columns = key, None
+
+    @property
+    def columns(self) -> dict:
+        """The columns the cell gives each of its rows (core.rows.flatten_cell), made on first use:
+        the engine reads them; a driver holding 10⁵ cells does not (2 KB a cell)."""
+        if self._columns is None:
+            self._columns = flatten_cell(self)
+        return self._columns
 
     def __reduce__(self):                     # pickled to Ray's workers with its id
         return Cell, (dict(self), self.id)
@@ -46,16 +54,19 @@ class Cell(dict):
     __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _read_only
 
 
-def make_cell(cell: dict) -> Cell:
+def make_cell(cell: dict, memo: dict | None = None) -> Cell:
     """The cell a spec describes, made once: normalised (`normalize_cell`) and hashed (`cell_id`).
-    A Cell given is returned as it is. Raises ValueError (one line) for a spec that is not one."""
+    A Cell given is returned as it is. Raises ValueError (one line) for a spec that is not one.
+    `memo`: a dict kept across the cells of one expansion, where cells share their problem's and
+    optimizer's mappings (the same objects): each is then checked and hashed once, and the cells
+    share the normalised mapping (a grid's cells differ in a few values)."""
     if isinstance(cell, Cell):
         return cell
-    normalised = normalize_cell(cell)
-    return Cell(normalised, _hash(normalised))
+    normalised = normalize_cell(cell, memo)
+    return Cell(normalised, _hash(normalised, memo))
 
 
-def normalize_cell(cell: dict) -> dict:
+def normalize_cell(cell: dict, memo: dict | None = None) -> dict:
     """{problem, optimizer, run settings} with every default filled in and every value checked (a
     Cell is normalised already). Raises ValueError (one line)."""
     if isinstance(cell, Cell):
@@ -67,8 +78,8 @@ def normalize_cell(cell: dict) -> dict:
             raise ValueError(f"cell: {key}={cell.get(key)!r} is not a mapping; allowed: "
                              f"{{name: ..., parameters...}}")
     run = {k: v for k, v in cell.items() if k not in ("problem", "optimizer")}
-    out = {"problem": validate_problem(cell["problem"]), "optimizer": validate_optimizer(cell["optimizer"]),
-           **resolve("cell", RUN_SCHEMA, run)}
+    out = {"problem": _once(memo, cell["problem"], validate_problem),
+           "optimizer": _once(memo, cell["optimizer"], validate_optimizer), **resolve("cell", RUN_SCHEMA, run)}
     for key, ok, allowed in CELL_LIMITS:
         if not ok(out):
             raise ValueError(f"cell: {key}={out[key]!r} is not allowed here; allowed: {allowed}")
@@ -126,14 +137,34 @@ def cell_id(cell: dict) -> str:
     return cell.id if isinstance(cell, Cell) else _hash(normalize_cell(cell))
 
 
-def _hash(cell: dict) -> str:
+def _once(memo: dict | None, given: dict, validate, what: str = "valid"):
+    """validate(given), once per mapping object of an expansion (`memo`; the object is kept there
+    with its result, so its id cannot be reused while the memo lives)."""
+    if memo is None:
+        return validate(given)
+    key = (what, id(given))
+    if key not in memo:
+        memo[key] = (given, validate(given))
+    return memo[key][1]
+
+
+def _hash(cell: dict, memo: dict | None = None) -> str:
     """A parameter added after cells were first stored (Param.hashed_at_default = False) enters the
-    hash only away from its default, so every cell stored before keeps its id."""
-    hashed = {"problem": _hashed(cell["problem"], get_problem(cell["problem"]["name"]).schema),
-              "optimizer": _hashed(cell["optimizer"], get_optimizer(cell["optimizer"]["name"]).schema),
-              **_hashed({k: v for k, v in cell.items() if k not in ("problem", "optimizer")}, RUN_SCHEMA)}
-    text = json.dumps(hashed, sort_keys=True, separators=(",", ":"))
+    hash only away from its default, so every cell stored before keeps its id. The text hashed is
+    json.dumps of the whole cell with sorted keys, written out key by key so that the problem's
+    and the optimizer's parts, shared by many cells, are written once (`memo`)."""
+    run = _hashed({k: v for k, v in cell.items() if k not in ("problem", "optimizer")}, RUN_SCHEMA)
+    # Written with 0 for both components, then each 0 replaced by the component's text: a key
+    # followed by ':0' occurs nowhere else in JSON (a quote inside a string is escaped).
+    text = _dumps({**run, "problem": 0, "optimizer": 0})
+    for kind, get in (("problem", get_problem), ("optimizer", get_optimizer)):
+        part = _once(memo, cell[kind], lambda part, get=get: _dumps(_hashed(part, get(part["name"]).schema)), "hash")
+        text = text.replace(f'"{kind}":0', f'"{kind}":{part}', 1)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _dumps(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _hashed(values: dict, schema: dict) -> dict:

@@ -3,7 +3,8 @@ backend="local"), and the one function that computes and stores a cell, shared w
 Tune trainable (workflows/tune_runner.py).
 
 A cell that raises is recorded in the store (failed/<cell_id>.json) and retried up to
-`max_failures` times, as Tune retries a failed trial; the other cells go on.
+`max_failures` times, as Tune retries a failed trial; the other cells go on. Cells are written a
+block at a time (workflows/blocks.py), on either backend.
 
 The cells run on one torch thread, as each Ray trial does (workflows/tune_runner.py): torch's
 default of one intra-op thread per core made the README's loss-defined digits example take
@@ -21,6 +22,7 @@ from typing import NamedTuple
 from . import progress
 from .cell import cell_id
 from .engine import simulate
+from .blocks import BlockWriter, block_prefix
 from .store import Store
 
 TRIAL_THREADS = 1            # torch intra-op threads of a cell, on either backend: a cell owns one core
@@ -41,51 +43,49 @@ def trial_threads():
 
 class Outcome(NamedTuple):
     cell_id: str
-    engine_seconds: float        # 0 for a cell already stored
-    reused: bool                 # stored before (a retry of a pack that had written it)
+    engine_seconds: float
     error: str | None            # "<Type>: message" when the engine raised
 
 
-def compute_and_store(cell: dict, store: Store) -> Outcome:
-    """Simulate one cell and write its part file (atomically), unless it is stored already; an
-    exception is recorded as the cell's failure, never raised."""
+def compute(cell: dict, store: Store, writer: BlockWriter) -> Outcome:
+    """Simulate one cell and give its rows to `writer` (written with its block); an exception is
+    recorded as the cell's failure (failed/<cell_id>.json), never raised."""
     key = cell_id(cell)
-    if store.part_info(key, cell["seeds"]) is not None:
-        return Outcome(key, 0.0, True, None)
     try:
         result = simulate(cell)
     except Exception as e:                                      # noqa: BLE001 - recorded, not swallowed
         error = f"{type(e).__name__}: {e}"
         store.record_failure(cell, key, error + "\n" + traceback.format_exc())
-        return Outcome(key, 0.0, False, error)
-    store.write_part(cell, key, result.rows, result.trace, result.seconds)
-    return Outcome(key, result.seconds, False, None)
+        return Outcome(key, 0.0, error)
+    writer.add(key, cell["seeds"], result.columns, result.trace, result.seconds)
+    return Outcome(key, result.seconds, None)
 
 
-def run_cells(cells: list[dict], store: Store, *, max_failures: int = 2, echo=print, every: float = 2.0,
+def run_cells(cells: list[dict], store: Store, *, run: str, max_failures: int = 2, echo=print, every: float = 2.0,
               on_cell=None) -> float:
     """Every cell in turn, on TRIAL_THREADS torch threads (the caller's setting restored after);
-    returns the summed engine seconds. Progress lines as the Ray runner's.
+    returns the summed engine seconds. Progress lines as the Ray runner's. The cells are written
+    a block at a time (workflows/blocks.py), named after `run`.
     `on_cell(cell_id)`: told of each cell once it is stored, as the Ray runner's Progress tells
     it (the experiment trackers, workflows/trackers.py)."""
     with trial_threads():
-        return _run_cells(cells, store, max_failures, echo, every, on_cell)
+        return _run_cells(cells, store, run, max_failures, echo, every, on_cell)
 
 
-def _run_cells(cells, store, max_failures, echo, every, on_cell) -> float:
+def _run_cells(cells, store, run, max_failures, echo, every, on_cell) -> float:
     start, last, engine, finished, first_at = time.monotonic(), 0.0, 0.0, 0, None
-    for cell in cells:
-        for _attempt in range(max_failures + 1):
-            outcome = compute_and_store(cell, store)
-            if outcome.error is None:
-                break
-        if outcome.error is None and on_cell is not None:
-            on_cell(outcome.cell_id)
-        engine += outcome.engine_seconds
-        finished += 1
-        now = time.monotonic()
-        first_at = now - start if first_at is None else first_at
-        if now - last >= every or finished == len(cells):
-            last = now
-            echo(progress.line(finished, len(cells), now - start, first_at))
+    stored = (lambda keys, seconds: [on_cell(key) for key in keys]) if on_cell is not None else None
+    with BlockWriter(store, block_prefix(run, "local"), stored) as writer:   # a Ctrl-C too: what finished is kept
+        for cell in cells:
+            for _attempt in range(max_failures + 1):
+                outcome = compute(cell, store, writer)
+                if outcome.error is None:
+                    break
+            engine += outcome.engine_seconds
+            finished += 1
+            now = time.monotonic()
+            first_at = now - start if first_at is None else first_at
+            if now - last >= every or finished == len(cells):
+                last = now
+                echo(progress.line(finished, len(cells), now - start, first_at))
     return engine

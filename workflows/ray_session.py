@@ -194,6 +194,39 @@ def _stderr_silenced():
         os.close(devnull)
 
 
+# Runtime environments whose files the nodes' runtime-env agents keep, and delete when unused.
+SHIPPED = ("working_dir", "py_modules")
+
+
+def shared_temp_dir(nodes: list[dict]) -> tuple[str, list[str]] | None:
+    """(the session folder, the node ids) of live nodes on one machine that share a Ray temp dir
+    (their sockets lie in one session folder), or None. Nodes on different machines may use the
+    same path on their own disks: only nodes of one address count."""
+    places: dict[tuple, list[str]] = {}
+    for node in nodes:
+        socket_path = node.get("RayletSocketName") or node.get("ObjectStoreSocketName") or ""
+        if node.get("Alive") and socket_path:
+            session = os.path.dirname(os.path.dirname(socket_path))      # <temp dir>/session_*/sockets/raylet
+            places.setdefault((node.get("NodeManagerAddress"), session), []).append(node["NodeID"])
+    return next(((session, ids) for (_, session), ids in places.items() if len(ids) > 1), None)
+
+
+def check_temp_dirs(address: str):
+    """Refuse (one line) a job that ships files (`ray job submit --working-dir`, py_modules) to a
+    cluster whose nodes on one machine share a temp dir: each node's runtime-env agent deletes the
+    files of jobs it did not set up, so the job's working directory vanished under it and the run
+    failed later as 'cannot write the results: [Errno 2] No such file or directory' (issue 25).
+    Runs that ship nothing are not affected and go on."""
+    shipped = [key for key in SHIPPED if (ray.get_runtime_context().runtime_env or {}).get(key)]
+    shared = shared_temp_dir(ray.nodes()) if shipped else None
+    if shared is not None:
+        session, ids = shared
+        raise SweepError(f"the Ray cluster at {address}: {len(ids)} nodes on one machine share the temp dir "
+                         f"{os.path.dirname(session)}, and each node's runtime-env agent deletes the files of jobs it "
+                         f"did not set up (this job's {shipped[0]} among them); allowed: a temp dir of its own for each "
+                         "node (ray start --temp-dir=DIR, another DIR for each node of a machine)")
+
+
 @contextlib.contextmanager
 def connected(address: str | None, workers: int | None):
     """An existing cluster when an address is given (or RAY_ADDRESS is set), else an embedded
@@ -236,6 +269,8 @@ def connected(address: str | None, workers: int | None):
                              _system_config={"preload_python_modules": [f"{__package__}.warm_worker"]},
                              **common)
                 _warm = True
+            if address:
+                check_temp_dirs(address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         yield min(cpus, workers) if workers else cpus
     finally:

@@ -39,6 +39,7 @@ import itertools
 import math
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -278,10 +279,10 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
         raw_cells = [_sample(where, base, specs, top, rng, max_cells, drawn) for _ in range(samples)]
         draws = hashlib.sha256("\n".join(drawn).encode()).hexdigest()[:16]
 
-    cells, seen = [], set()
+    cells, seen, memo = [], set(), {}
     for raw in raw_cells:
         try:
-            cell = make_cell(raw)
+            cell = make_cell(raw, memo)
         except ValueError as e:
             hint = f"; {SEEDS_HINT}" if re.search(r"\bseeds=", str(e)) and "values" in _spec_of("seeds", base, specs, top) \
                 else ""
@@ -292,9 +293,9 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
             cells.append(cell)
     if not cells:
         raise SweepError(f"{where}: the sweep expands to no cells; allowed: at least one")
-    if method == "random" and len(cells) < len(raw_cells):
-        notes.append(f"{where}: samples: {len(raw_cells)} drew {len(cells)} distinct "
-                     f"{plural(len(cells), 'cell')} ({len(raw_cells) - len(cells)} of the draws repeated a cell "
+    if method == "random" and len(cells) < samples:
+        notes.append(f"{where}: samples: {samples} drew {len(cells)} distinct "
+                     f"{plural(len(cells), 'cell')} ({samples - len(cells)} of the draws repeated a cell "
                      "already drawn: its parameters take few values; a cell runs once)")
     definition = {"defaults": defaults, **written}
     if given:
@@ -678,7 +679,10 @@ def _run_settings(where, defaults: dict, specs: dict, top: dict) -> dict:
     return run
 
 
-def _grid(where, defaults: dict, specs: dict, top: dict, max_cells: int) -> list[dict]:
+def _grid(where, defaults: dict, specs: dict, top: dict, max_cells: int) -> Iterator[dict]:
+    """The grid's points, one at a time (a grid of 10⁵ points is never a list of them); the
+    problems' and optimizers' mappings are shared by the points that have them (make_cell
+    validates each once)."""
     pick = lambda key, spec: _choices(spec)
     problems = _components(where, "problem", defaults, specs, top, pick, max_cells)
     optimizers = _components(where, "optimizer", defaults, specs, top, pick, max_cells)
@@ -688,7 +692,7 @@ def _grid(where, defaults: dict, specs: dict, top: dict, max_cells: int) -> list
         raise SweepError(f"{where}: the grid has {total} cells, over --max-cells {max_cells}; "
                          f"allowed: at most {max_cells} (shrink the grid or raise --max-cells)")
     runs = [dict(zip(run_specs, combo)) for combo in itertools.product(*map(_choices, run_specs.values()))]
-    return [{"problem": p, "optimizer": o, **r} for p, o, r in itertools.product(problems, optimizers, runs)]
+    return ({"problem": p, "optimizer": o, **r} for p, o, r in itertools.product(problems, optimizers, runs))
 
 
 def _sample(where, defaults: dict, specs: dict, top: dict, rng: random.Random, max_cells: int,

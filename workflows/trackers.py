@@ -4,7 +4,7 @@
     saddlescape track results/quick --to mlflow          # results that already exist
     run_sweep(..., track="mlflow")                       # the same from Python
 
-A cell's record is read back from its stored part file (parts/<cell_id>.parquet), so a cell
+A cell's record is read back from the store (its block and its summary), so a cell
 tracked as Tune reports it, at the end of a run, or by `saddlescape track` from any storage is
 the same record: its parameters (the flattened cell, as in rows.parquet) and a summary of its
 runs (workflows/core/survival.py: cell_summary). The trackers run in one
@@ -80,15 +80,15 @@ class CellRecord:
     stored: float           # epoch seconds: when its part file was written
 
 
-def read_record(store, key: str) -> CellRecord:
-    """The record of the stored cell `key`. Raises (OSError, ValueError, KeyError) where its part
-    is missing or is not this cell's."""
-    rows, info = store.read_part(key)
-    mtime = store.fs.get_file_info(store.path(f"parts/{key}.parquet")).mtime
-    stored = mtime.timestamp() if mtime else time.time()
+def read_record(store, key: str, index=None) -> CellRecord:
+    """The record of the stored cell `key` (`index`: the store's, where the caller keeps one).
+    Raises (OSError, ValueError, KeyError) where it is not stored."""
+    rows, entry = store.read_cell(key, index)
+    stored = entry["stored_at"] or time.time()
     params = {column: _native(rows[column].iloc[0]) for column in rows.columns if is_parameter(column)}
-    metrics = cell_summary(rows, info["engine_seconds"])
-    return CellRecord(key, params, metrics, stored - info["engine_seconds"], stored)
+    # The summary computed where the cell was (the block's footer); the same function's.
+    metrics = entry["summary"] or cell_summary(rows, entry["engine_seconds"])
+    return CellRecord(key, params, metrics, stored - entry["engine_seconds"], stored)
 
 
 def _native(value):
@@ -309,6 +309,7 @@ class Session:
     def __post_init__(self):
         self.trackers = [MlflowTracker() if name == "mlflow" else TensorboardTracker(self.store) for name in self.names]
         self.tasks: queue.Queue = queue.Queue()
+        self._index = None                  # the store's index, refreshed when a cell is not in it
         self.abandon = threading.Event()
         self.thread = threading.Thread(target=self._work, name="saddlescape-tracking", daemon=True)
         self.thread.start()
@@ -382,7 +383,9 @@ class Session:
         if not wanting:
             return
         try:
-            record = read_record(self.store, key)
+            if self._index is None or key not in self._index:
+                self._index = self.store.index()     # the blocks written since
+            record = read_record(self.store, key, self._index)
         except Exception as e:                          # noqa: BLE001 - the cell stays stored, untracked
             self.unreadable[key] = f"{type(e).__name__}: {e}"
             return
@@ -476,8 +479,10 @@ def open_results(path: str):
     TrackingError (one line) where nothing there looks like a sweep's results."""
 
     path = str(path).rstrip("/")
-    if "://" in path:
-        root, _, name = path.rpartition("/")
+    if "://" in path:                       # s3://bucket/prefix/<sweep>?endpoint_override=...: the query is the root's
+        base, mark, query = path.partition("?")
+        root, _, name = base.rstrip("/").rpartition("/")
+        root += mark + query
     else:
         root, name = os.path.split(os.path.abspath(path))
     try:

@@ -12,6 +12,7 @@ import contextlib
 import sys
 import time
 
+import ray
 import torch
 from ray import tune
 
@@ -19,7 +20,8 @@ from . import progress
 from .cell import cell_id
 from .core import compat
 from .engine import keep_freed_memory
-from .local_runner import TRIAL_THREADS, compute_and_store
+from .blocks import BlockWriter, block_prefix
+from .local_runner import TRIAL_THREADS, compute
 from .ray_session import warm_workers
 from .registry import adopt_registrations, local_registrations
 from .store import Store
@@ -32,9 +34,13 @@ class CellFailures(RuntimeError):
 
 
 # Result keys avoid Tune's reserved names: a result with `done: True` ends the trial.
-def run_pack(config: dict, packs: list[list[dict]], registrations=None):
-    """The trainable: one pack of cells. The packs travel through the object store
-    (tune.with_parameters), the config holds only an index, so Tune's per-result logs stay small.
+def run_pack(config: dict, packs: list, registrations=None, run: str = ""):
+    """The trainable: one pack of cells. `packs` holds one object reference per pack, so a trial
+    fetches only its own pack (ray.get), never the sweep's; the config holds only the pack's index,
+    so Tune's per-result logs stay small. Cells are written a block at a time
+    (workflows/blocks.py), and each block written is one report to Tune: a result per few seconds
+    of work, not per cell. A retried trial skips the cells its earlier attempts wrote (its blocks'
+    names begin with the pack's prefix).
     `registrations`: the optimizers and problems the driver registered in its own process."""
     # Whether this worker is one Ray started ahead and warmed (workflows/warm_worker.py), not one
     # started for this trial: its process was created before Tune began (a causal order, not a race
@@ -44,15 +50,24 @@ def run_pack(config: dict, packs: list[list[dict]], registrations=None):
     start_worker()
     adopt_registrations(registrations)
     store = Store(config["store_root"], config["sweep"])
-    failures = {}
-    for cell in packs[config["pack"]]:
-        outcome = compute_and_store(cell, store)
-        if outcome.error is not None:
-            failures[outcome.cell_id] = outcome.error
-            tune.report({"cell_id": outcome.cell_id, "cell_done": 0, "failed": 1, "warm_worker": warm})
-            continue
-        tune.report({"cell_id": outcome.cell_id, "cell_done": 1, "engine_seconds": outcome.engine_seconds,
-                     "reused": int(outcome.reused), "warm_worker": warm})
+    prefix = block_prefix(run, f"p{config['pack']:05d}")
+    already = set(store.index(prefix=prefix).ids())
+    failures: dict[str, str] = {}
+
+    def report(writer):                  # from this thread: Tune's report is the trial's own
+        for keys, seconds in writer.take_written():
+            tune.report({"cell_ids": keys, "cells_stored": len(keys), "engine_seconds": seconds, "warm_worker": warm,
+                         "cells_failed": len(failures)})
+
+    with BlockWriter(store, prefix) as writer:
+        for cell in ray.get(packs[config["pack"]]):
+            if cell_id(cell) in already:
+                continue
+            outcome = compute(cell, store, writer)
+            if outcome.error is not None:
+                failures[outcome.cell_id] = outcome.error
+            report(writer)
+    report(writer)
     if failures:
         raise CellFailures("; ".join(f"cell {k}: {v}" for k, v in failures.items()))
 
@@ -96,13 +111,15 @@ class Progress(tune.Callback):
         self.trials.add(trial.trial_id)
         if result.get("warm_worker"):
             self.warm_trials.add(trial.trial_id)
-        if result.get("cell_done") and result["cell_id"] not in self.done:
-            self.done.add(result["cell_id"])
+        stored = [key for key in result.get("cell_ids") or () if key not in self.done]
+        if stored:
+            self.done.update(stored)
             if self.first_at is None:
                 self.first_at = time.monotonic() - self.start
             self.engine_seconds += result.get("engine_seconds", 0.0)
             if self.on_cell is not None:
-                self.on_cell(result["cell_id"])
+                for key in stored:
+                    self.on_cell(key)
         now = time.monotonic()
         if now - self.last >= self.every or len(self.done) == self.total:
             self.last = now
@@ -112,37 +129,40 @@ class Progress(tune.Callback):
         return progress.line(len(self.done), self.total, time.monotonic() - self.start, self.first_at)
 
 
-def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, workers: int, max_failures: int,
+def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, run: str, workers: int, max_failures: int,
               echo=print, on_cell=None) -> Progress:
     """Run every pack as a Tune trial; returns the Progress: `engine_seconds` (summed over the
     cells run), `trials` and `warm_trials` (the trial ids that reported, and those of them that
     ran on a worker warmed ahead: workflows/warm_worker.py).
     Failures are left in the store (failed/<cell_id>.json) for the caller to report.
+    `run`: this run's id, the first part of its blocks' names.
     `on_cell(cell_id)`: called on the driver as each cell is stored (Progress)."""
     store = Store(store_root, sweep)
     total = sum(len(p) for p in packs)
     progress = Progress(total, echo, on_cell=on_cell)
+    refs = [ray.put(pack) for pack in packs]
     trainable = tune.with_resources(
-        tune.with_parameters(run_pack, packs=packs, registrations=local_registrations()), TRIAL_RESOURCES)
+        tune.with_parameters(run_pack, packs=refs, registrations=local_registrations(), run=run), TRIAL_RESOURCES)
     tuner = tune.Tuner(
         trainable,
         param_space={"pack": tune.grid_search(list(range(len(packs)))), "store_root": store_root, "sweep": sweep,
                      "tune_started": time.clock_gettime(time.CLOCK_BOOTTIME)},
         tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=workers),
         run_config=tune.RunConfig(
-            name="_tune", storage_path=store.uri if not store.local else store.base,
+            name="_tune", storage_path=store.base,
+            storage_filesystem=None if store.local else store.fs,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             callbacks=[progress], verbose=0, log_to_file=True),
     )
     with inherited_environment(), compat.quiet_tune():
         grid = tuner.fit()
     # A trial that died without writing its failures (a killed worker): record them here.
-    recorded = store.failures()
-    for result in grid:
-        if result.error is None:
-            continue
-        for cell in packs[result.config["pack"]]:
-            key = cell_id(cell)
-            if key not in recorded and store.part_info(key, cell["seeds"]) is None:
-                store.record_failure(cell, key, f"trial failed: {result.error}")
+    failed = [result for result in grid if result.error is not None]
+    if failed:
+        recorded, stored = store.failures(), store.index()
+        for result in failed:
+            for cell in packs[result.config["pack"]]:
+                key = cell_id(cell)
+                if key not in recorded and key not in stored:
+                    store.record_failure(cell, key, f"trial failed: {result.error}")
     return progress
