@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.survival import kaplan_meier
-from workflows.tuning import Axis, CoarseToFine, rounded, score, scores, target_times
+from workflows.core.survival import kaplan_meier
+from workflows.core.tuning import Axis, CoarseToFine, rounded, score, scores, target_times
 
 
 def run_search(search, evaluate):

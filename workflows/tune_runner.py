@@ -1,4 +1,5 @@
-"""Running packs of cells as Ray Tune trials (connecting to Ray: workflows/ray_session.py).
+"""Running packs of cells as Ray Tune trials (connecting to Ray: workflows/ray_session.py), and a
+tuned sweep's search as Ray Tune trials chosen by a Tune Searcher (SearchCells, run_search).
 
 The trainable is a thin function of its config (a pack of cells): it runs each cell with the
 engine and writes each cell's rows to the store as soon as they exist, so a crash of the
@@ -14,6 +15,7 @@ import time
 
 import torch
 from ray import tune
+from ray.tune.search import Searcher
 
 from . import progress
 from .cell import cell_id
@@ -23,6 +25,7 @@ from .local_runner import TRIAL_THREADS, compute_and_store
 from .ray_session import warm_workers
 from .registry import adopt_registrations, local_registrations
 from .store import Store
+from .tuned_search import TunedSearch
 
 TRIAL_RESOURCES = {"cpu": TRIAL_THREADS}
 
@@ -36,6 +39,17 @@ def run_pack(config: dict, packs: list[list[dict]], registrations=None):
     """The trainable: one pack of cells. The packs travel through the object store
     (tune.with_parameters), the config holds only an index, so Tune's per-result logs stay small.
     `registrations`: the optimizers and problems the driver registered in its own process."""
+    run_cells(packs[config["pack"]], config, registrations)
+
+
+def run_cell(config: dict, registrations=None):
+    """The trainable of a tuned sweep's search: the one cell its Searcher chose (config["cell"])."""
+    run_cells([config["cell"]], config, registrations)
+
+
+def run_cells(cells: list[dict], config: dict, registrations):
+    """Each cell computed and stored, one result per cell; raises CellFailures naming the cells that
+    failed, once the others are stored."""
     # Whether this worker is one Ray started ahead and warmed (workflows/warm_worker.py), not one
     # started for this trial: its process was created before Tune began (a causal order, not a race
     # with the worker's imports). Both clocks are this machine's (a cluster's workers are not warmed).
@@ -45,7 +59,7 @@ def run_pack(config: dict, packs: list[list[dict]], registrations=None):
     adopt_registrations(registrations)
     store = Store(config["store_root"], config["sweep"])
     failures = {}
-    for cell in packs[config["pack"]]:
+    for cell in cells:
         outcome = compute_and_store(cell, store)
         if outcome.error is not None:
             failures[outcome.cell_id] = outcome.error
@@ -145,4 +159,66 @@ def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, workers: 
             key = cell_id(cell)
             if key not in recorded and store.part_info(key, cell["seeds"]) is None:
                 store.record_failure(cell, key, f"trial failed: {result.error}")
+    return progress
+
+
+class SearchCells(Searcher):
+    """A tuned sweep's search (workflows/tuned_search.py) as a Ray Tune search algorithm: each trial
+    one cell it chose, its next round asked for once a group's round is stored and scored. The
+    search's state is the results folder (stored cells replay), so Tune's searcher checkpoint is
+    not written."""
+
+    def __init__(self, search: TunedSearch):
+        super().__init__()
+        self.search = search
+        self.trials: dict[str, str] = {}                 # trial id -> cell id
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True                                      # the space is the search's own
+
+    def suggest(self, trial_id: str):
+        cell = self.search.take()
+        if cell is None:
+            return Searcher.FINISHED if self.search.finished else None
+        self.trials[trial_id] = cell.id
+        return {"cell": cell}
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
+        key = self.trials.pop(trial_id, None)
+        if key is None:
+            return
+        stored = self.search.store.part_info(key, self.search.cells[key]["seeds"]) is not None
+        (self.search.complete if stored else self.search.fail)(key)
+
+    def save(self, checkpoint_path: str):
+        pass                                             # the results folder is the state
+
+
+def run_search(search: TunedSearch, store_root: str, sweep: str, *, workers: int, max_failures: int, echo=print,
+               on_cell=None) -> Progress:
+    """A tuned sweep's search as Ray Tune trials, one cell each, chosen by SearchCells; at most
+    `workers` at a time. Returns the Progress (as run_packs). A cell that failed after its retries
+    is recorded in the store and scored as never reaching the target."""
+    store = Store(store_root, sweep)
+    progress = Progress(search.left_at_most(), echo, on_cell=on_cell)
+    trainable = tune.with_resources(tune.with_parameters(run_cell, registrations=local_registrations()),
+                                    TRIAL_RESOURCES)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"store_root": store_root, "sweep": sweep, "tune_started": time.clock_gettime(time.CLOCK_BOOTTIME)},
+        tune_config=tune.TuneConfig(search_alg=SearchCells(search), num_samples=-1, reuse_actors=True,
+                                    max_concurrent_trials=workers,
+                                    trial_dirname_creator=lambda trial: f"cell_{trial.trial_id}"),
+        run_config=tune.RunConfig(
+            name="_tune", storage_path=store.uri if not store.local else store.base,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            callbacks=[progress], verbose=0, log_to_file=True),
+    )
+    with inherited_environment(), compat.quiet_tune():
+        grid = tuner.fit()
+    recorded = store.failures()
+    for result in grid:
+        cell = result.config.get("cell") if result.error is not None else None
+        if cell is not None and cell_id(cell) not in recorded and store.part_info(cell_id(cell), cell["seeds"]) is None:
+            store.record_failure(cell, cell_id(cell), f"trial failed: {result.error}")
     return progress
