@@ -187,15 +187,27 @@ def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool =
         # the rounds still to compute (workflows/tuned_search.py).
         search = TunedSearch(sweep.tuned, store) if sweep.tuned is not None else None
         cells = search.ordered() if search is not None else {cell_id(c): c for c in sweep.cells}
-        verdict = compare(store, sweep, cells, allow_changed, python)
+        members = _members(search, store, sweep) if search is not None else cells
+        verdict = compare(store, sweep, members, allow_changed, python)
     except OSError as e:                  # a remote store that cannot be read (credentials, network)
         raise SweepError(f"{flag}{storage}: cannot be read ({e}); allowed: a local path or a "
                          "pyarrow filesystem URI this machine can read and write") from None
     if verdict.kind == "refused":
         raise SweepError(verdict.message)
-    done = store.done(cells)
+    done = store.done(members)
     todo = search.pending() if search is not None else [c for k, c in cells.items() if k not in done]
     return RunPlan(storage, store, cells, done, todo, verdict, search)
+
+
+def _members(search: TunedSearch, store: Store, sweep: Sweep) -> dict:
+    """The cells of a tuned sweep that a stored result may belong to: those its searches reach now,
+    and, where the stored results were written by this very definition, every cell its stored
+    tuning.parquet lists that this design makes (a search resumed after a lost cell replays only up
+    to it, and reaches the rest again once it is recomputed: the search is deterministic)."""
+    meta = store.read_json("meta.json") or {}
+    if meta.get("definition_hash") != sweep.hash:
+        return search.ordered()
+    return {**search.ordered(), **search.stored_members()}
 
 
 def open_store(storage: str, name: str, flag: str = "--storage ") -> Store:

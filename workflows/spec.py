@@ -118,8 +118,15 @@ class Sweep:
 
     @property
     def seed_steps(self) -> int:
-        """Upper bound on the work: every seed of every cell running to its budget."""
-        return sum(c["seeds"] * c["budget"] for c in self.cells)
+        """Upper bound on the work: every seed of every cell running to its budget (a tuned sweep:
+        of every cell its searches may ask for)."""
+        return sum(c["seeds"] * c["budget"] for c in self.bound_cells)
+
+    @property
+    def bound_cells(self) -> list[dict]:
+        """The cells a run may compute, for the estimates: the cells, or a tuned sweep's stand-ins
+        for the most its searches may ask for (TunedDesign.bound_cells)."""
+        return self.tuned.bound_cells() if self.tuned is not None else self.cells
 
     @property
     def hash(self) -> str:

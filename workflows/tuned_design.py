@@ -18,7 +18,7 @@ seed alone, so these runs share nothing with the tuning runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from .cell import Cell, make_cell
 from .core.rows import flatten_cell
@@ -101,6 +101,24 @@ class TunedDesign:
         """Cells at most: every group's trials and its fresh-seed cells (the best and up to two
         neighbours per tuned key)."""
         return len(self.groups) * (self.spec.trials + 1 + 2 * len(self.spec.axes))
+
+    def bound_cells(self) -> list[Cell]:
+        """Stand-ins for the most cells the searches can ask for, for the estimates of work and
+        time (which do not depend on the tuned values): each group's first cell once per trial,
+        and its fresh-seed cell once per fresh cell it may get."""
+        point = self.coarse[0]
+        return [c for g in self.groups for c in [self.cell(g.index, point)] * self.spec.trials
+                + [self.fresh_cell(g.index, point)] * (1 + 2 * len(self.spec.axes))]
+
+    def describe(self) -> str:
+        """One line: what is tuned, for what, how many groups and cells at most."""
+        ranges = ", ".join(f"{a.key} {a.low:g} to {a.high:g}{'' if a.log else ' (linear)'}" for a in self.spec.axes)
+        what = {"escape": "escape time", "gap": "time to f - f_min <= gap_epsilon",
+                "sosp": "time to an (eps, sqrt(rho eps))-SOSP"}[self.spec.target]
+        statistic = {"km_median": "KM median", "restricted_mean": "restricted mean"}[self.spec.statistic]
+        return (f"tuned comparison: {len(self.groups)} variants and settings, each searching {ranges} for the "
+                f"smallest {statistic} {what} in {self.spec.trials} trials, then its best point and neighbours on "
+                f"seed {self.fresh_seed}: at most {self.upper_bound()} cells")
 
 
 def _groups(first: list[Cell], last: list[Cell], tuned: list[str]) -> list[Group]:

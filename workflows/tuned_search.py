@@ -125,6 +125,28 @@ class TunedSearch:
                              "best": point == g.best, "at_edge": ",".join(at_edge(self.spec.axes, point))})
         return pd.DataFrame(rows)
 
+    def stored_members(self) -> dict[str, Cell]:
+        """{cell_id: cell} of the cells the stored tuning.parquet lists that this design makes at
+        the same group, point and role (an earlier run of the same search)."""
+        try:
+            stored = self.store.read_table("tuning.parquet")
+        except (FileNotFoundError, OSError):
+            return {}
+        out = {}
+        for row in stored.itertuples(index=False):
+            row = dict(zip(stored.columns, row))
+            point = tuple(row.get(k) for k in self.spec.keys)
+            if not 0 <= row["group"] < len(self.groups) or any(pd.isna(v) for v in point):
+                continue
+            make = self.design.cell if row["role"] == TUNE else self.design.fresh_cell
+            try:
+                cell = make(int(row["group"]), point)
+            except ValueError:
+                continue
+            if cell.id == row["cell_id"]:
+                out[cell.id] = cell
+        return out
+
     def summary(self) -> list[str]:
         """One line per group: its best point, whether at the range's edge, its trials."""
         lines = []
