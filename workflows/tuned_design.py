@@ -17,8 +17,8 @@ seed alone, so these runs share nothing with the tuning runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .cell import Cell, make_cell
 from .core.rows import flatten_cell
