@@ -78,3 +78,21 @@ def test_a_diverged_run_never_reached_the_target():
                          "diverged": [False, True, True]})
     times, reached = target_times(rows, "escape", budget=100)
     assert reached.tolist() == [True, False, False] and times.tolist() == [10.0, 100.0, 100.0]
+
+
+def test_a_last_round_too_small_for_both_sides_bisects_towards_the_better_neighbour():
+    axis = Axis("optimizer.lr", 1e-4, 1.0)
+    for optimum in (-1.55, -2.45, -1.3, -2.7):                       # log10 of the optimum, either side
+        curve = lambda p, o=optimum: abs(math.log10(p[0]) - o)
+        search = CoarseToFine([axis], trials=10)                     # 5 coarse points, rounds of 2, 2, then 1
+        values, batches = {}, []
+        while batch := search.next_batch(values):
+            batches.append(batch)
+            before = dict(values)
+            values.update({p: curve(p) for p in batch})
+        assert [len(b) for b in batches] == [5, 2, 2, 1]
+        best = search.best(before)
+        below, above = sorted(p[0] for p in before if p[0] < best[0])[-1], sorted(p[0] for p in before if p[0] > best[0])[0]
+        better = below if before[(below,)] < before[(above,)] else above
+        assert batches[-1] == [(axis.between(best[0], better),)], (optimum, batches)
+        assert (batches[-1][0][0] > best[0]) == (optimum > math.log10(best[0]))   # towards the optimum

@@ -94,7 +94,8 @@ class CoarseToFine:
     number of points per axis (about half the trials, at least 3 per axis), then rounds that
     bisect, on each axis, the intervals between the best point so far and its evaluated
     neighbours on that axis, until the trials are spent or no new point is left at
-    SIGNIFICANT_DIGITS."""
+    SIGNIFICANT_DIGITS. A last round with too few trials left for all its bisections takes those
+    towards the better-scoring neighbours."""
 
     def __init__(self, axes: list[Axis], trials: int):
         if not axes:
@@ -118,15 +119,17 @@ class CoarseToFine:
         if any(p not in scores for p in self.first):
             return [p for p in self.first if p not in scores][:room]
         best = self.best(scores)
-        new = []
+        new = {}
         for i, axis in enumerate(self.axes):
             for neighbour in _sides(best, i, scores):
                 if neighbour is None:
                     continue
                 point = best[:i] + (axis.between(best[i], neighbour),) + best[i + 1:]
                 if point not in scores and point not in new:
-                    new.append(point)
-        return new[:room]
+                    new[point] = scores[best[:i] + (neighbour,) + best[i + 1:]]
+        # Where the trials left cannot take the whole round, the bisections towards the better
+        # neighbours go first: the optimum more likely lies on their side (ties: in axis order).
+        return sorted(new, key=lambda point: new[point])[:room]
 
     @staticmethod
     def best(scores: dict[tuple, float]) -> tuple:
