@@ -137,7 +137,9 @@ def _type_error(values: pd.Series, kind: str | None) -> str:
     texts = [v for v in distinct if isinstance(v, str)]
     numbers = [v for v in distinct if _is_number(v)]
     booleans = [v for v in distinct if isinstance(v, (bool, np.bool_))]
-    numeric_texts = [v for v in texts if _reads_as_number(v)]
+    # Text that reads as a number is a number read back from a CSV, except in a column declared
+    # text: a cell id is a hex hash, and about 1 in 700 reads as one ('28397295738916e1').
+    numeric_texts = [v for v in texts if _reads_as_number(v)] if kind != "string" else []
     if numeric_texts:
         what = "booleans" if all(v.strip().lower() in ("true", "false") for v in numeric_texts) else "numbers"
         return f"holds {what} written as text ({_examples(numeric_texts)}; read back from a CSV?)"
