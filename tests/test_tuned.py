@@ -305,3 +305,14 @@ def test_validate_dry_run_and_overrides_work_as_for_grids(tmp_path, capsys):
     sweep = sweeps_from_mapping(with_(problem=problem, **{"problem.anisotropy": {"values": [1, 10, 100]}}))["notebook"]
     assert [g.label for g in sweep.tuned.groups][:3] == ["sgd, anisotropy=1", "rmsprop, anisotropy=1",
                                                          "sgd, anisotropy=10"]
+
+
+def test_the_trackers_get_every_tuning_and_fresh_seed_cell(tmp_path):
+    pytest.importorskip("tensorboardX")
+    result = run_sweep(block([{"name": "sgd"}], {"optimizer.lr": {"min": 1e-2, "max": 1.0}, "target": "gap",
+                                                 "trials": 4}), "tracked", storage=tmp_path, backend="local",
+                       track="tensorboard")
+    trials = tuning(result)
+    assert set(trials.role) == {"tune", "fresh"}
+    logged = {p.name for p in (Path(result.path) / "tensorboard").iterdir() if p.is_dir()}
+    assert logged == set(trials.cell_id) == set(result.cells.cell_id)
