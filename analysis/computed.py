@@ -24,7 +24,8 @@ class Analysis:
     `exponent_check` (fitted scaling exponents against the theory's, exponents.csv), `fits` (the
     scaling fits' quality, fits.csv), `figure1` (the paper's Figure 1, figure1.csv).
     Between variants: `comparisons` (comparisons.csv) and `pair_how` (how the pairs were chosen).
-    The sweep's own questions: `questions`, [(heading, finding sentences, table section)].
+    The sweep's own questions: `questions`, [(heading, finding sentences, table section)]; `lead`: those
+    that come first, before everything else the report finds (a tuned sweep's comparison: analysis/tuned.py).
     Drawn: `figures` [(file, caption)], `skipped_figures` [(file name, why not drawn)]; `notes`:
     what the report's Notes list besides them.
     """
@@ -49,3 +50,4 @@ class Analysis:
     figures: list
     skipped_figures: list
     notes: list
+    lead: list = ()

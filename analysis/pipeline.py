@@ -33,9 +33,12 @@ from .report import markdown_table, write_report
 from .sanity import artefact_cells, sanity_flags
 from .scaling import fit_scaling
 from .schema import split_columns
+from .tuned import TABLES as TUNED_TABLES
+from .tuned import Tuned
 
 TABLES = ("cells.csv", "sanity.csv", "comparison.csv", "comparison_summary.csv", "comparisons.csv", "exponents.csv",
-          "fits.csv", "figure1.csv", "tracking.csv", "tracking_scaling.csv", "matched_gap.csv", "matched_sosp.csv")
+          "fits.csv", "figure1.csv", "tracking.csv", "tracking_scaling.csv", "matched_gap.csv", "matched_sosp.csv",
+          *TUNED_TABLES)
 VERDICT_COUNTS = ["problem", "optimizer", "theory_model", "cells", "holds", "close", "fails"]
 
 
@@ -63,9 +66,12 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
     comparison = compare_cells(cells, artefacts)
     pairs = Pairs.of(rows, cells, design, artefacts, reference, results.meta)
     asked = Questions.of(rows, cells)
-    jobs = (figure_jobs(rows, cells, results.traces, pairs.comparisons, design, dpi=dpi, formats=formats,
-                        settings=pairs.settings,
-                        artefacts={name: artefact_cells(flags, name) for name in duration_pairs(rows)})
+    # A tuned sweep's comparison (tuning.parquet beside its rows): its verdict leads the report.
+    tuned = Tuned.of(results.root, rows, cells, results.meta, reference)
+    jobs = (tuned.figure_jobs(Saver(dpi, formats))
+            + figure_jobs(rows, cells, results.traces, pairs.comparisons, design, dpi=dpi, formats=formats,
+                          settings=pairs.settings,
+                          artefacts={name: artefact_cells(flags, name) for name in duration_pairs(rows)})
             + asked.figure_jobs(rows, cells, Saver(dpi, formats)))
     # The figures are drawn (in parallel where the platform forks) while the scaling laws are fitted;
     # the loss traces and the survival curves take longest: they start first.
@@ -78,8 +84,8 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
         per_run=per_run_columns(cells, rows), comparison=comparison, summary=verdict_summary(comparison),
         sgd_slope=sgd_slope_check(cells, artefacts), exponent_check=exponent_check, fits=fits,
         figure1=figure1_check(cells), comparisons=pairs.comparisons, pair_how=pairs.how,
-        questions=asked.sections(), figures=figures, skipped_figures=skipped, notes=[])
-    written = write_tables(out, {**analysis_tables(analysis), **asked.tables()})
+        questions=asked.sections(), figures=figures, skipped_figures=skipped, notes=[], lead=tuned.sections())
+    written = write_tables(out, {**analysis_tables(analysis), **asked.tables(), **tuned.tables()})
     notes = [*pairs.notes, f"Analysis took {time.perf_counter() - started:.1f} s; tables: "
              + ", ".join(f"`{name}`" for name in written) + ".", *fit_notes(fits)]
     return write_report(out / "report.md", replace(analysis, notes=notes))

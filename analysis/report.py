@@ -569,7 +569,7 @@ def write_report(path: Path, analysis: Analysis) -> Path:
         "## How escape is measured\n\n" + how_measured(link),
         "## Findings\n\n" + "".join(f"### {heading}\n\n" + "\n".join(f"- {s}" for s in sentences) + "\n\n"
                                     for heading, sentences in findings(a) if sentences),
-        *(f"## {heading}\n\n{table}" for heading, _, table in a.questions),
+        *(f"## {heading}\n\n{table}" for heading, _, table in (*a.lead, *a.questions)),
         pairwise_section(a),
         cells_section(a),
         per_run_section(a),
@@ -595,7 +595,8 @@ def findings(a: Analysis) -> list[tuple[str, list[str]]]:
     no_prediction = a.cells.loc[a.cells["predicted_mean"].isna(), "theory_note"].value_counts() \
         if "predicted_mean" in a.cells else pd.Series(dtype=int)
     independent = a.design.independent
-    return [("Escape times against the predictions",
+    return [*((heading, found) for heading, found, _ in a.lead),
+            ("Escape times against the predictions",
              cell_verdicts(a.summary, a.comparison, a.cells, independent, no_prediction) + sgd_slope_verdict(a.sgd_slope)),
             ("Which method is faster", pairwise_verdicts(a.comparisons, a.pair_how, independent)),
             ("Scaling exponents against the theory", exponent_verdicts(a.exponent_check) + fit_failures(a.fits)),

@@ -18,3 +18,9 @@ def stored_files(folder: Path) -> dict[str, int]:
     folder = Path(folder)
     return {f"{sub}/{p.name}": p.stat().st_mtime_ns for sub in ("blocks", "parts") if (folder / sub).is_dir()
             for p in (folder / sub).iterdir()}
+
+
+def block_of(folder: Path, key: str) -> Path:
+    """The file that holds the stored cell `key` (a block, or a part of the old layout)."""
+    folder = Path(folder)
+    return folder / Store(str(folder.parent), folder.name).index().entry(key)["block"]

@@ -53,3 +53,15 @@ def test_no_rows_is_an_error(tmp_path):
 def test_a_missing_results_path_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="rows.parquet"):
         load_results(tmp_path / "nothing")
+
+
+def test_a_cell_id_that_reads_as_a_number_is_still_text():
+    """A cell id is a 16-digit hex hash; about 1 in 700 reads as a number ('28397295738916e1' did, in
+    a 180-cell tuned sweep, and its analysis was refused as 'numbers written as text')."""
+    rows = synthetic_rows(lrs=(1e-3,), sigmas=(0.1, 1.0), seeds=8)
+    first = rows["cell_id"] == rows["cell_id"].iloc[0]
+    rows["cell_id"] = rows["cell_id"].where(~first, "28397295738916e1").where(first, "1234567890123456")
+    loaded = load_results(rows)
+    assert set(loaded.rows["cell_id"].astype(str)) == {"28397295738916e1", "1234567890123456"}
+    with pytest.raises(ValueError, match="column optimizer.lr holds numbers written as text"):
+        load_results(rows.assign(**{"optimizer.lr": rows["optimizer.lr"].astype(str)}))

@@ -7,7 +7,6 @@ import pytest
 from analysis.prediction import predict, predictions
 from analysis.theory import (
     follows_paper_rule,
-    lambda_prime,
     noise_preconditioner_escape_time,
     linear_escape,
     local_exponents,

@@ -2,7 +2,6 @@
 test), its endpoint given by the environment (AWS_ENDPOINT_URL) or in the URI's query, from the
 driver and from trial workers on a second Ray node that lacks the driver's environment; and the
 object-store requests a stored cell costs, counted from the server's own request log."""
-import os
 import re
 import signal
 import socket

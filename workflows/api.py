@@ -51,6 +51,7 @@ from .registry import parameter_conditions
 from .spec import DEFAULT_MAX_CELLS, Sweep, SweepError, load_sweeps, sweep_names, sweeps_from_mapping
 from .store import Store, explicit_root
 from .trackers import Session, TrackingError, check, sweep_tags
+from .tuned_search import TunedSearch, run_here
 
 BACKENDS = ("ray", "local")
 PACKAGES = ("torch", "ray", "pandas", "numpy", "pyarrow", "pyyaml", "lifelines", "scipy", "seaborn")
@@ -155,9 +156,10 @@ class RunPlan:
     store: Store
     cells: dict                  # cell_id -> cell, in the sweep's order
     done: set                    # the ids of the cells already stored
-    todo: list                   # the cells to compute
+    todo: list                   # the cells to compute (a tuned sweep: those of its searches' current rounds)
     verdict: Verdict             # how the sweep relates to the definition that wrote the store
     index: object = None         # what the store held (store.Index)
+    search: TunedSearch | None = None   # a tuned sweep's searches, replayed from what is stored
 
 
 def local_path(path) -> str:
@@ -182,17 +184,33 @@ def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool =
     flag = "storage=" if python else "--storage "
     storage = absolute(storage)
     store = open_store(storage, sweep.name, flag)
-    cells = {cell_id(c): c for c in sweep.cells}
     try:
-        verdict = compare(store, sweep, cells, allow_changed, python)
+        # A tuned sweep's cells are those its searches reach: replayed from the stored ones, up to
+        # the rounds still to compute (workflows/tuned_search.py).
+        search = TunedSearch(sweep.tuned, store) if sweep.tuned is not None else None
+        cells = search.ordered() if search is not None else {cell_id(c): c for c in sweep.cells}
+        members = _members(search, store, sweep) if search is not None else cells
+        verdict = compare(store, sweep, members, allow_changed, python)
     except OSError as e:                  # a remote store that cannot be read (credentials, network)
         raise SweepError(f"{flag}{storage}: cannot be read ({e}); allowed: a local path or a "
                          "pyarrow filesystem URI this machine can read and write") from None
     if verdict.kind == "refused":
         raise SweepError(verdict.message)
     index = store.index()
-    done = index.done(cells)
-    return RunPlan(storage, store, cells, done, [c for k, c in cells.items() if k not in done], verdict, index)
+    done = index.done(members)
+    todo = search.pending() if search is not None else [c for k, c in cells.items() if k not in done]
+    return RunPlan(storage, store, cells, done, todo, verdict, index, search)
+
+
+def _members(search: TunedSearch, store: Store, sweep: Sweep) -> dict:
+    """The cells of a tuned sweep that a stored result may belong to: those its searches reach now,
+    and, where the stored results were written by this very definition, every cell its stored
+    tuning.parquet lists that this design makes (a search resumed after a lost cell replays only up
+    to it, and reaches the rest again once it is recomputed: the search is deterministic)."""
+    meta = store.read_json("meta.json") or {}
+    if meta.get("definition_hash") != sweep.hash:
+        return search.ordered()
+    return {**search.ordered(), **search.stored_members()}
 
 
 def open_store(storage: str, name: str, flag: str = "--storage ") -> Store:
@@ -252,18 +270,27 @@ def _execute(sweep: Sweep, storage: str, backend, workers, address, max_failures
     p = plan(sweep, storage, allow_changed, python)
     _prepare(sweep, p, backend, address, note, warn)
     started = now()
-    echo(f"sweep {sweep.name}: {count(len(p.cells), 'cell')}, {len(p.done)} already stored, {len(p.todo)} to run "
-         f"-> {p.store.uri}")
+    if p.search is not None:
+        echo(f"sweep {sweep.name}: tuned comparison of {count(len(sweep.tuned.groups), 'variant and setting', 'variants and settings')}"
+             f" (at most {count(p.search.design.upper_bound(), 'cell')}), {len(p.done)} already stored, "
+             f"{len(p.todo)} of its next rounds to run -> {p.store.uri}")
+    else:
+        echo(f"sweep {sweep.name}: {count(len(p.cells), 'cell')}, {len(p.done)} already stored, {len(p.todo)} to run "
+             f"-> {p.store.uri}")
     session = open_tracking(trackers, sweep, p.store, echo, note, warn)
     run, interrupted = _compute(sweep, p, backend=backend, workers=workers, address=address,
                                 max_failures=max_failures, echo=echo, warn=warn,
                                 on_cell=session.cell_stored if session else None)
+    if p.search is not None:              # the cells the searches reached, in the order of their groups
+        p.cells = p.search.ordered()
+        for line in p.search.summary():
+            echo(line)
     made = _consolidate(p, session)
     computed = made.done - p.done
     if interrupted:
         run["engine_seconds"] = round(tables.engine_seconds(made, computed), 3)
     meta = _meta(sweep, p, run, started, interrupted, computed)
-    if not _published(p.store, made, meta):
+    if not _published(p, made, meta):
         interrupted = interrupted or "consolidation"
     counts = made.counts
     result = SweepResult(p.store.uri, {**meta, "cells": {**meta["cells"], **counts}}, counts, p.store, session)
@@ -331,11 +358,16 @@ def _run_on_ray(sweep: Sweep, p: RunPlan, run: dict, stage: _Stage, *, workers, 
         t1 = time.perf_counter()          # "Ray start": Ray up and Ray Tune imported
         stage.name = "cells"
         _warn_if_absurd(sweep, p.todo, n_workers, "ray", warn)
-        packs = pack_cells(p.todo, n_workers)
-        echo(f"  {count(len(packs), 'trial')} on {count(n_workers, 'worker')}")
         run.update(workers=n_workers, ray_start_seconds=round(t1 - t0, 3))
-        progress = tune_runner.run_packs(packs, explicit_root(p.root), sweep.name, run=new_run_id(), workers=n_workers,
-                                         max_failures=max_failures, echo=echo, on_cell=on_cell)
+        if p.search is not None:
+            echo(f"  the search's cells as trials (one cell each) on {count(n_workers, 'worker')}")
+            progress = tune_runner.run_search(p.search, explicit_root(p.root), sweep.name, run=new_run_id(),
+                                              workers=n_workers, max_failures=max_failures, echo=echo, on_cell=on_cell)
+        else:
+            packs = pack_cells(p.todo, n_workers)
+            echo(f"  {count(len(packs), 'trial')} on {count(n_workers, 'worker')}")
+            progress = tune_runner.run_packs(packs, explicit_root(p.root), sweep.name, run=new_run_id(),
+                                             workers=n_workers, max_failures=max_failures, echo=echo, on_cell=on_cell)
         engine = progress.engine_seconds
         t2 = time.perf_counter()
         run["cells_ended_at"] = time.time()       # epoch seconds: what follows is Ray's stop and the tables
@@ -351,7 +383,10 @@ def _run_here(sweep: Sweep, p: RunPlan, run: dict, stage: _Stage, *, max_failure
     stage.name = "cells"
     _warn_if_absurd(sweep, p.todo, 1, "local", warn)
     t1 = time.perf_counter()
-    engine = run_cells(p.todo, p.store, run=new_run_id(), max_failures=max_failures, echo=echo, on_cell=on_cell)
+    if p.search is not None:
+        engine = run_here(p.search, run=new_run_id(), max_failures=max_failures, echo=echo, on_cell=on_cell)
+    else:
+        engine = run_cells(p.todo, p.store, run=new_run_id(), max_failures=max_failures, echo=echo, on_cell=on_cell)
     run["cells_ended_at"] = time.time()
     run.update(workers=1, engine_seconds=round(engine, 3), local_seconds=round(time.perf_counter() - t1, 3))
 
@@ -391,21 +426,30 @@ def _meta(sweep: Sweep, p: RunPlan, run: dict, started: str, interrupted: str | 
         "interrupted": interrupted is not None, "interrupted_during": interrupted,
         "definition_change": p.verdict.message or None,
         # computed: cells that got results in this run; attempted: the cells it set out to run.
-        "cells": {"computed_this_run": len(computed), "attempted_this_run": len(p.todo), "reused": len(p.done)},
+        "cells": {"computed_this_run": len(computed), "reused": len(p.done),
+                  # a tuned sweep's searches ask for more cells as they go than its first rounds
+                  "attempted_this_run": len(p.todo) if p.search is None else len(computed) + len(p.search.failed)},
         "run": run,
+        **({"tuning": {**sweep.tuned.spec.as_dict(), "fresh_seed": sweep.tuned.fresh_seed,
+                       "groups": len(sweep.tuned.groups), "finished": p.search.finished}}
+           if p.search is not None else {}),
     }
 
 
-def _published(store: Store, made: tables.Tables, meta: dict) -> bool:
+def _published(p: RunPlan, made: tables.Tables, meta: dict) -> bool:
     """The tables and their meta.json put in place together (a Ctrl-C is held until both are: a few
-    renames and a small file); False where one came meanwhile."""
+    renames and a small file); False where one came meanwhile. A tuned sweep's tuning.parquet
+    (which group, point and role each of its cells is: TunedSearch.table) goes first: meta.json,
+    last, describes them all."""
     try:
         with deferred():
-            tables.publish(store, made, meta)
+            if p.search is not None:
+                p.store.write_table("tuning.parquet", p.search.table())
+            tables.publish(p.store, made, meta)
     except KeyboardInterrupt:
         return False
     finally:
-        tables.discard(store, made)
+        tables.discard(p.store, made)
     return True
 
 

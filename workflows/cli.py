@@ -65,12 +65,16 @@ def cmd_validate(args) -> int:
         for line in sweep.warnings:
             warn(line)
         summary = sweep.description if len(sweep.description) <= 50 else sweep.description[:47] + "..."
-        wall = estimate.wall_seconds(sweep.cells, workers)
-        marked = bool(estimate.unmodelled(sweep.cells))
+        cells = sweep.bound_cells
+        wall = estimate.wall_seconds(cells, workers)
+        marked = bool(estimate.unmodelled(cells))
         any_marked = any_marked or marked
-        echo(f"  {name:<{width}}  {len(sweep.cells):>6} {plural(len(sweep.cells), 'cell ', 'cells')}  "
+        at_most = "<=" if sweep.tuned is not None else "  "
+        echo(f"  {name:<{width}}  {at_most}{len(cells):>4} {plural(len(cells), 'cell ', 'cells')}  "
              f"<= {sweep.seed_steps:.2e} seed-steps  ~ {estimate.duration(wall):>9}{'*' if marked else ' '}  {summary}")
-        warning = estimate.warning(name, sweep.cells, sweep.seed_steps, workers)
+        if sweep.tuned is not None:
+            echo(f"  {'':<{width}}  {sweep.tuned.describe()}")
+        warning = estimate.warning(name, cells, sweep.seed_steps, workers)
         if warning:
             warn(warning)
     for name, error in needs.items():
@@ -206,20 +210,26 @@ def dry_run(sweep, args) -> int:
         warn(line)
     echo(f"sweep {sweep.name}: {count(len(p.cells), 'cell')}, {len(p.done)} already stored, {len(p.todo)} to run -> "
          f"{p.store.uri} (dry run: nothing written, no Ray started)")
-    fixed, table = estimate.varying_table(sweep.cells, set(p.done), list(p.cells))
+    todo = p.todo
+    if p.search is not None:
+        # The searches ask for their next rounds as results come: estimate the most they may ask for.
+        todo = sweep.tuned.bound_cells()[:max(0, p.search.left_at_most())]
+        echo(f"  {sweep.tuned.describe()}; the cells its searches have reached so far:")
+    fixed, table = estimate.varying_table(list(p.cells.values()), set(p.done), list(p.cells))
     if fixed:
         echo("  in every cell: " + ", ".join(fixed))
     for line in table:
         echo("  " + line)
-    wall = estimate.wall_seconds(p.todo, workers, args.backend)
-    echo(f"  estimate for the {count(len(p.todo), 'cell')} to run: <= {estimate.seed_steps(p.todo):.2e} seed-steps, "
-         f"about {estimate.duration(estimate.engine_seconds(p.todo))} of engine time, wall about {estimate.duration(wall)} on "
+    wall = estimate.wall_seconds(todo, workers, args.backend)
+    what = f"the {count(len(todo), 'cell')} to run" if p.search is None else f"at most {count(len(todo), 'cell')} to run"
+    echo(f"  estimate for {what}: <= {estimate.seed_steps(todo):.2e} seed-steps, "
+         f"about {estimate.duration(estimate.engine_seconds(todo))} of engine time, wall about {estimate.duration(wall)} on "
          f"{count(1 if args.backend == 'local' else workers, 'worker')} "
          "(every seed to its budget; most cells stop earlier)")
-    unmodelled = estimate.unmodelled(p.todo)
+    unmodelled = estimate.unmodelled(todo)
     if unmodelled:
         echo(f"  {unmodelled}")
-    warning = estimate.warning(sweep.name, p.todo, estimate.seed_steps(p.todo), workers, args.backend)
+    warning = estimate.warning(sweep.name, todo, estimate.seed_steps(todo), workers, args.backend)
     if warning:
         warn(warning)
     return 0
@@ -239,7 +249,7 @@ def analyze_store(store: Store) -> str:
     import pyarrow.fs as pafs
 
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("rows.parquet", "cells.parquet", "traces.parquet", "meta.json"):
+        for name in ("rows.parquet", "cells.parquet", "traces.parquet", "tuning.parquet", "meta.json"):
             try:
                 pafs.copy_files(store.path(name), f"{tmp}/{name}", source_filesystem=store.fs)
             except FileNotFoundError:

@@ -17,8 +17,8 @@ says what to write instead (a value such as choice(a,b) would otherwise be split
 
 Values are read by the sweep file's own rules (YAML 1.2 scalars: `010` is ten, `yes` a string);
 quote a value with a comma in it: key='"a,b"'. Keys: any parameter of a sweep (problem.<p>,
-optimizer.<h>, problem, optimizer, the run settings) and the sweep settings method, samples and
-random_seed. An override is the most specific setting there is: it wins over the sweep's own
+optimizer.<h>, problem, optimizer, the run settings), the sweep settings method, samples and
+random_seed, and a tuned sweep's tune.<setting> (tune.trials=6, tune.target=gap; workflows/spec.py). An override is the most specific setting there is: it wins over the sweep's own
 value, inline component fields included.
 """
 from __future__ import annotations

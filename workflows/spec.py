@@ -54,11 +54,13 @@ from .core.component import MissingExtra
 from .core.schedules import paper_beta2
 from .core.settings import RUN_SCHEMA
 from .core.suggest import did_you_mean, plural
+from .core.tuning import TUNE_SETTINGS, parse_tune
 from .definition import definition_hash
 from .registry import registry as registry_of
+from .tuned_design import TunedDesign
 from .yaml12 import SweepLoader  # noqa: F401  (the loader a sweep file is read with)
 
-SWEEP_KEYS = ("description", "method", "samples", "random_seed", "parameters", "analysis")
+SWEEP_KEYS = ("description", "method", "samples", "random_seed", "parameters", "analysis", "tune")
 # Keys of a W&B sweep configuration that mean nothing here: saddlescape runs its own engine,
 # stores every run and stops none early, so there is no program, metric or stopping rule.
 WANDB_IGNORED = ("program", "command", "metric", "early_terminate", "project", "entity", "name")
@@ -112,11 +114,20 @@ class Sweep:
     draws: str | None = None                              # random: a hash of the order of its draws
     warnings: list[str] = field(default_factory=list)     # one line each: what is valid but looks wrong
     unnamed: bool = False                                 # a block given to run_sweep without a name
+    tuned: TunedDesign | None = None                      # a tuned comparison (its tune: block); `cells`
+                                                          # are then its search's first round
 
     @property
     def seed_steps(self) -> int:
-        """Upper bound on the work: every seed of every cell running to its budget."""
-        return sum(c["seeds"] * c["budget"] for c in self.cells)
+        """Upper bound on the work: every seed of every cell running to its budget (a tuned sweep:
+        of every cell its searches may ask for)."""
+        return sum(c["seeds"] * c["budget"] for c in self.bound_cells)
+
+    @property
+    def bound_cells(self) -> list[dict]:
+        """The cells a run may compute, for the estimates: the cells, or a tuned sweep's stand-ins
+        for the most its searches may ask for (TunedDesign.bound_cells)."""
+        return self.tuned.bound_cells() if self.tuned is not None else self.cells
 
     @property
     def hash(self) -> str:
@@ -257,7 +268,11 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
     for key in (*base, *specs, *top):
         check_key(where, key)
 
-    if method == "grid":
+    tuned = None
+    if "tune" in block:
+        tuned = _tuned_design(where, block, base, specs, top, max_cells)
+        raw_cells = tuned.coarse_cells
+    elif method == "grid":
         for key, spec in {**base, **specs, **top}.items():
             if "distribution" in spec:
                 raise SweepError(f"{where}: {key} has a distribution; allowed with method: random only "
@@ -303,7 +318,49 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
     warnings = _log_bound_warnings(where, base, specs, top) if method == "random" else []
     return Sweep(name, str(block.get("description", "")).strip(), cells, definition,
                  _analysis_settings(where, block.get("analysis")), notes, [o.text for o in given],
-                 method, draws if method == "random" else None, warnings)
+                 method, draws if method == "random" else None, warnings, tuned=tuned)
+
+
+def _tuned_design(where: str, block: dict, base: dict, specs: dict, top: dict, max_cells: int) -> TunedDesign:
+    """A tuned comparison's design (workflows/tuned_design.py): its tune: block read, the tuned keys
+    refused where the sweep writes them itself (the search sets them), its groups and the cells of
+    its first round made and checked."""
+    try:
+        spec = parse_tune(block["tune"])
+    except ValueError as e:
+        raise SweepError(f"{where}: {e}") from None
+    if block.get("method", "grid") != "grid":
+        raise SweepError(f"{where}: method={block['method']!r} with tune: is not allowed; allowed: method: grid "
+                         "(a tuned sweep's settings are a grid; the search chooses the tuned values)")
+    for key, param in {**base, **specs, **top}.items():
+        if "distribution" in param:
+            raise SweepError(f"{where}: {key} has a distribution; allowed in a tuned sweep: values (its settings "
+                             "are a grid)")
+    for key in spec.keys:
+        name = key.split(".", 1)[1]
+        written = [f"{layer} {key}" for layer, params in (("the override", top), ("the parameter", specs))
+                   if key in params]
+        written += [f"the variant {{name: {c.get('name')}, {name}: ...}}"
+                    for c in _choices(_spec_of("optimizer", base, specs, top))
+                    if isinstance(c, dict) and name in c]
+        if written:
+            raise SweepError(f"{where}: {written[0]} sets {key}, which tune: searches; allowed: {key} only in "
+                             f"tune: (its range), or a sweep without tune: to fix it")
+    seed = _choices(_spec_of("seed", base, specs, top)) if _spec_of("seed", base, specs, top) else [0]
+    if len(seed) != 1 or not isinstance(seed[0], int) or isinstance(seed[0], bool):
+        raise SweepError(f"{where}: seed={seed if len(seed) != 1 else seed[0]!r} in a tuned sweep is not allowed; "
+                         "allowed: one integer, the base seed of the tuning cells (the search's seed; the verdict's "
+                         "cells use tune.fresh_seed)")
+    expand = lambda point: list(_grid(where, base, specs, {**top, **parse_params(where, point)}, max_cells))
+    try:
+        design = TunedDesign(spec, expand, seed[0])
+    except ValueError as e:
+        raise SweepError(f"{where}: {e}") from None
+    if design.upper_bound() > max_cells:
+        raise SweepError(f"{where}: the tuned comparison has up to {design.upper_bound()} cells ({len(design.groups)} "
+                         f"variants and settings, each {spec.trials} trials and its fresh-seed cells), over "
+                         f"--max-cells {max_cells}; allowed: fewer trials or settings, or raise --max-cells")
+    return design
 
 
 def _log_bound_warnings(where: str, *layers: dict) -> list[str]:
@@ -371,7 +428,9 @@ def _apply_overrides(where: str, block: dict, given) -> tuple[dict, dict]:
     params = dict(params) if isinstance(params, dict) else {}
     top = {}
     for o in given:
-        if o.key in overrides_.SWEEP_SETTINGS:
+        if o.key.startswith("tune."):
+            block["tune"] = _tune_override(where, block.get("tune"), o)
+        elif o.key in overrides_.SWEEP_SETTINGS:
             if o.delete or "value" not in o.value:
                 raise SweepError(f"{where}: override {o.text!r}: {o.key} takes one value; allowed: {o.key}=v")
             block[o.key] = o.value["value"]
@@ -384,6 +443,26 @@ def _apply_overrides(where: str, block: dict, given) -> tuple[dict, dict]:
             top[o.key] = o.value
     block["parameters"] = params
     return block, parse_params(where, top)
+
+
+def _tune_override(where: str, tune, o) -> dict:
+    """The tune: block with one of its settings overridden (tune.trials=8) or removed (~tune.fresh_seed)."""
+    setting = o.key.split(".", 1)[1]
+    if not isinstance(tune, dict):
+        raise SweepError(f"{where}: override {o.text!r}: the sweep has no tune: block; allowed: tune.<setting> "
+                         "overrides only for a tuned sweep")
+    if setting not in TUNE_SETTINGS:
+        raise SweepError(f"{where}: override {o.text!r}: tune.{setting} is not a setting of tune:"
+                         f"{did_you_mean(setting, TUNE_SETTINGS)}; allowed: {', '.join(TUNE_SETTINGS)} (a tuned "
+                         "range is changed in the file)")
+    tune = dict(tune)
+    if o.delete:
+        tune.pop(setting, None)
+    elif "value" not in o.value:
+        raise SweepError(f"{where}: override {o.text!r}: tune.{setting} takes one value; allowed: tune.{setting}=v")
+    else:
+        tune[setting] = o.value["value"]
+    return tune
 
 
 def _analysis_settings(where: str, settings) -> dict:

@@ -1,4 +1,5 @@
-"""Running packs of cells as Ray Tune trials (connecting to Ray: workflows/ray_session.py).
+"""Running packs of cells as Ray Tune trials (connecting to Ray: workflows/ray_session.py), and a
+tuned sweep's search as Ray Tune trials chosen by a Tune Searcher (SearchCells, run_search).
 
 The trainable is a thin function of its config (a pack of cells): it runs each cell with the
 engine and writes each cell's rows to the store as soon as they exist, so a crash of the
@@ -15,6 +16,7 @@ import time
 import ray
 import torch
 from ray import tune
+from ray.tune.search import Searcher
 
 from . import progress
 from .cell import cell_id
@@ -25,6 +27,7 @@ from .local_runner import TRIAL_THREADS, compute
 from .ray_session import warm_workers
 from .registry import adopt_registrations, local_registrations
 from .store import Store
+from .tuned_search import TunedSearch
 
 TRIAL_RESOURCES = {"cpu": TRIAL_THREADS}
 
@@ -42,6 +45,19 @@ def run_pack(config: dict, packs: list, registrations=None, run: str = ""):
     of work, not per cell. A retried trial skips the cells its earlier attempts wrote (its blocks'
     names begin with the pack's prefix).
     `registrations`: the optimizers and problems the driver registered in its own process."""
+    run_cells(ray.get(packs[config["pack"]]), config, registrations, block_prefix(run, f"p{config['pack']:05d}"))
+
+
+def run_cell(config: dict, registrations=None, run: str = ""):
+    """The trainable of a tuned sweep's search: the one cell its Searcher chose (config["cell"]),
+    written as a block of its own when the trial ends (the search scores it then)."""
+    run_cells([config["cell"]], config, registrations, block_prefix(run, f"c{cell_id(config['cell'])}"))
+
+
+def run_cells(cells: list[dict], config: dict, registrations, prefix: str):
+    """Each cell computed and given to a block writer, one report to Tune per block written; raises
+    CellFailures naming the cells that failed, once the others are stored. `prefix`: the names of
+    this trial's blocks (a retried trial skips the cells an earlier attempt wrote)."""
     # Whether this worker is one Ray started ahead and warmed (workflows/warm_worker.py), not one
     # started for this trial: its process was created before Tune began (a causal order, not a race
     # with the worker's imports). Both clocks are this machine's (a cluster's workers are not warmed).
@@ -50,7 +66,6 @@ def run_pack(config: dict, packs: list, registrations=None, run: str = ""):
     start_worker()
     adopt_registrations(registrations)
     store = Store(config["store_root"], config["sweep"])
-    prefix = block_prefix(run, f"p{config['pack']:05d}")
     already = set(store.index(prefix=prefix).ids())
     failures: dict[str, str] = {}
 
@@ -60,7 +75,7 @@ def run_pack(config: dict, packs: list, registrations=None, run: str = ""):
                          "cells_failed": len(failures)})
 
     with BlockWriter(store, prefix) as writer:
-        for cell in ray.get(packs[config["pack"]]):
+        for cell in cells:
             if cell_id(cell) in already:
                 continue
             outcome = compute(cell, store, writer)
@@ -165,4 +180,68 @@ def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, run: str,
                 key = cell_id(cell)
                 if key not in recorded and key not in stored:
                     store.record_failure(cell, key, f"trial failed: {result.error}")
+    return progress
+
+
+class SearchCells(Searcher):
+    """A tuned sweep's search (workflows/tuned_search.py) as a Ray Tune search algorithm: each trial
+    one cell it chose, its next round asked for once a group's round is stored and scored. The
+    search's state is the results folder (stored cells replay), so Tune's searcher checkpoint is
+    not written."""
+
+    def __init__(self, search: TunedSearch):
+        super().__init__()
+        self.search = search
+        self.trials: dict[str, str] = {}                 # trial id -> cell id
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True                                      # the space is the search's own
+
+    def suggest(self, trial_id: str):
+        cell = self.search.take()
+        if cell is None:
+            return Searcher.FINISHED if self.search.finished else None
+        self.trials[trial_id] = cell.id
+        return {"cell": cell}
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False):
+        key = self.trials.pop(trial_id, None)
+        if key is None:
+            return
+        stored = self.search.stored_now(key)
+        (self.search.complete if stored else self.search.fail)(key)
+
+    def save(self, checkpoint_path: str):
+        pass                                             # the results folder is the state
+
+
+def run_search(search: TunedSearch, store_root: str, sweep: str, *, run: str, workers: int, max_failures: int,
+               echo=print, on_cell=None) -> Progress:
+    """A tuned sweep's search as Ray Tune trials, one cell each, chosen by SearchCells; at most
+    `workers` at a time. Returns the Progress (as run_packs). A cell that failed after its retries
+    is recorded in the store and scored as never reaching the target."""
+    store = Store(store_root, sweep)
+    progress = Progress(search.left_at_most(), echo, on_cell=on_cell)
+    trainable = tune.with_resources(tune.with_parameters(run_cell, registrations=local_registrations(), run=run),
+                                    TRIAL_RESOURCES)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"store_root": store_root, "sweep": sweep, "tune_started": time.clock_gettime(time.CLOCK_BOOTTIME)},
+        tune_config=tune.TuneConfig(search_alg=SearchCells(search), num_samples=-1, reuse_actors=True,
+                                    max_concurrent_trials=workers,
+                                    trial_dirname_creator=lambda trial: f"cell_{trial.trial_id}"),
+        run_config=tune.RunConfig(
+            name="_tune", storage_path=store.uri if not store.local else store.base,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            callbacks=[progress], verbose=0, log_to_file=True),
+    )
+    with inherited_environment(), compat.quiet_tune():
+        grid = tuner.fit()
+    failed = [(result.config["cell"], result.error) for result in grid
+              if result.error is not None and "cell" in result.config]
+    if failed:
+        recorded, stored = store.failures(), store.index()
+        for cell, error in failed:
+            if cell_id(cell) not in recorded and cell_id(cell) not in stored:
+                store.record_failure(cell, cell_id(cell), f"trial failed: {error}")
     return progress
