@@ -6,7 +6,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import raycluster
 import torch
+from helpers import Driver
 
 # No internet here to report usage statistics to; set before anything imports Ray.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -27,6 +29,43 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(PLUGIN_DIR), os.env
 atexit.register(shutil.rmtree, PLUGIN_DIR, ignore_errors=True)
 
 
+# --- the `ray` marker ----------------------------------------------------------------------------
+# A test starts or uses Ray exactly when it asks for one of these fixtures; the marker is set from
+# them (a `ray` mark written by hand is taken off), and `ray_only_where_marked` fails a test that
+# reaches Ray without one.
+RAY_FIXTURES = {"local_ray", "ray_head", "ray_nodes", "ray_drivers"}
+
+
+@pytest.hookimpl(tryfirst=True)         # before `-m` selects by the markers
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for node in item.listchain():
+            node.own_markers[:] = [mark for mark in node.own_markers if mark.name != "ray"]
+        if RAY_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.ray)
+
+
+def _refuse_ray(*args, **kwargs):
+    raise AssertionError("this test reaches Ray but asks for no Ray fixture (conftest.RAY_FIXTURES), so it is not "
+                         "marked `ray`: ask for local_ray, ray_head, ray_nodes or ray_drivers, or run it on the "
+                         "local backend")
+
+
+@pytest.fixture(autouse=True)
+def ray_only_where_marked(request, monkeypatch):
+    """Outside the tests marked `ray`: no driver that starts Ray (helpers.Driver checks), no
+    ray.init and no Ray backend in this process (both refused)."""
+    marked = request.node.get_closest_marker("ray") is not None
+    monkeypatch.setattr(raycluster, "RAY_ALLOWED", marked)
+    if not marked and "ray" in sys.modules:
+        import workflows.ray_session
+
+        monkeypatch.setattr(sys.modules["ray"], "init", _refuse_ray)
+        monkeypatch.setattr(workflows.ray_session, "connected", _refuse_ray)
+
+
+# --- Ray ---------------------------------------------------------------------------------------
+
 @pytest.fixture(scope="session")
 def plugin_dir() -> Path:
     """A directory on sys.path and PYTHONPATH of this process and of the shared Ray's workers,
@@ -43,3 +82,45 @@ def local_ray():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A Ray head of its own on loopback (tests/raycluster.py), up to its dashboard, shared by the
+    tests of a module: none of them stops or kills it."""
+    node = raycluster.RayNode()
+    try:
+        node.wait_for_dashboard()
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def ray_nodes():
+    """Start Ray nodes: `ray_nodes(**RayNode's arguments)`; each is stopped after the test, the
+    last started first (workers before their head)."""
+    nodes = []
+
+    def start(**kwargs) -> raycluster.RayNode:
+        nodes.append(raycluster.RayNode(**kwargs))
+        return nodes[-1]
+
+    yield start
+    for node in reversed(nodes):
+        node.stop()
+
+
+@pytest.fixture
+def ray_drivers():
+    """Start `python ARGS` drivers that start or join a Ray (helpers.Driver): `ray_drivers(args, env)`;
+    each is stopped after the test with exactly the processes of its session."""
+    drivers = []
+
+    def start(args, env: dict, **kwargs) -> Driver:
+        drivers.append(Driver(args, env, **kwargs))
+        return drivers[-1]
+
+    yield start
+    for driver in drivers:
+        driver.cleanup()

@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+# Whether the running test may start or join a Ray (set for each test by conftest.py from its
+# `ray` marker; helpers.Driver refuses a Ray driver otherwise).
+RAY_ALLOWED = True
 
 
 def free_ports(n: int) -> list[int]:

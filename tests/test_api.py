@@ -1,12 +1,13 @@
-"""The Python API (workflows.api.run_sweep): tables back, resume as the CLI does, the same rows
-in-process and through Ray, specs given as mappings, bad specs refused with one line."""
+"""The Python API (workflows.api.run_sweep): tables back, resume as the CLI does, specs given as
+mappings, bad specs refused with one line. (The same rows through Ray: tests/test_run.py.)"""
 import json
 import textwrap
 
 import pandas as pd
 import pytest
-from stored import stored_files
+from helpers import stored_files
 import torch
+from helpers import by_run
 
 from problems.quadratic_saddle import QuadraticSaddle
 from workflows.api import run_sweep
@@ -21,11 +22,6 @@ BLOCK = {
         "optimizer": {"values": [{"name": "sgd", "lr": 0.05}, {"name": "adam", "lr": 0.01, "beta1": 0.0}]},
         "seeds": 16, "budget": 1500},
 }
-KEY = ["cell_id", "seed"]
-
-
-def sort(rows):
-    return rows.sort_values(KEY).reset_index(drop=True)
 
 
 def test_run_sweep_returns_its_tables_and_a_second_call_computes_nothing(tmp_path):
@@ -43,18 +39,7 @@ def test_run_sweep_returns_its_tables_and_a_second_call_computes_nothing(tmp_pat
     again = run_sweep(BLOCK, storage=tmp_path, backend="local")
     assert again.meta["cells"]["computed_this_run"] == 0 and again.meta["cells"]["reused"] == 4
     assert parts == stored_files(tmp_path / "notebook")
-    pd.testing.assert_frame_equal(sort(again.rows), sort(rows))
-
-
-@pytest.mark.ray
-def test_the_local_and_ray_backends_give_the_same_rows(local_ray, tmp_path):
-    local = run_sweep(BLOCK, storage=tmp_path / "local", backend="local")
-    through_ray = run_sweep(BLOCK, storage=tmp_path / "ray", backend="ray")
-    assert through_ray.meta["run"]["backend"] == "ray" and through_ray.meta["cells"]["computed_this_run"] == 4
-    pd.testing.assert_frame_equal(sort(through_ray.rows), sort(local.rows))
-    cells = ["cell_id", "status", "n_seeds", "n_escaped", "n_diverged", "mean_escape_step_of_escaped"]
-    pd.testing.assert_frame_equal(through_ray.cells[cells].sort_values("cell_id").reset_index(drop=True),
-                                  local.cells[cells].sort_values("cell_id").reset_index(drop=True))
+    pd.testing.assert_frame_equal(by_run(again.rows), by_run(rows))
 
 
 def test_a_whole_file_as_a_mapping_a_single_block_and_a_path_give_the_same_cells(tmp_path):
@@ -64,7 +49,7 @@ def test_a_whole_file_as_a_mapping_a_single_block_and_a_path_give_the_same_cells
     assert first.path == str(tmp_path / "whole" / "first") and first.counts["done"] == 4
     block = run_sweep(BLOCK, "first", storage=tmp_path / "block", backend="local")
     assert block.path == str(tmp_path / "block" / "first")
-    pd.testing.assert_frame_equal(sort(first.rows), sort(block.rows))
+    pd.testing.assert_frame_equal(by_run(first.rows), by_run(block.rows))
     path = tmp_path / "sweeps.yaml"
     path.write_text(textwrap.dedent("""\
         sweeps:
@@ -77,7 +62,7 @@ def test_a_whole_file_as_a_mapping_a_single_block_and_a_path_give_the_same_cells
               budget: 1500
         """))
     from_file = run_sweep(path, storage=tmp_path / "file", backend="local")      # the only sweep: no name needed
-    pd.testing.assert_frame_equal(sort(from_file.rows), sort(first.rows))
+    pd.testing.assert_frame_equal(by_run(from_file.rows), by_run(first.rows))
     with pytest.raises(SweepError, match="sweep=None but the file defines 2 sweeps; allowed: one of first, second"):
         run_sweep(whole, storage=tmp_path / "none", backend="local")
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from raycluster import BIN, WORKER_PORTS, RayNode, free_ports, free_worker_ports, kill_session, ray_env, \
-    session_members
+from raycluster import BIN, WORKER_PORTS, free_ports, free_worker_ports, kill_session, ray_env, session_members
 
 from workflows import run_sweep
 from workflows.spec import SweepError
@@ -105,13 +104,13 @@ def theory_target(report: Path) -> Path:
     return (report.parent / link).resolve()
 
 
-@pytest.mark.ray
 @pytest.mark.slow
-def test_the_readme_cluster_section_as_written_on_loopback(tmp_path):
+def test_the_readme_cluster_section_as_written_on_loopback(ray_head, tmp_path):
     """Token made before the head starts, every port of the head's processes on 127.0.0.1 while a
     job's workers are up, the smoke sweep submitted as the README does with its report's theory
     link outside Ray's temporary package folder, a client without the loopback switch told so in
-    one line, and the README's stop ending every process of this cluster and no other."""
+    one line, and the README's stop ending every process of this cluster and no other (the
+    module's other head, `ray_head`, another cluster of this user, must survive it)."""
     start, submit, stop = readme_one_machine_blocks()
     gcs, dashboard = free_ports(2)
     home, storage = tmp_path / "home", tmp_path / "results"
@@ -124,7 +123,7 @@ def test_the_readme_cluster_section_as_written_on_loopback(tmp_path):
     env["AUTOSCALER_METRIC_PORT"], env["DASHBOARD_METRIC_PORT"] = map(str, free_ports(2))
     home.mkdir()
     shell = Shell(env)
-    bystander = RayNode()                                      # another cluster of this user: it must survive
+    bystander = ray_head                                       # another cluster of this user: it must survive
     try:
         out = shell.run(as_run_here(start, gcs, dashboard, storage, temp_dir))
         assert "status=0" in out, out
@@ -179,20 +178,8 @@ def test_the_readme_cluster_section_as_written_on_loopback(tmp_path):
         assert bystander.proc.poll() is None and session_members(bystander.proc.pid)
     finally:
         shell.close()
-        bystander.stop()
 
 
-@pytest.fixture
-def ray_head():
-    node = RayNode()
-    try:
-        node.wait_for_dashboard()
-        yield node
-    finally:
-        node.stop()
-
-
-@pytest.mark.ray
 @pytest.mark.slow
 def test_a_client_without_the_token_is_refused(ray_head, tmp_path):
     """Ray's own CLI refuses; `saddlescape run` says so in one line, exit 2, nothing written, for a
@@ -236,9 +223,8 @@ def test_a_client_without_the_token_is_refused(ray_head, tmp_path):
         assert not storage.exists()
 
 
-@pytest.mark.ray
 @pytest.mark.parametrize("how", ["--address", "RAY_ADDRESS"])
-def test_an_address_nothing_answers_at_is_one_line_and_exit_2(tmp_path, how):
+def test_an_address_nothing_answers_at_is_one_line_and_exit_2(tmp_path, how, ray_drivers):
     (port,) = free_ports(1)                                    # nothing listens there
     env = ray_env()
     args = [sys.executable, *SMOKE, "--storage", str(tmp_path / "s")]
@@ -249,8 +235,8 @@ def test_an_address_nothing_answers_at_is_one_line_and_exit_2(tmp_path, how):
         env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
         where = f"RAY_ADDRESS=127.0.0.1:{port}"
     # Before: Ray's own lines for minutes (20-40 s per attempt, retried); the timeout only guards.
-    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
-    assert done.returncode == 2, done.stdout + done.stderr
+    done = ray_drivers(args[1:], env)
+    assert done.finish(90) == 2, done.output
     assert done.stderr.splitlines() == [
         f"error: {where}: no Ray cluster answers there (connection refused); allowed: a running Ray head's "
         "HOST:PORT (`ray start --head` prints it; 6379 by default), ray://HOST:PORT (Ray Client) or auto, or no "
@@ -258,7 +244,6 @@ def test_an_address_nothing_answers_at_is_one_line_and_exit_2(tmp_path, how):
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.ray
 @pytest.mark.parametrize("address, says", [
     ("http://127.0.0.1:8265", "not a Ray cluster address (the dashboard's address, which `ray job submit` takes)"),
     ("127.0.0.1", "not HOST:PORT"),

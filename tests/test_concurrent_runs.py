@@ -2,12 +2,8 @@
 what, then computes only what is still missing; nothing is lost and no cell is computed twice.
 The first run's cells are held at the turnstile (tests/gate.py) while the second starts, so the
 runs overlap however fast the machine is."""
-import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -15,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from gate import Gate
-from raycluster import kill_session, ray_env
+from helpers import Driver, meta, write_sweep
+from raycluster import ray_env
 
 from workflows.lock import LOCK_NAME, sweep_lock
 from workflows.store import Store
 
-ROOT = Path(__file__).resolve().parent.parent
 SWEEP = """
 sweeps:
   g:
@@ -34,44 +30,9 @@ sweeps:
 WAITING = "is in use by another run (pid "
 
 
-class Run:
-    """`python -m workflows run ...` (or `python -c CODE`) in a session of its own, stdout and
-    stderr to files the test reads while it runs."""
-
-    def __init__(self, tmp_path: Path, name: str, args: list[str], gate: Gate, env: dict | None = None):
-        self.out = tmp_path / f"{name}.out"
-        self.err = tmp_path / f"{name}.err"
-        with open(self.out, "w") as out, open(self.err, "w") as err:
-            self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=gate.env(env or ray_env()),
-                                         stdout=out, stderr=err, text=True, start_new_session=True)
-
-    def stderr(self) -> str:
-        return self.err.read_text()
-
-    def stdout(self) -> str:
-        return self.out.read_text()
-
-    def wait_for(self, predicate, what: str, timeout: float = 240.0):
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            assert self.proc.poll() is None, f"ended before {what}:\n{self.stdout()}{self.stderr()}"
-            assert time.monotonic() < deadline, f"not {what} in {timeout} s:\n{self.stdout()}{self.stderr()}"
-            time.sleep(0.05)
-
-    def finish(self, timeout: float = 400) -> int:
-        return self.proc.wait(timeout=timeout)
-
-    def cleanup(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        kill_session(self.proc.pid)
-
-
 @pytest.fixture
 def setup(tmp_path):
-    path = tmp_path / "sweeps.yaml"
-    path.write_text(textwrap.dedent(SWEEP))
+    path = write_sweep(tmp_path, SWEEP)
     storage = tmp_path / "s"
     args = ["-m", "workflows", "run", str(path), "--sweep", "g", "--storage", str(storage), "--no-analyze"]
     return path, storage, args, Gate(tmp_path / "gate")
@@ -81,77 +42,76 @@ def stored_cells(storage: Path) -> pd.DataFrame:
     return pd.read_parquet(storage / "g" / "cells.parquet")
 
 
+@pytest.fixture
+def runs():
+    """Start local-backend runs (helpers.Driver); each stopped after the test."""
+    started = []
+
+    def start(args, env: dict) -> Driver:
+        started.append(Driver(args, env))
+        return started[-1]
+
+    yield start
+    for run in started:
+        run.cleanup()
+
+
 @pytest.mark.slow
-def test_a_second_run_waits_then_computes_only_what_the_first_left(setup, tmp_path):
+def test_a_second_run_waits_then_computes_only_what_the_first_left(setup, runs):
     """CLI, local backend: the second run extends the grid (lr 0.03 added) while the first holds
     its first cell; a third, started meanwhile, is stopped with Ctrl-C while it waits."""
     _, storage, args, gate = setup
-    runs = []
-    try:
-        first = Run(tmp_path, "first", args + ["--backend", "local"], gate)
-        runs.append(first)
-        first.wait_for(lambda: gate.tickets() >= 1, "at the gate")        # it holds the folder now
+    env = gate.env(ray_env())
+    first = runs(args + ["--backend", "local"], env)
+    first.wait_for(lambda: gate.tickets() >= 1, "at the gate")        # it holds the folder now
 
-        second = Run(tmp_path, "second", args + ["--backend", "local", "optimizer.lr=0.01,0.02,0.03"], gate)
-        runs.append(second)
-        third = Run(tmp_path, "third", args + ["--backend", "local"], gate)
-        runs.append(third)
-        for run in (second, third):
-            run.wait_for(lambda r=run: WAITING in r.stderr() or gate.tickets() > 1, "waiting")
-            assert gate.tickets() == 1, "a run computed a cell while another held the folder:\n" + run.stderr()
-        note = [line for line in second.stderr().splitlines() if WAITING in line]
-        assert len(note) == 1 and note[0].startswith(f"note: {storage / 'g'} is in use by another run "
-                                                     f"(pid {first.proc.pid} on ")
-        assert "workflows run" in note[0] and "Ctrl-C stops waiting" in note[0]
+    second = runs(args + ["--backend", "local", "optimizer.lr=0.01,0.02,0.03"], env)
+    third = runs(args + ["--backend", "local"], env)
+    for run in (second, third):
+        run.wait_for(lambda r=run: WAITING in r.stderr or gate.tickets() > 1, "waiting")
+        assert gate.tickets() == 1, "a run computed a cell while another held the folder:\n" + run.stderr
+    note = [line for line in second.stderr.splitlines() if WAITING in line]
+    assert len(note) == 1 and note[0].startswith(f"note: {storage / 'g'} is in use by another run "
+                                                 f"(pid {first.proc.pid} on ")
+    assert "workflows run" in note[0] and "Ctrl-C stops waiting" in note[0]
 
-        os.killpg(third.proc.pid, signal.SIGINT)                        # Ctrl-C while it waits
-        assert third.finish(60) == -signal.SIGINT
-        assert "interrupted: rerun the same command to resume (stopped during start)" in third.stderr()
-        assert "Traceback" not in third.stderr()
+    os.killpg(third.proc.pid, signal.SIGINT)                        # Ctrl-C while it waits
+    assert third.finish(60) == -signal.SIGINT
+    assert "interrupted: rerun the same command to resume (stopped during start)" in third.stderr
+    assert "Traceback" not in third.stderr
 
-        gate.open()
-        assert first.finish() == 0, first.stdout() + first.stderr()
-        assert second.finish() == 0, second.stdout() + second.stderr()
-    finally:
-        for run in runs:
-            run.cleanup()
-    assert "sweep g: 2/2 cells stored" in first.stdout()
-    assert "sweep g: 3 cells, 2 already stored, 1 to run" in second.stdout()
-    assert "sweep g: 3/3 cells stored" in second.stdout()
+    gate.open()
+    assert first.finish(400) == 0, first.output
+    assert second.finish(400) == 0, second.output
+    assert "sweep g: 2/2 cells stored" in first.stdout
+    assert "sweep g: 3 cells, 2 already stored, 1 to run" in second.stdout
+    assert "sweep g: 3/3 cells stored" in second.stdout
     assert gate.tickets() == 3                                           # every cell built once
     cells = stored_cells(storage)
     assert len(cells) == 3 and (cells.status == "ok").all()
     assert sorted(cells["optimizer.lr"]) == [0.01, 0.02, 0.03]
-    meta = json.loads((storage / "g" / "meta.json").read_text())
-    assert meta["cells"]["computed_this_run"] == 1 and meta["cells"]["reused"] == 2
+    assert meta(storage, "g")["cells"]["computed_this_run"] == 1 and meta(storage, "g")["cells"]["reused"] == 2
     assert not (storage / "g" / LOCK_NAME).exists()
 
 
-@pytest.mark.ray
 @pytest.mark.slow
-def test_run_sweep_waits_for_a_cli_run_on_ray_and_computes_nothing_twice(setup, tmp_path):
+def test_run_sweep_waits_for_a_cli_run_on_ray_and_computes_nothing_twice(setup, ray_drivers):
     """The first run on an embedded Ray; run_sweep with the same grid (from another process) waits,
     then finds every cell stored and starts no Ray."""
     path, storage, args, gate = setup
+    env = gate.env(ray_env())
     code = (f"from workflows import run_sweep; r = run_sweep({str(path)!r}, 'g', storage={str(storage)!r}); "
             "print('computed', r.meta['cells']['computed_this_run'], 'reused', r.meta['cells']['reused'])")
-    runs = []
-    try:
-        first = Run(tmp_path, "first", args + ["--workers", "1"], gate)
-        runs.append(first)
-        first.wait_for(lambda: gate.tickets() >= 1, "at the gate")
-        second = Run(tmp_path, "second", ["-c", code], gate)
-        runs.append(second)
-        second.wait_for(lambda: WAITING in second.stderr() or gate.tickets() > 1, "waiting")
-        assert gate.tickets() == 1, second.stderr()
-        assert f"in use by another run (pid {first.proc.pid} on " in second.stderr()
-        gate.open()
-        assert first.finish() == 0, first.stdout() + first.stderr()
-        assert second.finish() == 0, second.stdout() + second.stderr()
-    finally:
-        for run in runs:
-            run.cleanup()
-    assert "computed 0 reused 2" in second.stdout()
+    first = ray_drivers(args + ["--workers", "1"], env)
+    first.wait_for(lambda: gate.tickets() >= 1, "at the gate")
+    second = ray_drivers(["-c", code], env)
+    second.wait_for(lambda: WAITING in second.stderr or gate.tickets() > 1, "waiting")
+    assert gate.tickets() == 1, second.stderr
+    assert f"in use by another run (pid {first.proc.pid} on " in second.stderr
+    gate.open()
+    assert first.finish(400) == 0, first.output
+    assert second.finish(400) == 0, second.output
+    assert "computed 0 reused 2" in second.stdout
     assert gate.tickets() == 2
     assert len(stored_cells(storage)) == 2
 

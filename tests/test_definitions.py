@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from stored import stored_cells
+from helpers import meta, stored_cells
 
 from workflows import run_sweep
 from workflows.cli import main
@@ -36,10 +36,6 @@ def run(path, storage, *extra) -> int:
                  *extra])
 
 
-def meta(storage) -> dict:
-    return json.loads((storage / "s" / "meta.json").read_text())
-
-
 def snapshot(storage) -> dict:
     return {p: p.stat().st_mtime_ns for p in (storage / "s").rglob("*") if p.is_file()}
 
@@ -47,7 +43,7 @@ def snapshot(storage) -> dict:
 def test_same_definition_says_nothing_and_an_extension_says_what_changed(tmp_path, capsys):
     storage = tmp_path / "r"
     assert run(sweep_file(tmp_path), storage) == 0
-    first = meta(storage)
+    first = meta(storage, "s")
     assert first["definition_hash"] and first["definition"]["parameters"] == {"optimizer.lr": {"values": [0.1, 0.2]}}
     capsys.readouterr()
     assert run(sweep_file(tmp_path), storage) == 0
@@ -57,7 +53,7 @@ def test_same_definition_says_nothing_and_an_extension_says_what_changed(tmp_pat
     assert err.count("\n") == 1 and err.startswith("note: sweep 's': ")
     assert "description: 'first' -> 'longer'" in err and "parameters.optimizer.lr.values: [0.1, 0.2] -> [0.1, 0.2, 0.3]" in err
     assert "its 2 stored cells are all still in the grid" in err
-    m = meta(storage)
+    m = meta(storage, "s")
     assert m["cells"]["computed_this_run"] == 1 and m["cells"]["reused"] == 2 and m["definition_change"]
 
 
@@ -76,7 +72,7 @@ def test_a_shrunk_grid_is_refused_unless_allowed_and_keeps_what_is_still_in_it(t
     assert run(sweep_file(tmp_path, "[0.1, 0.4]"), storage, "--allow-changed") == 0
     cells = pd.read_parquet(storage / "s" / "cells.parquet")
     assert sorted(cells["optimizer.lr"]) == [0.1, 0.4] and (cells.status == "ok").all()
-    assert meta(storage)["cells"] == {"computed_this_run": 1, "attempted_this_run": 1, "reused": 1, "total": 2,
+    assert meta(storage, "s")["cells"] == {"computed_this_run": 1, "attempted_this_run": 1, "reused": 1, "total": 2,
                                       "done": 2, "failed": 0, "missing": 0}
     assert len(stored_cells(storage / "s")) == 4                        # the dropped cells stay on disk
     # From now on the stored cells are the new tables' cells: the same definition again is quiet.
@@ -99,7 +95,7 @@ def test_two_files_with_a_sweep_of_the_same_name_are_a_collision(tmp_path, capsy
 def test_overrides_are_part_of_the_definition(tmp_path, capsys):
     storage = tmp_path / "r"
     assert run(sweep_file(tmp_path), storage, "seeds=3") == 0
-    assert meta(storage)["overrides"] == ["seeds=3"]
+    assert meta(storage, "s")["overrides"] == ["seeds=3"]
     capsys.readouterr()
     assert run(sweep_file(tmp_path), storage) == 2            # without it, every cell differs (4 seeds)
     assert "overrides removed (was ['seeds=3'])" in capsys.readouterr().err
@@ -121,7 +117,7 @@ def test_the_python_api_refuses_the_same_way_and_takes_allow_changed(tmp_path):
 def test_a_meta_json_from_before_definition_hashes_is_read_from_its_yaml(tmp_path, capsys):
     storage = tmp_path / "r"
     assert run(sweep_file(tmp_path), storage) == 0
-    old = meta(storage)
+    old = meta(storage, "s")
     for key in ("definition", "definition_hash"):
         del old[key]
     (storage / "s" / "meta.json").write_text(json.dumps(old))

@@ -9,18 +9,15 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
-import textwrap
-import threading
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from stored import stored_cells, stored_files
+from helpers import stored_files
 from gate import Gate
-from raycluster import kill_session, ray_env, session_members
+from helpers import GATED_CELLS, GATED_SWEEP, Driver, meta, parts, write_sweep
+from raycluster import ray_env, session_members
 
 from workflows import tables
 from workflows import run_sweep
@@ -30,92 +27,35 @@ from workflows.store import Store
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
-SWEEP = """
-sweeps:
-  r:
-    parameters:
-      problem: {name: gated_saddle, dim: 10}
-      problem.anisotropy: {values: [1, 10, 100, 1000]}
-      optimizer.name: {values: [sgd, adam]}
-      optimizer.lr: {values: [0.001, 0.003]}
-      seeds: 128
-      budget: 20000
-"""
-N_CELLS = 16
 STOP_WITHIN = 30.0        # seconds from SIGINT to exit: generous, the machine is shared
-
-
-class Driver:
-    """`python -m workflows ARGS` in a session of its own, its output read line by line (or any
-    command: `shell`)."""
-
-    def __init__(self, args, gate: Gate, shell: str | None = None):
-        command = ["bash", "-c", shell] if shell else [sys.executable, "-m", "workflows", *args]
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=gate.env(ray_env()),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
-        self.reader.start()
-
-    def wait_for(self, predicate, timeout=240.0):
-        deadline = time.monotonic() + timeout
-        while not predicate() and self.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert self.proc.poll() is None, "the driver ended before the interruption:\n" + self.output
-
-    def interrupt(self) -> float:
-        """SIGINT to the driver's process group, as a terminal's Ctrl-C; seconds until it exited."""
-        start = time.monotonic()
-        os.killpg(self.proc.pid, signal.SIGINT)
-        self.proc.wait(timeout=120)
-        seconds = time.monotonic() - start
-        self.reader.join(10)
-        return seconds
-
-    def finish(self, timeout=600) -> int:
-        code = self.proc.wait(timeout=timeout)
-        self.reader.join(10)
-        return code
-
-    def leftovers(self, timeout=15.0) -> list[int]:
-        """The driver's session after it exited: every Ray process it started should be gone."""
-        deadline = time.monotonic() + timeout
-        while session_members(self.proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return session_members(self.proc.pid)
-
-    def cleanup(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        kill_session(self.proc.pid)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-
-def parts(storage: Path) -> set[str]:
-    """The cells stored (a block is written within seconds of its cells: workflows/blocks.py)."""
-    return stored_cells(storage / "r") if (storage / "r").exists() else set()
-
-
-def meta(storage: Path) -> dict:
-    return json.loads((storage / "r" / "meta.json").read_text())
 
 
 @pytest.fixture
 def sweep_args(tmp_path):
-    path = tmp_path / "sweeps.yaml"
-    path.write_text(textwrap.dedent(SWEEP))
+    path = write_sweep(tmp_path, GATED_SWEEP)
     storage = tmp_path / "s"
-    return storage, ["run", str(path), "--sweep", "r", "--storage", str(storage), "--no-analyze", "--workers", "2"]
+    return storage, ["-m", "workflows", "run", str(path), "--sweep", "r", "--storage", str(storage), "--no-analyze",
+                     "--workers", "2"]
 
 
 @pytest.fixture
 def gate(tmp_path):
     return Gate(tmp_path / "gate")
+
+
+@pytest.fixture
+def drivers():
+    """Start local-backend drivers (helpers.Driver, which refuses one that would start Ray here);
+    each stopped after the test with exactly the processes of its session."""
+    started = []
+
+    def start(args, env: dict, **kwargs) -> Driver:
+        started.append(Driver(args, env, **kwargs))
+        return started[-1]
+
+    yield start
+    for driver in started:
+        driver.cleanup()
 
 
 def interrupted_output_is_right(driver: Driver, stage: str):
@@ -126,94 +66,88 @@ def interrupted_output_is_right(driver: Driver, stage: str):
     assert "Tuner.restore" not in out and "Traceback" not in out, out
 
 
-def check_resume(storage: Path, args, kept: set[str], gate: Gate):
-    """A rerun completes the sweep, computing only what the interruption left, never a kept cell again."""
+def check_resume(storage: Path, args, kept: set[str], gate: Gate, start):
+    """A rerun (a driver from `start`) completes the sweep, computing only what the interruption
+    left, never a kept cell again."""
     stamps = stored_files(storage / "r")
     gate.open()
-    rerun = Driver(args, gate)
-    try:
-        assert rerun.finish() == 0, rerun.output
-    finally:
-        rerun.cleanup()
+    rerun = start(args, gate.env(ray_env()))
+    assert rerun.finish() == 0, rerun.output
     m = meta(storage)
-    assert m["interrupted"] is False and m["cells"]["done"] == N_CELLS
+    assert m["interrupted"] is False and m["cells"]["done"] == GATED_CELLS
     if "--backend" not in args or "ray" in args:
         # Its own embedded Ray: every trial ran on a worker started and warmed while Tune started.
         assert m["run"]["trials"] >= 1 and m["run"]["warm_trials"] == m["run"]["trials"], m["run"]
-    assert m["cells"]["reused"] == len(kept) and m["cells"]["computed_this_run"] == N_CELLS - len(kept)
+    assert m["cells"]["reused"] == len(kept) and m["cells"]["computed_this_run"] == GATED_CELLS - len(kept)
     assert stamps.items() <= stored_files(storage / "r").items()      # no stored block rewritten
     rows = pd.read_parquet(storage / "r" / "rows.parquet")
-    assert len(rows) == N_CELLS * 128 and not rows.duplicated(["cell_id", "seed"]).any()
+    assert len(rows) == GATED_CELLS * 128 and not rows.duplicated(["cell_id", "seed"]).any()
 
 
-@pytest.mark.ray
-@pytest.mark.parametrize("backend", ["ray", "local"])
-def test_ctrl_c_among_the_cells_stops_keeps_and_resumes(sweep_args, gate, backend):
+def ctrl_c_among_the_cells_stops_keeps_and_resumes(sweep_args, gate, backend, start):
     storage, args = sweep_args
     args = args + ["--backend", backend]
     gate.admit(2)                                # two cells run; the next ones wait at the gate
-    driver = Driver(args, gate)
-    try:
-        driver.wait_for(lambda: len(parts(storage)) >= 2 and gate.tickets() >= 3)
-        at_sigint = parts(storage)
-        seconds = driver.interrupt()
-        interrupted_output_is_right(driver, "cells")
-        assert driver.leftovers() == []
-    finally:
-        driver.cleanup()
+    driver = start(args, gate.env(ray_env()))
+    driver.wait_for(lambda: len(parts(storage)) >= 2 and gate.tickets() >= 3)
+    at_sigint = parts(storage)
+    seconds = driver.interrupt()
+    interrupted_output_is_right(driver, "cells")
+    assert driver.leftovers() == []
+    driver.cleanup()
     kept = parts(storage)
-    assert at_sigint <= kept and len(kept) < N_CELLS
+    assert at_sigint <= kept and len(kept) < GATED_CELLS
     m = meta(storage)
     cells = pd.read_parquet(storage / "r" / "cells.parquet")
     assert m["interrupted"] is True and m["interrupted_during"] == "cells"
     assert m["cells"]["computed_this_run"] == len(kept) == m["cells"]["done"] == (cells.status == "ok").sum()
-    assert m["cells"]["missing"] == N_CELLS - len(kept)
-    assert f"{len(kept)}/{N_CELLS} cells stored ({len(kept)} computed this run) before the interruption" in driver.output
+    assert m["cells"]["missing"] == GATED_CELLS - len(kept)
+    assert f"{len(kept)}/{GATED_CELLS} cells stored ({len(kept)} computed this run) before the interruption" \
+        in driver.output
     assert seconds < STOP_WITHIN
-    check_resume(storage, args, kept, gate)
+    check_resume(storage, args, kept, gate, start)
     print(f"{backend}: stopped {seconds:.1f} s after SIGINT; {len(at_sigint)} cells stored at SIGINT, "
-          f"{len(kept)} kept at exit; rerun computed the other {N_CELLS - len(kept)}")
+          f"{len(kept)} kept at exit; rerun computed the other {GATED_CELLS - len(kept)}")
 
 
-@pytest.mark.ray
+def test_ctrl_c_among_the_cells_stops_keeps_and_resumes_on_ray(sweep_args, gate, ray_drivers):
+    ctrl_c_among_the_cells_stops_keeps_and_resumes(sweep_args, gate, "ray", ray_drivers)
+
+
+def test_ctrl_c_among_the_cells_stops_keeps_and_resumes_locally(sweep_args, gate, drivers):
+    ctrl_c_among_the_cells_stops_keeps_and_resumes(sweep_args, gate, "local", drivers)
+
+
 @pytest.mark.parametrize("moment", ["import", "init"])
-def test_ctrl_c_while_ray_starts(sweep_args, gate, moment):
+def test_ctrl_c_while_ray_starts(sweep_args, gate, moment, ray_drivers):
     """While Ray is imported, or once ray.init has started Ray's own processes (a Ctrl-C then
     waits for it to be up, and stops it: nothing of it outlives the command)."""
     storage, args = sweep_args
-    driver = Driver(args, gate)
-    try:
-        driver.wait_for(lambda: any(line.startswith("sweep r:") for line in driver.lines))
-        if moment == "init":
-            driver.wait_for(lambda: len(session_members(driver.proc.pid)) > 1)
-        seconds = driver.interrupt()             # Ray is starting: its "trials on" line is not out yet
-        assert not any(re.search(r"\btrials? on\b", line) for line in driver.lines), driver.output
-        interrupted_output_is_right(driver, "ray start")
-        assert driver.leftovers() == []
-    finally:
-        driver.cleanup()
+    driver = ray_drivers(args, gate.env(ray_env()))
+    driver.wait_for(lambda: any(line.startswith("sweep r:") for line in driver.lines))
+    if moment == "init":
+        driver.wait_for(lambda: len(session_members(driver.proc.pid)) > 1)
+    seconds = driver.interrupt()             # Ray is starting: its "trials on" line is not out yet
+    assert not any(re.search(r"\btrials? on\b", line) for line in driver.lines), driver.output
+    interrupted_output_is_right(driver, "ray start")
+    assert driver.leftovers() == []
     m = meta(storage)
     assert m["interrupted_during"] == "ray start" and m["cells"]["computed_this_run"] == 0 and not parts(storage)
     assert seconds < STOP_WITHIN
     print(f"ray start ({moment}): stopped {seconds:.1f} s after SIGINT")
 
 
-@pytest.mark.ray
-def test_ctrl_c_in_the_analysis(tmp_path, gate):
-    path = tmp_path / "sweeps.yaml"
-    path.write_text(textwrap.dedent(SWEEP).replace("gated_saddle", "quadratic_saddle").replace("seeds: 128", "seeds: 8")
-                    .replace("20000", "500\n      cnc_samples: 0"))
+def test_ctrl_c_in_the_analysis(tmp_path, gate, drivers):
+    path = write_sweep(tmp_path, GATED_SWEEP.replace("gated_saddle", "quadratic_saddle").replace("seeds: 128", "seeds: 8")
+                       .replace("20000", "500\n      cnc_samples: 0"))
     storage = tmp_path / "s"
     args = ["run", str(path), "--sweep", "r", "--storage", str(storage), "--backend", "local"]
     assert main(args + ["--no-analyze"]) == 0
-    driver = Driver(args, gate)
-    try:
-        # Printed as the analysis begins; it then takes seconds (imports, fits, figures).
-        driver.wait_for(lambda: any("cells stored" in line for line in driver.lines))
-        seconds = driver.interrupt()
-        interrupted_output_is_right(driver, "analysis")
-    finally:
-        driver.cleanup()
+    driver = drivers(["-m", "workflows", *args], gate.env(ray_env()))
+    # Printed as the analysis begins; it then takes seconds (imports, fits, figures).
+    driver.wait_for(lambda: any("cells stored" in line for line in driver.lines))
+    seconds = driver.interrupt()
+    interrupted_output_is_right(driver, "analysis")
     assert meta(storage)["interrupted"] is False                # the sweep itself was complete
     assert seconds < STOP_WITHIN
     code = main(args)                                          # the rerun writes the report
@@ -221,28 +155,25 @@ def test_ctrl_c_in_the_analysis(tmp_path, gate):
     print(f"analysis: stopped {seconds:.1f} s after SIGINT")
 
 
-def test_ctrl_c_stops_a_shell_loop_of_sweeps_and_the_shell_sees_130(sweep_args, gate):
+def test_ctrl_c_stops_a_shell_loop_of_sweeps_and_the_shell_sees_130(sweep_args, gate, drivers):
     """A shell waits for its command; if the command died of SIGINT the shell stops too, if it
     exit()ed (even with 130) the loop goes on to the next sweep."""
     storage, args = sweep_args
-    command = " ".join([sys.executable, "-m", "workflows", *args, "--backend", "local"])
+    command = " ".join([sys.executable, *args, "--backend", "local"])
     script = f"{command}; echo status $?; for i in 1 2; do {command}; echo next sweep; done"
     gate.admit(1)
-    driver = Driver(None, gate, shell=script)
-    try:
-        # One cell stored, the second waiting at the gate: the first command is among the cells.
-        driver.wait_for(lambda: len(parts(storage)) >= 1 and gate.tickets() >= 2)
-        inner = [p for p in session_members(driver.proc.pid) if p != driver.proc.pid]
-        for pid in inner:                  # Ctrl-C reaching only the command: the shell reports 130
-            os.kill(pid, signal.SIGINT)
-        driver.wait_for(lambda: "status" in driver.output)
-        assert "status 130" in driver.output, driver.output
-        # The loop's first command: one more cell (ticket 2), then it waits at ticket 3.
-        gate.admit(3)
-        driver.wait_for(lambda: len(parts(storage)) >= 2 and gate.tickets() >= 4)
-        driver.interrupt()                 # Ctrl-C to the whole group, in the loop: the loop stops
-    finally:
-        driver.cleanup()
+    driver = drivers(None, gate.env(ray_env()), shell=script)
+    # One cell stored, the second waiting at the gate: the first command is among the cells.
+    driver.wait_for(lambda: len(parts(storage)) >= 1 and gate.tickets() >= 2)
+    inner = [p for p in session_members(driver.proc.pid) if p != driver.proc.pid]
+    for pid in inner:                  # Ctrl-C reaching only the command: the shell reports 130
+        os.kill(pid, signal.SIGINT)
+    driver.wait_for(lambda: "status" in driver.output)
+    assert "status 130" in driver.output, driver.output
+    # The loop's first command: one more cell (ticket 2), then it waits at ticket 3.
+    gate.admit(3)
+    driver.wait_for(lambda: len(parts(storage)) >= 2 and gate.tickets() >= 4)
+    driver.interrupt()                 # Ctrl-C to the whole group, in the loop: the loop stops
     assert "next sweep" not in driver.output and driver.proc.returncode == -signal.SIGINT, driver.output
 
 
@@ -284,17 +215,6 @@ def test_ctrl_c_while_writing_the_tables_waits_for_meta_json(tmp_path, monkeypat
     m = json.loads((tmp_path / "w" / "meta.json").read_text())     # written after the signal came
     cells = pd.read_parquet(tmp_path / "w" / "cells.parquet")
     assert m["cells"]["done"] == len(cells) == 2 and m["cells"]["computed_this_run"] == 2
-
-
-@pytest.mark.ray
-def test_tune_leaves_no_sigint_handler_behind(local_ray, tmp_path):
-    """The swallowed Ctrl-C: Tune's handler stayed installed after fit() returned, so a Ctrl-C in
-    the analysis only set a flag. After a Ray run, SIGINT is Python's KeyboardInterrupt again."""
-    path = tmp_path / "sweeps.yaml"
-    path.write_text(textwrap.dedent(SWEEP).replace("gated_saddle", "quadratic_saddle").replace("seeds: 128", "seeds: 4")
-                    .replace("20000", "50"))
-    assert main(["run", str(path), "--sweep", "r", "--storage", str(tmp_path / "s"), "--no-analyze"]) == 0
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_ctrl_c_inside_an_extension_modules_import_is_still_a_ctrl_c():

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from gate import Gate
 from raycluster import kill_session, ray_env
-from stored import stored_cells
+from helpers import stored_cells
 
 pytestmark = [pytest.mark.reliability]
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import pandas as pd
 import pytest
 import torch
+from helpers import assert_same_rows
 from ray import cloudpickle as ray_cloudpickle
 
 from optimizers.base import Optimizer, lr_param
@@ -67,9 +68,9 @@ def uninstall(target, *prefixes):
 
 
 @pytest.fixture(scope="module")
-def readme_plugin_installed(local_ray, plugin_dir, tmp_path_factory):
-    """Installed after the shared Ray's workers started, and after this process looked for
-    plugins: both must find it anyway."""
+def readme_plugin_installed(plugin_dir, tmp_path_factory):
+    """Installed after this process looked for plugins: it must find it anyway. (A Ray worker
+    started before an install finds it too: test_a_long_lived_ray_worker_finds_a_plugin_installed_after_it_started.)"""
     registry("optimizer").plugins()                      # a scan from before the install
     pip_install(readme_plugin(tmp_path_factory.mktemp("readme")), plugin_dir)
     yield plugin_dir
@@ -82,13 +83,7 @@ SPEC = {"parameters": {
     "seeds": 16, "budget": 3000}}
 
 
-def same_rows(a, b):
-    key = ["cell_id", "seed"]
-    pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True))
-
-
-@pytest.mark.ray
-def test_a_plugin_problem_and_optimizer_run_through_ray(readme_plugin_installed, tmp_path):
+def test_a_plugin_problem_and_optimizer_run_through_ray(local_ray, readme_plugin_installed, tmp_path):
     through_ray = run_sweep(SPEC, storage=tmp_path / "ray", backend="ray")
     assert through_ray.counts["done"] == 4 and through_ray.counts["failed"] == 0
     rows = through_ray.rows
@@ -104,10 +99,9 @@ def test_a_plugin_problem_and_optimizer_run_through_ray(readme_plugin_installed,
     # The workers ran the plugin as this process does.
     local = run_sweep(SPEC, storage=tmp_path / "local", backend="local")
     assert local.counts["done"] == 4, local.cells.get("error")
-    same_rows(rows, local.rows)
+    assert_same_rows(rows, local.rows)
 
 
-@pytest.mark.ray
 def test_a_long_lived_ray_worker_finds_a_plugin_installed_after_it_started(local_ray, plugin_dir, tmp_path):
     """The registry of a worker that looked for plugins before the install finds it after (a
     miss rescans), as a reused Tune worker must."""
@@ -135,7 +129,6 @@ def test_a_long_lived_ray_worker_finds_a_plugin_installed_after_it_started(local
         uninstall(plugin_dir, "late_plugin")
 
 
-@pytest.mark.ray
 def test_a_plugin_wheel_shipped_with_py_modules_is_found_on_the_workers(local_ray, tmp_path):
     """The README's cluster recipe: a wheel in the job's runtime_env `py_modules` is pip-installed
     (with its dist-info, so with its entry points) on each node. Here a task gets that runtime_env;
@@ -283,7 +276,6 @@ def registered_here():
     ray_cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
-@pytest.mark.ray
 def test_registrations_in_this_process_reach_the_ray_workers(local_ray, registered_here, tmp_path):
     spec = {"parameters": {"problem": {"value": {"name": "here_cross_saddle", "sigma": {"values": [0.01, 0.1]}}},
                            "optimizer": {"value": {"name": "here_heavy_ball", "lr": 0.01}},
@@ -295,4 +287,4 @@ def test_registrations_in_this_process_reach_the_ray_workers(local_ray, register
     assert rows["optimizer.momentum"].eq(0.9).all()
     local = run_sweep(spec, storage=tmp_path / "local", backend="local")
     assert local.counts["done"] == 2, local.cells.get("error")
-    same_rows(rows, local.rows)
+    assert_same_rows(rows, local.rows)

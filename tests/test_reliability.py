@@ -6,52 +6,26 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from gate import Gate
-from stored import stored_cells, stored_files
-from raycluster import RayNode, kill_session, ray_env
+from helpers import GATED_CELLS, GATED_SWEEP, Driver, meta, part_stamps, parts, rows, write_sweep
+from raycluster import ray_env
 
-from workflows import blocks
 from workflows.cli import main
 
-pytestmark = [pytest.mark.reliability, pytest.mark.ray]
+pytestmark = pytest.mark.reliability
 ROOT = Path(__file__).resolve().parent.parent
 KEY = ["cell_id", "seed"]
 
-SWEEP = """
-sweeps:
-  r:
-    parameters:
-      problem: {name: gated_saddle, dim: 10}
-      problem.anisotropy: {values: [1, 10, 100, 1000]}
-      optimizer.name: {values: [sgd, adam]}
-      optimizer.lr: {values: [0.001, 0.003]}
-      seeds: 128
-      budget: 20000
-"""
-N_CELLS = 16
-
 
 def sweep_file(tmp_path) -> Path:
-    path = tmp_path / "sweeps.yaml"
-    path.write_text(textwrap.dedent(SWEEP))
-    return path
-
-
-def rows(storage: Path, sweep="r") -> pd.DataFrame:
-    return pd.read_parquet(storage / sweep / "rows.parquet").sort_values(KEY).reset_index(drop=True)
-
-
-def meta(storage: Path, sweep="r") -> dict:
-    return json.loads((storage / sweep / "meta.json").read_text())
+    return write_sweep(tmp_path, GATED_SWEEP)
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +35,12 @@ def reference(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reference")
     gate = Gate(tmp / "gate")
     gate.open()
-    proc = driver(["run", str(sweep_file(tmp)), "--sweep", "r", "--storage", str(tmp / "s"), "--no-analyze",
-                   "--backend", "local"], gate)
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
+    driver = Driver(["-m", "workflows", "run", str(sweep_file(tmp)), "--sweep", "r", "--storage", str(tmp / "s"),
+                     "--no-analyze", "--backend", "local"], gate.env(ray_env()))
+    try:
+        assert driver.finish(600) == 0, driver.output
+    finally:
+        driver.cleanup()
     return rows(tmp / "s")
 
 
@@ -73,45 +49,26 @@ def gate(tmp_path):
     return Gate(tmp_path / "gate")
 
 
-def driver(args, gate: Gate) -> subprocess.Popen:
-    """The CLI as a separate driver process, in its own process group (with the Ray it starts)."""
-    return subprocess.Popen([sys.executable, "-m", "workflows", *args], cwd=ROOT, env=gate.env(ray_env()),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def stored(storage: Path, sweep="r") -> int:
-    """Cells stored (a block is written within seconds of its cells: workflows/blocks.py)."""
-    return len(stored_cells(storage / sweep)) if (storage / sweep).exists() else 0
-
-
-def kill_driver(proc: subprocess.Popen) -> None:
-    """kill -9 the driver; then, so that no orphan finishes a cell behind the test's back, every
-    process of the driver's own session (the Ray it started: agents and workers)."""
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    kill_session(proc.pid)
-
-
-def test_killing_the_driver_at_three_points_loses_and_duplicates_nothing(reference, gate, tmp_path):
+def test_killing_the_driver_at_two_points_loses_and_duplicates_nothing(reference, gate, ray_drivers, tmp_path):
+    """kill -9 of the driver (and of the Ray it started) once in each half of the sweep: the first
+    kill strikes a fresh run, the second a run that resumed after a kill; each leaves exactly the
+    cells stored before it, and the last run completes the sweep with the undisturbed run's rows."""
     storage = tmp_path / "s"
-    args = ["run", str(sweep_file(tmp_path)), "--sweep", "r", "--storage", str(storage), "--no-analyze",
-            "--workers", "2"]
+    args = ["-m", "workflows", "run", str(sweep_file(tmp_path)), "--sweep", "r", "--storage", str(storage),
+            "--no-analyze", "--workers", "2"]
     rng = random.Random(int(time.time()))
-    kill_points = sorted({rng.randint(1, 4), rng.randint(6, 9), rng.randint(11, 14)})
+    kill_points = [rng.randint(1, GATED_CELLS // 2 - 1), rng.randint(GATED_CELLS // 2 + 1, GATED_CELLS - 2)]
     survived = []
     for point in kill_points:
-        gate.reset(admitted=point - stored(storage))   # this driver stores up to `point`, then waits
-        proc = driver(args, gate)
-        deadline = time.time() + 180
-        while stored(storage) < point and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.02)
-        kill_driver(proc)                              # mid-sweep
-        survived.append(stored(storage))
+        gate.reset(admitted=point - len(parts(storage)))   # this driver stores up to `point`, then waits
+        driver = ray_drivers(args, gate.env(ray_env()))
+        driver.wait_for(lambda p=point: len(parts(storage)) >= p, f"{point} cells stored", timeout=180)
+        driver.kill9()                                      # mid-sweep
+        survived.append(len(parts(storage)))
     assert survived == kill_points, f"cells stored at the kills {survived}, against the kill points {kill_points}"
     gate.open()
-    proc = driver(args, gate)
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out
+    driver = ray_drivers(args, gate.env(ray_env()))
+    assert driver.finish(300) == 0, driver.output
     assert meta(storage)["cells"]["reused"] == survived[-1]
     final = rows(storage)
     assert not final.duplicated(KEY).any() and len(final) == len(reference)
@@ -133,8 +90,9 @@ sweeps:
 
 
 def test_a_failing_cell_is_retried_recorded_and_rerun_alone(local_ray, tmp_path, capsys):
-    path = tmp_path / "sweeps.yaml"
-    path.write_text(textwrap.dedent(FAULTY))
+    """Tune retries the failed trial (its FailureConfig); the rerun's choice of cells is the plan's,
+    the same for both backends: it runs on the local one."""
+    path = write_sweep(tmp_path, FAULTY)
     storage = tmp_path / "s"
     args = ["run", str(path), "--sweep", "f", "--storage", str(storage), "--no-analyze", "--max-failures", "1"]
     assert main(args) == 1
@@ -146,44 +104,35 @@ def test_a_failing_cell_is_retried_recorded_and_rerun_alone(local_ray, tmp_path,
     records = [json.loads(p.read_text()) for p in (storage / "f" / "failed").glob("*.json")]
     assert len(records) == 2 and all(r["attempts"] == 2 for r in records)   # max_failures=1: 2 tries
     assert len(rows(storage, "f")) == 2 * 64                                 # the rest completed
-    stamps = stored_files(storage / "f")
-    assert main(args) == 1                                      # the rerun retries only the failed cells
+    stamps = part_stamps(storage, "f")
+    assert main(args + ["--backend", "local"]) == 1             # the rerun retries only the failed cells
     assert meta(storage, "f")["cells"]["attempted_this_run"] == 2
     assert meta(storage, "f")["cells"]["computed_this_run"] == 0                # and they fail again
-    assert stamps == stored_files(storage / "f")
+    assert stamps == part_stamps(storage, "f")
 
 
-def test_a_dead_worker_node_loses_nothing(reference, gate, tmp_path):
+def test_a_dead_worker_node_loses_nothing(reference, gate, ray_nodes, ray_drivers, tmp_path):
     gate.admit(3)                                      # 3 cells, then every cell waits: mid-sweep
-    head = RayNode(num_cpus=1, env=gate.env(ray_env()))
-    worker = None
-    try:
-        head.wait_for_dashboard()
-        worker = RayNode(head_address=head.gcs_address, num_cpus=1, temp_dir=head.temp_dir, env=gate.env(ray_env()))
-        storage = tmp_path / "s"
-        proc = driver(["run", str(sweep_file(tmp_path)), "--sweep", "r", "--storage", str(storage),
-                       "--no-analyze", "--address", head.gcs_address, "--max-failures", "3"], gate)
-        deadline = time.time() + 180
-        while stored(storage) < 3 and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        at_kill = stored(storage)
-        worker.kill()                                  # the node dies mid-sweep
-        gate.open()
-        out, _ = proc.communicate(timeout=400)
-        assert proc.returncode == 0, out
-        assert at_kill < N_CELLS
-        final = rows(storage)
-        pd.testing.assert_frame_equal(final, reference)
-        print(f"worker node killed with {at_kill}/{N_CELLS} cells stored; {len(final)} rows equal")
-    finally:
-        if worker is not None and worker.proc.poll() is None:
-            worker.stop()
-        head.stop()
+    head = ray_nodes(num_cpus=1, env=gate.env(ray_env()))
+    head.wait_for_dashboard()
+    worker = ray_nodes(head_address=head.gcs_address, num_cpus=1, temp_dir=head.temp_dir, env=gate.env(ray_env()))
+    storage = tmp_path / "s"
+    driver = ray_drivers(["-m", "workflows", "run", str(sweep_file(tmp_path)), "--sweep", "r", "--storage",
+                          str(storage), "--no-analyze", "--address", head.gcs_address, "--max-failures", "3"],
+                         gate.env(ray_env()))
+    driver.wait_for(lambda: len(parts(storage)) >= 3, "3 cells stored", timeout=180)
+    at_kill = len(parts(storage))
+    worker.kill()                                      # the node dies mid-sweep
+    gate.open()
+    assert driver.finish(400) == 0, driver.output
+    assert at_kill < GATED_CELLS
+    final = rows(storage)
+    pd.testing.assert_frame_equal(final, reference)
+    print(f"worker node killed with {at_kill}/{GATED_CELLS} cells stored; {len(final)} rows equal")
 
 
-def test_divergence_gives_diverged_rows_and_no_crash(local_ray, tmp_path):
-    path = tmp_path / "sweeps.yaml"
-    path.write_text(textwrap.dedent("""
+def test_divergence_gives_diverged_rows_and_no_crash(tmp_path):
+    path = write_sweep(tmp_path, """
         sweeps:
           d:
             parameters:
@@ -191,29 +140,25 @@ def test_divergence_gives_diverged_rows_and_no_crash(local_ray, tmp_path):
               optimizer: {values: [{name: sgd, lr: 50.0}, {name: adam, lr: 100.0, beta1: 0.0}]}
               seeds: 32
               budget: 500
-        """))
-    assert main(["run", str(path), "--sweep", "d", "--storage", str(tmp_path / "s"), "--no-analyze"]) == 0
+        """)
+    assert main(["run", str(path), "--sweep", "d", "--storage", str(tmp_path / "s"), "--no-analyze",
+                 "--backend", "local"]) == 0
     out = rows(tmp_path / "s", "d")
     assert out[out["optimizer.name"] == "sgd"].diverged.all()
     assert out.escape_step.notna().all() and out.escaped.notna().all()
     assert out.escape_step.between(1, 500).all()
 
 
-def test_a_truncated_or_corrupt_block_is_recomputed_never_read(local_ray, tmp_path, monkeypatch):
-    """Blocks of one cell each (written in this process), then one truncated as a killed writer
-    without the rename would leave it, one overwritten with garbage, one replaced by another
-    block's bytes, and a leftover temporary file: the rerun (on Ray) recomputes exactly the three
-    cells whose blocks are not theirs any more, and the rows are the first run's."""
+def test_a_truncated_or_corrupt_part_is_recomputed_never_read(tmp_path):
     storage = tmp_path / "s"
-    sweep_file(tmp_path).write_text(textwrap.dedent(SWEEP).replace("gated_saddle", "quadratic_saddle"))
-    args = ["run", str(tmp_path / "sweeps.yaml"), "--sweep", "r", "--storage", str(storage), "--no-analyze"]
-    monkeypatch.setattr(blocks, "MAX_CELLS", 1)
-    assert main([*args, "--backend", "local"]) == 0
-    monkeypatch.undo()
+    write_sweep(tmp_path, GATED_SWEEP.replace("gated_saddle", "quadratic_saddle"))
+    args = ["run", str(tmp_path / "sweeps.yaml"), "--sweep", "r", "--storage", str(storage), "--no-analyze",
+            "--backend", "local"]
+    assert main(args) == 0
     reference = rows(storage)
     folder = storage / "r" / "blocks"
     files = sorted(p for p in folder.glob("*.parquet") if not p.name.endswith(".trace.parquet"))
-    assert len(files) == N_CELLS
+    assert len(files) == GATED_CELLS
     truncated, garbage, swapped = files[0], files[1], files[2]
     data = truncated.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])               # a killed writer without the rename

@@ -1,16 +1,17 @@
-"""Running sweeps on Ray Tune: the results layout and schema, resume, extension, and the same
-rows whatever the number of workers."""
-import json
+"""Running sweeps: the results layout and schema, resume and extension (on the local backend: the
+store, the plan and the report are the same code for both backends); and on Ray Tune what only Ray
+does: the rows of the local backend whatever the number of workers, a relative storage path under
+Tune, the cells tracked as Tune reports them, and no SIGINT handler of Tune's left behind."""
+import contextlib
+import io
 import os
-import textwrap
+import signal
 
 import pandas as pd
 import pytest
-from stored import stored_cells, stored_files
+from helpers import assert_same_rows, meta, part_stamps, parts, write_sweep
 
 from workflows.cli import main
-
-pytestmark = pytest.mark.ray
 
 SMOKE_LIKE = """
 sweeps:
@@ -31,16 +32,13 @@ sweeps:
 
 
 def run(tmp_path, anisotropies="[1, 100]", *extra):
-    tmp_path.mkdir(exist_ok=True)
-    path = tmp_path / "sweeps.yaml"
-    path.write_text(textwrap.dedent(SMOKE_LIKE.format(anisotropies=anisotropies)))
+    path = write_sweep(tmp_path, SMOKE_LIKE.format(anisotropies=anisotropies))
     code = main(["run", str(path), "--sweep", "s", "--storage", str(tmp_path / "results"), "--no-analyze", *extra])
-    results = tmp_path / "results" / "s"
-    return code, results, json.loads((results / "meta.json").read_text())
+    return code, tmp_path / "results" / "s", meta(tmp_path / "results", "s")
 
 
-def test_results_layout_schema_and_meta(local_ray, tmp_path):
-    code, results, meta = run(tmp_path)
+def test_results_layout_schema_and_meta(tmp_path):
+    code, results, meta = run(tmp_path, "[1, 100]", "--backend", "local")
     assert code == 0
     rows = pd.read_parquet(results / "rows.parquet")
     cells = pd.read_parquet(results / "cells.parquet")
@@ -64,19 +62,16 @@ def test_results_layout_schema_and_meta(local_ray, tmp_path):
     assert not list(results.rglob("*.tmp-*"))                          # every write was atomic
 
 
-def test_a_second_run_recomputes_nothing_and_an_extended_grid_only_its_new_cells(local_ray, tmp_path):
-    _, results, _ = run(tmp_path)
-    stamps = stored_files(results)
-    tables = {name: (results / name).stat().st_mtime_ns for name in ("rows.parquet", "cells.parquet")}
+def test_a_second_run_recomputes_nothing_and_an_extended_grid_only_its_new_cells(tmp_path):
+    _, results, _ = run(tmp_path, "[1, 100]", "--backend", "local")
+    stamps = part_stamps(results.parent, "s")
     rows_before = pd.read_parquet(results / "rows.parquet")
-    code, _, meta = run(tmp_path)
+    code, _, meta = run(tmp_path, "[1, 100]", "--backend", "local")
     assert code == 0 and meta["cells"]["computed_this_run"] == 0 and meta["cells"]["reused"] == 6
-    assert stamps == stored_files(results)
-    # Nothing changed: the tables are not rewritten (issue 25).
-    assert tables == {name: (results / name).stat().st_mtime_ns for name in ("rows.parquet", "cells.parquet")}
+    assert stamps == part_stamps(results.parent, "s")
     pd.testing.assert_frame_equal(rows_before, pd.read_parquet(results / "rows.parquet"))
 
-    code, _, meta = run(tmp_path, "[1, 10, 100]")
+    code, _, meta = run(tmp_path, "[1, 10, 100]", "--backend", "local")
     assert code == 0 and meta["cells"]["computed_this_run"] == 2 and meta["cells"]["reused"] == 6
     rows = pd.read_parquet(results / "rows.parquet")
     assert len(rows) == 8 * 16 and not rows.duplicated(["cell_id", "seed"]).any()
@@ -84,17 +79,8 @@ def test_a_second_run_recomputes_nothing_and_an_extended_grid_only_its_new_cells
     pd.testing.assert_frame_equal(old, rows_before)                   # old cells untouched
 
 
-def test_one_worker_and_two_workers_give_the_same_rows(local_ray, tmp_path):
-    _, one, _ = run(tmp_path / "one", "[1, 100]", "--workers", "1")
-    _, two, _ = run(tmp_path / "two", "[1, 100]", "--workers", "2")
-    key = ["cell_id", "seed"]
-    a = pd.read_parquet(one / "rows.parquet").sort_values(key).reset_index(drop=True)
-    b = pd.read_parquet(two / "rows.parquet").sort_values(key).reset_index(drop=True)
-    pd.testing.assert_frame_equal(a, b)
-
-
-def test_the_smoke_sweep_runs_and_its_report_has_every_table_and_figure(local_ray, tmp_path, capsys):
-    assert main(["run", "sweeps.yaml", "--sweep", "smoke", "--storage", str(tmp_path)]) == 0
+def test_the_smoke_sweep_runs_and_its_report_has_every_table_and_figure(tmp_path, capsys):
+    assert main(["run", "sweeps.yaml", "--sweep", "smoke", "--storage", str(tmp_path), "--backend", "local"]) == 0
     assert f"report: {tmp_path / 'smoke' / 'analysis' / 'report.md'}" in capsys.readouterr().out
     analysis = tmp_path / "smoke" / "analysis"
     for table in ("cells.csv", "comparison.csv", "exponents.csv", "fits.csv"):
@@ -107,12 +93,68 @@ def test_the_smoke_sweep_runs_and_its_report_has_every_table_and_figure(local_ra
     assert all(f"figures/{name}" in report for name in figures)
 
 
-def test_a_relative_storage_path_is_where_the_results_go(local_ray, tmp_path, monkeypatch):
-    path = tmp_path / "sweeps.yaml"
-    path.write_text(textwrap.dedent(SMOKE_LIKE.format(anisotropies="[1]")))
-    monkeypatch.chdir(tmp_path)
-    assert main(["run", "sweeps.yaml", "--sweep", "s", "--storage", "relative/results", "--no-analyze"]) == 0
-    assert len(stored_cells(tmp_path / "relative" / "results" / "s")) == 4
+# --- on Ray Tune ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def on_ray(local_ray, tmp_path_factory):
+    """The sweep run twice through Ray Tune by the CLI in this process, on the shared Ray: on one
+    worker into a relative storage path, and on two workers with a tracker; what the tests below
+    check, kept from the moment each run returned."""
+    root = tmp_path_factory.mktemp("on_ray")
+    write_sweep(root, SMOKE_LIKE.format(anisotropies="[1, 100]"))
+    runs = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        for workers, storage, extra in (("1", "relative/one", []), ("2", "relative/two", ["--track", "tensorboard"])):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                code = main(["run", "sweeps.yaml", "--sweep", "s", "--storage", storage, "--no-analyze",
+                             "--workers", workers, *extra])
+            runs[workers] = {"code": code, "out": out.getvalue(), "results": root / storage / "s",
+                             "sigint": signal.getsignal(signal.SIGINT)}
+    return runs
+
+
+def test_one_worker_and_two_workers_give_the_same_rows(on_ray):
+    assert on_ray["1"]["code"] == 0 and on_ray["2"]["code"] == 0
+    assert_same_rows(pd.read_parquet(on_ray["1"]["results"] / "rows.parquet"),
+                     pd.read_parquet(on_ray["2"]["results"] / "rows.parquet"))
+
+
+def test_the_local_and_ray_backends_give_the_same_rows(on_ray, tmp_path):
+    results = on_ray["2"]["results"]
+    ray_meta = meta(results.parent, "s")
+    assert ray_meta["run"]["backend"] == "ray" and ray_meta["cells"]["computed_this_run"] == 6
+    code, local, _ = run(tmp_path, "[1, 100]", "--backend", "local")
+    assert code == 0
+    assert_same_rows(pd.read_parquet(results / "rows.parquet"), pd.read_parquet(local / "rows.parquet"))
+    cells = ["cell_id", "status", "n_seeds", "n_escaped", "n_diverged", "mean_escape_step_of_escaped"]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(results / "cells.parquet")[cells].sort_values("cell_id").reset_index(drop=True),
+        pd.read_parquet(local / "cells.parquet")[cells].sort_values("cell_id").reset_index(drop=True))
+
+
+def test_a_relative_storage_path_is_where_the_results_go(on_ray):
+    """Relative to the directory the command ran in (root/relative/one), not to Tune's own folders."""
+    results = on_ray["1"]["results"]
+    assert on_ray["1"]["code"] == 0 and len(parts(results.parent, "s")) == 6
+
+
+def test_each_cell_is_tracked_as_tune_reports_it_stored(on_ray):
+    """The trackers hear of each cell from Tune's callback on the driver (workflows/tune_runner.py),
+    none left over for the end of the run."""
+    out, results = on_ray["2"]["out"], on_ray["2"]["results"]
+    assert "tracking: tensorboard: 6 cells tracked now, 0 were already" in out, out
+    assert "not tracked yet" not in out, out
+    assert {p.name for p in (results / "tensorboard").iterdir()} == {p.removesuffix(".parquet")
+                                                                     for p in parts(results.parent, "s")}
+
+
+def test_tune_leaves_no_sigint_handler_behind(on_ray):
+    """The swallowed Ctrl-C: Tune's handler stayed installed after fit() returned, so a Ctrl-C in
+    the analysis only set a flag. After a Ray run, SIGINT is Python's KeyboardInterrupt again."""
+    assert on_ray["1"]["sigint"] is signal.default_int_handler
+    assert on_ray["2"]["sigint"] is signal.default_int_handler
 
 
 def test_tune_does_not_import_the_trackers_to_count_callbacks_when_usage_statistics_are_off():

@@ -147,13 +147,16 @@ def check_cell_runs(client, sweep: str, sweeps_file: str, results: Path):
 
 
 def test_each_stored_cell_is_one_run_with_its_parameters_summary_and_a_parent_with_the_report(
-        local_ray, tracking_uri, tmp_path, capsys):
+        tracking_uri, tmp_path, capsys):
+    """On the local backend (the trackers hear of a cell from the Ray backend's Tune callback as from
+    the local loop: tests/test_run.py checks that one)."""
     results = tmp_path / "smoke"
-    assert main(["run", SWEEPS, "--sweep", "smoke", "--storage", str(tmp_path), "--track", "mlflow"]) == 0
+    assert main(["run", SWEEPS, "--sweep", "smoke", "--storage", str(tmp_path), "--backend", "local",
+                 "--track", "mlflow"]) == 0
     captured = capsys.readouterr()
     out = captured.out
     assert "tracking: mlflow: 6 cells tracked now, 0 were already" in out, captured.err
-    assert "not tracked yet" not in out            # each as Tune reported it stored, none left for the end
+    assert "not tracked yet" not in out            # each as it was stored, none left for the end
     client = MlflowClient(tracking_uri)
     runs = check_cell_runs(client, "smoke", SWEEPS, results)
     (parent,) = runs_of(client, "smoke", str(results), "sweep")
@@ -171,8 +174,8 @@ def test_each_stored_cell_is_one_run_with_its_parameters_summary_and_a_parent_wi
 
     # Again: nothing computed, nothing logged twice; one more parent run for this invocation.
     capsys.readouterr()
-    assert main(["run", SWEEPS, "--sweep", "smoke", "--storage", str(tmp_path), "--track", "mlflow",
-                 "--no-analyze"]) == 0
+    assert main(["run", SWEEPS, "--sweep", "smoke", "--storage", str(tmp_path), "--backend", "local", "--track",
+                 "mlflow", "--no-analyze"]) == 0
     assert "tracking: mlflow: 0 cells tracked now, 6 were already" in capsys.readouterr().out
     assert sorted(r.info.run_id for r in runs_of(client, "smoke", str(results))) == sorted(r.info.run_id for r in runs)
     second = [p for p in runs_of(client, "smoke", str(results), "sweep") if p.info.run_id != parent.info.run_id]

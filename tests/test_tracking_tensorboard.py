@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from gate import Gate
+from helpers import parts
 from raycluster import BIN, free_ports, kill_session
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
@@ -172,10 +173,10 @@ def test_ctrl_c_with_a_tracker_stops_as_without_and_the_rerun_tracks_the_rest(tm
     env = gate.env(dict(os.environ))
     args = [sys.executable, "-m", "workflows", "run", str(tmp_path / "r.yaml"), "--storage", str(tmp_path),
             "--backend", "local", "--no-analyze", "--track", "tensorboard"]
-    parts, logdir = tmp_path / "r" / "parts", tmp_path / "r" / "tensorboard"
+    logdir = tmp_path / "r" / "tensorboard"
 
     def stored():
-        return {p.name.removesuffix(".parquet") for p in parts.glob("*.parquet")} if parts.exists() else set()
+        return parts(tmp_path, "r")
 
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env=env)

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from gate import Gate
 from raycluster import kill_session, ray_env
-from stored import block_of, stored_cells, stored_files
+from helpers import block_of, stored_cells, stored_files
 
 from analysis.tuned import Tuned
 from workflows import run_sweep
