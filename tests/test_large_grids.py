@@ -1,0 +1,89 @@
+"""Large grids (issue 25): driver work that must not grow faster than the sweep. Speed is measured
+in `make bench` (benchmarks/grid_scale.py); these tests check the shape of the work, by counting
+passes and allocations, never by timing."""
+from __future__ import annotations
+
+import argparse
+import sys
+import tracemalloc
+from pathlib import Path
+
+from workflows import cli
+from workflows.estimate import varying_table
+from workflows.spec import load_sweeps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.grid_scale import sweep_yaml  # noqa: E402  the issue's grid, cut to a size
+
+
+def grid(tmp_path, cells: int):
+    path = tmp_path / "grid.yaml"
+    path.write_text(sweep_yaml(cells))
+    return load_sweeps(path, only="grid", max_cells=cells)["grid"]
+
+
+class CountedCells(list):
+    """The sweep's cells, counting the passes over them."""
+    passes = 0
+
+    def __iter__(self):
+        CountedCells.passes += 1
+        return super().__iter__()
+
+
+class FailedStore:
+    """A store whose every cell failed, plus one record of a cell that is no longer in the sweep."""
+
+    def __init__(self, keys):
+        self.records = {key: {"error": f"RuntimeError: cell {key}\ntraceback"} for key in keys}
+        self.records["not-in-this-sweep"] = {"error": "RuntimeError: stale"}
+
+    def failures(self):
+        return self.records
+
+
+def test_failed_cells_are_listed_in_one_pass_over_the_sweep(tmp_path, monkeypatch, capsys):
+    """The listing of failed cells built the set of the sweep's cell ids once per failed cell: 1,000
+    failed cells took 85 s, 10⁴ would take hours. Every failed cell of the sweep is listed, the
+    stale record is not, and the sweep's cells are read once whatever the number of failures."""
+    sweep = grid(tmp_path, 100)
+    keys = [cell.id for cell in sweep.cells]
+    sweep.cells = CountedCells(sweep.cells)
+    store = FailedStore(keys)
+    result = argparse.Namespace(counts={"total": 100, "done": 0, "failed": 100, "missing": 0},
+                                meta={"run": {"backend": "local"}, "cells": {"computed_this_run": 0}},
+                                store=store, tracking=None)
+    monkeypatch.setattr(cli, "execute", lambda *a, **k: result)
+    args = argparse.Namespace(storage=str(tmp_path), backend="local", workers=None, address=None, max_failures=0,
+                              allow_changed=False, track=None, no_analyze=True)
+    CountedCells.passes = 0
+    assert cli.run_and_report(sweep, args) == 1
+    listed = [line.split()[2].rstrip(":") for line in capsys.readouterr().out.splitlines()
+              if line.startswith("  failed cell ")]
+    assert sorted(listed) == sorted(keys)
+    assert CountedCells.passes <= 1
+
+
+def test_the_dry_runs_table_does_not_grow_with_the_cells(tmp_path):
+    """The dry run's table of what varies made a frame of every cell's columns (1 GB at 10⁵ cells);
+    now it keeps the first 40 cells and each column's first value. Python's allocations while the
+    table of 10⁴ cells is made stay under 2 MB (a frame of them took about 30), and it shows the
+    same thing as for the first 40 cells alone, plus the count of the rest."""
+    sweep = grid(tmp_path, 10_000)
+    cells = sweep.cells
+    ids = [cell.id for cell in cells]
+    tracemalloc.start()
+    try:
+        fixed, lines = varying_table(cells, set(ids[:5]), ids)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 2**20, f"{peak / 2**20:.1f} MB"
+    assert lines[-1] == "... and 9960 more cells"
+    assert len(lines) == 1 + 40 + 1                                  # header, 40 cells, the rest counted
+    header = lines[0].split()
+    assert header[0] == "#" and header[-1] == "stored"
+    # the grid's varying factors (the first four: learning rate, anisotropy, curvature, noise scale)
+    assert {"optimizer.lr", "problem.anisotropy", "problem.curvature", "problem.noise_scale"} <= set(header)
+    assert "seeds=16" in fixed and "budget=200" in fixed
+    assert [line.split()[-1] for line in lines[1:6]] == ["yes"] * 5 and lines[6].split()[-1] == "no"
