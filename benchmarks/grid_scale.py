@@ -117,29 +117,76 @@ def export(ref: str, workdir: Path) -> Path:
     return target
 
 
+def measure_sizes(cells: list[int], *, before: str | None = None, after: str | None = None, backend: str = "ray",
+                  before_cells: list[int] | None = None, workdir: Path | None = None, out: str | None = None,
+                  echo=print) -> list[dict]:
+    """Each size with this checkout (or git ref `after`; 'none': not measured) and, where `before`
+    names a git ref, with that code too, alternately (before, after) size by size. `before_cells`:
+    the sizes the before code runs (default: all; its 10⁵ takes about 45 minutes)."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="grid_scale_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    sources = [] if after == "none" else [("after", export(after, workdir) if after else ROOT)]
+    if before:
+        sources.insert(0, ("before", export(before, workdir)))
+    rows = []
+    for size in cells:
+        for label, source in sources:
+            if label == "before" and before_cells is not None and size not in before_cells:
+                continue
+            row = measure(source, size, backend, workdir, label)
+            rows.append(row)
+            echo(json.dumps(row))
+            if out:
+                with open(out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    return rows
+
+
+COLUMNS = ("cells", "code", "wall", "Tune phase", "after the last cell", "rerun, nothing to compute", "dry run",
+           "driver peak (run / rerun / dry run)", "files / bytes", "load before / at the rerun")
+
+
+def table_rows(rows: list[dict]) -> list[dict]:
+    """The issue's table, one line per measured size and code."""
+    def mb(n):
+        return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+    return [{"cells": f"{r['cells']:,}", "code": r["code"], "wall": f"{r['wall_s']:.1f} s",
+             "Tune phase": f"{r['tune_s']:.1f} s" if r.get("tune_s") is not None else "-",
+             "after the last cell": f"{r['after_last_cell_s']:.1f} s",
+             "rerun, nothing to compute": f"{r['rerun_s']:.1f} s", "dry run": f"{r['dry_run_s']:.1f} s",
+             "driver peak (run / rerun / dry run)":
+                 f"{r['peak_GiB']:.2f} / {r['rerun_peak_GiB']:.2f} / {r['dry_run_peak_GiB']:.2f} GiB",
+             "files / bytes": f"{r['files']:,} / {mb(r['bytes'])}",
+             "load before / at the rerun": f"{r['load_before'].split()[0]} / {r['load_rerun'].split()[0]}"}
+            for r in rows]
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in table_rows(rows)]
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", default="1000,10000")
     parser.add_argument("--before", default=None, help="a git ref whose code is measured too, alternately")
+    parser.add_argument("--before-cells", default=None, help="the sizes the --before code runs (default: all)")
     parser.add_argument("--after", default=None,
                         help="a git ref for the code measured as `after` (default: this checkout as it is); "
                              "'none' measures only --before")
     parser.add_argument("--backend", default="ray", choices=("ray", "local"))
     parser.add_argument("--out", default=None, help="append the rows, as JSON lines, to this file")
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--table", default=None, help="print the table of the rows of this JSON-lines file; run nothing")
     args = parser.parse_args()
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="grid_scale_"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    sources = [] if args.after == "none" else [("after", export(args.after, workdir) if args.after else ROOT)]
-    if args.before:
-        sources.insert(0, ("before", export(args.before, workdir)))
-    for cells in map(int, args.cells.split(",")):
-        for label, source in sources:
-            row = measure(source, cells, args.backend, workdir, label)
-            print(json.dumps(row), flush=True)
-            if args.out:
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+    if args.table:
+        print(markdown([json.loads(line) for line in Path(args.table).read_text().splitlines() if line.strip()]))
+        return
+    rows = measure_sizes(list(map(int, args.cells.split(","))), before=args.before, after=args.after,
+                         backend=args.backend, workdir=args.workdir, out=args.out,
+                         before_cells=list(map(int, args.before_cells.split(","))) if args.before_cells else None)
+    print(markdown(rows))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,11 @@
    problems, per coordinate-step of a whole cell (benchmarks/matrix_speed.py);
 4. the sweep overhead of Ray Tune on the `quick` sweep, with 1 and 2 workers;
 5. `analyze` on 10⁶ rows: time and peak memory;
-6. the scale-out of the study's sweeps to 1, 8 and 64 workers, from the measured costs.
+6. the scale-out of the study's sweeps to 1, 8 and 64 workers, from the measured costs;
+7. large grids (benchmarks/grid_scale.py, issue 25): the issue's grid of cheap cells at 10³, 10⁴
+   and 10⁵ cells (--quick: 10³ and 10⁴), each run, rerun with nothing to compute and dry-run in a
+   fresh driver process; the code before the block store (git ref GRID_BEFORE) at 10³ and 10⁴,
+   alternately with this checkout, `uptime`'s load recorded with each figure. About 25 minutes.
 
 Engine and floor run on one thread, as one Ray Tune trial does. `--only jax,floor` runs a subset
 (scale-out needs the sweep section); the file written holds what this run measured.
@@ -40,7 +44,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import adapter_speed, jax_reference, matrix_speed  # noqa: E402
+from benchmarks import adapter_speed, grid_scale, jax_reference, matrix_speed  # noqa: E402
 from benchmarks.analysis_million_rows import measure as measure_analysis  # noqa: E402
 from workflows.registry import make_problem  # noqa: E402
 from workflows import normalize_cell, simulate  # noqa: E402
@@ -57,7 +61,8 @@ SCALING_SWEEP = "noise_precond"     # a sweep with minutes of work, for 1 agains
 # The JAX comparison: issue 14's small cells (3000 steps, as its table) and two at R·d ≥ 10⁶.
 JAX_SMALL = ((64, 10), (256, 4), (1024, 2), (1024, 10))
 JAX_LARGE = ((16384, 100), (65536, 16))
-SECTIONS = ("loop", "jax", "floor", "adapter", "matrix", "sweep", "analysis", "scale")
+SECTIONS = ("loop", "jax", "floor", "adapter", "matrix", "sweep", "analysis", "scale", "grids")
+GRID_BEFORE = "b23bedb"      # the last commit before the block store (issue 25): a part file per cell
 
 
 def saddle(d: int) -> dict:
@@ -400,6 +405,16 @@ def main():
             results["scale_out"] = bench_scale_out(results["sweep"])
             print(table(results["scale_out"], ["sweep", "cells", "workers", "estimated_wall_s", "longest_cell_s",
                                                "limit"]))
+    if "grids" in only:
+        with clock.section("grids"):
+            sizes = [1000, 10_000] if args.quick else [1000, 10_000, 100_000]
+            print(f"\n7. large grids: {', '.join(f'{n:,}' for n in sizes)} cells of the issue-25 grid (quadratic_saddle, "
+                  f"dim 2, sgd, 16 seeds, budget 200), Ray backend, 2 workers, --no-analyze; before = {GRID_BEFORE} "
+                  "at 10^3 and 10^4 cells, alternately; load = uptime's 1-minute average (2 cores)", flush=True)
+            with tempfile.TemporaryDirectory(prefix="grid_scale_") as work:
+                results["grids"] = grid_scale.measure_sizes(sizes, before=GRID_BEFORE, before_cells=[1000, 10_000],
+                                                            workdir=Path(work), echo=lambda line: None)
+            print(grid_scale.markdown(results["grids"]))
     results["section_seconds"] = clock.seconds
     Path(args.out).write_text(json.dumps(results, indent=2, default=str))
     print(f"\nwritten: {args.out}")
