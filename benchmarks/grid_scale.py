@@ -152,7 +152,10 @@ def table_rows(rows: list[dict]) -> list[dict]:
         return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
     return [{"cells": f"{r['cells']:,}", "code": r["code"], "wall": f"{r['wall_s']:.1f} s",
              "Tune phase": f"{r['tune_s']:.1f} s" if r.get("tune_s") is not None else "-",
-             "after the last cell": f"{r['after_last_cell_s']:.1f} s",
+             # wall less Ray's start and Tune's phase (the driver's own start counts in it), and where
+             # the driver stamps its last cell, the exact time from that stamp to the command's end
+             "after the last cell": f"{r['after_last_cell_s']:.1f} s" + (
+                 f" ({r['after_last_cell_stamped_s']:.1f} s stamped)" if r.get("after_last_cell_stamped_s") else ""),
              "rerun, nothing to compute": f"{r['rerun_s']:.1f} s", "dry run": f"{r['dry_run_s']:.1f} s",
              "driver peak (run / rerun / dry run)":
                  f"{r['peak_GiB']:.2f} / {r['rerun_peak_GiB']:.2f} / {r['dry_run_peak_GiB']:.2f} GiB",

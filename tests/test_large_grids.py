@@ -87,3 +87,47 @@ def test_the_dry_runs_table_does_not_grow_with_the_cells(tmp_path):
     assert {"optimizer.lr", "problem.anisotropy", "problem.curvature", "problem.noise_scale"} <= set(header)
     assert "seeds=16" in fixed and "budget=200" in fixed
     assert [line.split()[-1] for line in lines[1:6]] == ["yes"] * 5 and lines[6].split()[-1] == "no"
+
+
+def test_a_stored_cell_costs_at_most_twice_its_rows(tmp_path):
+    """Issue 25's storage goal: a block's bytes per cell at most 2x its rows' compressed size (the
+    same rows as one parquet file without the list of cells). The list of cells in the footer was
+    written twice, once base64-encoded inside pyarrow's copy of the schema: 4.6x. Every cell still
+    reads back from the footer, with its row range and summary, and a block of the previous
+    format (its cells as plain JSON) still reads."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from workflows import simulate
+    from workflows.blocks import BlockWriter
+    from workflows.store import BLOCKS, META_KEY, Store
+
+    sweep = grid(tmp_path, 100)
+    store = Store(str(tmp_path / "store"), "grid")
+    with BlockWriter(store, "t-0-", flush_seconds=3600) as writer:
+        for cell in sweep.cells:
+            result = simulate(cell)
+            writer.add(cell.id, cell["seeds"], result.columns, None, result.seconds)
+    [block] = (tmp_path / "store" / "grid" / BLOCKS).glob("*.parquet")
+    rows = pq.read_table(block).replace_schema_metadata(None)
+    sink = io.BytesIO()
+    pq.write_table(rows, sink)
+    ratio = block.stat().st_size / len(sink.getvalue())
+    assert ratio <= 2, f"a block is {ratio:.2f}x its rows"
+    index = store.index()
+    assert sorted(index.ids()) == sorted(cell.id for cell in sweep.cells)
+    entry = index.entry(sweep.cells[7].id)
+    assert entry["row_start"] == 7 * 16 and entry["n_rows"] == 16 and entry["summary"]["n_seeds"] == 16
+    assert rows.slice(entry["row_start"], 16).column("cell_id").to_pylist() == [sweep.cells[7].id] * 16
+
+    # The previous format: the same rows with the list of cells as plain JSON in the schema.
+    import json
+    cells = [{k: v for k, v in index.entry(c.id).items() if k in ("cell_id", "seeds", "n_rows", "has_trace",
+                                                                  "row_start", "stored_at")}
+             for c in sweep.cells]
+    store.write_table(f"{BLOCKS}/old-format.parquet", rows, {"format": 2, "cells": cells})
+    block.unlink()
+    assert sorted(Store(str(tmp_path / "store"), "grid").index().ids()) == sorted(cell.id for cell in sweep.cells)
+    assert META_KEY in pq.read_metadata(tmp_path / "store" / "grid" / BLOCKS / "old-format.parquet").metadata

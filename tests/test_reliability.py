@@ -17,6 +17,7 @@ from gate import Gate
 from helpers import GATED_CELLS, GATED_SWEEP, Driver, meta, part_stamps, parts, rows, write_sweep
 from raycluster import ray_env
 
+from workflows import blocks
 from workflows.cli import main
 
 pytestmark = pytest.mark.reliability
@@ -149,12 +150,19 @@ def test_divergence_gives_diverged_rows_and_no_crash(tmp_path):
     assert out.escape_step.between(1, 500).all()
 
 
-def test_a_truncated_or_corrupt_part_is_recomputed_never_read(tmp_path):
+def test_a_truncated_or_corrupt_block_is_recomputed_never_read(tmp_path, monkeypatch):
+    """Blocks of one cell each, then one truncated as a killed writer without the rename would
+    leave it, one overwritten with garbage, one replaced by another block's bytes, and a leftover
+    temporary file: the rerun recomputes exactly the three cells whose blocks are not theirs any
+    more, and the rows are the first run's. (The merge of the test suite's reorganisation had lost
+    the one-cell blocks: 16 fast cells went into one or two blocks.)"""
     storage = tmp_path / "s"
     write_sweep(tmp_path, GATED_SWEEP.replace("gated_saddle", "quadratic_saddle"))
     args = ["run", str(tmp_path / "sweeps.yaml"), "--sweep", "r", "--storage", str(storage), "--no-analyze",
             "--backend", "local"]
+    monkeypatch.setattr(blocks, "MAX_CELLS", 1)
     assert main(args) == 0
+    monkeypatch.undo()
     reference = rows(storage)
     folder = storage / "r" / "blocks"
     files = sorted(p for p in folder.glob("*.parquet") if not p.name.endswith(".trace.parquet"))
