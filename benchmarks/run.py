@@ -19,7 +19,7 @@
 7. large grids (benchmarks/grid_scale.py, issue 25): the issue's grid of cheap cells at 10³, 10⁴
    and 10⁵ cells (--quick: 10³ and 10⁴), each run, rerun with nothing to compute and dry-run in a
    fresh driver process; the code before the block store (git ref GRID_BEFORE) at 10³ and 10⁴,
-   alternately with this checkout, `uptime`'s load recorded with each figure. About 25 minutes.
+   alternately with this checkout, `uptime`'s load recorded with each figure. 30-60 minutes.
 
 Engine and floor run on one thread, as one Ray Tune trial does. `--only jax,floor` runs a subset
 (scale-out needs the sweep section); the file written holds what this run measured.
