@@ -19,7 +19,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .rows import COLUMNS
 
@@ -64,6 +63,10 @@ def kaplan_meier(duration: np.ndarray, event: np.ndarray, horizon: float) -> tup
     duration, event = np.asarray(duration, dtype=float), np.asarray(event, dtype=bool)
     if not event.any():                         # no escape at all: S = 1 up to the last time seen
         return np.inf, np.inf, np.inf, float(min(horizon, duration.max()) + max(0.0, horizon - duration.max()))
+    # scipy.stats on first use: importing it took 0.9 s of every command that reads a sweep's
+    # store (a rerun, a dry run), which never needs it (the workers import it when they warm up).
+    from scipy import stats
+
     fit = stats.ecdf(stats.CensoredData(uncensored=duration[event], right=duration[~event]))
     times, survival = fit.sf.quantiles, fit.sf.probabilities
     with warnings.catch_warnings():           # "undefined at some observations": where S = 0 or 1
