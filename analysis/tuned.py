@@ -81,6 +81,16 @@ class Tuned:
             return []
         return [("tuned_curves", lambda p: (tuning_figure(self.trials, self.best, self.spec, p, save), ""))]
 
+    def pair_how(self, how: str) -> str:
+        """How the report's pairwise comparisons were chosen, and in a tuned sweep what they are not:
+        they pair the points the searches happened to try at the same nominal settings (tuning and
+        fresh seeds alike, on escape time), so they are not the sweep's verdict."""
+        if self.spec is None:
+            return how
+        return (f"{how}; in this tuned sweep they pair the cells the searches tried at equal nominal settings (any "
+                "lr both variants tried, tuning and fresh seeds alike) on escape time: not the sweep's verdict, "
+                "which is the tuned comparison (each variant at its own tuned point, fresh seeds only)")
+
     def sections(self) -> list[tuple[str, list[str], str]]:
         if self.spec is None:
             return []
