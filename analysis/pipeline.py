@@ -67,7 +67,7 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
     pairs = Pairs.of(rows, cells, design, artefacts, reference, results.meta)
     asked = Questions.of(rows, cells)
     # A tuned sweep's comparison (tuning.parquet beside its rows): its verdict leads the report.
-    tuned = Tuned.of(results.root, rows, cells, results.meta, reference)
+    tuned = Tuned.of(results.root, rows, cells, results.meta, reference, flags)
     jobs = (tuned.figure_jobs(Saver(dpi, formats))
             + figure_jobs(rows, cells, results.traces, pairs.comparisons, design, dpi=dpi, formats=formats,
                           settings=pairs.settings,

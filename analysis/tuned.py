@@ -41,6 +41,7 @@ from workflows.core.tuning import TuneSpec, scores, target_times
 
 from .palette import palette, split_label
 from .report import markdown_table
+from .sanity import ARTEFACT, FEW_STEPS
 
 BOOTSTRAP = 1000
 SEED = 23                    # the bootstrap's generator: reruns of an analysis agree
@@ -61,7 +62,9 @@ class Tuned:
 
     @classmethod
     def of(cls, root: Path | None, rows: pd.DataFrame, cells: pd.DataFrame, meta: dict | None,
-           reference=None) -> Tuned:
+           reference=None, flags: pd.DataFrame | None = None) -> Tuned:
+        """`flags`: the report's sanity flags (analysis/sanity.py), one row per (cell, flag); a chosen
+        cell whose target time they call an artefact of the set-up is flagged in the verdict."""
         path = None if root is None else Path(root) / "tuning.parquet"
         if path is None or not path.is_file() or not (meta or {}).get("tuning"):
             return cls(None, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
@@ -70,7 +73,8 @@ class Tuned:
         table = table[table["cell_id"].isin(set(rows["cell_id"].astype(str)))]
         runs = _runs(rows, spec.target, set(table["cell_id"]))
         trials = _trials(table, runs, spec)
-        best, speedups, ref = _verdicts(trials, runs, cells, spec, reference or (meta.get("analysis") or {}).get("reference"))
+        best, speedups, ref = _verdicts(trials, runs, cells, spec, reference or (meta.get("analysis") or {}).get("reference"),
+                                        _artefacts(flags, spec.target))
         return cls(spec, trials, best, speedups, ref)
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -141,7 +145,17 @@ def _text(point: tuple, keys: list[str]) -> str:
     return ", ".join(f"{k.split('.', 1)[1]}={v:g}" for k, v in zip(keys, point))
 
 
-def _verdicts(trials, runs, cells, spec: TuneSpec, reference) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
+def _artefacts(flags: pd.DataFrame | None, target: str) -> dict[str, str]:
+    """cell_id -> why its `target` time is an artefact of the set-up (the escape flags for escape,
+    the SOSP flags for sosp; none concern the time to f - f_min)."""
+    if flags is None or not len(flags):
+        return {}
+    own = flags[(flags["severity"] == ARTEFACT) & (flags["affects"] == target)]
+    return {cell: "; ".join(f"{r.flag}: {r.why}" for r in part.itertuples(index=False))
+            for cell, part in own.groupby("cell_id", sort=False)}
+
+
+def _verdicts(trials, runs, cells, spec: TuneSpec, reference, artefacts=None) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
     keys = spec.keys
     rng = np.random.default_rng(SEED)
     best_rows, draws = [], {}
@@ -155,7 +169,7 @@ def _verdicts(trials, runs, cells, spec: TuneSpec, reference) -> tuple[pd.DataFr
         pick_tune = rng.integers(0, n_tune, (BOOTSTRAP, n_tune))
         pick_fresh = rng.integers(0, n_fresh, (BOOTSTRAP, n_fresh))
         for group, part in in_setting.groupby("group", sort=True):
-            row, drawn = _group(part, runs, cells, spec, pick_tune, pick_fresh)
+            row, drawn = _group(part, runs, cells, spec, pick_tune, pick_fresh, artefacts or {})
             if row is not None:
                 best_rows.append({"setting": setting, **row})
                 draws[(setting, row["variant"])] = drawn
@@ -184,7 +198,7 @@ def _reference(variants, asked) -> str:
     return min(variants)
 
 
-def _group(part, runs, cells, spec, pick_tune, pick_fresh) -> tuple[dict | None, dict]:
+def _group(part, runs, cells, spec, pick_tune, pick_fresh, artefacts: dict) -> tuple[dict | None, dict]:
     """The group's choice and fresh verdict, and its bootstrap draws {stat, fixed, censored}."""
     keys = spec.keys
     tuned = part[part["role"] == "tune"].sort_values(keys)         # ascending: ties go to the smallest point
@@ -218,6 +232,8 @@ def _group(part, runs, cells, spec, pick_tune, pick_fresh) -> tuple[dict | None,
            "reselected": float(np.mean(chosen_index == points.index(best_point))),
            "outside": float(np.mean(~np.isin(anywhere, candidates))),
            "predicted": predicted,
+           # the chosen cell's time measures the set-up (a first step that reaches r), not the target
+           "artefact": artefacts.get(fresh_of[best_point]) or artefacts.get(chosen["cell_id"].iloc[0], ""),
            "theory_note": "" if spec.target == "escape" else "the theory predicts escape times only"}
     if spec.target == "escape" and cell is not None and not np.isfinite(predicted):
         row["theory_note"] = str(cell.get("theory_note", "") or "no prediction")
@@ -240,6 +256,7 @@ def _speedup(setting: str, variant, reference, drawn: dict, ref_drawn: dict, key
             "variant_at": _text(drawn["point"], keys), "reference_at": _text(ref_drawn["point"], keys),
             "speedup": ref_drawn["value"] / drawn["value"], "lo": lo, "hi": hi, "fixed_lo": fixed_lo,
             "fixed_hi": fixed_hi, "bound": bound,
+            "artefact": ", ".join(side for side, r in (("variant", variant), ("reference", reference)) if r["artefact"]),
             "censored_share": float(np.mean(drawn["censored"] | ref_drawn["censored"])),
             "predicted_speedup": predicted}
 
@@ -261,6 +278,18 @@ def verdicts(t: Tuned) -> list[str]:
         where = f"{setting}: " if setting else ""
         out.append(f"{where}{unit} steps on the fresh seeds, each at its tuned point: {chosen}"
                    + (f". Speed-up over {t.reference} (selection included): {against}" if against else "") + ".")
+    for _, r in t.best[t.best["artefact"] != ""].iterrows():
+        out.append(f"**Measures the set-up, not the saddle:** {r['variant']}" + (f" ({r['setting']})" if r["setting"] else "")
+                   + f" chose {_text(tuple(r[k] for k in t.spec.keys), t.spec.keys)}, a cell whose time is an "
+                   f"artefact ({r['artefact']}): its time and speed-ups measure the first step, not the saddle.")
+    few = t.best[t.best["fresh_statistic"] <= FEW_STEPS]
+    if len(few):
+        out.append(f"**One step is the resolution:** in {len(few)} of {len(t.best)} choices the fresh-seed "
+                   f"{unit} is at most {FEW_STEPS} steps ("
+                   + "; ".join(f"{r['variant']}" + (f" ({r['setting']})" if r['setting'] else "")
+                               + f" {r['fresh_statistic']:g}" for _, r in few.iterrows())
+                   + "): their speed-ups are ratios of small whole numbers, and each such choice is the step size "
+                   "at which the first few steps already reach the target.")
     for r in t.best[t.best["at_edge"] != ""].itertuples(index=False):
         out.append(f"**At the edge of its range:** {r.variant}" + (f" ({r.setting})" if r.setting else "")
                    + f" chose {r.at_edge} at an end of the range searched; a better setting may lie beyond it.")

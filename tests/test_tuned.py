@@ -377,3 +377,27 @@ def test_the_readme_tuned_sweep_runs_as_written_and_shows_what_the_readme_says(t
         assert set(names) <= set(pd.read_csv(analysis / table).columns) and all(f"`{n}`" in section for n in names)
     # The pairwise comparisons say they are not the verdict.
     assert "not the sweep's verdict" in report
+
+
+def test_a_choice_whose_time_is_an_artefact_of_the_set_up_is_named_in_the_verdict(tmp_path):
+    """Tuned for escape on a plain quadratic saddle, RMSProp with the paper's beta2 is fastest at lr 1,
+    where beta2 = 0 and the first step is lr per coordinate: it reaches r at once. The report's
+    sanity flags call that cell an artefact; the tuned verdict must say its choice is one, and that
+    times of a few steps are ratios of small whole numbers."""
+    spec = {"parameters": {"problem": {"name": "quadratic_saddle", "dim": 2, "anisotropy": 10},
+                           "optimizer": {"values": [{"name": "sgd"}, {"name": "rmsprop", "beta2": {"rule": "paper"}}]},
+                           "seeds": 32, "budget": 3000},
+            "tune": {"optimizer.lr": {"min": 1e-2, "max": 1.0}, "target": "escape", "trials": 4}}
+    result = run_sweep(spec, "artefact", storage=tmp_path, backend="local")
+    report = Path(result.analyze()).read_text()
+    analysis = Path(result.path) / "analysis"
+    best = pd.read_csv(analysis / "tuned_best.csv", keep_default_na=False).set_index("variant")
+    sanity = pd.read_csv(analysis / "sanity.csv")
+    chosen = tuning(result).query("best and role == 'fresh'").set_index("variant")
+    assert float(best.loc["rmsprop", "optimizer.lr"]) == 1.0
+    assert chosen.loc["rmsprop", "cell_id"] in set(sanity.loc[sanity.severity == "artefact", "cell_id"])
+    assert best.loc["rmsprop", "artefact"].startswith("first step reaches r") and best.loc["sgd", "artefact"] == ""
+    assert "**Measures the set-up, not the saddle:** rmsprop chose lr=1" in report
+    speedups = pd.read_csv(analysis / "tuned_speedups.csv", keep_default_na=False)
+    assert speedups["artefact"].tolist() == ["variant"]
+    assert "**One step is the resolution:**" in report
