@@ -274,6 +274,7 @@ def verdicts(t: Tuned) -> list[str]:
             for _, r in part.iterrows())
         ratios = t.speedups[t.speedups["setting"] == setting] if len(t.speedups) else pd.DataFrame()
         against = "; ".join(f"{r.variant} {r.bound + ' ' if r.bound else ''}{r.speedup:.3g}x [{r.lo:.3g}, {r.hi:.3g}]"
+                            + (f" (theory {r.predicted_speedup:.3g})" if np.isfinite(r.predicted_speedup) else "")
                             for r in ratios.itertuples(index=False))
         where = f"{setting}: " if setting else ""
         out.append(f"{where}{unit} steps on the fresh seeds, each at its tuned point: {chosen}"
