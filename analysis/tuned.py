@@ -257,8 +257,19 @@ def _speedup(setting: str, variant, reference, drawn: dict, ref_drawn: dict, key
             "speedup": ref_drawn["value"] / drawn["value"], "lo": lo, "hi": hi, "fixed_lo": fixed_lo,
             "fixed_hi": fixed_hi, "bound": bound,
             "artefact": ", ".join(side for side, r in (("variant", variant), ("reference", reference)) if r["artefact"]),
+            # a side whose best lies at its range's edge may be faster beyond it: the reference's makes the
+            # speed-up an upper bound on the tuned one, the variant's a lower bound, both: neither
+            "edge": _edge_bound(variant["at_edge"], reference["at_edge"]),
             "censored_share": float(np.mean(drawn["censored"] | ref_drawn["censored"])),
             "predicted_speedup": predicted}
+
+
+def _edge_bound(variant_edge: str, reference_edge: str) -> str:
+    if variant_edge and reference_edge:
+        return "both at their range's edge: no bound"
+    if reference_edge:
+        return "reference at its range's edge: an upper bound"
+    return "variant at its range's edge: a lower bound" if variant_edge else ""
 
 
 def verdicts(t: Tuned) -> list[str]:
@@ -275,6 +286,7 @@ def verdicts(t: Tuned) -> list[str]:
         ratios = t.speedups[t.speedups["setting"] == setting] if len(t.speedups) else pd.DataFrame()
         against = "; ".join(f"{r.variant} {r.bound + ' ' if r.bound else ''}{r.speedup:.3g}x [{r.lo:.3g}, {r.hi:.3g}]"
                             + (f" (theory {r.predicted_speedup:.3g})" if np.isfinite(r.predicted_speedup) else "")
+                            + (f" (**{r.edge}**)" if r.edge else "")
                             for r in ratios.itertuples(index=False))
         where = f"{setting}: " if setting else ""
         out.append(f"{where}{unit} steps on the fresh seeds, each at its tuned point: {chosen}"

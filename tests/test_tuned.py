@@ -108,6 +108,9 @@ def test_a_best_at_the_ranges_edge_is_flagged_in_the_search_and_the_report(tmp_p
     speedups = pd.read_csv(Path(result.path) / "analysis" / "tuned_speedups.csv")
     assert list(speedups.variant) == ["adam"] and (speedups.lo <= speedups.speedup).all() \
         and (speedups.speedup <= speedups.hi).all()
+    # The reference may be faster beyond its range: the speed-up over it is an upper bound, and says so.
+    assert speedups.edge.tolist() == ["reference at its range's edge: an upper bound"]
+    assert "(**reference at its range's edge: an upper bound**)" in report
     assert (Path(result.path) / "analysis" / "figures" / "tuned_curves.png").is_file()
     # The analysis scores each point as the search did, from the stored rows.
     again = pd.read_csv(Path(result.path) / "analysis" / "tuned_trials.csv")
