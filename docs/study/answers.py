@@ -856,7 +856,8 @@ def q11():
         print("tuned_gap / tuned_gap_grid: results missing\n")
     else:
         print("Wall time of the tuning against the equivalent fine grid (41 lrs 0.1 decade apart over the same range, "
-              "the tuning seed; the tuned sweep's cells include its fresh-seed cells):\n")
+              "the tuning seed; the tuned sweep's cells include its fresh-seed cells), as the study ran them (the "
+              "grid under a load average of 14-24: docs/study/tuned_walltime.md has the two run back to back):\n")
         print(show(pd.DataFrame([t, grid])))
         print()
         # The grid's best lr per (anisotropy, optimizer) against the tuned choice, both on the tuning seed.
