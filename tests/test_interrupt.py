@@ -43,21 +43,6 @@ def gate(tmp_path):
     return Gate(tmp_path / "gate")
 
 
-@pytest.fixture
-def drivers():
-    """Start local-backend drivers (helpers.Driver, which refuses one that would start Ray here);
-    each stopped after the test with exactly the processes of its session."""
-    started = []
-
-    def start(args, env: dict, **kwargs) -> Driver:
-        started.append(Driver(args, env, **kwargs))
-        return started[-1]
-
-    yield start
-    for driver in started:
-        driver.cleanup()
-
-
 def interrupted_output_is_right(driver: Driver, stage: str):
     out = driver.output
     # Killed by SIGINT after its cleanup, as shells expect: a shell reports 130 and stops its loop.
