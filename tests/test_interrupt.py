@@ -128,9 +128,9 @@ def test_ctrl_c_in_the_analysis(tmp_path, gate, drivers):
     storage = tmp_path / "s"
     args = ["run", str(path), "--sweep", "r", "--storage", str(storage), "--backend", "local"]
     assert main(args + ["--no-analyze"]) == 0
+    gate.hold_analysis()                     # the analysis waits at the gate as it begins
     driver = drivers(["-m", "workflows", *args], gate.env(ray_env()))
-    # Printed as the analysis begins; it then takes seconds (imports, fits, figures).
-    driver.wait_for(lambda: any("cells stored" in line for line in driver.lines))
+    driver.wait_for(lambda: gate.tickets() >= 1, "the analysis at the gate")
     seconds = driver.interrupt()
     interrupted_output_is_right(driver, "analysis")
     assert meta(storage)["interrupted"] is False                # the sweep itself was complete
