@@ -30,6 +30,7 @@ the budget, a lower bound, and the speed-up is a bound (`censored`).
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -353,7 +354,9 @@ def tuning_figure(trials: pd.DataFrame, best: pd.DataFrame, spec: TuneSpec, path
                 ax.errorbar([c[key] * (1.12 if axis.log else 1.0)], [y], yerr=[[max(y - c["fresh_lo"], 0)],
                             [max(c["fresh_hi"] - y, 0)]], fmt="D", color=color, ms=5, capsize=3)
         ax.set(xscale="log" if axis.log else "linear", yscale="log", xlabel=key,
-               ylabel=f"{STATISTIC_TITLES[spec.statistic]} steps", title=setting or "")
+               ylabel=f"{STATISTIC_TITLES[spec.statistic]} steps")
+        # A setting names up to several parameters: wrapped to the panel's width, not run into the next.
+        ax.set_title("\n".join(textwrap.wrap(setting or "", 60)), fontsize=9)
         ax.axvspan(axis.low, axis.high, color="#f4f4f4", zorder=-1)
         marks = [Line2D([], [], ls="", marker="v", mfc="none", color="#555555", label="fewer than half reached"),
                  Line2D([], [], ls="", marker="o", mfc="none", mec="#555555", ms=9, label="chosen (tuning seed)"),
