@@ -40,6 +40,11 @@ BUILT_IN = {
     "adagrad_full": "#9467BD",   # violet
     "perturbed_sgd": "#7F7F7F",  # grey
     "cnc_sgd": "#BCBD22",        # olive
+    # The matrix optimizers: hashed hues put muon near rmsprop's green and matrix_whitening near
+    # adam's blue (the figures they share); these are >= 48 CIELUV units from every built-in but
+    # amsgrad (31).
+    "muon": "#17BECF",           # cyan
+    "matrix_whitening": "#C51B7D",   # magenta
 }
 # Lightness factors for a variant's shades: the plain name first, then darker and lighter ones.
 SHADES = (1.0, 0.6, 1.45, 0.8, 1.25)

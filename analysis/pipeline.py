@@ -67,7 +67,7 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
     pairs = Pairs.of(rows, cells, design, artefacts, reference, results.meta)
     asked = Questions.of(rows, cells)
     # A tuned sweep's comparison (tuning.parquet beside its rows): its verdict leads the report.
-    tuned = Tuned.of(results.root, rows, cells, results.meta, reference)
+    tuned = Tuned.of(results.root, rows, cells, results.meta, reference, flags)
     jobs = (tuned.figure_jobs(Saver(dpi, formats))
             + figure_jobs(rows, cells, results.traces, pairs.comparisons, design, dpi=dpi, formats=formats,
                           settings=pairs.settings,
@@ -83,7 +83,7 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
         cell_status=results.cells, load_notes=results.notes, cells=cells, design=design, flags=flags,
         per_run=per_run_columns(cells, rows), comparison=comparison, summary=verdict_summary(comparison),
         sgd_slope=sgd_slope_check(cells, artefacts), exponent_check=exponent_check, fits=fits,
-        figure1=figure1_check(cells), comparisons=pairs.comparisons, pair_how=pairs.how,
+        figure1=figure1_check(cells), comparisons=pairs.comparisons, pair_how=tuned.pair_how(pairs.how),
         questions=asked.sections(), figures=figures, skipped_figures=skipped, notes=[], lead=tuned.sections())
     written = write_tables(out, {**analysis_tables(analysis), **asked.tables(), **tuned.tables()})
     notes = [*pairs.notes, f"Analysis took {time.perf_counter() - started:.1f} s; tables: "

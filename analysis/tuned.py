@@ -30,6 +30,7 @@ the budget, a lower bound, and the speed-up is a bound (`censored`).
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from workflows.core.tuning import TuneSpec, scores, target_times
 
 from .palette import palette, split_label
 from .report import markdown_table
+from .sanity import ARTEFACT, FEW_STEPS
 
 BOOTSTRAP = 1000
 SEED = 23                    # the bootstrap's generator: reruns of an analysis agree
@@ -61,7 +63,9 @@ class Tuned:
 
     @classmethod
     def of(cls, root: Path | None, rows: pd.DataFrame, cells: pd.DataFrame, meta: dict | None,
-           reference=None) -> Tuned:
+           reference=None, flags: pd.DataFrame | None = None) -> Tuned:
+        """`flags`: the report's sanity flags (analysis/sanity.py), one row per (cell, flag); a chosen
+        cell whose target time they call an artefact of the set-up is flagged in the verdict."""
         path = None if root is None else Path(root) / "tuning.parquet"
         if path is None or not path.is_file() or not (meta or {}).get("tuning"):
             return cls(None, pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
@@ -70,7 +74,8 @@ class Tuned:
         table = table[table["cell_id"].isin(set(rows["cell_id"].astype(str)))]
         runs = _runs(rows, spec.target, set(table["cell_id"]))
         trials = _trials(table, runs, spec)
-        best, speedups, ref = _verdicts(trials, runs, cells, spec, reference or (meta.get("analysis") or {}).get("reference"))
+        best, speedups, ref = _verdicts(trials, runs, cells, spec, reference or (meta.get("analysis") or {}).get("reference"),
+                                        _artefacts(flags, spec.target))
         return cls(spec, trials, best, speedups, ref)
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -80,6 +85,16 @@ class Tuned:
         if self.spec is None or not len(self.trials):
             return []
         return [("tuned_curves", lambda p: (tuning_figure(self.trials, self.best, self.spec, p, save), ""))]
+
+    def pair_how(self, how: str) -> str:
+        """How the report's pairwise comparisons were chosen, and in a tuned sweep what they are not:
+        they pair the points the searches happened to try at the same nominal settings (tuning and
+        fresh seeds alike, on escape time), so they are not the sweep's verdict."""
+        if self.spec is None:
+            return how
+        return (f"{how}; in this tuned sweep they pair the cells the searches tried at equal nominal settings (any "
+                "lr both variants tried, tuning and fresh seeds alike) on escape time: not the sweep's verdict, "
+                "which is the tuned comparison (each variant at its own tuned point, fresh seeds only)")
 
     def sections(self) -> list[tuple[str, list[str], str]]:
         if self.spec is None:
@@ -131,7 +146,17 @@ def _text(point: tuple, keys: list[str]) -> str:
     return ", ".join(f"{k.split('.', 1)[1]}={v:g}" for k, v in zip(keys, point))
 
 
-def _verdicts(trials, runs, cells, spec: TuneSpec, reference) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
+def _artefacts(flags: pd.DataFrame | None, target: str) -> dict[str, str]:
+    """cell_id -> why its `target` time is an artefact of the set-up (the escape flags for escape,
+    the SOSP flags for sosp; none concern the time to f - f_min)."""
+    if flags is None or not len(flags):
+        return {}
+    own = flags[(flags["severity"] == ARTEFACT) & (flags["affects"] == target)]
+    return {cell: "; ".join(f"{r.flag}: {r.why}" for r in part.itertuples(index=False))
+            for cell, part in own.groupby("cell_id", sort=False)}
+
+
+def _verdicts(trials, runs, cells, spec: TuneSpec, reference, artefacts=None) -> tuple[pd.DataFrame, pd.DataFrame, str | None]:
     keys = spec.keys
     rng = np.random.default_rng(SEED)
     best_rows, draws = [], {}
@@ -145,7 +170,7 @@ def _verdicts(trials, runs, cells, spec: TuneSpec, reference) -> tuple[pd.DataFr
         pick_tune = rng.integers(0, n_tune, (BOOTSTRAP, n_tune))
         pick_fresh = rng.integers(0, n_fresh, (BOOTSTRAP, n_fresh))
         for group, part in in_setting.groupby("group", sort=True):
-            row, drawn = _group(part, runs, cells, spec, pick_tune, pick_fresh)
+            row, drawn = _group(part, runs, cells, spec, pick_tune, pick_fresh, artefacts or {})
             if row is not None:
                 best_rows.append({"setting": setting, **row})
                 draws[(setting, row["variant"])] = drawn
@@ -174,7 +199,7 @@ def _reference(variants, asked) -> str:
     return min(variants)
 
 
-def _group(part, runs, cells, spec, pick_tune, pick_fresh) -> tuple[dict | None, dict]:
+def _group(part, runs, cells, spec, pick_tune, pick_fresh, artefacts: dict) -> tuple[dict | None, dict]:
     """The group's choice and fresh verdict, and its bootstrap draws {stat, fixed, censored}."""
     keys = spec.keys
     tuned = part[part["role"] == "tune"].sort_values(keys)         # ascending: ties go to the smallest point
@@ -208,6 +233,8 @@ def _group(part, runs, cells, spec, pick_tune, pick_fresh) -> tuple[dict | None,
            "reselected": float(np.mean(chosen_index == points.index(best_point))),
            "outside": float(np.mean(~np.isin(anywhere, candidates))),
            "predicted": predicted,
+           # the chosen cell's time measures the set-up (a first step that reaches r), not the target
+           "artefact": artefacts.get(fresh_of[best_point]) or artefacts.get(chosen["cell_id"].iloc[0], ""),
            "theory_note": "" if spec.target == "escape" else "the theory predicts escape times only"}
     if spec.target == "escape" and cell is not None and not np.isfinite(predicted):
         row["theory_note"] = str(cell.get("theory_note", "") or "no prediction")
@@ -230,8 +257,20 @@ def _speedup(setting: str, variant, reference, drawn: dict, ref_drawn: dict, key
             "variant_at": _text(drawn["point"], keys), "reference_at": _text(ref_drawn["point"], keys),
             "speedup": ref_drawn["value"] / drawn["value"], "lo": lo, "hi": hi, "fixed_lo": fixed_lo,
             "fixed_hi": fixed_hi, "bound": bound,
+            "artefact": ", ".join(side for side, r in (("variant", variant), ("reference", reference)) if r["artefact"]),
+            # a side whose best lies at its range's edge may be faster beyond it: the reference's makes the
+            # speed-up an upper bound on the tuned one, the variant's a lower bound, both: neither
+            "edge": _edge_bound(variant["at_edge"], reference["at_edge"]),
             "censored_share": float(np.mean(drawn["censored"] | ref_drawn["censored"])),
             "predicted_speedup": predicted}
+
+
+def _edge_bound(variant_edge: str, reference_edge: str) -> str:
+    if variant_edge and reference_edge:
+        return "both at their range's edge: no bound"
+    if reference_edge:
+        return "reference at its range's edge: an upper bound"
+    return "variant at its range's edge: a lower bound" if variant_edge else ""
 
 
 def verdicts(t: Tuned) -> list[str]:
@@ -247,10 +286,24 @@ def verdicts(t: Tuned) -> list[str]:
             for _, r in part.iterrows())
         ratios = t.speedups[t.speedups["setting"] == setting] if len(t.speedups) else pd.DataFrame()
         against = "; ".join(f"{r.variant} {r.bound + ' ' if r.bound else ''}{r.speedup:.3g}x [{r.lo:.3g}, {r.hi:.3g}]"
+                            + (f" (theory {r.predicted_speedup:.3g})" if np.isfinite(r.predicted_speedup) else "")
+                            + (f" (**{r.edge}**)" if r.edge else "")
                             for r in ratios.itertuples(index=False))
         where = f"{setting}: " if setting else ""
         out.append(f"{where}{unit} steps on the fresh seeds, each at its tuned point: {chosen}"
                    + (f". Speed-up over {t.reference} (selection included): {against}" if against else "") + ".")
+    for _, r in t.best[t.best["artefact"] != ""].iterrows():
+        out.append(f"**Measures the set-up, not the saddle:** {r['variant']}" + (f" ({r['setting']})" if r["setting"] else "")
+                   + f" chose {_text(tuple(r[k] for k in t.spec.keys), t.spec.keys)}, a cell whose time is an "
+                   f"artefact ({r['artefact']}): its time and speed-ups measure the first step, not the saddle.")
+    few = t.best[t.best["fresh_statistic"] <= FEW_STEPS]
+    if len(few):
+        out.append(f"**One step is the resolution:** in {len(few)} of {len(t.best)} choices the fresh-seed "
+                   f"{unit} is at most {FEW_STEPS} steps ("
+                   + "; ".join(f"{r['variant']}" + (f" ({r['setting']})" if r['setting'] else "")
+                               + f" {r['fresh_statistic']:g}" for _, r in few.iterrows())
+                   + "): their speed-ups are ratios of small whole numbers, and each such choice is the step size "
+                   "at which the first few steps already reach the target.")
     for r in t.best[t.best["at_edge"] != ""].itertuples(index=False):
         out.append(f"**At the edge of its range:** {r.variant}" + (f" ({r.setting})" if r.setting else "")
                    + f" chose {r.at_edge} at an end of the range searched; a better setting may lie beyond it.")
@@ -301,7 +354,9 @@ def tuning_figure(trials: pd.DataFrame, best: pd.DataFrame, spec: TuneSpec, path
                 ax.errorbar([c[key] * (1.12 if axis.log else 1.0)], [y], yerr=[[max(y - c["fresh_lo"], 0)],
                             [max(c["fresh_hi"] - y, 0)]], fmt="D", color=color, ms=5, capsize=3)
         ax.set(xscale="log" if axis.log else "linear", yscale="log", xlabel=key,
-               ylabel=f"{STATISTIC_TITLES[spec.statistic]} steps", title=setting or "")
+               ylabel=f"{STATISTIC_TITLES[spec.statistic]} steps")
+        # A setting names up to several parameters: wrapped to the panel's width, not run into the next.
+        ax.set_title("\n".join(textwrap.wrap(setting or "", 60)), fontsize=9)
         ax.axvspan(axis.low, axis.high, color="#f4f4f4", zorder=-1)
         marks = [Line2D([], [], ls="", marker="v", mfc="none", color="#555555", label="fewer than half reached"),
                  Line2D([], [], ls="", marker="o", mfc="none", mec="#555555", ms=9, label="chosen (tuning seed)"),

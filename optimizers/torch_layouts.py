@@ -312,77 +312,99 @@ def probe(make: Callable, parts: list[Block], runs: int, dtype, steps: int, stre
     """The fastest layout whose iterates equal one optimizer per run (the module docstring).
     Raises ValueError (one line) when the class cannot be stepped, is not reproducible, or no
     layout reproduces one optimizer per run."""
-    dim = sum(b.size for b in parts)
-    drop_at = steps // 2
-    # Rows 10^-2 .. 10^2 apart in gradient scale and, in another order, in starting point: a norm,
-    # trust ratio or global estimate shared across rows cannot hide.
-    golden = (torch.arange(runs, dtype=torch.float64) * 0.6180339887) % 1
-    grad_scale = (10.0 ** (4 * golden - 2))[:, None]
-    x_scale = (10.0 ** (2 - 4 * ((golden + 0.5) % 1)))[:, None]
-    keep = torch.arange(runs) % 2 == 0 if runs > 1 else torch.ones(1, dtype=torch.bool)
-    sample = sorted({0, 1, runs - 2, runs - 1} & set(range(runs)))[:PROBE_ROWS]
-    loss = probe_loss if graph else None
-
-    def run(layout, rows):
-        """Final iterates of `rows` (the dropped ones as they were when dropped), in `layout`
-        ("reference": one optimizer per row, each on its own tensors)."""
-        generator = torch.Generator().manual_seed(0)
-        x0 = (torch.randn(runs, dim, generator=generator, dtype=torch.float64) * x_scale).to(dtype)
-        x = x0[rows].clone()
-        out = torch.empty(len(rows), dim, dtype=dtype)
-        run_streams = Streams(0, len(rows)) if streams else None
-        if layout == "reference":
-            reference = [PlainRun(make, x0[r], parts, graph) for r in rows]
-        else:
-            state = TorchOptimizerState(make, layout, x, parts, run_streams, loss)
-        alive = list(range(len(rows)))
-        for t in range(steps):
-            noise = (torch.randn(runs, dim, generator=generator, dtype=torch.float64) * grad_scale)[rows].to(dtype)
-            if layout == "reference":
-                for i in alive:
-                    with run_streams.of(i) if streams else contextlib.nullcontext():
-                        reference[i].step(noise[i])
-            else:
-                grad = noise[alive] + (probe_gradient(x) if graph else 0)
-                state.step(grad, x)
-            if t + 1 == drop_at:
-                for j, i in enumerate(alive):
-                    out[i] = reference[i].x() if layout == "reference" else x[j]
-                mask = torch.tensor([bool(keep[rows[i]]) for i in alive])
-                if layout != "reference":
-                    x = x[mask]
-                    state = state.select(mask)
-                alive = [i for i in alive if keep[rows[i]]]
-        for j, i in enumerate(alive):
-            out[i] = reference[i].x() if layout == "reference" else x[j]
-        return out
-
-    def agrees(a, b):
-        rtol, atol = tolerance(dtype)
-        return torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
-
+    probe_runs = ProbeRuns(make, parts, runs, dtype, steps, streams, graph)
+    sample = probe_runs.sample
     shapes = [list(b.shape) for b in parts]
     with torch.random.fork_rng(devices=[]):
         try:
-            reference = run("reference", sample)
-            again = run("reference", sample)
+            reference = probe_runs.final("reference", sample)
+            again = probe_runs.final("reference", sample)
         except Exception as error:                  # noqa: BLE001
             raise ValueError(f"{where}: cannot be stepped ({one_line(error)}); allowed: an optimizer "
                              f"that steps parameters of shapes {shapes} on their gradients") from None
-        if not agrees(reference, again):
+        if not probe_runs.agree(reference, again):
             raise ValueError(f"{where}: two identical runs differ, also with a generator of its own per run, so "
                              "a seed's run would not be reproducible; allowed: a deterministic optimizer, or "
                              "one whose randomness comes from torch's generator")
         # Runs' draws stay apart only with an optimizer per run, each stepped under its own stream.
         for layout in ("optimizers",) if streams else LAYOUTS:
             try:
-                candidate = run(layout, list(range(runs)))[sample] if layout == "batched" else run(layout, sample)
+                candidate = (probe_runs.final(layout, list(range(runs)))[sample] if layout == "batched" else
+                             probe_runs.final(layout, sample))
             except Exception:                       # noqa: BLE001 - this layout does not fit
                 continue
-            if agrees(candidate, reference):
+            if probe_runs.agree(candidate, reference):
                 return layout
     raise ValueError(f"{where}: no layout reproduces one optimizer per seed; allowed: an optimizer "
                      "whose parameters are independent of each other")
+
+
+class ProbeRuns:
+    """The probe's runs: `runs` rows whose gradient noise and starting points lie 10^-2 .. 10^2
+    apart (in two different orders: a norm, trust ratio or global estimate shared across rows
+    cannot hide), every other row dropped half-way (a layout must drop rows as the engine does);
+    the final iterates of some rows in a layout, or in the plain reference (PlainRun)."""
+
+    def __init__(self, make: Callable, parts: list[Block], runs: int, dtype, steps: int, streams: bool,
+                 graph: bool):
+        self.make, self.parts, self.runs, self.dtype = make, parts, runs, dtype
+        self.steps, self.streams, self.graph = steps, streams, graph
+        self.dim = sum(b.size for b in parts)
+        golden = (torch.arange(runs, dtype=torch.float64) * 0.6180339887) % 1
+        self.grad_scale = (10.0 ** (4 * golden - 2))[:, None]
+        self.x_scale = (10.0 ** (2 - 4 * ((golden + 0.5) % 1)))[:, None]
+        self.keep = torch.arange(runs) % 2 == 0 if runs > 1 else torch.ones(1, dtype=torch.bool)
+        self.sample = sorted({0, 1, runs - 2, runs - 1} & set(range(runs)))[:PROBE_ROWS]
+
+    def agree(self, a: torch.Tensor, b: torch.Tensor) -> bool:
+        rtol, atol = tolerance(self.dtype)
+        return torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
+
+    def final(self, layout: str, rows: list[int]) -> torch.Tensor:
+        """Final iterates [len(rows), dim] of `rows` (the dropped ones as they were when dropped), in
+        `layout` ("reference": one optimizer per row, each on its own tensors)."""
+        generator = torch.Generator().manual_seed(0)
+        x0 = (torch.randn(self.runs, self.dim, generator=generator, dtype=torch.float64) * self.x_scale).to(self.dtype)
+        noises = ((torch.randn(self.runs, self.dim, generator=generator, dtype=torch.float64) * self.grad_scale)[rows]
+                  .to(self.dtype) for _ in range(self.steps))
+        if layout == "reference":
+            return self._reference(x0, rows, noises)
+        return self._in_layout(layout, x0, rows, noises)
+
+    def _reference(self, x0, rows, noises) -> torch.Tensor:
+        out = torch.empty(len(rows), self.dim, dtype=self.dtype)
+        run_streams = Streams(0, len(rows)) if self.streams else None
+        reference = [PlainRun(self.make, x0[r], self.parts, self.graph) for r in rows]
+        alive = list(range(len(rows)))
+        for t, noise in enumerate(noises):
+            for i in alive:
+                with run_streams.of(i) if self.streams else contextlib.nullcontext():
+                    reference[i].step(noise[i])
+            if t + 1 == self.steps // 2:
+                for i in alive:
+                    out[i] = reference[i].x()
+                alive = [i for i in alive if self.keep[rows[i]]]
+        for i in alive:
+            out[i] = reference[i].x()
+        return out
+
+    def _in_layout(self, layout, x0, rows, noises) -> torch.Tensor:
+        out = torch.empty(len(rows), self.dim, dtype=self.dtype)
+        x = x0[rows].clone()
+        state = TorchOptimizerState(self.make, layout, x, self.parts, Streams(0, len(rows)) if self.streams else None,
+                                    probe_loss if self.graph else None)
+        alive = list(range(len(rows)))
+        for t, noise in enumerate(noises):
+            state.step(noise[alive] + (probe_gradient(x) if self.graph else 0), x)
+            if t + 1 == self.steps // 2:
+                for j, i in enumerate(alive):
+                    out[i] = x[j]
+                mask = torch.tensor([bool(self.keep[rows[i]]) for i in alive])
+                x, state = x[mask], state.select(mask)
+                alive = [i for i in alive if self.keep[rows[i]]]
+        for j, i in enumerate(alive):
+            out[i] = x[j]
+        return out
 
 
 class PlainRun:

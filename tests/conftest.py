@@ -111,16 +111,30 @@ def ray_nodes():
         node.stop()
 
 
-@pytest.fixture
-def ray_drivers():
-    """Start `python ARGS` drivers that start or join a Ray (helpers.Driver): `ray_drivers(args, env)`;
-    each is stopped after the test with exactly the processes of its session."""
-    drivers = []
+def _started_drivers():
+    """`start(args, env, **kwargs)` -> helpers.Driver; every driver started is stopped after the
+    test with exactly the processes of its session."""
+    started = []
 
     def start(args, env: dict, **kwargs) -> Driver:
-        drivers.append(Driver(args, env, **kwargs))
-        return drivers[-1]
+        started.append(Driver(args, env, **kwargs))
+        return started[-1]
 
-    yield start
-    for driver in drivers:
-        driver.cleanup()
+    try:
+        yield start
+    finally:
+        for driver in started:
+            driver.cleanup()
+
+
+@pytest.fixture
+def ray_drivers():
+    """Start `python ARGS` drivers that start or join a Ray (helpers.Driver): `ray_drivers(args, env)`."""
+    yield from _started_drivers()
+
+
+@pytest.fixture
+def drivers():
+    """Start local-backend drivers (helpers.Driver refuses one that would start Ray in a test not
+    marked `ray`)."""
+    yield from _started_drivers()

@@ -24,6 +24,20 @@ from gated_saddle import GATE_ENV
 HERE = Path(__file__).resolve().parent
 ENTRY_POINTS = "[saddlescape.problems]\ngated_saddle = gated_saddle:GatedSaddle\n"
 METADATA = "Metadata-Version: 2.1\nName: saddlescape-gate\nVersion: 0.1\n"
+HOLD_ANALYSIS = """# Written by tests/gate.py (Gate.hold_analysis): the analysis waits at the turnstile first.
+import analysis
+import gated_saddle
+
+_analyze = analysis.analyze
+
+
+def analyze(*args, **kwargs):
+    gated_saddle.wait_at_the_gate()
+    return _analyze(*args, **kwargs)
+
+
+analysis.analyze = analyze
+"""
 
 
 class Gate:
@@ -36,6 +50,12 @@ class Gate:
         (dist_info / "entry_points.txt").write_text(ENTRY_POINTS)
         shutil.copy(HERE / "gated_saddle.py", self.plugin / "gated_saddle.py")
         self.reset()
+
+    def hold_analysis(self):
+        """Make the analysis of a driver started with `env` take a ticket and wait at the gate as it
+        begins (a sitecustomize on the plugin's path wraps `analysis.analyze`), so that a Ctrl-C
+        lands in the analysis however fast the machine."""
+        (self.plugin / "sitecustomize.py").write_text(HOLD_ANALYSIS)
 
     def env(self, base: dict) -> dict:
         """`base` with the plugin on the path and this gate named: for a driver or a Ray node."""

@@ -128,7 +128,9 @@ class RayNode:
                      "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                      f"--ray-client-server-port={ports[8]}", f"--temp-dir={self.temp_dir}"]
         else:
-            args += [f"--address={head_address}", "--node-ip-address=127.0.0.1"]
+            # A worker node's temp dir is given too: without it the node takes the head's (the
+            # cluster's default), and two nodes of one machine share a runtime-env agent's files.
+            args += [f"--address={head_address}", "--node-ip-address=127.0.0.1", f"--temp-dir={self.temp_dir}"]
         self.log = open(Path(self.temp_dir) / f"node-{self.port}.log", "w")
         self.proc = subprocess.Popen(args, env=env or ray_env(), stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

@@ -43,21 +43,6 @@ def gate(tmp_path):
     return Gate(tmp_path / "gate")
 
 
-@pytest.fixture
-def drivers():
-    """Start local-backend drivers (helpers.Driver, which refuses one that would start Ray here);
-    each stopped after the test with exactly the processes of its session."""
-    started = []
-
-    def start(args, env: dict, **kwargs) -> Driver:
-        started.append(Driver(args, env, **kwargs))
-        return started[-1]
-
-    yield start
-    for driver in started:
-        driver.cleanup()
-
-
 def interrupted_output_is_right(driver: Driver, stage: str):
     out = driver.output
     # Killed by SIGINT after its cleanup, as shells expect: a shell reports 130 and stops its loop.
@@ -143,9 +128,9 @@ def test_ctrl_c_in_the_analysis(tmp_path, gate, drivers):
     storage = tmp_path / "s"
     args = ["run", str(path), "--sweep", "r", "--storage", str(storage), "--backend", "local"]
     assert main(args + ["--no-analyze"]) == 0
+    gate.hold_analysis()                     # the analysis waits at the gate as it begins
     driver = drivers(["-m", "workflows", *args], gate.env(ray_env()))
-    # Printed as the analysis begins; it then takes seconds (imports, fits, figures).
-    driver.wait_for(lambda: any("cells stored" in line for line in driver.lines))
+    driver.wait_for(lambda: gate.tickets() >= 1, "the analysis at the gate")
     seconds = driver.interrupt()
     interrupted_output_is_right(driver, "analysis")
     assert meta(storage)["interrupted"] is False                # the sweep itself was complete

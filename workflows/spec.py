@@ -242,6 +242,42 @@ def expand_file(data, where: str, only: str | None, max_cells: int, overrides=()
 
 def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_CELLS, overrides=()) -> Sweep:
     where = f"sweep {name!r}"
+    written, block, top, given, notes = _read_block(where, block, overrides)
+    method = block.get("method", "grid")
+    base = parse_params(where, defaults)
+    specs = parse_params(where, block["parameters"])
+    for key in (*base, *specs, *top):
+        check_key(where, key)
+    tuned, draws = None, None
+    if "tune" in block:
+        tuned = _tuned_design(where, block, base, specs, top, max_cells)
+        raw_cells = tuned.coarse_cells
+    elif method == "grid":
+        for key, spec in {**base, **specs, **top}.items():
+            if "distribution" in spec:
+                raise SweepError(f"{where}: {key} has a distribution; allowed with method: random only "
+                                 "(use values: for a grid)")
+        raw_cells = _grid(where, base, specs, top, max_cells)
+    else:
+        raw_cells, draws = _random_cells(where, block, base, specs, top, max_cells)
+    cells = _made_cells(where, raw_cells, _spec_of("seeds", base, specs, top))
+    if method == "random" and len(cells) < len(raw_cells):
+        samples = len(raw_cells)
+        notes.append(f"{where}: samples: {samples} drew {len(cells)} distinct "
+                     f"{plural(len(cells), 'cell')} ({samples - len(cells)} of the draws repeated a cell "
+                     "already drawn: its parameters take few values; a cell runs once)")
+    definition = {"defaults": defaults, **written}
+    if given:
+        definition["overrides"] = [o.text for o in given]
+    warnings = _log_bound_warnings(where, base, specs, top) if method == "random" else []
+    return Sweep(name, str(block.get("description", "")).strip(), cells, definition,
+                 _analysis_settings(where, block.get("analysis")), notes, [o.text for o in given],
+                 method, draws, warnings, tuned=tuned)
+
+
+def _read_block(where: str, block, overrides) -> tuple[dict, dict, dict, list, list]:
+    """(the block as written, the block with its overrides applied, the overrides' parameters,
+    the parsed overrides, notes): its keys, method and parameters checked, W&B's spelling read."""
     if not isinstance(block, dict):
         raise SweepError(f"{where}: {block!r} is not a mapping; allowed: keys {', '.join(SWEEP_KEYS)}")
     block, notes = _wandb_keys(where, dict(block))
@@ -263,62 +299,42 @@ def expand_sweep(name: str, block, defaults: dict, max_cells: int = DEFAULT_MAX_
     if not isinstance(params, dict) or not params:
         raise SweepError(f"{where}: parameters={params!r} is not a non-empty mapping; "
                          "allowed: key: {value | values | distribution | rule}")
-    base = parse_params(where, defaults)
-    specs = parse_params(where, params)
-    for key in (*base, *specs, *top):
-        check_key(where, key)
+    return written, block, top, given, notes
 
-    tuned = None
-    if "tune" in block:
-        tuned = _tuned_design(where, block, base, specs, top, max_cells)
-        raw_cells = tuned.coarse_cells
-    elif method == "grid":
-        for key, spec in {**base, **specs, **top}.items():
-            if "distribution" in spec:
-                raise SweepError(f"{where}: {key} has a distribution; allowed with method: random only "
-                                 "(use values: for a grid)")
-        raw_cells = _grid(where, base, specs, top, max_cells)
-    else:
-        samples = block.get("samples")
-        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-            raise SweepError(f"{where}: samples={samples!r} is not allowed; allowed: an integer >= 1 "
-                             "(required by method: random)")
-        if samples > max_cells:
-            raise SweepError(f"{where}: samples={samples} is over --max-cells {max_cells}; "
-                             f"allowed: at most {max_cells}")
-        seed = block.get("random_seed", 0)
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise SweepError(f"{where}: random_seed={seed!r} is not allowed; allowed: an integer")
-        rng = random.Random(seed)
-        drawn: list[str] = []
-        raw_cells = [_sample(where, base, specs, top, rng, max_cells, drawn) for _ in range(samples)]
-        draws = hashlib.sha256("\n".join(drawn).encode()).hexdigest()[:16]
 
+def _random_cells(where: str, block: dict, base: dict, specs: dict, top: dict, max_cells: int) -> tuple[list, str]:
+    """A random sweep's `samples` draws from its `random_seed`, and a hash of the order of the draws."""
+    samples = block.get("samples")
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise SweepError(f"{where}: samples={samples!r} is not allowed; allowed: an integer >= 1 "
+                         "(required by method: random)")
+    if samples > max_cells:
+        raise SweepError(f"{where}: samples={samples} is over --max-cells {max_cells}; "
+                         f"allowed: at most {max_cells}")
+    seed = block.get("random_seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise SweepError(f"{where}: random_seed={seed!r} is not allowed; allowed: an integer")
+    rng = random.Random(seed)
+    drawn: list[str] = []
+    raw_cells = [_sample(where, base, specs, top, rng, max_cells, drawn) for _ in range(samples)]
+    return raw_cells, hashlib.sha256("\n".join(drawn).encode()).hexdigest()[:16]
+
+
+def _made_cells(where: str, raw_cells, seeds_spec) -> list:
+    """Each raw cell made once (make_cell: normalised, validated, its id), a cell met twice kept once."""
     cells, seen, memo = [], set(), {}
     for raw in raw_cells:
         try:
             cell = make_cell(raw, memo)
         except ValueError as e:
-            hint = f"; {SEEDS_HINT}" if re.search(r"\bseeds=", str(e)) and "values" in _spec_of("seeds", base, specs, top) \
-                else ""
+            hint = f"; {SEEDS_HINT}" if re.search(r"\bseeds=", str(e)) and "values" in seeds_spec else ""
             raise SweepError(f"{where}: {e}{hint}") from None
-        key = cell.id
-        if key not in seen:
-            seen.add(key)
+        if cell.id not in seen:
+            seen.add(cell.id)
             cells.append(cell)
     if not cells:
         raise SweepError(f"{where}: the sweep expands to no cells; allowed: at least one")
-    if method == "random" and len(cells) < samples:
-        notes.append(f"{where}: samples: {samples} drew {len(cells)} distinct "
-                     f"{plural(len(cells), 'cell')} ({samples - len(cells)} of the draws repeated a cell "
-                     "already drawn: its parameters take few values; a cell runs once)")
-    definition = {"defaults": defaults, **written}
-    if given:
-        definition["overrides"] = [o.text for o in given]
-    warnings = _log_bound_warnings(where, base, specs, top) if method == "random" else []
-    return Sweep(name, str(block.get("description", "")).strip(), cells, definition,
-                 _analysis_settings(where, block.get("analysis")), notes, [o.text for o in given],
-                 method, draws if method == "random" else None, warnings, tuned=tuned)
+    return cells
 
 
 def _tuned_design(where: str, block: dict, base: dict, specs: dict, top: dict, max_cells: int) -> TunedDesign:
@@ -642,35 +658,21 @@ def _components(where, kind: str, defaults: dict, specs: dict, top: dict, pick, 
     schema_of = lambda n: _get(where, registry, n).schema
     dotted = lambda layer: {k.split(".", 1)[1]: s for k, s in layer.items() if k.startswith(kind + ".")}
     low, high, over = dotted(defaults), dotted(specs), dotted(top)
-    default_name, name_spec, over_name = low.pop("name", None), high.pop("name", None), over.pop("name", None)
+    named = {"defaults": low.pop("name", None), "sweep": high.pop("name", None), "override": over.pop("name", None)}
     whole = top.get(kind, specs.get(kind, defaults.get(kind)))
     out = []
     for base in (pick(kind, whole) if whole is not None else [{}]):
-        if not isinstance(base, dict):
-            raise SweepError(f"{where}: {kind}={base!r} is not a mapping; allowed: {{name: ..., ...}}")
-        base = dict(base)
-        bad = [k for k in base if not isinstance(k, str)]
-        if bad:
-            raise SweepError(f"{where}: {kind} field {bad[0]!r} is not a name; allowed: name and the "
-                             f"fields of the {kind}")
-        base_name = base.pop("name", None)
-        if over_name is not None:
-            names = pick(f"{kind}.name", over_name)
-        elif base_name is not None:
-            names = _names(where, kind, base_name, pick)
-        else:
-            names = (pick(f"{kind}.name", name_spec) if name_spec else
-                     pick(f"{kind}.name", default_name) if default_name else [None])
+        base = _inline(where, kind, base)
+        names = _component_names(where, kind, base.pop("name", None), named, pick)
         # Inline fields belong to the one component they are written with; when the name is a
         # grid (or overridden), each name takes those of them it has.
-        shared = over_name is not None or len(names) > 1
+        shared = named["override"] is not None or len(names) > 1
         inline = {k: parse_param(where, f"{kind}.{k}", v) for k, v in base.items()}
         for name in names:
             if name is None:
                 raise SweepError(f"{where}: {kind}.name is not set; allowed: {', '.join(registry.names())}")
             schema = schema_of(name)
-            fields = {k: s for k, s in low.items() if k in schema}
-            fields.update({k: s for k, s in high.items() if k in schema})
+            fields = {k: s for layer in (low, high) for k, s in layer.items() if k in schema}
             fields.update({k: s for k, s in inline.items() if not shared or k in schema})
             fields.update({k: s for k, s in over.items() if k in schema})
             for k, spec in fields.items():
@@ -682,10 +684,41 @@ def _components(where, kind: str, defaults: dict, specs: dict, top: dict, pick, 
         for key in inline if shared else ():
             if not any(key in schema_of(n) for n in names):
                 raise SweepError(f"{where}: {kind}.{key} is not a parameter of {', '.join(map(str, names))}")
-    # A dotted key that no component takes is a typo: in the sweep and the overrides, against its
-    # components; in the defaults, against every registered one (a default may serve other sweeps).
-    for layer, names in ((over, sorted({c["name"] for c in out})), (high, sorted({c["name"] for c in out})),
-                         (low, sorted(registry.names()))):
+    _check_dotted_keys(where, kind, registry, ((over, out), (high, out), (low, None)))
+    return out
+
+
+def _inline(where: str, kind: str, base) -> dict:
+    """A component written inline ({name: ..., field: ...}), as a fresh mapping of its fields."""
+    if not isinstance(base, dict):
+        raise SweepError(f"{where}: {kind}={base!r} is not a mapping; allowed: {{name: ..., ...}}")
+    bad = [k for k in base if not isinstance(k, str)]
+    if bad:
+        raise SweepError(f"{where}: {kind} field {bad[0]!r} is not a name; allowed: name and the "
+                         f"fields of the {kind}")
+    return dict(base)
+
+
+def _component_names(where: str, kind: str, inline_name, named: dict, pick) -> list:
+    """The names one inline component stands for: an override's, else its own, else the sweep's
+    dotted name, else the defaults' ([None] where none is set)."""
+    if named["override"] is not None:
+        return pick(f"{kind}.name", named["override"])
+    if inline_name is not None:
+        return _names(where, kind, inline_name, pick)
+    for layer in ("sweep", "defaults"):
+        if named[layer]:
+            return pick(f"{kind}.name", named[layer])
+    return [None]
+
+
+def _check_dotted_keys(where: str, kind: str, registry, layers):
+    """A dotted key that no component takes is a typo: in the sweep and the overrides, against its
+    components (`layers`: (keys, the components made) pairs); in the defaults (None), against every
+    registered one (a default may serve other sweeps)."""
+    schema_of = lambda n: _get(where, registry, n).schema
+    for layer, made in layers:
+        names = sorted({c["name"] for c in made}) if made is not None else sorted(registry.names())
         for key in layer:
             if not any(key in schema_of(n) for n in names):
                 allowed = sorted({k for n in names for k in schema_of(n)})
@@ -696,7 +729,6 @@ def _components(where, kind: str, defaults: dict, specs: dict, top: dict, pick, 
                 listed = ", ".join(own) + (f" (and the step-size schedule's: {', '.join(shared)})" if shared else "")
                 raise SweepError(f"{where}: {kind}.{key} is not a parameter of {', '.join(names)}"
                                  f"{did_you_mean(key, allowed)}; allowed: {listed}")
-    return out
 
 
 def _check_list_grid(where: str, key: str, spec: dict, param, name):

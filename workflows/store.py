@@ -372,7 +372,10 @@ def _complete(info, key: str, rows: int, seeds) -> bool:
 
 
 def _entries_table(entries: list[dict]) -> pa.Table:
-    table = pa.Table.from_pylist(entries)
+    # Every key of every entry: from_pylist takes its columns from the first entry alone, and cells
+    # of one block can differ in their summaries (an SOSP summary only where sosp_epsilon > 0).
+    keys = dict.fromkeys(k for entry in entries for k in entry)
+    table = pa.table({k: [entry.get(k) for entry in entries] for k in keys})
     return table.cast(_index_types(table.schema))
 
 

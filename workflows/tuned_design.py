@@ -133,16 +133,30 @@ def _groups(first: list[Cell], last: list[Cell], tuned: list[str]) -> list[Group
                            and len({str(f.get(k)) for f in flat if f["optimizer.name"] == name}) > 1]
                     for name in set(names)}
     setting_keys = [k for k in dict.fromkeys(k for f in flat for k in f)
-                    if not k.startswith("optimizer.") and len({str(f.get(k)) for f in flat}) > 1]
+                    if not k.startswith("optimizer.") and _setting_varies(flat, k)]
     out = []
     for i, f in enumerate(flat):
         own = variant_keys[f["optimizer.name"]]
         variant = f["optimizer.name"] + (" (" + ", ".join(f"{k.split('.', 1)[1]}={_text(f.get(k))}" for k in own)
                                          + ")" if own else "")
+        # A problem's label names only its own parameters (matrix factorization's size is not deep
+        # linear's), those that vary among the cells of some problem.
         setting = ", ".join(f"{'problem' if k == 'problem.name' else k.removeprefix('problem.')}={_text(f.get(k))}"
-                            for k in setting_keys)
+                            for k in setting_keys if f.get(k) is not None)
         out.append(Group(i, variant, setting))
     return out
+
+
+def _setting_varies(flat: list[dict], key: str) -> bool:
+    """Whether a setting takes two values: a problem's parameter among the cells of one problem
+    (absent from another problem is not a value), anything else among all cells."""
+    if key.startswith("problem.") and key != "problem.name":
+        values: dict[str, set] = {}
+        for f in flat:
+            if f.get(key) is not None:
+                values.setdefault(f["problem.name"], set()).add(str(f[key]))
+        return any(len(v) > 1 for v in values.values())
+    return len({str(f.get(key)) for f in flat}) > 1
 
 
 def _text(value) -> str:

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 analyze_only=false
 if [ "${1:-}" = "--analyze-only" ]; then analyze_only=true; shift; fi
-SWEEPS=${*:-"staib2019 stepsize anisotropy noise_precond beta2 alignment heavy_tails dimension mf_batch pca_gap tensor_precond phase_batch deep_linear_depth mlp_offset logistic_beta lr_schedules tracking experiment2 matched_gap matched_sosp noise_stable noise_proportional lag_check matrix_noise tuned_escape tuned_gap tuned_gap_grid tuned_mf tuned_digits"}
+SWEEPS=${*:-"staib2019 stepsize anisotropy noise_precond beta2 alignment heavy_tails dimension mf_batch pca_gap tensor_precond phase_batch deep_linear_depth mlp_offset logistic_beta lr_schedules tracking experiment2 matched_gap matched_sosp noise_stable noise_proportional lag_check matrix_noise matrix_tuned tuned_escape tuned_gap tuned_gap_grid tuned_mf tuned_digits tuned_digits_sgd"}
 make --silent .venv/.installed-core
 commit=$(git rev-parse HEAD)
 [ -z "$(git status --porcelain --untracked-files=no)" ] || commit="$commit (with uncommitted changes)"
