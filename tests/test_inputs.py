@@ -726,9 +726,21 @@ def test_the_first_progress_line_has_no_estimate_of_the_time_left():
 
     assert line(1, 250, 12.0, 12.0) == "  1/250 cells  elapsed 12s"
     assert line(3, 250, 12.1, 12.0) == "  3/250 cells  elapsed 12s"
-    assert line(5, 250, 12.2, 12.0) == "  5/250 cells  elapsed 12s  left ~12s"
+    assert line(5, 250, 12.2, 12.0) == "  5/250 cells  elapsed 12s"          # 0.2 s: too short to tell
+    assert line(5, 250, 16.0, 12.0) == "  5/250 cells  elapsed 16s  left ~245s"
     assert line(250, 250, 24.0, 12.0) == "  250/250 cells  elapsed 24s"
     assert line(1, 1, 2.0, 2.0) == "  1/1 cell  elapsed 2s"
+
+
+def test_cells_reported_a_block_at_a_time_give_no_estimate_from_one_block():
+    """Blocks bring several cells at once: `make demo` printed '4/84 cells  elapsed 8s  left ~0s'
+    (4 cells in two reports 0.1 s apart). The rate counts the cells after the first report's, over
+    at least two seconds."""
+    from workflows.progress import line
+
+    assert line(4, 84, 8.0, 7.9) == "  4/84 cells  elapsed 8s"
+    assert line(12, 84, 10.0, 7.9, first_done=4) == "  12/84 cells  elapsed 10s  left ~19s"
+    assert line(12, 84, 10.0, 7.9, first_done=10) == "  12/84 cells  elapsed 10s"   # 2 cells since
 
 
 def test_one_cell_is_one_cell(tmp_path, capsys):

@@ -115,7 +115,8 @@ class Progress(tune.Callback):
         self.engine_seconds = 0.0
         self.start = time.monotonic()
         self.last = 0.0
-        self.first_at: float | None = None    # seconds from the start to the first cell stored
+        self.first_at: float | None = None    # seconds from the start to the first cells stored
+        self.first_done = 0                   # and how many they were (a block brings several)
 
     def __getstate__(self):
         # Tune pickles its callbacks with the experiment's state (for Tuner.restore); the hook
@@ -130,7 +131,7 @@ class Progress(tune.Callback):
         if stored:
             self.done.update(stored)
             if self.first_at is None:
-                self.first_at = time.monotonic() - self.start
+                self.first_at, self.first_done = time.monotonic() - self.start, len(self.done)
             self.engine_seconds += result.get("engine_seconds", 0.0)
             if self.on_cell is not None:
                 for key in stored:
@@ -141,7 +142,8 @@ class Progress(tune.Callback):
             self.echo(self.line())
 
     def line(self) -> str:
-        return progress.line(len(self.done), self.total, time.monotonic() - self.start, self.first_at)
+        return progress.line(len(self.done), self.total, time.monotonic() - self.start, self.first_at,
+                             self.first_done)
 
 
 def run_packs(packs: list[list[dict]], store_root: str, sweep: str, *, run: str, workers: int, max_failures: int,
