@@ -1,6 +1,7 @@
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -13,6 +14,12 @@ from helpers import Driver
 # No internet here to report usage statistics to; set before anything imports Ray.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+# Ctrl-C as a terminal's foreground job has it, whatever started the suite: a background job of a
+# non-interactive shell (`make test &`, nohup, GNU time) starts with SIGINT ignored, which Python then
+# leaves ignored and every driver a test starts inherits, so the tests that send Ctrl-C waited for a
+# driver that never saw it. A handler (unlike SIG_IGN) is reset to the default in each child at exec.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The tests' tensors are small: intra-op threads only add synchronisation, and on a shared
 # 2-core machine under load that costs up to 20x (measured: an engine cell 0.8 s on one
