@@ -25,8 +25,13 @@ $(BENCH): $(CORE)
 demo: $(CORE)
 	$(PY) -m workflows run sweeps.yaml --sweep quick
 
+# Four test processes on any machine: most of the suite's time is waiting (Ray starting, drivers
+# signalled, clusters joining), not computing. Tests sharing a module's fixture run in one process
+# (tests/conftest.py marks their xdist group), so the fixture is still made once.
+TEST_WORKERS ?= 4
+
 test: $(TEST)
-	RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest -q
+	RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(BENCH)
 	$(PY) benchmarks/run.py

@@ -50,6 +50,31 @@ def pytest_collection_modifyitems(config, items):
             node.own_markers[:] = [mark for mark in node.own_markers if mark.name != "ray"]
         if RAY_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.ray)
+        group = shared_fixture_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    # With several test processes (`make test` runs pytest-xdist), the slow tests first: the last to
+    # start is then a short one, not a minute-long cluster test that the others wait for. (Not in
+    # one process, where the order only costs module fixtures made again.)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+# --- several test processes (pytest-xdist, `--dist loadgroup`) ---------------------------------
+# pytest < 9.2 (pyproject.toml): from 9.2 xdist's groups are silently ignored (pytest-xdist issue
+# 1386: it marks a group in the test's node id, which pytest 9.2 no longer lets it change), and
+# every process would make each module fixture again. tests/test_suite_groups.py checks it.
+SHARED_SCOPES = {"module", "class", "package"}
+
+
+def shared_fixture_group(item) -> str | None:
+    """The xdist group of a test that uses a module-scoped fixture of its module: one group per
+    module and fixtures, so that one process makes the fixture once and runs every test that uses
+    it. Session fixtures (local_ray, plugin_dir) are made once per process instead: grouping every
+    test on the shared Ray would put a fifth of the suite in one process."""
+    shared = sorted(name for name, defs in item._fixtureinfo.name2fixturedefs.items()   # pytest has no public API
+                    if defs and defs[-1].scope in SHARED_SCOPES)                         # for a fixture's scope
+    return f"{item.module.__name__}:{'+'.join(shared)}" if shared else None
 
 
 def _refuse_ray(*args, **kwargs):

@@ -42,8 +42,14 @@ def free_worker_ports() -> int:
     handed out are not reused."""
     import random
     ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    # Under pytest-xdist each test process takes every n-th block: a block is checked free by
+    # binding its ports, but a node started by another process may not have bound them yet.
+    process = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:])
+    processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    blocks = range(20000 + process * (WORKER_PORTS + 1), ephemeral_low - WORKER_PORTS - 1,
+                   processes * (WORKER_PORTS + 1))
     for _ in range(200):
-        start = random.randrange(20000, ephemeral_low - WORKER_PORTS - 1, WORKER_PORTS + 1)
+        start = random.choice(blocks)
         if start in _worker_blocks:
             continue
         try:

@@ -20,6 +20,7 @@ def submit(head: RayNode, storage: Path, sweep: str = "smoke") -> subprocess.Com
                           timeout=600)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temp_dirs", ["own", "shared"])
 def test_a_job_on_two_nodes(tmp_path, temp_dirs):
     head = RayNode(num_cpus=1)

@@ -62,6 +62,7 @@ def gate(tmp_path):
     return gate
 
 
+@pytest.mark.slow
 def test_kill_9_while_the_tables_are_written_loses_nothing(gate, tmp_path):
     path = tmp_path / "sweeps.yaml"
     path.write_text(textwrap.dedent(SWEEP))

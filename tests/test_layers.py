@@ -21,6 +21,7 @@ def test_the_import_contract_holds():
     assert result.returncode == 0 and "0 broken" in result.stdout, result.stdout[-3000:] + result.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["optimizers", "problems", "workflows.engine", "workflows.registry",
                                     "workflows.core", "analysis", "workflows.cli"])
 def test_each_package_imports_on_its_own(module):

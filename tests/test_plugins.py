@@ -83,6 +83,7 @@ SPEC = {"parameters": {
     "seeds": 16, "budget": 3000}}
 
 
+@pytest.mark.slow
 def test_a_plugin_problem_and_optimizer_run_through_ray(local_ray, readme_plugin_installed, tmp_path):
     through_ray = run_sweep(SPEC, storage=tmp_path / "ray", backend="ray")
     assert through_ray.counts["done"] == 4 and through_ray.counts["failed"] == 0
@@ -276,6 +277,7 @@ def registered_here():
     ray_cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
+@pytest.mark.slow
 def test_registrations_in_this_process_reach_the_ray_workers(local_ray, registered_here, tmp_path):
     spec = {"parameters": {"problem": {"value": {"name": "here_cross_saddle", "sigma": {"values": [0.01, 0.1]}}},
                            "optimizer": {"value": {"name": "here_heavy_ball", "lr": 0.01}},

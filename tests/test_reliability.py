@@ -50,6 +50,7 @@ def gate(tmp_path):
     return Gate(tmp_path / "gate")
 
 
+@pytest.mark.slow
 def test_killing_the_driver_at_two_points_loses_and_duplicates_nothing(reference, gate, ray_drivers, tmp_path):
     """kill -9 of the driver (and of the Ray it started) once in each half of the sweep: the first
     kill strikes a fresh run, the second a run that resumed after a kill; each leaves exactly the
@@ -90,6 +91,7 @@ sweeps:
 """
 
 
+@pytest.mark.slow
 def test_a_failing_cell_is_retried_recorded_and_rerun_alone(local_ray, tmp_path, capsys):
     """Tune retries the failed trial (its FailureConfig); the rerun's choice of cells is the plan's,
     the same for both backends: it runs on the local one."""
@@ -112,6 +114,7 @@ def test_a_failing_cell_is_retried_recorded_and_rerun_alone(local_ray, tmp_path,
     assert stamps == part_stamps(storage, "f")
 
 
+@pytest.mark.slow
 def test_a_dead_worker_node_loses_nothing(reference, gate, ray_nodes, ray_drivers, tmp_path):
     gate.admit(3)                                      # 3 cells, then every cell waits: mid-sweep
     head = ray_nodes(num_cpus=1, env=gate.env(ray_env()))
@@ -178,6 +181,7 @@ def test_a_truncated_or_corrupt_block_is_recomputed_never_read(tmp_path, monkeyp
     pd.testing.assert_frame_equal(rows(storage), reference)
 
 
+@pytest.mark.slow
 def test_no_eval_exec_or_unpickling_of_user_input_and_token_auth_stays_on():
     sources = [p for d in ("workflows", "problems", "optimizers", "analysis") for p in (ROOT / d).rglob("*.py")]
     assert sources

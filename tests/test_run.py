@@ -115,6 +115,7 @@ def on_ray(local_ray, tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 def test_one_worker_and_two_workers_give_the_same_rows(on_ray):
     assert on_ray["1"]["code"] == 0 and on_ray["2"]["code"] == 0
     assert_same_rows(pd.read_parquet(on_ray["1"]["results"] / "rows.parquet"),

@@ -154,6 +154,7 @@ def test_duplicate_cells_collapse(tmp_path):
     assert len(load_sweeps(write(tmp_path, text))["s"].cells) == 1
 
 
+@pytest.mark.slow
 def test_the_shipped_sweeps_validate(capsys):
     assert main(["validate", "sweeps.yaml"]) == 0
     out = capsys.readouterr().out

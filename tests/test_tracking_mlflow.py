@@ -146,6 +146,7 @@ def check_cell_runs(client, sweep: str, sweeps_file: str, results: Path):
     return runs
 
 
+@pytest.mark.slow
 def test_each_stored_cell_is_one_run_with_its_parameters_summary_and_a_parent_with_the_report(
         tracking_uri, tmp_path, capsys):
     """On the local backend (the trackers hear of a cell from the Ray backend's Tune callback as from
@@ -203,6 +204,7 @@ def test_from_python_every_summary_a_list_valued_parameter_and_the_report(tracki
     assert Path(logged).read_text() == report.read_text()
 
 
+@pytest.mark.slow
 def test_a_server_killed_mid_sweep_costs_no_result_is_one_warning_and_track_catches_up(
         server, tracking_uri, tmp_path, capsys):
     """24 cells (the smoke sweep at four other seeds than the first test's: a cell is one run per
@@ -256,6 +258,7 @@ def test_a_server_killed_mid_sweep_costs_no_result_is_one_warning_and_track_catc
     assert "tracking: mlflow: 0 cells tracked now, 24 were already" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_tracker_that_is_down_from_the_start_changes_neither_the_results_nor_the_exit_code(tmp_path, monkeypatch,
                                                                                             capsys):
     """A dead port; half the cells fail (inject_fault): exit 1 as without tracking, the same rows.

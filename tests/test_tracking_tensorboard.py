@@ -162,6 +162,7 @@ sweeps:
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_with_a_tracker_stops_as_without_and_the_rerun_tracks_the_rest(tmp_path):
     """SIGINT to the driver's process group among the cells (--backend local): it still dies of
     SIGINT within seconds with the resume advice, never a tracker's traceback; no cell is in

@@ -196,7 +196,7 @@ def plan(sweep: Sweep, storage: str, allow_changed: bool = False, python: bool =
                          "pyarrow filesystem URI this machine can read and write") from None
     if verdict.kind == "refused":
         raise SweepError(verdict.message)
-    index = store.index()
+    index = search.index() if search is not None else store.index()   # the search read it already
     done = index.done(members)
     todo = search.pending() if search is not None else [c for k, c in cells.items() if k not in done]
     return RunPlan(storage, store, cells, done, todo, verdict, index, search)

@@ -79,11 +79,21 @@ def _sigint_noted(raise_at_once: bool):
         if raise_at_once:
             raise KeyboardInterrupt
 
+    def unraisable(report):
+        # Raised where Python cannot raise (an at-fork callback of the parent: Ray starts its
+        # processes with a preexec_fn, and logging's lock release runs after each fork; a __del__),
+        # the KeyboardInterrupt is "Exception ignored" plus a traceback on the terminal. It is
+        # noted above and raised when the block ends: the traceback is only noise.
+        if not (caught and isinstance(report.exc_value, KeyboardInterrupt)):
+            previous_hook(report)
+
     previous = signal.signal(signal.SIGINT, handler)
+    previous_hook, sys.unraisablehook = sys.unraisablehook, unraisable
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
     if caught:
         raise KeyboardInterrupt
 

@@ -684,7 +684,7 @@ def _components(where, kind: str, defaults: dict, specs: dict, top: dict, pick, 
         for key in inline if shared else ():
             if not any(key in schema_of(n) for n in names):
                 raise SweepError(f"{where}: {kind}.{key} is not a parameter of {', '.join(map(str, names))}")
-    _check_dotted_keys(where, kind, registry, ((over, out), (high, out), (low, None)))
+    _check_dotted_keys(where, kind, registry, schema_of, ((over, out), (high, out), (low, None)))
     return out
 
 
@@ -712,11 +712,10 @@ def _component_names(where: str, kind: str, inline_name, named: dict, pick) -> l
     return [None]
 
 
-def _check_dotted_keys(where: str, kind: str, registry, layers):
+def _check_dotted_keys(where: str, kind: str, registry, schema_of, layers):
     """A dotted key that no component takes is a typo: in the sweep and the overrides, against its
     components (`layers`: (keys, the components made) pairs); in the defaults (None), against every
-    registered one (a default may serve other sweeps)."""
-    schema_of = lambda n: _get(where, registry, n).schema
+    registered one (a default may serve other sweeps). `schema_of(name)`: a component's schema."""
     for layer, made in layers:
         names = sorted({c["name"] for c in made}) if made is not None else sorted(registry.names())
         for key in layer:

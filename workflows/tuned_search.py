@@ -213,10 +213,15 @@ class TunedSearch:
         self._index = None
         return self._is_whole(self.cells[cell_id])
 
-    def _is_whole(self, cell: Cell) -> bool:
+    def index(self):
+        """The store's index as the search last read it (read now if it has not been)."""
         if self._index is None:
             self._index = self.store.index()
-        return cell.id in self._index and self._index.seeds(cell.id) == cell["seeds"]
+        return self._index
+
+    def _is_whole(self, cell: Cell) -> bool:
+        index = self.index()
+        return cell.id in index and index.seeds(cell.id) == cell["seeds"]
 
     def _is_stored(self, cell: Cell) -> bool:
         if cell.id in self._stored:
