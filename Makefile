@@ -27,11 +27,12 @@ demo: $(CORE)
 
 # Four test processes on any machine: most of the suite's time is waiting (Ray starting, drivers
 # signalled, clusters joining), not computing. Tests sharing a module's fixture run in one process
-# (tests/conftest.py marks their xdist group), so the fixture is still made once.
+# (tests/conftest.py marks their xdist group), so the fixture is still made once; the groups go out
+# in the suite's order (slow first), not largest first.
 TEST_WORKERS ?= 4
 
 test: $(TEST)
-	RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	RAY_USAGE_STATS_ENABLED=0 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 bench: $(BENCH)
 	$(PY) benchmarks/run.py
