@@ -219,7 +219,9 @@ def test_a_server_killed_mid_sweep_costs_no_result_is_one_warning_and_track_catc
             tracked = server.finished_cell_runs(results)
             if tracked >= 1:
                 server.kill()
-                killed["at"] = tracked
+                # Counted once it is dead, not when it was seen: cells the sweep tracked while the
+                # kill was under way (two more on a loaded machine) count as tracked.
+                killed["at"] = server.finished_cell_runs(results)
                 return
             time.sleep(0.05)
 
@@ -231,6 +233,8 @@ def test_a_server_killed_mid_sweep_costs_no_result_is_one_warning_and_track_catc
     finally:
         killed["stop"] = True
         killer.join()
+        if "at" in killed:
+            server.start()              # for this module's other tests, whatever is asserted below
     out, err = capsys.readouterr()
     assert "at" in killed, "the first cell was never tracked"
     assert "tracking: mlflow experiment 'smoke'" in out            # it was up when the sweep started
@@ -242,11 +246,11 @@ def test_a_server_killed_mid_sweep_costs_no_result_is_one_warning_and_track_catc
     assert len(warnings) == 1 and warnings[0].startswith("warning: mlflow: tracking stopped"), err
     assert f"catch up with `saddlescape track {results} --to mlflow`" in err
     untracked = int(err.split("note: mlflow: ")[1].split(" of the 24")[0])
-    # The cells tracked when the server was killed, or one more that finished in that moment.
-    assert 24 - killed["at"] - 1 <= untracked <= 24 - killed["at"], (killed, err)
+    # The cells the dead server holds as finished, or one more whose run it finished while it was
+    # killed but never answered for (the sweep tracks one cell at a time).
+    assert 24 - killed["at"] <= untracked <= 24 - killed["at"] + 1, (killed, err)
     assert untracked < 24
 
-    server.start()
     client = MlflowClient(tracking_uri)
     assert len([r for r in runs_of(client, "smoke", results) if r.info.status == "FINISHED"]) < 24
     assert main(["track", results, "--to", "mlflow"]) == 0
