@@ -165,17 +165,20 @@ def test_loading_rows_for_the_analysis_frees_arrows_columns_as_it_goes(tmp_path)
     assert ratio < 4.0, f"the load's peak is {ratio:.2f}x the frame"
 
 
-def test_the_command_line_imports_no_scipy_until_a_cell_is_summarised():
+def test_neither_the_command_line_nor_a_cells_summary_imports_scipy():
     """A rerun with nothing to compute is mostly the command's imports; scipy.stats (0.9 s of them)
-    came in with the cells' summaries, which only the workers compute: the command line no longer
-    imports it, and a cell's summary still does when it needs the Kaplan-Meier estimate."""
+    came in with the cells' summaries: the command line does not import it, and a cell's summary,
+    computed on every worker for every cell, is scipy's Kaplan-Meier arithmetic without scipy's
+    objects (tests/test_survival_km.py: the same numbers), so it does not either."""
     import subprocess
 
     code = ("import sys, workflows.cli; print('scipy.stats' in sys.modules); "
-            "import numpy as np; from workflows.core.survival import kaplan_meier; "
-            "print(kaplan_meier(np.array([3.0, 5.0, 9.0]), np.array([True, True, False]), 10.0)[0], "
-            "'scipy.stats' in sys.modules)")
+            "import numpy as np; from workflows.core.survival import cell_summary; "
+            "s = cell_summary({'escape_step': np.array([3.0, 5.0, 9.0]), 'escaped': np.array([True, True, False]), "
+            "'diverged': np.zeros(3, bool), 'budget': np.full(3, 10)}, 0.1); "
+            "print(s['escape_step_km_median'], 'scipy' in sys.modules)")
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, "-c", code], cwd=root, check=True, capture_output=True,
                          text=True).stdout.split()
-    assert out == ["False", "5.0", "True"]
+    assert out == ["False", "5.0", "False"]
+
