@@ -73,3 +73,29 @@ def test_a_finite_interval_where_scipys_is(censored_first):
     ours = kaplan_meier(steps, escaped, 50.0)
     assert ours == scipy_kaplan_meier(steps, escaped, 50.0)
     assert all(np.isfinite(ours[:2]))
+
+
+def test_the_summarys_median_is_numpys():
+    from workflows.core.survival import _median
+
+    rng = np.random.default_rng(3)
+    for n in list(range(1, 41)) * 50:
+        values = rng.choice([rng.normal(size=n), rng.integers(-3, 4, n).astype(float), rng.lognormal(5, 3, n)])
+        assert _median(values) == float(np.median(values)), values
+
+
+def test_a_cells_summary_is_the_same_from_shared_values_as_from_repeated_ones():
+    """The block writer hands the summary each value a cell's runs share as it is, not repeated
+    into an array per run (workflows/blocks.py): the summary is the one of the repeated columns."""
+    from workflows.blocks import _repeated
+    from workflows.core.survival import cell_summary
+
+    rng = np.random.default_rng(5)
+    runs = 16
+    columns = {"seed": np.arange(runs), "escaped": rng.random(runs) < 0.6, "diverged": rng.random(runs) < 0.1,
+               "escape_step": rng.integers(1, 200, runs), "budget": 200, "curvature": 1.5, "sigma_escape": None,
+               "final_loss": rng.normal(size=runs), "minimum_loss": float("nan"), "cnc_constant": 0.25,
+               "sosp_step": rng.integers(1, 200, runs), "sosp_reached": True}
+    shared = cell_summary(columns, 0.01)
+    assert shared == cell_summary({k: _repeated(v, runs) for k, v in columns.items()}, 0.01)
+    assert shared["curvature"] == 1.5 and "sigma_escape" not in shared and shared["sosp_reached_fraction"] == 1.0
