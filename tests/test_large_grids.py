@@ -270,3 +270,21 @@ def test_a_waiting_cell_keeps_its_shared_values_unrepeated(tmp_path):
     assert mine["optimizer.lr"] == [sweep.cells[3]["optimizer"]["lr"]] * 16
     assert mine["cell_id"] == [sweep.cells[3].id] * 16 and mine["seed"] == list(range(16))
     assert np.array_equal(mine["escape_step"], results[3].columns["escape_step"])
+
+
+def test_the_command_takes_arrows_memory_from_malloc_unless_told_otherwise():
+    """pyarrow's default pool (mimalloc) kept what the parquet reader's threads freed: at 10⁵ cells
+    the driver's peak was 0.1-0.2 GiB higher while the tables were written. The command's process
+    uses the C library's malloc, which gives it back; a pool named in the environment stands."""
+    import os
+    import subprocess
+
+    code = "import workflows.cli, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+
+    def pool(**extra):
+        return subprocess.run([sys.executable, "-c", code], cwd=root, check=True, capture_output=True, text=True,
+                              env={**env, **extra}).stdout.strip()
+    assert pool() == "system"
+    assert pool(ARROW_DEFAULT_MEMORY_POOL="mimalloc") == "mimalloc"
