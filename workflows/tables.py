@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .core.rows import flatten_cell
-from .store import INDEX_COLUMNS, META_KEY, Index, Store
+from .store import INDEX_COLUMNS, META_KEY, Index, Store, take_releasing
 
 STATUS = ("status", "error")
 # cells.parquet's counts, as before the summaries were stored (whole numbers where every cell has them).
@@ -63,6 +63,7 @@ class Tables:
 def collect(store: Store, cells: dict, index: Index | None = None) -> Tables:
     """The tables of `cells` (id -> cell, in the sweep's order) from `store`: found up to date, or
     written to temporary files (publish puts them in place). Writes nothing else."""
+    own = index is None               # the index read here is this function's alone: let go as it is used
     index = index if index is not None else store.index()
     store.save_index(index)
     if store.local:                 # a killed run's temporaries (a local folder is one run's at a time)
@@ -75,8 +76,13 @@ def collect(store: Store, cells: dict, index: Index | None = None) -> Tables:
     counts = {"total": len(cells), "done": len(done), "failed": len(failed),
               "missing": len(cells) - len(done) - len(failed)}
     ok = [key for key in cells if key in done]
-    where = index.table.take(pa.array([index.positions[key] for key in ok], type=pa.int64()))
-    del index                       # `where` has what the tables need (the caller may keep its own)
+    rows = pa.array([index.positions[key] for key in ok], type=pa.int64())
+    if own:
+        holder, index.table = [index.table], None
+        where = take_releasing(holder, rows)
+    else:
+        where = index.table.take(rows)
+    del index, rows                 # `where` has what the tables need (the caller may keep its own)
     fingerprint = _fingerprint(statuses, where, failed)
     seconds = dict(zip(ok, where.column("engine_seconds").to_pylist())) if "engine_seconds" in where.column_names \
         else {key: 0.0 for key in ok}
