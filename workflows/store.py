@@ -48,6 +48,7 @@ FORMAT = 3                       # the block layout; parts/ (one file per cell) 
 # The index's own columns; every other column is the cell's summary (core.survival.cell_summary).
 INDEX_COLUMNS = ("cell_id", "block", "block_bytes", "block_mtime", "row_start", "n_rows", "seeds", "has_trace",
                  "stored_at")
+ENTRIES_AT_ONCE = 2000           # footer entries (dicts) held at once while the index is made
 
 
 class Store:
@@ -161,13 +162,21 @@ class Store:
                 kept.append(known.filter(mask))
             for block in still:
                 fresh.pop(block, None)
-        entries = []
+        # The footers' cells made into columns a few thousand at a time: as dicts, 10⁵ cells took
+        # 0.25 GiB of the driver at once (the index they make is about 0.3 KB a cell).
+        entries, read = [], False
         for block, stamp in sorted(fresh.items()):
             entries += self._footer_entries(block, stamp)
+            read = read or bool(entries)
+            if len(entries) >= ENTRIES_AT_ONCE:
+                kept.append(_entries_table(entries))
+                entries = []
         if entries:
             kept.append(_entries_table(entries))
-        table = _concat(kept)
-        return Index(table, changed=bool(entries) or known is None or table.num_rows != known.num_rows)
+        holder = [_concat(kept)]
+        kept.clear()                    # the index's only copy is the holder's, which Index empties
+        changed = read or known is None or holder[0].num_rows != known.num_rows
+        return Index(holder, changed=changed)
 
     def save_index(self, index: "Index"):
         """Write index.parquet where it changed (a cache: a kill before or during this costs a rescan)."""
@@ -395,14 +404,30 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
+def take_releasing(holder: list, rows: pa.Array) -> pa.Table:
+    """holder[0].take(rows) made a column at a time, each column of holder[0] let go once taken
+    (holder[0] is emptied, so nothing else should hold that table): a table and its reordered copy
+    are never both whole in memory (the index of 10⁵ cells: about 30 MB each)."""
+    table, holder[0] = holder[0], None
+    columns = {}
+    for name in table.column_names:
+        columns[name] = table.column(name).take(rows)
+        table = table.drop_columns([name])
+    return pa.table(columns)
+
+
 class Index:
     """What the store holds: one row per complete stored cell (a pyarrow table: INDEX_COLUMNS and
     the cells' summaries), the first block by name where a cell is stored twice."""
 
-    def __init__(self, table: pa.Table, changed: bool = False):
-        order = pc.sort_indices(table, sort_keys=[("block", "ascending"), ("row_start", "ascending")]) \
-            if table.num_rows else None
-        table = table.take(order) if order is not None else table
+    def __init__(self, table: pa.Table | list, changed: bool = False):
+        """`table`, or a list holding it, which is emptied (take_releasing: its columns let go as
+        they are sorted)."""
+        holder = table if isinstance(table, list) else [table]
+        del table
+        order = pc.sort_indices(holder[0], sort_keys=[("block", "ascending"), ("row_start", "ascending")]) \
+            if holder[0].num_rows else None
+        table = take_releasing(holder, order) if order is not None else holder[0]
         ids = table.column("cell_id").to_pylist()
         first: dict[str, int] = {}
         for position, key in enumerate(ids):

@@ -20,6 +20,7 @@ as float (pandas' concatenation of the cells' frames, which made them before).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import uuid
 from collections.abc import Iterable
@@ -32,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .core.rows import flatten_cell
-from .store import INDEX_COLUMNS, META_KEY, Index, Store
+from .store import INDEX_COLUMNS, META_KEY, Index, Store, take_releasing
 
 STATUS = ("status", "error")
 # cells.parquet's counts, as before the summaries were stored (whole numbers where every cell has them).
@@ -40,6 +41,8 @@ COUNTS = ("n_seeds", "n_escaped", "n_diverged")
 FIRST_SUMMARY = (*COUNTS, "mean_escape_step_of_escaped", "engine_seconds")
 LOCATION = ("rows_start", "rows_count")
 TABLES = ("rows.parquet", "cells.parquet", "traces.parquet")
+CELLS_AT_ONCE = 2_000          # cells flattened at once for cells.parquet's parameters
+ROWS_AT_ONCE = 16_384          # a block's rows read and written to rows.parquet at once (a row group)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Tables:
 def collect(store: Store, cells: dict, index: Index | None = None) -> Tables:
     """The tables of `cells` (id -> cell, in the sweep's order) from `store`: found up to date, or
     written to temporary files (publish puts them in place). Writes nothing else."""
+    own = index is None               # the index read here is this function's alone: let go as it is used
     index = index if index is not None else store.index()
     store.save_index(index)
     if store.local:                 # a killed run's temporaries (a local folder is one run's at a time)
@@ -72,7 +76,13 @@ def collect(store: Store, cells: dict, index: Index | None = None) -> Tables:
     counts = {"total": len(cells), "done": len(done), "failed": len(failed),
               "missing": len(cells) - len(done) - len(failed)}
     ok = [key for key in cells if key in done]
-    where = index.table.take(pa.array([index.positions[key] for key in ok], type=pa.int64()))
+    rows = pa.array([index.positions[key] for key in ok], type=pa.int64())
+    if own:
+        holder, index.table = [index.table], None
+        where = take_releasing(holder, rows)
+    else:
+        where = index.table.take(rows)
+    del index, rows                 # `where` has what the tables need (the caller may keep its own)
     fingerprint = _fingerprint(statuses, where, failed)
     seconds = dict(zip(ok, where.column("engine_seconds").to_pylist())) if "engine_seconds" in where.column_names \
         else {key: 0.0 for key in ok}
@@ -80,7 +90,7 @@ def collect(store: Store, cells: dict, index: Index | None = None) -> Tables:
     if _stored_fingerprint(store) == fingerprint:
         return tables
     try:
-        order = _block_order(cells, where)
+        order = _block_order(where)
         rows_at = _write_rows(store, where, order, tables)
         _write_traces(store, where, order, tables)
         _write_cells(store, cells, statuses, where, failed, rows_at, tables)
@@ -139,9 +149,19 @@ def _fingerprint(statuses: list, where: pa.Table, failed: dict) -> str:
     for key, status in statuses:
         digest.update(f"{key} {status}\n".encode())
     for column in ("cell_id", "block", "row_start"):
-        digest.update(json.dumps(where.column(column).to_pylist()).encode())
+        _update_json_list(digest, where.column(column))
     digest.update(json.dumps(sorted(failed.items())).encode())
     return digest.hexdigest()[:32]
+
+
+def _update_json_list(digest, column: pa.ChunkedArray, chunk: int = 10_000):
+    """digest.update(json.dumps(column.to_pylist()).encode()), the column converted a chunk at a
+    time: the same bytes, without 10⁵ Python objects at once."""
+    digest.update(b"[")
+    for start in range(0, len(column), chunk):
+        text = json.dumps(column.slice(start, chunk).to_pylist())[1:-1]
+        digest.update(((", " if start else "") + text).encode())
+    digest.update(b"]")
 
 
 def _stored_fingerprint(store: Store) -> str | None:
@@ -167,18 +187,19 @@ def _stored_statuses(store: Store) -> list | None:
     return list(zip(table.column("cell_id").to_pylist(), table.column("status").to_pylist()))
 
 
-def _block_order(cells: dict, where: pa.Table) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """[(block, row_start of each wanted cell, n_rows of each)], the blocks ordered by their first
-    cell in the sweep: a sweep run by one process (the local backend) gets its rows in its order."""
-    position = {key: i for i, key in enumerate(cells)}
-    blocks = where.column("block").to_pylist()
+def _block_order(where: pa.Table) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """[(block, row_start of each wanted cell, n_rows of each, their rows in `where`)], the blocks
+    ordered by their first cell in the sweep (`where` is in the sweep's order): a sweep run by one
+    process (the local backend) gets its rows in its order."""
+    if not where.num_rows:
+        return []
+    encoded = where.column("block").combine_chunks().dictionary_encode()
+    codes, names = encoded.indices.to_numpy(), encoded.dictionary.to_pylist()
     starts, counts = where.column("row_start").to_numpy(), where.column("n_rows").to_numpy()
-    ids = where.column("cell_id").to_pylist()
-    grouped: dict[str, list[int]] = {}
-    for i, block in enumerate(blocks):
-        grouped.setdefault(block, []).append(i)
-    ordered = sorted(grouped.items(), key=lambda item: min(position[ids[i]] for i in item[1]))
-    return [(block, starts[members], counts[members], members) for block, members in ordered]
+    by_block = np.argsort(codes, kind="stable")          # each block's rows, in the sweep's order
+    members = np.split(by_block, np.cumsum(np.bincount(codes, minlength=len(names)))[:-1])
+    ordered = sorted((m for m in members if len(m)), key=lambda m: m[0])
+    return [(names[codes[m[0]]], starts[m], counts[m], m) for m in ordered]
 
 
 def _temporary(name: str) -> str:
@@ -194,27 +215,40 @@ def _wanted(table: pa.Table, starts: np.ndarray, counts: np.ndarray) -> pa.Table
 
 # --- rows.parquet and traces.parquet, streamed -----------------------------------------------------
 
-def _write_rows(store: Store, where: pa.Table, order: list, tables: Tables) -> dict[str, int]:
-    """rows.parquet's temporary, block by block; returns {cell_id: its first row in the table}."""
+def _write_rows(store: Store, where: pa.Table, order: list, tables: Tables) -> np.ndarray:
+    """rows.parquet's temporary, block by block; returns each cell's first row in the table (an
+    array over `where`'s rows)."""
+    rows_at = np.zeros(where.num_rows, dtype=np.int64)
     if not order:
         tables.temporaries["rows.parquet"] = None
-        return {}
+        return rows_at
     schemas = [_read_schema(store, block) for block, *_ in order]
     schema = _union(schemas)
     temporary = _temporary("rows.parquet")
     tables.temporaries["rows.parquet"] = temporary
-    rows_at, offset = {}, 0
-    ids = where.column("cell_id").to_pylist()
+    offset = 0
     with store.fs.open_output_stream(store.path(temporary)) as sink, \
             pq.ParquetWriter(sink, schema.with_metadata(_metadata(schema, tables.fingerprint))) as writer:
         for block, starts, counts, members in order:
-            part = _wanted(store.read_block(block), starts, counts)
-            writer.write_table(_conform(part, schema))
-            for i, start, count in sorted(zip(members, starts, counts), key=lambda m: m[1]):
-                rows_at[ids[i]] = offset
-                offset += int(count)
-    store._block_cache = None
+            for part in _block_parts(store, block, starts, counts):
+                writer.write_table(_conform(part, schema))
+            by_start = np.argsort(starts, kind="stable")
+            rows_at[members[by_start]] = offset + np.concatenate([[0], np.cumsum(counts[by_start])[:-1]])
+            offset += int(counts.sum())
     return rows_at
+
+
+def _block_parts(store: Store, block: str, starts: np.ndarray, counts: np.ndarray):
+    """The rows of a block that belong to the wanted cells, ROWS_AT_ONCE rows at a time where that
+    is the whole block (the usual case): a block of 5,000 cells decoded at once took about 60 MB
+    of the driver, and as much again in the writer's row group."""
+    with store.fs.open_input_file(store.path(block)) as f:
+        reader = pq.ParquetFile(f)
+        if counts.sum() != reader.metadata.num_rows:
+            yield _wanted(reader.read(), starts, counts)
+            return
+        for batch in reader.iter_batches(batch_size=ROWS_AT_ONCE):
+            yield pa.Table.from_batches([batch])
 
 
 def _write_traces(store: Store, where: pa.Table, order: list, tables: Tables):
@@ -320,29 +354,16 @@ def _metadata(schema: pa.Schema, fingerprint: str, extra: dict | None = None, te
 
 # --- cells.parquet -------------------------------------------------------------------------------
 
-def _write_cells(store: Store, cells: dict, statuses: list, where: pa.Table, failed: dict, rows_at: dict,
+def _write_cells(store: Store, cells: dict, statuses: list, where: pa.Table, failed: dict, rows_at: np.ndarray,
                  tables: Tables):
     """cells.parquet's temporary: the cells' parameters (flattened as their rows' columns), status
     and error, then the stored summaries of the cells with results and where their rows are."""
-    columns: dict[str, list] = {"cell_id": []}
-    n = 0
-    for (key, status), cell in zip(statuses, cells.values()):
-        columns["cell_id"].append(key)
-        for name, value in flatten_cell(cell).items():
-            # Not setdefault(name, [None] * n): that makes an n-long list for every value of every
-            # cell, quadratic (10⁵ cells: 196 of the tables' 212 s).
-            if name not in columns:
-                columns[name] = [None] * n
-            columns[name].append(value)
-        n += 1
-        for values in columns.values():
-            if len(values) < n:
-                values.append(None)
+    arrays = _parameter_columns(cells)
     errors = [failed.get(key, "") if status != "missing" else "not computed" for key, status in statuses]
-    arrays = {name: _array(values) for name, values in columns.items()}
     arrays["status"] = pa.array([status for _, status in statuses], pa.string())
     arrays["error"] = pa.array([e if s != "ok" else "" for e, (_, s) in zip(errors, statuses)], pa.string())
-    summary = _summaries(where, [key for key, _ in statuses], rows_at)
+    summary = _summaries(where, np.fromiter((status == "ok" for _, status in statuses), bool, len(statuses)),
+                         rows_at)
     # The columns in the order the one-row frames of each cell gave them: the first cell's
     # parameters, its status and counts, then what later cells add.
     first = ["cell_id", *flatten_cell(next(iter(cells.values()))), *STATUS, *(c for c in FIRST_SUMMARY if c in summary)]
@@ -360,6 +381,56 @@ def _write_cells(store: Store, cells: dict, statuses: list, where: pa.Table, fai
     store.write_table(temporary, table)
 
 
+def _parameter_columns(cells: dict, chunk: int = CELLS_AT_ONCE) -> dict[str, pa.ChunkedArray]:
+    """cell_id and the cells' parameters flattened (core.rows.flatten_cell), a column per name in
+    the order names first appear, null where a cell lacks it, typed as pandas' concatenation of
+    one-row frames typed them (`_array` on the whole column). Made `chunk` cells at a time: as
+    Python lists, every value of 10⁵ cells took about 0.1 GiB of the driver at once."""
+    parts: dict[str, list[pa.Array]] = {"cell_id": []}
+    done = 0
+    items = iter(cells.items())
+    while True:
+        batch = list(itertools.islice(items, chunk))
+        if not batch:
+            break
+        columns: dict[str, list] = {"cell_id": [key for key, _ in batch]}
+        for n, (_, cell) in enumerate(batch):
+            for name, value in flatten_cell(cell).items():
+                if name not in columns:
+                    columns[name] = [None] * n
+                columns[name].append(value)
+            for values in columns.values():
+                if len(values) <= n:
+                    values.append(None)
+        for name, values in columns.items():
+            if name not in parts:
+                parts[name] = [pa.nulls(done)] if done else []
+            parts[name].append(pa.array(values, from_pandas=True))
+        done += len(batch)
+        for name, pieces in parts.items():
+            if name not in columns:
+                pieces.append(pa.nulls(len(batch)))
+    return {name: _joined(pieces) for name, pieces in parts.items()}
+
+
+def _joined(pieces: list[pa.Array]) -> pa.ChunkedArray:
+    """A column made in pieces, typed as `_array` types the whole: the pieces' one type (a piece
+    of nulls only takes it), whole numbers and floats together as float, and anything else mixed
+    converted as one list, as before."""
+    kinds = {piece.type for piece in pieces if not pa.types.is_null(piece.type)}
+    if len(kinds) > 1 and all(pa.types.is_integer(k) or pa.types.is_floating(k) for k in kinds):
+        kinds = {pa.float64()}
+    if len(kinds) > 1:
+        return pa.chunked_array([_array([value for piece in pieces for value in piece.to_pylist()])])
+    kind = kinds.pop() if kinds else pa.null()
+    column = pa.chunked_array([piece.cast(kind) if piece.type != kind else piece for piece in pieces], type=kind)
+    if pa.types.is_integer(column.type) and column.null_count:
+        return column.cast(pa.float64())
+    if pa.types.is_null(column.type) or pa.types.is_large_string(column.type):
+        return column.cast(pa.string())
+    return column
+
+
 def _array(values: list) -> pa.Array:
     """A column of Python values as pandas' concatenation typed it: whole numbers with a gap as
     float, text as text."""
@@ -371,22 +442,25 @@ def _array(values: list) -> pa.Array:
     return array
 
 
-def _summaries(where: pa.Table, order: list, rows_at: dict) -> dict[str, pa.Array]:
-    """The index's summary columns for every cell of `order` (null where it has no results), with
-    FIRST_SUMMARY first, and each cell's place in rows.parquet."""
-    position = {key: i for i, key in enumerate(where.column("cell_id").to_pylist())}
-    take = pa.array([position.get(key) for key in order], type=pa.int64())
+def _summaries(where: pa.Table, ok: np.ndarray, rows_at: np.ndarray) -> dict[str, pa.Array]:
+    """The index's summary columns for every cell of the sweep (null where it has no results: `ok`
+    false; `where` holds the cells with results, in the sweep's order), with FIRST_SUMMARY first,
+    and each cell's place in rows.parquet (`rows_at`, over `where`'s rows)."""
+    position = np.cumsum(ok) - 1
+    take = None if ok.all() else pa.array(position, mask=~ok, type=pa.int64())    # None: every cell, in order
     names = [c for c in where.column_names if c not in INDEX_COLUMNS]
     names = [c for c in FIRST_SUMMARY if c in names] + [c for c in names if c not in FIRST_SUMMARY]
+    pick = (lambda column: column) if take is None else (lambda column: column.take(take))
     out = {}
     for name in names:
-        column = where.column(name).take(take)
+        column = pick(where.column(name))
         if name in COUNTS and not column.null_count:
             column = column.cast(pa.int64())
         out[name] = column
-    start = [rows_at.get(key) for key in order]
-    counts = where.column("n_rows").take(take)
-    out["rows_start"] = _array(start)
+    start = pa.array(rows_at[np.maximum(position, 0)] if len(rows_at) else np.zeros(len(ok), np.int64), mask=~ok)
+    counts = pick(where.column("n_rows"))
+    # as `_array` typed the Python list: float with a gap, text (a column of None) with no cell at all
+    out["rows_start"] = start if not start.null_count else start.cast(pa.float64() if ok.any() else pa.string())
     out["rows_count"] = counts if counts.null_count else counts.cast(pa.int64())
     if counts.null_count:
         out["rows_count"] = counts.cast(pa.float64())

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 
-import scipy.stats  # noqa: F401  (the cells' summaries' Kaplan-Meier: core/survival.py imports it on first use)
-
 from . import tune_runner  # noqa: F401  (Ray Tune, torch, the trainable's modules)
 from .engine import simulate
 from .spec import sweeps_from_mapping
