@@ -272,19 +272,36 @@ def test_a_waiting_cell_keeps_its_shared_values_unrepeated(tmp_path):
     assert np.array_equal(mine["escape_step"], results[3].columns["escape_step"])
 
 
+# The command's entry (workflows/command.py) with a stand-in for the command line that reports the
+# pool pyarrow got when the command imported it.
+COMMAND_POOL = """
+import sys, types
+import workflows
+stand_in = types.ModuleType("workflows.cli")
+def entry():
+    import pyarrow
+    print(pyarrow.default_memory_pool().backend_name)
+stand_in.entry = entry
+sys.modules["workflows.cli"] = workflows.cli = stand_in
+import workflows.command
+workflows.command.entry()
+"""
+
+
 def test_the_command_takes_arrows_memory_from_malloc_unless_told_otherwise():
     """pyarrow's default pool (mimalloc) kept what the parquet reader's threads freed: at 10⁵ cells
     the driver's peak was 0.1-0.2 GiB higher while the tables were written. The command's process
-    uses the C library's malloc, which gives it back; a pool named in the environment stands."""
+    uses the C library's malloc, which gives it back; a pool named in the environment stands; and
+    importing the command line (as run_sweep's users and the tests do) changes no environment."""
     import os
     import subprocess
 
-    code = "import workflows.cli, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
     root = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
 
-    def pool(**extra):
+    def run(code, **extra):
         return subprocess.run([sys.executable, "-c", code], cwd=root, check=True, capture_output=True, text=True,
                               env={**env, **extra}).stdout.strip()
-    assert pool() == "system"
-    assert pool(ARROW_DEFAULT_MEMORY_POOL="mimalloc") == "mimalloc"
+    assert run(COMMAND_POOL) == "system"
+    assert run(COMMAND_POOL, ARROW_DEFAULT_MEMORY_POOL="mimalloc") == "mimalloc"
+    assert run("import os; before = dict(os.environ); import workflows.cli; print(before == dict(os.environ))") == "True"

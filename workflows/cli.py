@@ -17,13 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-# Arrow's memory from the C library's malloc, which gives freed memory back, rather than pyarrow's
-# default pool (mimalloc), which kept what the parquet reader's threads had freed: the driver's
-# peak at 10⁵ cells was 0.1-0.2 GiB higher, most of it while the tables were written
-# (docs/scaling.md). Read by pyarrow when it is imported (next, with the store), so set first; a
-# choice already in the environment stands, and the workers of an embedded Ray inherit it.
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-
 from . import estimate, report_inputs
 from .api import BACKENDS, _version, absolute, check_trackers, execute, local_path, open_store, plan, resolve_sweep
 from .core.compat import configure, exit_without_teardown
