@@ -81,21 +81,34 @@ def cell_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Indexed by cell_id; `problem` is the problem's name, `optimizer` the optimizer's variant
     label (method_labels); `optimizer.name` stays the name. Per-run columns appear only as
     `median_`/`q10_`/`q90_` summaries over the cell's runs."""
-    described, declared_run, undeclared_run = split_columns(rows)
+    split = split_columns(rows)
+    return labelled(cell_summaries(rows, split, summarised_columns(rows, split)), len(split[0]))
+
+
+def summarised_columns(rows: pd.DataFrame, split) -> list[str]:
+    """The per-run columns summarised by median and spread: numeric, not boolean, not a duration's."""
+    _, declared_run, undeclared_run = split
+    return [c for c in declared_run + undeclared_run if c not in DURATION_COLUMNS and c not in ("diverged",)
+            and pd.api.types.is_numeric_dtype(rows[c]) and rows[c].dtype != bool]
+
+
+def cell_summaries(rows: pd.DataFrame, split, summarised: list[str]) -> pd.DataFrame:
+    """cell_table without the labels, from `rows` holding every run of each of its cells: what can
+    be computed a group of cells at a time (analysis.load reads a large table so) and put together
+    with pd.concat. split: analysis.schema.split_columns of the whole table; summarised: its
+    summarised_columns."""
+    described = split[0]
     cells = rows.drop_duplicates("cell_id")[described].set_index("cell_id", drop=False)
     cells.index.name = None
     for column in described:
         if isinstance(cells[column].dtype, pd.CategoricalDtype):
             cells[column] = cells[column].astype(object)
-    cells["problem"], cells["optimizer"] = cells["problem.name"].astype(str), method_labels(cells)
 
     groups = rows.groupby("cell_id", observed=True, sort=False)
     cells["runs"] = groups.size()
     cells["escaped_runs"] = groups["escaped"].sum()
     cells["diverged_runs"] = groups["diverged"].sum() if "diverged" in rows else 0
     cells["escaped_fraction"] = cells["escaped_runs"] / cells["runs"]
-    summarised = [c for c in declared_run + undeclared_run if c not in DURATION_COLUMNS and c not in ("diverged",)
-                  and pd.api.types.is_numeric_dtype(rows[c]) and rows[c].dtype != bool]
     if summarised:
         numeric = rows[summarised].astype(float)
         by_cell = numeric.groupby(rows["cell_id"], observed=True, sort=False)
@@ -104,6 +117,20 @@ def cell_table(rows: pd.DataFrame) -> pd.DataFrame:
             cells = cells.join(by_cell.quantile(q).add_prefix(f"q{round(100 * q)}_"))
     for name in duration_pairs(rows):
         cells = cells.join(summarize_cells(rows, name))
+    return cells
+
+
+def labelled(cells: pd.DataFrame, described: int) -> pd.DataFrame:
+    """`problem` and `optimizer` (the variant labels, which depend on every cell) after the first
+    `described` columns, or in place where the table has columns of those names."""
+    problem, optimizer = cells["problem.name"].astype(str), method_labels(cells)
+    at = described
+    for name, values in (("problem", problem), ("optimizer", optimizer)):
+        if name in cells:
+            cells[name] = values
+        else:
+            cells.insert(at, name, values)
+            at += 1
     return cells
 
 

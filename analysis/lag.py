@@ -45,7 +45,7 @@ recursion (`monte_carlo`) and the engine.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 from scipy import special
@@ -83,8 +83,7 @@ class Rule:
 
     @cached_property
     def bias1(self) -> np.ndarray:
-        t = np.arange(1, self.steps + 1)
-        return 1 - self.beta1**t if (self.bias_correction and self.beta1) else np.ones(self.steps)
+        return _bias1(self.beta1, self.steps) if (self.bias_correction and self.beta1) else np.ones(self.steps)
 
     @cached_property
     def bias2(self) -> np.ndarray:
@@ -128,6 +127,15 @@ class Rule:
         unit of m), or of a stable one (γ → its λ)."""
         t = np.arange(1, self.steps + 1)
         return self.lrs * curvature / (self.bias1 * self.denominator(self.noise_second_moment(sigma), sigma, t))
+
+
+@lru_cache(maxsize=64)
+def _bias1(beta1: float, steps: int) -> np.ndarray:
+    """1 − β₁ᵗ for t = 1 … steps: shared by every cell with the same β₁ and horizon (a power per step
+    is most of a rule's set-up); read-only, being shared."""
+    out = 1 - beta1 ** np.arange(1, steps + 1)
+    out.flags.writeable = False
+    return out
 
 
 def exponential_rule(lrs, beta2s, **kw) -> Rule:
@@ -372,7 +380,26 @@ class StableSpread:
         return (self.stable.counts[:, None] * np.concatenate(parts, axis=1)).sum(0)
 
     def _with_momentum(self, steps: int) -> np.ndarray:
-        """β₁ > 0: the (x, m) second moments step by step, held constant once stationary."""
+        """β₁ > 0: the (x, m) second moments step by step, held constant once stationary. Compiled
+        (analysis._lag_kernel, the same operations) where the coordinates' pairs are few enough for
+        numpy's sum over them to be a plain sum in order (below 8); else the numpy loop."""
+        if len(self.stable.curvatures) < 8:
+            try:
+                from ._lag_kernel import stable_moments
+            except ImportError:
+                stable_moments = None
+            if stable_moments is not None:
+                xx, xm, mm = (np.array(a, float) for a in self.state)
+                b1 = self.rule.beta1
+                out, self.settled = stable_moments(
+                    xx, xm, mm, np.ascontiguousarray(self.gains, float), np.asarray(self.stable.curvatures, float),
+                    np.asarray(self.stable.sigmas, float), np.asarray(self.stable.counts, float), float(b1),
+                    float(b1**2), int(self.settled), float(self.values[-1]), len(self.values), int(steps))
+                self.state = (xx, xm, mm)
+                return out
+        return self._with_momentum_numpy(steps)
+
+    def _with_momentum_numpy(self, steps: int) -> np.ndarray:
         lam, sig, count, b1 = self.stable.curvatures, self.stable.sigmas, self.stable.counts, self.rule.beta1
         xx, xm, mm = self.state
         out = [self.values[-1]]
@@ -452,7 +479,44 @@ def run_map(rule: Rule, curvature: float, sigma: float, thresholds, y1: np.ndarr
     y_t ≥ thresholds(t)[t − 1] (steps + 1 where never). y in units of σ₁/γ, u of σ₁². `thresholds(n)`
     gives the escape level for steps 1 … n (asked for in chunks, as far as some node is left).
     quartic: λ of a confining (λ/4)‖x‖⁴, whose gradient λ‖x‖²x turns minus the escape coordinate's
-    gradient into y (1 − (λ/γ)(x² + V_⊥)); `spread(n)` gives V_⊥ for steps 1 … n (0 without it)."""
+    gradient into y (1 − (λ/γ)(x² + V_⊥)); `spread(n)` gives V_⊥ for steps 1 … n (0 without it).
+
+    The steps run compiled (analysis._lag_kernel, the same operations in the same order); the exact
+    preconditioner with α ≠ 1, whose power numpy rounds its own way, and a machine without numba run
+    `run_map_numpy`, the reference loop. Both give the same steps (tests/test_lag_speed.py)."""
+    if rule.exact and rule.alpha != 1:
+        return run_map_numpy(rule, curvature, sigma, thresholds, y1, m1, u1, chunk, quartic, spread)
+    try:
+        from ._lag_kernel import advance
+    except ImportError:                       # numba missing: the reference loop
+        return run_map_numpy(rule, curvature, sigma, thresholds, y1, m1, u1, chunk, quartic, spread)
+    y, m = np.array(y1, float), np.array(m1, float)
+    out = np.full(y.shape, rule.steps + 1)
+    level = thresholds(min(chunk, rule.steps))
+    alive = y < level[0]
+    out[~alive] = 1
+    index = np.flatnonzero(alive)
+    y, m = y[index], m[index]
+    u = np.full_like(y, u1)
+    top = u.copy()
+    n, done = len(index), 1
+    sigma2 = sigma**2
+    while n:
+        extra = spread(len(level)) if (quartic and spread is not None) else np.zeros(len(level))
+        n = advance(index, y, m, u, top, n, out, done + 1, level, np.ascontiguousarray(extra, float), rule.lrs,
+                    rule.decay, rule.fresh, rule.bias1, rule.bias2, float(rule.beta1), bool(rule.exact),
+                    bool(rule.running_max), float(rule.eps), float(sigma), float(sigma2), float(curvature),
+                    float(quartic))
+        done = len(level)
+        if not n or done >= rule.steps:
+            break
+        level = thresholds(min(len(level) + chunk, rule.steps))
+    return out
+
+
+def run_map_numpy(rule: Rule, curvature: float, sigma: float, thresholds, y1: np.ndarray, m1: np.ndarray,
+                  u1: float, chunk: int = 512, quartic: float = 0.0, spread=None) -> np.ndarray:
+    """run_map's reference loop in numpy, step by step over the nodes still below their level."""
     y, m = np.array(y1, float), np.array(m1, float)
     u = np.full_like(y, u1)
     top = u.copy()

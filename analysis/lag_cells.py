@@ -171,15 +171,29 @@ def _rule(settings: dict, schedule: tuple, lr: float, budget: int, steps: int | 
                             bias_correction=settings["bias_correction"], eps=settings["eps"])
 
 
-@lru_cache(maxsize=4096)
 def lag_case(case: tuple) -> tuple[LagEscape | None, str]:
     """The lag model's law for one `setting`, or (None, why) where the stable coordinates' spread
     alone approaches r (then an escape by the norm measures them, not the saddle)."""
+    return _law(law_inputs(case))
+
+
+def law_inputs(case: tuple) -> tuple:
+    """What of a `setting` the law depends on: not the problem's name, the escape measure, the
+    noise's alignment or law (they enter through the stable coordinates, or only the report's
+    words), nor the dimension without a start offset (it enters through the stable coordinates).
+    Cells that differ only in those share one computation."""
     rule_items, schedule, lr, budget, gamma, sigma, radius, stable, offset, dim = case[:10]
+    return rule_items, schedule, lr, budget, gamma, sigma, radius, stable, offset, dim if offset else None, case[13]
+
+
+@lru_cache(maxsize=4096)
+def _law(inputs: tuple) -> tuple[LagEscape | None, str]:
+    rule_items, schedule, lr, budget, gamma, sigma, radius, stable, offset, dim, quartic = inputs
     rule = _rule(dict(rule_items), schedule, lr, budget, horizon(budget))
     others = None if stable is None else Stable(np.array(stable[0]), np.array(stable[1]), np.array(stable[2]),
                                                  stable[3])
-    law = lag_escape(rule, gamma, sigma, radius, others, offset, dim, budget=budget, quartic=case[13])
+    law = lag_escape(rule, gamma, sigma, radius, others, offset, 1.0 if dim is None else dim, budget=budget,
+                     quartic=quartic)
     if law.spread_max >= SPREAD_LIMIT * radius**2:
         return None, (f"the stable coordinates' spread sum E x_i^2 reaches {law.spread_max:.3g} >= r^2/4: an escape "
                       "by the norm then measures them, not the saddle (use escape_measure: projection)")

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from .lean import Lean, lean_rows
 from .schema import declared_kind, derive_cell_ids
 
 REQUIRED_COLUMNS = ("escaped", "escape_step")
@@ -49,11 +50,16 @@ class Results(NamedTuple):
     traces: pd.DataFrame | None       # traces.parquet, when present
     meta: dict | None                 # meta.json, when present
     notes: tuple = ()                 # what loading had to derive or leave out, for the report
+    lean: Lean | None = None          # lean=True: the cell table computed while reading (rows are then lean)
 
 
-def load_results(path_or_rows) -> Results:
+def load_results(path_or_rows, lean: bool = False) -> Results:
     """`path_or_rows`: a results directory holding rows.parquet, a rows.parquet file, or a DataFrame
-    of rows (one per run). Raises FileNotFoundError / ValueError naming what is wrong."""
+    of rows (one per run). Raises FileNotFoundError / ValueError naming what is wrong.
+
+    lean: read a file a group of cells at a time (analysis.lean): `rows` then holds only the
+    durations' columns and `lean` the cell table of the whole, computed as the file was read; where
+    the file cannot be read so, as without lean (`lean` None)."""
     if isinstance(path_or_rows, pd.DataFrame):
         rows, notes = check_rows(path_or_rows, "rows")
         return Results(None, rows, None, None, None, tuple(notes))
@@ -63,7 +69,11 @@ def load_results(path_or_rows) -> Results:
         raise FileNotFoundError(f"results: {rows_path} does not exist; allowed: a results directory "
                                 "holding rows.parquet, a rows.parquet file, or a DataFrame")
     root = rows_path.parent
-    rows, notes = check_rows(_read_parquet(rows_path), str(rows_path))
+    summary = lean_rows(rows_path, check_rows) if lean and not (root / "tuning.parquet").is_file() else None
+    if summary is not None:
+        rows, notes = summary.rows, summary.notes
+    else:
+        rows, notes = check_rows(_read_parquet(rows_path), str(rows_path))
     cells = _read_parquet(root / "cells.parquet") if (root / "cells.parquet").is_file() else None
     traces = None
     if (root / "traces.parquet").is_file():
@@ -74,7 +84,7 @@ def load_results(path_or_rows) -> Results:
                              f"required: {', '.join(TRACE_COLUMNS)}")
         check_types(traces[list(TRACE_COLUMNS)], str(root / "traces.parquet"), TRACE_COLUMNS)
     meta = json.loads((root / "meta.json").read_text()) if (root / "meta.json").is_file() else None
-    return Results(root, rows, cells, traces, meta, tuple(notes))
+    return Results(root, rows, cells, traces, meta, tuple(notes), summary)
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:

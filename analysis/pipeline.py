@@ -13,7 +13,7 @@ import pandas as pd
 from workflows.core.survival import duration_pairs
 
 from . import matched, tracking_error
-from .cells import cell_table, per_run_columns
+from .cells import cell_table, labelled, per_run_columns
 from .compare import (
     compare_cells,
     compare_exponents,
@@ -52,15 +52,18 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
         variant is a ValueError, raised before anything is written.
     """
     started = time.perf_counter()
-    results = load_results(path_or_rows)
+    results = load_results(path_or_rows, lean=True)
     out = Path(out_dir) if out_dir is not None else (
         results.root / "analysis" if results.root is not None else Path("analysis").resolve())
-    rows = results.rows
-    cells = with_predictions(cell_table(rows))
+    rows, lean = results.rows, results.lean
+    # A file is read a group of cells at a time where it can be (analysis.lean): the cell table is
+    # then made as it is read, and `rows` holds only the durations' columns.
+    cells = with_predictions(cell_table(rows) if lean is None else labelled(lean.cells, len(lean.split[0])))
+    described = (split_columns(rows) if lean is None else lean.split)[0]
     if reference is not None:                  # asked for by name: an unknown one is refused before anything is written
         check_reference(reference, cells["optimizer"].unique())
     clear_outputs(out)
-    design = sweep_design(cells, split_columns(rows)[0], (results.meta or {}).get("conditions"))
+    design = sweep_design(cells, described, (results.meta or {}).get("conditions"))
     flags = sanity_flags(rows, cells)
     artefacts = artefact_cells(flags)
     comparison = compare_cells(cells, artefacts)
@@ -81,7 +84,7 @@ def analyze(path_or_rows, out_dir=None, *, dpi: int = DEFAULT_DPI, formats=DEFAU
     analysis = Analysis(
         source="<DataFrame>" if results.root is None else str(path_or_rows), rows=rows, meta=results.meta,
         cell_status=results.cells, load_notes=results.notes, cells=cells, design=design, flags=flags,
-        per_run=per_run_columns(cells, rows), comparison=comparison, summary=verdict_summary(comparison),
+        per_run=per_run_columns(cells, rows) if lean is None else lean.per_run, comparison=comparison, summary=verdict_summary(comparison),
         sgd_slope=sgd_slope_check(cells, artefacts), exponent_check=exponent_check, fits=fits,
         figure1=figure1_check(cells), comparisons=pairs.comparisons, pair_how=tuned.pair_how(pairs.how),
         questions=asked.sections(), figures=figures, skipped_figures=skipped, notes=[], lead=tuned.sections())

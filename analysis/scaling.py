@@ -247,6 +247,19 @@ def fitted_median(cells: pd.DataFrame, exponents: pd.DataFrame, quality: dict) -
     return np.exp(quality["intercept"] + x @ exponents["exponent"].to_numpy())
 
 
+def with_covariates(part: pd.DataFrame, cells: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
+    """The runs `part` with each covariate they lack taken from their cell's row of `cells` (lean
+    rows hold the durations only: analysis.lean)."""
+    missing = [c for c in covariates if c not in part]
+    if not missing:
+        return part
+    ids = part["cell_id"]
+    if isinstance(ids.dtype, pd.CategoricalDtype):     # by the codes: no lookup of a text per run
+        at = ids.cat.codes.to_numpy()
+        return part.assign(**{c: cells[c].reindex(ids.cat.categories.astype(object)).to_numpy()[at] for c in missing})
+    return part.assign(**{c: cells[c].reindex(ids.astype(object).to_numpy()).to_numpy() for c in missing})
+
+
 def fit_scaling(rows: pd.DataFrame, cells: pd.DataFrame, name: str = "escape", max_rows: int | None = None,
                 exclude=frozenset()):
     """(exponents table, fits table) over every group; the fits table also says how well the fitted
@@ -266,8 +279,12 @@ def fit_scaling(rows: pd.DataFrame, cells: pd.DataFrame, name: str = "escape", m
         order.append((rank[method], -len(group.cell_ids), id(group)))
     fitted = {group_id for _, _, group_id in sorted(order)[:MAX_FITS]}
     positions = rows.groupby("cell_id", observed=True, sort=False).indices     # cell -> its row numbers
+    # Only what a fit reads is copied per group (a group may hold most of the runs).
+    used = list(dict.fromkeys(["cell_id", *DURATIONS[name], *(c for g in groups for c in g.covariates if c in rows)]))
+    slim = rows[used]
     for group in groups:
-        part = rows.iloc[np.concatenate([positions[cell] for cell in group.cell_ids])]
+        part = with_covariates(slim.iloc[np.concatenate([positions[cell] for cell in group.cell_ids])], cells,
+                               group.covariates)
         exponents, quality = fit_group(part, group, name, max_rows, allowed=id(group) in fitted)
         if quality["status"] == "ok":
             part = cells.loc[group.cell_ids]

@@ -33,6 +33,12 @@ def summarize_cells(rows: pd.DataFrame, name: str = "escape") -> pd.DataFrame:
     # only the columns needed are kept (a filtered copy of every column cost 0.6 GiB at 10⁶ rows).
     rows = rows[[c for c in ("cell_id", duration, event, "budget") if c in rows]]
     rows = rows[rows[duration].notna() & rows[event].notna()]
+    if not len(rows):          # no cell records it (a group of cells read apart: analysis.lean)
+        out = pd.DataFrame(np.nan, index=every_cell, columns=[
+            f"{name}_{c}" for c in ("n_events", "median", "median_lo", "median_hi", "restricted_mean", "mean", "sd",
+                                    "mean_lo", "mean_hi", "kind", "time", "time_lo", "time_hi")])
+        out[f"{name}_kind"] = "not recorded"
+        return out
     rows = rows.assign(**{event: rows[event].astype(bool)})
     groups = rows.groupby(rows["cell_id"].astype(object), observed=True, sort=True)
     n = groups.size()

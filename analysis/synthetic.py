@@ -34,17 +34,20 @@ ADAPTIVE = ("rmsprop", "adam")
 
 def synthetic_rows(lrs=(1e-3, 3e-3, 1e-2), sigmas=(1e-2, 1e-1, 1.0), seeds=100, lr_exponent=-1.0,
                    sigma_exponent=0.5, intercept=2.0, noise=0.3, censored=0.3, optimizers=("sgd",),
-                   dims=(2,), seed=0, tail_steps=0, sosp_epsilon=0.0) -> pd.DataFrame:
+                   dims=(2,), seed=0, tail_steps=0, sosp_epsilon=0.0, budget=None, first_cell=0) -> pd.DataFrame:
+    """budget: the censoring step (default: the (1 − censored) quantile of the drawn τ); first_cell:
+    the number of the first cell id (tables written in parts: benchmarks/analysis_million_rows.py)."""
     rng = np.random.default_rng(seed)
     grid = pd.DataFrame(list(itertools.product(optimizers, lrs, sigmas, dims)),
                         columns=["optimizer.name", "optimizer.lr", "sigma_escape", "problem.dim"])
-    grid["cell_id"] = [f"synthetic{i:06d}" for i in range(len(grid))]
+    grid["cell_id"] = [f"synthetic{i:06d}" for i in range(first_cell, first_cell + len(grid))]
     per_run = grid.loc[grid.index.repeat(seeds)].reset_index(drop=True)
     n = len(per_run)
     log_tau = (intercept + lr_exponent * np.log(per_run["optimizer.lr"])
                + sigma_exponent * np.log(per_run["sigma_escape"]) + noise * rng.standard_normal(n))
     tau = np.ceil(np.exp(log_tau)).astype(np.int64)
-    budget = int(np.quantile(tau, 1 - censored)) if censored > 0 else int(tau.max())
+    if budget is None:
+        budget = int(np.quantile(tau, 1 - censored)) if censored > 0 else int(tau.max())
     escaped = tau <= budget
     steps = np.minimum(tau, budget)
     adaptive = per_run["optimizer.name"].isin(ADAPTIVE)

@@ -14,7 +14,7 @@
 3c. the built-in matrix optimizers (muon, matrix_whitening) against the built-in adam on matrix
    problems, per coordinate-step of a whole cell (benchmarks/matrix_speed.py);
 4. the sweep overhead of Ray Tune on the `quick` sweep, with 1 and 2 workers;
-5. `analyze` on 10⁶ rows: time and peak memory;
+5. `analyze` on 10⁶ and 10⁷ rows (--quick: 10⁶): time and peak memory (issue 25: 10⁷ within 2 GB);
 6. the scale-out of the study's sweeps to 1, 8 and 64 workers, from the measured costs;
 7. large grids (benchmarks/grid_scale.py, issue 25): the issue's grid of cheap cells at 10³, 10⁴
    and 10⁵ cells (--quick: 10³ and 10⁴), each run, rerun with nothing to compute and dry-run in a
@@ -394,9 +394,16 @@ def main():
                 print_sweep(results["sweep"], sweeps)
         if "analysis" in only:
             with clock.section("analysis"):
-                print("\n5. analyze on 10^6 rows")
-                results["analysis"] = measure_analysis(Path(tmp) / "analysis")
-                print(f"{results['analysis']['seconds']:.1f} s, peak {results['analysis']['peak_GiB']:.2f} GiB")
+                sizes = (10**6,) if args.quick else (10**6, 10**7)
+                print(f"\n5. analyze on {' and '.join(f'{n:.0e}' for n in sizes)} rows (issue 25: 10^7 within 2 GB; "
+                      "4000 cells x 250 seeds, 10^7: 40,000 cells); load = the 1-minute average before / after",
+                      flush=True)
+                results["analysis"] = []
+                for size in sizes:
+                    measured = measure_analysis(Path(tmp) / f"analysis_{size}", size)
+                    results["analysis"].append(measured)
+                    print(f"{size:.0e} rows: {measured['seconds']:.1f} s, peak {measured['peak_GiB']:.2f} GiB, load "
+                          f"{measured['load'][0]:.1f} / {measured['load'][1]:.1f}", flush=True)
     if "scale" in only:
         print("\n6. scale-out of the study sweeps (from each cell's measured engine time)")
         if "sweep" not in results:
