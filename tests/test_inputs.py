@@ -812,3 +812,15 @@ def test_mlflows_refusal_of_its_file_store_is_shown_whole(tmp_path, capsys, monk
     assert local_run(path, tmp_path / "r", "--track", "mlflow") == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: mlflow")]
     assert len(warnings) == 1 and "MLFLOW_ALLOW_FILE_STORE=true" in warnings[0] and "…" not in warnings[0]
+
+
+def test_an_override_that_is_not_one_printable_word_is_quoted_in_the_one_line_error(tmp_path):
+    """Found by the fuzzing above (a fresh-clone CI run): an override with a newline, given to a file
+    of two sweeps without --sweep, printed the error on two lines."""
+    from workflows.spec import SweepError, load_sweeps
+
+    path = tmp_path / "sweeps.yaml"
+    path.write_text("sweeps:\n  s: {parameters: {seeds: 4}}\n  t: {parameters: {seeds: 4}}\n")
+    with pytest.raises(SweepError) as error:
+        load_sweeps(str(path), overrides=["seeds=8", "a\nb"])
+    assert "\n" not in str(error.value) and "overrides seeds=8 'a\\nb' need one sweep" in str(error.value)

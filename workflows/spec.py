@@ -228,7 +228,10 @@ def expand_file(data, where: str, only: str | None, max_cells: int, overrides=()
         raise SweepError(f"{where}: --sweep {only!r} is not defined{did_you_mean(only, sweeps)}; "
                          f"allowed: {', '.join(sweeps)}{single}")
     if overrides and only is None and len(sweeps) > 1:
-        raise SweepError(f"{where}: overrides {' '.join(map(str, overrides))} need one sweep; allowed: "
+        # Each override as typed where it prints as one word, else quoted: one with a newline broke
+        # the error's one line (found by tests/test_inputs.py's fuzzing).
+        shown = " ".join(o if o.isprintable() and " " not in o else repr(o) for o in map(str, overrides))
+        raise SweepError(f"{where}: overrides {shown} need one sweep; allowed: "
                          f"--sweep NAME, one of {', '.join(sweeps)}")
     names = [only] if only is not None else list(sweeps)
     out = {name: expand_sweep(name, sweeps[name], defaults, max_cells, overrides) for name in names}
