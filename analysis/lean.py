@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from pandas.api.types import union_categoricals
 
 from .cells import DURATION_COLUMNS, cell_summaries
-from .schema import declared_scope
+from .schema import declared_scope, split_by
 
 BATCH_ROWS = 1 << 16
 LEAN_COLUMNS = ("cell_id", *DURATION_COLUMNS, "diverged")
@@ -65,7 +65,7 @@ def lean_rows(path, check) -> Lean | None:
     try:
         undeclared_run = _varying_within_cells(source, [c for c in names if declared_scope(c) is None
                                                         and c != "cell_id"])
-        split = _split(columns, undeclared_run)
+        split = split_by(columns, undeclared_run.__contains__)
         summarised = _summarised(source.schema_arrow, split)
         return _read(source, str(path), check, split, summarised)
     except NotGrouped:
@@ -123,19 +123,6 @@ def _varying_within_cells(source, undeclared: list[str]) -> set:
             if (values.groupby(chunk["cell_id"], observed=True, sort=False).nunique(dropna=False) > 1).any():
                 varying.add(column)
     return varying
-
-
-def _split(columns: list[str], undeclared_run: set) -> tuple[list, list, list]:
-    cell, run, undeclared = [], [], []
-    for column in columns:
-        scope = declared_scope(column)
-        if scope == "run":
-            run.append(column)
-        elif column in undeclared_run:
-            undeclared.append(column)
-        else:
-            cell.append(column)
-    return cell, run, undeclared
 
 
 def _summarised(schema: pa.Schema, split) -> list[str]:

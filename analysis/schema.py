@@ -87,12 +87,18 @@ def _constant_within_cells(rows: pd.DataFrame, column: str) -> bool:
 def split_columns(rows: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
     """(cell columns, declared per-run columns, undeclared per-run columns) of a table that has
     `cell_id`; undeclared columns are classified by whether they vary within some cell."""
+    return split_by(rows.columns, lambda column: not _constant_within_cells(rows, column))
+
+
+def split_by(columns, varies) -> tuple[list[str], list[str], list[str]]:
+    """split_columns for `columns`, with `varies(column)` saying whether an undeclared column varies
+    within some cell (analysis.lean learns it a batch of rows at a time)."""
     cell, run, undeclared = [], [], []
-    for column in rows.columns:
+    for column in columns:
         scope = declared_scope(column)
         if scope == "run":
             run.append(column)
-        elif scope == "cell" or column == "cell_id" or _constant_within_cells(rows, column):
+        elif scope == "cell" or column == "cell_id" or not varies(column):
             cell.append(column)
         else:
             undeclared.append(column)
